@@ -1,0 +1,43 @@
+// Shape inference and parameter counts for every layer kind, without LibTorch, so the
+// compiler can partition, size buffers and check sends. The runtime's layer registry
+// (runtime/layers.h) must build the same kinds; layers_consistency_test checks both agree.
+#ifndef PPC_IR_LAYER_SHAPES_H_
+#define PPC_IR_LAYER_SHAPES_H_
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/program.pb.h"
+
+namespace ppc::ir {
+
+struct LayerShapeInfo {
+  TensorSpec output;    // per sample
+  int64_t param_count;  // including a tied weight
+};
+
+// Output spec and parameter count of `layer` applied to one sample of `input`.
+// InvalidArgument names the layer, the attribute and the offending shape.
+absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input);
+
+// Registered kinds, sorted.
+std::vector<std::string> LayerKinds();
+
+// Attribute accessors with defaults; InvalidArgument when the attribute has another type.
+absl::StatusOr<int64_t> IntAttr(const LayerSpec& layer, const std::string& key,
+                                std::optional<int64_t> default_value = std::nullopt);
+absl::StatusOr<double> FloatAttr(const LayerSpec& layer, const std::string& key,
+                                 std::optional<double> default_value = std::nullopt);
+absl::StatusOr<bool> BoolAttr(const LayerSpec& layer, const std::string& key, bool default_value);
+// An int or an int list; a single int is repeated `n` times (kernel_size=3 -> {3,3}).
+absl::StatusOr<std::vector<int64_t>> IntsAttr(const LayerSpec& layer, const std::string& key,
+                                              int n, std::optional<int64_t> default_value = std::nullopt);
+
+std::string ShapeString(const TensorSpec& spec);
+int64_t NumElements(const TensorSpec& spec);
+
+}  // namespace ppc::ir
+
+#endif  // PPC_IR_LAYER_SHAPES_H_

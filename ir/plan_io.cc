@@ -1,0 +1,251 @@
+#include "ir/plan_io.h"
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "ir/instruction_text.h"
+#include "ir/status_macros.h"
+
+namespace ppc::ir {
+namespace {
+
+// Keeps protobuf's parse errors (with line and column) instead of logging them.
+class Collector : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit Collector(int line_offset) : line_offset_(line_offset) {}
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    if (error_.empty()) error_ = absl::StrCat("line ", line + 1 + line_offset_, ":", column + 1, ": ", message);
+  }
+  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
+  const std::string& error() const { return error_; }
+
+ private:
+  int line_offset_;
+  std::string error_;
+};
+
+absl::Status ParseTextProto(const std::string& text, int line_offset, const std::string& where,
+                            google::protobuf::Message* msg) {
+  google::protobuf::TextFormat::Parser parser;
+  Collector collector(line_offset);
+  parser.RecordErrorsTo(&collector);
+  if (!parser.ParseFromString(text, msg)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", collector.error()));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Fnv1a(const std::string& bytes, uint64_t h) {
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string Deterministic(const google::protobuf::Message& msg) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  msg.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+}  // namespace
+
+std::string PrintProgram(const StageProgram& program, bool numbered) {
+  std::string out;
+  for (int i = 0; i < program.instructions_size(); ++i) {
+    if (numbered) absl::StrAppend(&out, absl::StrFormat("%4d  ", i));
+    absl::StrAppend(&out, PrintInstruction(program.instructions(i)), "\n");
+  }
+  return out;
+}
+
+std::string PrintPlan(const Plan& plan) {
+  Plan header = plan;
+  header.clear_programs();
+  header.clear_format_version();
+  header.clear_fingerprint();
+  std::string body;
+  google::protobuf::TextFormat::Printer printer;
+  printer.PrintToString(header, &body);
+  std::string out = absl::StrCat("ppc-plan v", plan.format_version(), " fingerprint=", plan.fingerprint(), "\n", body);
+  for (const StageProgram& p : plan.programs()) {
+    absl::StrAppend(&out, "== stage ", p.stage(), " num_slots=", p.num_slots(), "\n", PrintProgram(p, false));
+  }
+  return out;
+}
+
+absl::StatusOr<Plan> ParsePlan(const std::string& text) {
+  std::vector<std::string> lines = absl::StrSplit(text, '\n');
+  if (lines.empty() || !absl::StartsWith(lines[0], "ppc-plan v")) {
+    return absl::InvalidArgumentError("line 1: a plan starts with 'ppc-plan v<version> fingerprint=<hex>'");
+  }
+  Plan plan;
+  {
+    std::vector<std::string> head = absl::StrSplit(lines[0], ' ', absl::SkipEmpty());
+    uint32_t version = 0;
+    if (head.size() != 3 || head[0] != "ppc-plan" || !absl::SimpleAtoi(absl::StripPrefix(head[1], "v"), &version) ||
+        !absl::StartsWith(head[2], "fingerprint=")) {
+      return absl::InvalidArgumentError(absl::StrCat("line 1: bad plan header '", lines[0], "'"));
+    }
+    plan.set_format_version(version);
+    plan.set_fingerprint(std::string(absl::StripPrefix(head[2], "fingerprint=")));
+  }
+  size_t i = 1;
+  std::string header;
+  for (; i < lines.size() && !absl::StartsWith(lines[i], "== stage "); ++i) absl::StrAppend(&header, lines[i], "\n");
+  Plan parsed;
+  RETURN_IF_ERROR(ParseTextProto(header, 1, "plan header", &parsed));
+  if (parsed.programs_size() > 0) {
+    return absl::InvalidArgumentError("plan header: programs go in '== stage' sections, not in the header");
+  }
+  parsed.set_format_version(plan.format_version());
+  parsed.set_fingerprint(plan.fingerprint());
+  plan = std::move(parsed);
+  StageProgram* current = nullptr;
+  for (; i < lines.size(); ++i) {
+    absl::string_view line = absl::StripAsciiWhitespace(lines[i]);
+    if (line.empty() || absl::StartsWith(line, "#")) continue;
+    if (absl::ConsumePrefix(&line, "== stage ")) {
+      std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      int stage, slots;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &stage) ||
+          !absl::SimpleAtoi(absl::StripPrefix(parts[1], "num_slots="), &slots)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("line ", i + 1, ": want '== stage <s> num_slots=<n>', got '", lines[i], "'"));
+      }
+      current = plan.add_programs();
+      current->set_stage(stage);
+      current->set_num_slots(slots);
+      continue;
+    }
+    if (current == nullptr) return absl::InvalidArgumentError(absl::StrCat("line ", i + 1, ": instruction outside a stage"));
+    auto instruction = ParseInstruction(std::string(line));
+    if (!instruction.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", i + 1, ": ", instruction.status().message()));
+    }
+    *current->add_instructions() = *std::move(instruction);
+  }
+  return plan;
+}
+
+std::string Fingerprint(const Plan& plan) {
+  uint64_t h = 14695981039346656037ull;
+  h = Fnv1a(Deterministic(plan.model()), h);
+  h = Fnv1a("|topology|", h);
+  h = Fnv1a(Deterministic(plan.topology()), h);
+  h = Fnv1a("|config|", h);
+  h = Fnv1a(Deterministic(plan.config()), h);
+  return absl::StrFormat("%016x", h);
+}
+
+void Stamp(Plan& plan) {
+  plan.set_format_version(kFormatVersion);
+  plan.set_fingerprint(Fingerprint(plan));
+}
+
+absl::Status CheckStamp(const Plan& plan, const std::string& where) {
+  if (plan.format_version() != kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(where, ": plan format version ", plan.format_version(),
+                                                      " is not supported (this build reads version ",
+                                                      kFormatVersion, "); recompile the plan with this ppc"));
+  }
+  std::string want = Fingerprint(plan);
+  if (plan.fingerprint() != want) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, ": plan fingerprint ", plan.fingerprint(), " does not match its model, topology and config (",
+        want, "); the plan was edited or corrupted after compilation"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for reading"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  // Write to a temporary file and rename, so a failure never leaves half a file.
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for writing"));
+    out << contents;
+    if (!out.flush()) return absl::DataLossError(absl::StrCat("short write to '", path, "'"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::DataLossError(absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* msg) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseTextProto(text, 0, path, msg);
+}
+
+static bool IsTextPath(const std::string& path) {
+  return absl::EndsWith(path, ".txt") || absl::EndsWith(path, ".pbtxt");
+}
+
+// Binary files start with this magic so a truncated or foreign file is recognised.
+static constexpr char kMagic[] = "PPCPLAN\n";
+
+absl::Status SavePlan(const Plan& plan, const std::string& path) {
+  if (IsTextPath(path)) return WriteFile(path, PrintPlan(plan));
+  return WriteFile(path, kMagic + Deterministic(plan));
+}
+
+absl::StatusOr<Plan> LoadPlan(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  Plan plan;
+  if (IsTextPath(path)) {
+    auto parsed = ParsePlan(bytes);
+    if (!parsed.ok()) return Annotate(parsed.status(), path);
+    plan = *std::move(parsed);
+  } else {
+    if (!absl::StartsWith(bytes, kMagic)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": not a binary ppc plan (missing PPCPLAN header); text plans end in .txt"));
+    }
+    if (!plan.ParseFromString(bytes.substr(sizeof(kMagic) - 1))) {
+      return absl::DataLossError(absl::StrCat(path, ": corrupt or truncated plan (", bytes.size(), " bytes)"));
+    }
+  }
+  if (plan.format_version() != kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": plan format version ", plan.format_version(),
+                                                      " is not supported (this build reads version ",
+                                                      kFormatVersion, ")"));
+  }
+  return plan;
+}
+
+absl::StatusOr<std::string> PlanToJson(const Plan& plan) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  auto status = google::protobuf::util::MessageToJsonString(plan, &out, options);
+  if (!status.ok()) return absl::InternalError(std::string(status.message()));
+  return out;
+}
+
+}  // namespace ppc::ir

@@ -1,0 +1,52 @@
+// Plan serialization: the canonical text form (golden tests are text in, text out),
+// versioned binary load/save, protobuf JSON, and the model+topology+config fingerprint.
+//
+// Canonical text form:
+//   ppc-plan v<format_version> fingerprint=<hex or empty>
+//   <protobuf text format of the plan without programs, version and fingerprint>
+//   == stage <s> num_slots=<n>
+//   <one instruction per line in assembly form, see ir/instruction_text.h>
+//   ...
+// PrintPlan(ParsePlan(t)) == t for every t that PrintPlan produced.
+#ifndef PPC_IR_PLAN_IO_H_
+#define PPC_IR_PLAN_IO_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "ir/program.pb.h"
+
+namespace ppc::ir {
+
+// Bumped on any change an older runtime would misread. Version 1: first release.
+inline constexpr uint32_t kFormatVersion = 1;
+
+std::string PrintPlan(const Plan& plan);
+absl::StatusOr<Plan> ParsePlan(const std::string& text);
+
+// One stage's program in assembly form, with instruction indices when `numbered`.
+std::string PrintProgram(const StageProgram& program, bool numbered);
+
+// 16 hex digits over the deterministic serialization of model, topology and config.
+std::string Fingerprint(const Plan& plan);
+// Sets format_version and fingerprint.
+void Stamp(Plan& plan);
+// FailedPrecondition if version or fingerprint do not match the plan's contents.
+absl::Status CheckStamp(const Plan& plan, const std::string& where);
+
+// Files ending in .txt or .pbtxt are the canonical text form; anything else binary.
+absl::Status SavePlan(const Plan& plan, const std::string& path);
+// Refuses unknown versions and corrupt files with an error naming the path.
+absl::StatusOr<Plan> LoadPlan(const std::string& path);
+
+absl::StatusOr<std::string> PlanToJson(const Plan& plan);
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+absl::Status WriteFile(const std::string& path, const std::string& contents);
+
+// Parses a protobuf text-format message from a file; errors name the path and line.
+absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* msg);
+
+}  // namespace ppc::ir
+
+#endif  // PPC_IR_PLAN_IO_H_
