@@ -41,7 +41,7 @@ absl::StatusOr<LayerShapeInfo> Linear(const LayerSpec& l, const TensorSpec& in) 
     return Bad(l, absl::StrCat("in_features=", in_f, " does not match input ", ShapeString(in)));
   auto dims = Dims(in);
   dims.back() = out_f;
-  return LayerShapeInfo{Spec(dims), in_f * out_f + (bias ? out_f : 0)};
+  return LayerShapeInfo{Spec(dims), in_f * out_f + (bias ? out_f : 0), {out_f, in_f}};
 }
 
 absl::StatusOr<LayerShapeInfo> Conv2d(const LayerSpec& l, const TensorSpec& in) {
@@ -60,7 +60,7 @@ absl::StatusOr<LayerShapeInfo> Conv2d(const LayerSpec& l, const TensorSpec& in) 
     if (o <= 0) return Bad(l, "output would be empty for input " + ShapeString(in));
     out[1 + i] = o;
   }
-  return LayerShapeInfo{Spec(out), cout * cin * k[0] * k[1] + (bias ? cout : 0)};
+  return LayerShapeInfo{Spec(out), cout * cin * k[0] * k[1] + (bias ? cout : 0), {cout, cin, k[0], k[1]}};
 }
 
 absl::StatusOr<LayerShapeInfo> MaxPool2d(const LayerSpec& l, const TensorSpec& in) {
@@ -75,30 +75,30 @@ absl::StatusOr<LayerShapeInfo> MaxPool2d(const LayerSpec& l, const TensorSpec& i
     if (o <= 0) return Bad(l, "output would be empty for input " + ShapeString(in));
     out[1 + i] = o;
   }
-  return LayerShapeInfo{Spec(out), 0};
+  return LayerShapeInfo{Spec(out), 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> AdaptiveAvgPool2d(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
   ASSIGN_OR_RETURN(auto o, IntsAttr(l, "output_size", 2));
   if (in.shape_size() != 3) return Bad(l, "expects input [C,H,W], got " + ShapeString(in));
-  return LayerShapeInfo{Spec({in.shape(0), o[0], o[1]}), 0};
+  return LayerShapeInfo{Spec({in.shape(0), o[0], o[1]}), 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> Elementwise(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
-  return LayerShapeInfo{in, 0};
+  return LayerShapeInfo{in, 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> Dropout(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
   ASSIGN_OR_RETURN(double p, FloatAttr(l, "p", 0.5));
   if (p < 0 || p >= 1) return Bad(l, absl::StrCat("p=", p, " must be in [0, 1)"));
-  return LayerShapeInfo{in, 0};
+  return LayerShapeInfo{in, 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> Flatten(const LayerSpec& l, const TensorSpec& in) {
-  return LayerShapeInfo{Spec({NumElements(in)}, in.dtype()), 0};
+  return LayerShapeInfo{Spec({NumElements(in)}, in.dtype()), 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> LayerNorm(const LayerSpec& l, const TensorSpec& in) {
@@ -109,7 +109,7 @@ absl::StatusOr<LayerShapeInfo> LayerNorm(const LayerSpec& l, const TensorSpec& i
   (void)eps;
   if (n != in.shape(in.shape_size() - 1))
     return Bad(l, absl::StrCat("normalized_shape=", n, " does not match input ", ShapeString(in)));
-  return LayerShapeInfo{in, 2 * n};
+  return LayerShapeInfo{in, 2 * n, {n}};
 }
 
 absl::StatusOr<LayerShapeInfo> Embedding(const LayerSpec& l, const TensorSpec& in) {
@@ -118,7 +118,7 @@ absl::StatusOr<LayerShapeInfo> Embedding(const LayerSpec& l, const TensorSpec& i
   if (in.dtype() != INT64) return Bad(l, "expects int64 indices, got " + ShapeString(in));
   auto dims = Dims(in);
   dims.push_back(dim);
-  return LayerShapeInfo{Spec(dims), num * dim};
+  return LayerShapeInfo{Spec(dims), num * dim, {num, dim}};
 }
 
 const std::map<std::string, ShapeFn>& Registry() {

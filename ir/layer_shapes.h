@@ -16,6 +16,8 @@ namespace ppc::ir {
 struct LayerShapeInfo {
   TensorSpec output;    // per sample
   int64_t param_count;  // including a tied weight
+  // Shape of the "weight" parameter (what a tie key shares); empty when there is none.
+  std::vector<int64_t> weight_shape;
 };
 
 // Output spec and parameter count of `layer` applied to one sample of `input`.

@@ -1,0 +1,63 @@
+// An ordered list of passes with MLIR-style textual form, e.g.
+//   infer-shapes,partition{method=parameters},schedule-1f1b,assign-buffers
+// The pipeline runs the verifier after every pass that reports a change (and once
+// on the input), prints or dumps IR when asked, times passes, and on failure says
+// "failed after <pass>" and writes a reproducer (input plan + exact pipeline).
+#ifndef PPC_COMPILER_PASS_PIPELINE_H_
+#define PPC_COMPILER_PASS_PIPELINE_H_
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "compiler/pass_registry.h"
+
+namespace ppc {
+
+struct PipelineElement {
+  std::string name;
+  PassOptions options;
+};
+
+// Parses "a{k=v,k2=v2},b". Values may not contain ',', '{' or '}'.
+absl::StatusOr<std::vector<PipelineElement>> ParsePipeline(const std::string& text);
+// Canonical form: options sorted by key. ParsePipeline(PrintPipeline(x)) == x.
+std::string PrintPipeline(const std::vector<PipelineElement>& elements);
+
+struct PipelineOptions {
+  bool print_ir_after_all = false;
+  bool print_ir_after_change = false;
+  bool print_ir_after_failure = false;
+  bool verify_each = true;
+  bool time_passes = false;
+  // When set, writes <dir>/<NN>-<pass>.txt after every pass, and the reproducer on failure.
+  std::string dump_to;
+  std::set<std::string> disabled;
+  // Where IR printing and timing go; passes never print.
+  std::ostream* out = nullptr;
+};
+
+using Verifier = std::function<absl::Status(const ir::Plan&)>;
+
+class PassPipeline {
+ public:
+  static absl::StatusOr<PassPipeline> Create(const std::string& text, const PassRegistry& registry);
+
+  void set_verifier(Verifier verifier) { verifier_ = std::move(verifier); }
+  std::string ToString() const { return PrintPipeline(elements_); }
+  // Runs every pass in order; returns whether any changed the plan.
+  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options) const;
+
+ private:
+  std::vector<PipelineElement> elements_;
+  std::vector<std::shared_ptr<Pass>> passes_;
+  Verifier verifier_;
+};
+
+}  // namespace ppc
+
+#endif  // PPC_COMPILER_PASS_PIPELINE_H_

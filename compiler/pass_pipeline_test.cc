@@ -1,0 +1,109 @@
+#include "compiler/pass_pipeline.h"
+
+#include <sstream>
+
+#include "gtest/gtest.h"
+#include "ir/plan_io.h"
+
+namespace ppc {
+namespace {
+
+// Sets micro_batches to its option `n`; reports a change only when the value differs.
+class SetMicroBatches : public Pass {
+ public:
+  explicit SetMicroBatches(int n) : n_(n) {}
+  std::string name() const override { return "set-micro-batches"; }
+  absl::StatusOr<bool> Run(ir::Plan& plan) override {
+    if (plan.config().micro_batches() == n_) return false;
+    plan.mutable_config()->set_micro_batches(n_);
+    return true;
+  }
+
+ private:
+  int n_;
+};
+
+class Fails : public Pass {
+ public:
+  std::string name() const override { return "fails"; }
+  absl::StatusOr<bool> Run(ir::Plan&) override { return absl::InvalidArgumentError("boom"); }
+};
+
+PassRegistry TestRegistry() {
+  return PassRegistry({
+      {"fails", "always fails", {}, [](const PassOptions&) -> absl::StatusOr<std::unique_ptr<Pass>> {
+         return std::make_unique<Fails>();
+       }},
+      {"set-micro-batches", "sets M", {"n"}, [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
+         return std::make_unique<SetMicroBatches>(std::stoi(o.at("n")));
+       }},
+  });
+}
+
+TEST(ParsePipeline, PrintsBackCanonically) {
+  auto p = ParsePipeline("a,partition{method=parameters},b{z=1,a=2}");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->size(), 3u);
+  EXPECT_EQ(p->at(1).options.at("method"), "parameters");
+  EXPECT_EQ(PrintPipeline(*p), "a,partition{method=parameters},b{a=2,z=1}");
+  EXPECT_EQ(PrintPipeline(*ParsePipeline(PrintPipeline(*p))), PrintPipeline(*p));
+}
+
+TEST(ParsePipeline, RejectsMalformedText) {
+  for (const char* bad : {"a,", "a{k=v", "Bad_Name", "a{novalue}", "a{k=1,k=2}", "a b"}) {
+    EXPECT_EQ(ParsePipeline(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(PassPipeline, RejectsUnknownPassesAndOptions) {
+  PassRegistry registry = TestRegistry();
+  auto unknown = PassPipeline::Create("nope", registry);
+  EXPECT_NE(unknown.status().message().find("known passes: fails, set-micro-batches"), std::string::npos);
+  auto bad_option = PassPipeline::Create("set-micro-batches{m=2}", registry);
+  EXPECT_NE(bad_option.status().message().find("has no option 'm'; it accepts: n"), std::string::npos);
+}
+
+TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
+  PassRegistry registry = TestRegistry();
+  auto pipeline = PassPipeline::Create("set-micro-batches{n=4},set-micro-batches{n=7}", registry);
+  ASSERT_TRUE(pipeline.ok());
+  int verified = 0;
+  pipeline->set_verifier([&](const ir::Plan& plan) {
+    ++verified;
+    if (plan.config().micro_batches() > 5) return absl::InvalidArgumentError("too many micro-batches");
+    return absl::OkStatus();
+  });
+  ir::Plan plan;
+  plan.mutable_config()->set_micro_batches(4);
+  std::ostringstream out;
+  PipelineOptions options;
+  options.out = &out;
+  options.print_ir_after_change = true;
+  auto result = pipeline->Run(plan, options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(), "failed after set-micro-batches: too many micro-batches");
+  // Input verified, first pass made no change (not verified), second changed (verified).
+  EXPECT_EQ(verified, 2);
+}
+
+TEST(PassPipeline, PassErrorsCarryThePassNameAndWriteAReproducer) {
+  PassRegistry registry = TestRegistry();
+  auto pipeline = PassPipeline::Create("set-micro-batches{n=3},fails", registry);
+  ASSERT_TRUE(pipeline.ok());
+  ir::Plan plan;
+  PipelineOptions options;
+  options.dump_to = ::testing::TempDir() + "/dump";
+  auto result = pipeline->Run(plan, options);
+  EXPECT_EQ(result.status().message(), "pass fails failed: boom");
+  auto repro = ir::ReadFile(options.dump_to + "/reproducer.pipeline");
+  ASSERT_TRUE(repro.ok());
+  EXPECT_NE(repro->find("--passes='set-micro-batches{n=3},fails'"), std::string::npos) << *repro;
+  auto after_first = ir::LoadPlan(options.dump_to + "/00-set-micro-batches.txt");
+  EXPECT_TRUE(ir::ReadFile(options.dump_to + "/00-set-micro-batches.txt").ok());
+  auto input = ir::ParsePlan(*ir::ReadFile(options.dump_to + "/reproducer.txt"));
+  ASSERT_TRUE(input.ok()) << input.status();
+  EXPECT_EQ(input->config().micro_batches(), 0);  // the input, not the partly rewritten plan
+}
+
+}  // namespace
+}  // namespace ppc

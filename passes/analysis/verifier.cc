@@ -1,0 +1,524 @@
+#include "passes/analysis/verifier.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "ir/instruction_text.h"
+#include "ir/layer_shapes.h"
+#include "ir/status_macros.h"
+#include "passes/plan_util.h"
+
+namespace ppc::passes {
+namespace {
+
+using ir::CommKind;
+using ir::Instruction;
+
+constexpr int kMaxErrors = 25;
+
+// A posted communication as identified by Wait: kind, micro-batch, chunk.
+using CommKey = std::tuple<int, int, int>;
+
+struct Comm {
+  CommKind kind;
+  int mb, chunk, slot, peer;
+  std::vector<int64_t> shape;
+  ir::DType dtype;
+};
+
+bool AsComm(const Instruction& in, Comm* c) {
+  auto fill = [&](CommKind kind, const auto& m) {
+    *c = Comm{kind, m.micro_batch(), m.chunk(), m.slot(), m.peer(), {m.shape().begin(), m.shape().end()}, m.dtype()};
+    return true;
+  };
+  switch (in.op_case()) {
+    case Instruction::kSendActivation: return fill(ir::SEND_ACTIVATION, in.send_activation());
+    case Instruction::kRecvActivation: return fill(ir::RECV_ACTIVATION, in.recv_activation());
+    case Instruction::kSendGrad: return fill(ir::SEND_GRAD, in.send_grad());
+    case Instruction::kRecvGrad: return fill(ir::RECV_GRAD, in.recv_grad());
+    default: return false;
+  }
+}
+
+CommKind Counterpart(CommKind k) {
+  switch (k) {
+    case ir::SEND_ACTIVATION: return ir::RECV_ACTIVATION;
+    case ir::RECV_ACTIVATION: return ir::SEND_ACTIVATION;
+    case ir::SEND_GRAD: return ir::RECV_GRAD;
+    case ir::RECV_GRAD: return ir::SEND_GRAD;
+    default: return ir::COMM_UNSPECIFIED;
+  }
+}
+
+std::string KindName(CommKind k) { return absl::AsciiStrToLower(ir::CommKind_Name(k)); }
+
+// The slot an instruction touches, if any.
+bool SlotOf(const Instruction& in, int* mb, int* slot) {
+  int chunk;
+  if (!ir::MicroBatchOf(in, mb, &chunk)) return false;
+  switch (in.op_case()) {
+    case Instruction::kLoadMicroBatch: *slot = in.load_micro_batch().slot(); return true;
+    case Instruction::kForward: *slot = in.forward().slot(); return true;
+    case Instruction::kBackward: *slot = in.backward().slot(); return true;
+    default: {
+      Comm c;
+      if (AsComm(in, &c)) {
+        *slot = c.slot;
+        return true;
+      }
+      return false;
+    }
+  }
+}
+
+class Verifier {
+ public:
+  explicit Verifier(const ir::Plan& plan) : plan_(plan) {}
+
+  absl::Status Run() {
+    CheckTopologyAndPartition();
+    if (plan_.programs_size() > 0 && errors_.empty()) {
+      CheckProgramsPresent();
+      if (errors_.empty()) {
+        for (const auto& prog : plan_.programs()) CheckStage(prog);
+        CheckMatching();
+      }
+      if (errors_.empty()) Simulate();
+    }
+    if (errors_.empty()) return absl::OkStatus();
+    std::string msg = absl::StrJoin(errors_, "\n  ");
+    if (truncated_) absl::StrAppend(&msg, "\n  ... (more errors not shown)");
+    return absl::InvalidArgumentError(absl::StrCat(errors_.size() == 1 ? "" : "plan has errors:\n  ", msg));
+  }
+
+ private:
+  void Error(std::string msg) {
+    if (static_cast<int>(errors_.size()) >= kMaxErrors) {
+      truncated_ = true;
+      return;
+    }
+    errors_.push_back(std::move(msg));
+  }
+
+  std::string Where(int s, int i) {
+    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(plan_.programs(s).instructions(i)),
+                        ")");
+  }
+
+  void CheckTopologyAndPartition() {
+    const int p = plan_.topology().num_stages();
+    if (p < 1) Error(absl::StrCat("topology.num_stages must be >= 1, got ", p));
+    if (plan_.topology().data_parallel() < 1) {
+      Error(absl::StrCat("topology.data_parallel must be >= 1, got ", plan_.topology().data_parallel()));
+    }
+    if (plan_.partition().stages_size() == 0) return;
+    if (plan_.partition().stages_size() != p) {
+      Error(absl::StrCat("partition has ", plan_.partition().stages_size(), " stages, topology has ", p));
+      return;
+    }
+    int expect = 0;
+    for (int s = 0; s < p; ++s) {
+      const auto& r = plan_.partition().stages(s);
+      if (r.begin() != expect || r.end() <= r.begin()) {
+        Error(absl::StrCat("partition stage ", s, " is [", r.begin(), ", ", r.end(), "); expected a non-empty range starting at ",
+                           expect));
+        return;
+      }
+      expect = r.end();
+    }
+    if (expect != plan_.model().layers_size()) {
+      Error(absl::StrCat("partition covers layers [0, ", expect, ") of ", plan_.model().layers_size()));
+    }
+    have_shapes_ = RequireShapes(plan_, "verify").ok();
+  }
+
+  void CheckProgramsPresent() {
+    const int p = plan_.topology().num_stages();
+    if (plan_.programs_size() != p) {
+      Error(absl::StrCat("plan has ", plan_.programs_size(), " programs for ", p, " stages"));
+      return;
+    }
+    for (int s = 0; s < p; ++s) {
+      if (plan_.programs(s).stage() != s) Error(absl::StrCat("program ", s, " says it is stage ", plan_.programs(s).stage()));
+    }
+    if (plan_.config().micro_batches() < 1) Error("config.micro_batches must be >= 1");
+    for (const auto& prog : plan_.programs()) {
+      for (const auto& in : prog.instructions()) {
+        lowered_ |= in.has_load_micro_batch();
+        comm_lowered_ |= in.has_wait();
+        training_ |= in.has_backward() || in.has_optimizer_step();
+        has_optimizer_ |= in.has_optimizer_step();
+      }
+    }
+  }
+
+  void CheckStage(const ir::StageProgram& prog) {
+    const int s = prog.stage();
+    const int p = plan_.topology().num_stages();
+    const int m = plan_.config().micro_batches();
+    const int slots = prog.num_slots();
+    const bool first = s == 0, last = s == p - 1;
+    std::vector<int> fwd(m, -1), bwd_full(m, -1), bwd_in(m, -1), bwd_w(m, -1);
+    std::vector<int> fwd_slot(m, -1);
+    std::vector<bool> inputs(m, false), labels(m, false), act_ready(m, false), grad_ready(m, false);
+    std::map<CommKey, int> posted;  // -> instruction index
+    std::set<CommKey> waited;
+    std::map<CommKey, int> posted_slot;
+    int optimizer = -1, reduce = -1, last_backward = -1;
+    std::vector<int> reductions;
+    // slot -> (mb -> [first, last] instruction index)
+    std::map<int, std::map<int, std::pair<int, int>>> live;
+    auto touch = [&](int slot, int mb, int i) {
+      auto& by_mb = live[slot];
+      auto it = by_mb.find(mb);
+      if (it == by_mb.end()) {
+        by_mb[mb] = {i, i};
+      } else {
+        it->second.second = i;
+      }
+    };
+    for (int i = 0; i < prog.instructions_size(); ++i) {
+      const Instruction& in = prog.instructions(i);
+      int mb = 0, chunk = 0;
+      const bool has_mb = ir::MicroBatchOf(in, &mb, &chunk);
+      if (in.op_case() == Instruction::OP_NOT_SET) {
+        Error(absl::StrCat("stage ", s, " instruction ", i, " is empty"));
+        continue;
+      }
+      if (has_mb) {
+        if (mb < 0 || mb >= m) {
+          Error(absl::StrCat(Where(s, i), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
+          continue;
+        }
+        if (chunk != 0) {
+          Error(absl::StrCat(Where(s, i), ": chunk ", chunk, " is out of range (stage has 1 chunk)"));
+          continue;
+        }
+        int slot = 0;
+        if (SlotOf(in, &mb, &slot)) {
+          if (slot < 0 || (slots > 0 && slot >= slots) || (slots == 0 && slot != 0)) {
+            Error(absl::StrCat(Where(s, i), ": slot ", slot, " is out of range [0, ", std::max(slots, 1), ")"));
+            continue;
+          }
+          touch(slot, mb, i);
+        }
+      }
+      Comm c;
+      if (AsComm(in, &c)) {
+        const bool to_next = c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_GRAD;
+        const int want_peer = to_next ? s + 1 : s - 1;
+        if (c.peer != want_peer || want_peer < 0 || want_peer >= p) {
+          Error(absl::StrCat(Where(s, i), ": peer stage ", c.peer, " is not valid here (want ", want_peer, " of ", p,
+                             " stages)"));
+          continue;
+        }
+        if (have_shapes_) {
+          const bool boundary_out = c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_GRAD;
+          ir::TensorSpec spec = boundary_out ? StageOutput(plan_, s) : StageInput(plan_, s);
+          std::vector<int64_t> want = BatchShape(plan_, spec);
+          ir::DType want_dtype =
+              (c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_ACTIVATION) ? spec.dtype() : ir::FLOAT32;
+          if (c.shape != want || c.dtype != want_dtype) {
+            Error(absl::StrCat(Where(s, i), ": shape ", ir::DType_Name(c.dtype), "[", absl::StrJoin(c.shape, ","),
+                               "] does not match the stage boundary ", ir::DType_Name(want_dtype), "[",
+                               absl::StrJoin(want, ","), "]"));
+          }
+        }
+        CommKey key{c.kind, c.mb, c.chunk};
+        if (posted.count(key)) {
+          Error(absl::StrCat(Where(s, i), ": posts ", KindName(c.kind), " mb=", c.mb, " again (first at instruction ",
+                             posted[key], ")"));
+          continue;
+        }
+        posted[key] = i;
+        posted_slot[key] = c.slot;
+        switch (c.kind) {
+          case ir::SEND_ACTIVATION:
+            if (fwd[c.mb] < 0 || fwd_slot[c.mb] != c.slot) {
+              Error(absl::StrCat(Where(s, i), ": sends the activation of micro-batch ", c.mb,
+                                 " before its forward on slot ", c.slot));
+            }
+            break;
+          case ir::SEND_GRAD:
+            if ((bwd_full[c.mb] < 0 && bwd_in[c.mb] < 0) || fwd_slot[c.mb] != c.slot) {
+              Error(absl::StrCat(Where(s, i), ": sends the input gradient of micro-batch ", c.mb,
+                                 " before its backward on slot ", c.slot));
+            }
+            break;
+          default:
+            break;
+        }
+        continue;
+      }
+      switch (in.op_case()) {
+        case Instruction::kLoadMicroBatch: {
+          const auto& l = in.load_micro_batch();
+          if (l.inputs() && !first) Error(absl::StrCat(Where(s, i), ": only the first stage loads inputs"));
+          if (l.labels() && !last) Error(absl::StrCat(Where(s, i), ": only the last stage loads labels"));
+          if (l.inputs()) inputs[mb] = true;
+          if (l.labels()) labels[mb] = true;
+          break;
+        }
+        case Instruction::kWait: {
+          if (in.wait().ops_size() == 0) Error(absl::StrCat(Where(s, i), ": waits for nothing"));
+          for (const auto& ref : in.wait().ops()) {
+            CommKey key{ref.kind(), ref.micro_batch(), ref.chunk()};
+            if (!posted.count(key)) {
+              Error(absl::StrCat(Where(s, i), ": waits for ", KindName(ref.kind()), " mb=", ref.micro_batch(),
+                                 " which was not posted before"));
+            } else if (!waited.insert(key).second) {
+              Error(absl::StrCat(Where(s, i), ": waits for ", KindName(ref.kind()), " mb=", ref.micro_batch(),
+                                 " a second time"));
+            } else {
+              touch(posted_slot[key], ref.micro_batch(), i);
+              if (ref.kind() == ir::RECV_ACTIVATION) act_ready[ref.micro_batch()] = true;
+              if (ref.kind() == ir::RECV_GRAD) grad_ready[ref.micro_batch()] = true;
+            }
+          }
+          break;
+        }
+        case Instruction::kForward: {
+          const int slot = in.forward().slot();
+          if (fwd[mb] >= 0) {
+            Error(absl::StrCat(Where(s, i), ": forwards micro-batch ", mb, " a second time (first at instruction ",
+                               fwd[mb], ")"));
+            break;
+          }
+          fwd[mb] = i;
+          fwd_slot[mb] = slot;
+          if (lowered_) {
+            if (first && !inputs[mb]) Error(absl::StrCat(Where(s, i), ": inputs of micro-batch ", mb, " were not loaded"));
+            if (!first && comm_lowered_ && !act_ready[mb]) {
+              Error(absl::StrCat(Where(s, i), ": activation of micro-batch ", mb, " from stage ", s - 1,
+                                 " was not received and waited for"));
+            }
+            if (last && !labels[mb]) Error(absl::StrCat(Where(s, i), ": labels of micro-batch ", mb, " were not loaded"));
+          }
+          break;
+        }
+        case Instruction::kBackward: {
+          const auto& b = in.backward();
+          last_backward = i;
+          if (fwd[mb] < 0) {
+            Error(absl::StrCat(Where(s, i), ": backward of micro-batch ", mb, " before its forward"));
+            break;
+          }
+          if (b.slot() != fwd_slot[mb]) {
+            Error(absl::StrCat(Where(s, i), ": uses slot ", b.slot(), " but the forward of micro-batch ", mb,
+                               " used slot ", fwd_slot[mb]));
+          }
+          if (comm_lowered_ && !last && !grad_ready[mb]) {
+            Error(absl::StrCat(Where(s, i), ": gradient of micro-batch ", mb, " from stage ", s + 1,
+                               " was not received and waited for"));
+          }
+          std::vector<int>* seen = b.part() == ir::FULL ? &bwd_full : b.part() == ir::INPUT_ONLY ? &bwd_in : &bwd_w;
+          if ((*seen)[mb] >= 0 || (b.part() == ir::FULL && (bwd_in[mb] >= 0 || bwd_w[mb] >= 0)) ||
+              (b.part() != ir::FULL && bwd_full[mb] >= 0)) {
+            Error(absl::StrCat(Where(s, i), ": backward of micro-batch ", mb, " is done twice"));
+          }
+          if (b.part() == ir::WEIGHT_ONLY && bwd_in[mb] < 0) {
+            Error(absl::StrCat(Where(s, i), ": weight-only backward of micro-batch ", mb, " before its input-only part"));
+          }
+          (*seen)[mb] = i;
+          break;
+        }
+        case Instruction::kReduceTiedGrads:
+        case Instruction::kReduceGrads:
+          reductions.push_back(i);
+          if (in.has_reduce_grads()) {
+            if (reduce >= 0) Error(absl::StrCat(Where(s, i), ": reduces gradients twice"));
+            reduce = i;
+          } else {
+            CheckTie(s, i, in.reduce_tied_grads());
+          }
+          break;
+        case Instruction::kOptimizerStep:
+          if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
+          optimizer = i;
+          break;
+        default:
+          break;
+      }
+    }
+    // Whole-program properties.
+    for (int mb = 0; mb < m; ++mb) {
+      if (fwd[mb] < 0) Error(absl::StrCat("stage ", s, ": micro-batch ", mb, " is never forwarded"));
+      bool done = bwd_full[mb] >= 0 || (bwd_in[mb] >= 0 && bwd_w[mb] >= 0);
+      bool any = bwd_full[mb] >= 0 || bwd_in[mb] >= 0 || bwd_w[mb] >= 0;
+      if (training_ && !done) Error(absl::StrCat("stage ", s, ": micro-batch ", mb, " is never (fully) backwarded"));
+      if (!training_ && any) Error(absl::StrCat("stage ", s, ": inference plan backwards micro-batch ", mb));
+    }
+    for (const auto& [key, i] : posted) {
+      if (!waited.count(key)) {
+        Error(absl::StrCat(Where(s, i), ": posted but never waited for"));
+      }
+    }
+    for (int r : reductions) {
+      if (r < last_backward) Error(absl::StrCat(Where(s, r), ": reduces gradients before the backward at instruction ",
+                                                last_backward));
+      if (optimizer >= 0 && r > optimizer) Error(absl::StrCat(Where(s, r), ": reduces gradients after the optimizer step"));
+    }
+    if (optimizer >= 0 && optimizer < last_backward) {
+      Error(absl::StrCat(Where(s, optimizer), ": optimizer step before the backward at instruction ", last_backward));
+    }
+    if (has_optimizer_ && optimizer < 0) Error(absl::StrCat("stage ", s, ": training plan has no optimizer step"));
+    if (has_optimizer_ && plan_.topology().data_parallel() > 1 && reduce < 0) {
+      Error(absl::StrCat("stage ", s, ": data_parallel=", plan_.topology().data_parallel(),
+                         " but gradients are never reduced (ReduceGrads)"));
+    }
+    // Liveness: a slot holds one micro-batch from its first to its last use. Before
+    // assign-buffers (num_slots == 0) slots are unassigned and not checked.
+    if (slots == 0) return;
+    for (const auto& [slot, by_mb] : live) {
+      std::vector<std::tuple<int, int, int>> ranges;  // first, last, mb
+      for (const auto& [mb, r] : by_mb) ranges.emplace_back(r.first, r.second, mb);
+      std::sort(ranges.begin(), ranges.end());
+      for (size_t k = 1; k < ranges.size(); ++k) {
+        auto [f0, l0, mb0] = ranges[k - 1];
+        auto [f1, l1, mb1] = ranges[k];
+        if (f1 <= l0) {
+          Error(absl::StrCat(Where(s, f1), ": overwrites slot ", slot, " with micro-batch ", mb1, " while micro-batch ",
+                             mb0, " still needs it (until instruction ", l0, ")"));
+        }
+      }
+    }
+  }
+
+  void CheckTie(int s, int i, const ir::ReduceTiedGrads& r) {
+    std::set<int> holders;
+    if (plan_.partition().stages_size() > 0) {
+      for (int st = 0; st < plan_.partition().stages_size(); ++st)
+        for (int l = plan_.partition().stages(st).begin(); l < plan_.partition().stages(st).end(); ++l)
+          if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(st);
+    }
+    std::set<int> listed(r.stages().begin(), r.stages().end());
+    if (holders != listed || !listed.count(s)) {
+      Error(absl::StrCat(Where(s, i), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
+                         "], instruction lists [", absl::StrJoin(listed, ","), "]"));
+    }
+  }
+
+  void CheckMatching() {
+    // (sender stage, receiver stage, kind of send, mb, chunk) -> instruction
+    std::map<std::tuple<int, int, int, int, int>, std::pair<int, Comm>> sends, recvs;
+    for (const auto& prog : plan_.programs()) {
+      for (int i = 0; i < prog.instructions_size(); ++i) {
+        Comm c;
+        if (!AsComm(prog.instructions(i), &c)) continue;
+        const bool is_send = c.kind == ir::SEND_ACTIVATION || c.kind == ir::SEND_GRAD;
+        CommKind send_kind = is_send ? c.kind : Counterpart(c.kind);
+        auto key = is_send ? std::make_tuple(prog.stage(), c.peer, int(send_kind), c.mb, c.chunk)
+                           : std::make_tuple(c.peer, prog.stage(), int(send_kind), c.mb, c.chunk);
+        (is_send ? sends : recvs)[key] = {i, c};
+      }
+    }
+    for (const auto& [key, v] : sends) {
+      auto [from, to, kind, mb, chunk] = key;
+      auto it = recvs.find(key);
+      if (it == recvs.end()) {
+        Error(absl::StrCat(Where(from, v.first), ": no matching ", KindName(Counterpart(CommKind(kind))),
+                           " on stage ", to));
+        continue;
+      }
+      if (it->second.second.shape != v.second.shape || it->second.second.dtype != v.second.dtype) {
+        Error(absl::StrCat(Where(from, v.first), ": shape or dtype differs from the matching receive at ",
+                           Where(to, it->second.first)));
+      }
+    }
+    for (const auto& [key, v] : recvs) {
+      if (!sends.count(key)) {
+        auto [from, to, kind, mb, chunk] = key;
+        Error(absl::StrCat(Where(to, v.first), ": no matching ", KindName(CommKind(kind)), " on stage ", from));
+      }
+    }
+  }
+
+  // Runs all stages together: posts never block; a Wait blocks until the peer has
+  // posted the counterpart of every referenced operation (rendezvous semantics, the
+  // strictest a transport may have); ReduceTiedGrads blocks until every listed stage
+  // is at the same collective.
+  void Simulate() {
+    const int p = plan_.topology().num_stages();
+    std::vector<int> pc(p, 0);
+    std::vector<std::map<CommKey, int>> posted(p);  // key -> peer
+    auto finished = [&](int s) { return pc[s] >= plan_.programs(s).instructions_size(); };
+    auto blocked_reason = [&](int s) -> std::string {
+      const Instruction& in = plan_.programs(s).instructions(pc[s]);
+      if (in.has_wait()) {
+        for (const auto& ref : in.wait().ops()) {
+          CommKey key{ref.kind(), ref.micro_batch(), ref.chunk()};
+          int peer = posted[s].at(key);
+          CommKey other{Counterpart(ref.kind()), ref.micro_batch(), ref.chunk()};
+          if (!posted[peer].count(other)) {
+            return absl::StrCat("needs stage ", peer, " to post ", KindName(Counterpart(ref.kind())), " mb=",
+                                ref.micro_batch());
+          }
+        }
+        return "";
+      }
+      if (in.has_reduce_tied_grads()) {
+        for (int t : in.reduce_tied_grads().stages()) {
+          if (t == s) continue;
+          if (finished(t) || !plan_.programs(t).instructions(pc[t]).has_reduce_tied_grads() ||
+              plan_.programs(t).instructions(pc[t]).reduce_tied_grads().tie_key() != in.reduce_tied_grads().tie_key()) {
+            return absl::StrCat("needs stage ", t, " at the same tied-gradient reduction");
+          }
+        }
+        return "";
+      }
+      return "";
+    };
+    bool progress = true;
+    while (progress) {
+      progress = false;
+      for (int s = 0; s < p; ++s) {
+        while (!finished(s)) {
+          const Instruction& in = plan_.programs(s).instructions(pc[s]);
+          if (!blocked_reason(s).empty()) break;
+          Comm c;
+          if (AsComm(in, &c)) posted[s][{c.kind, c.mb, c.chunk}] = c.peer;
+          if (in.has_reduce_tied_grads()) {
+            // Every participant is here: all of them pass the collective together.
+            for (int t : in.reduce_tied_grads().stages())
+              if (t != s) ++pc[t];
+          }
+          ++pc[s];
+          progress = true;
+        }
+      }
+    }
+    std::vector<std::string> stuck;
+    for (int s = 0; s < p; ++s) {
+      if (!finished(s)) stuck.push_back(absl::StrCat(Where(s, pc[s]), " ", blocked_reason(s)));
+    }
+    if (!stuck.empty()) {
+      Error(absl::StrCat("deadlock: with blocking waits no stage can proceed:\n    ", absl::StrJoin(stuck, "\n    ")));
+    }
+  }
+
+  const ir::Plan& plan_;
+  std::vector<std::string> errors_;
+  bool truncated_ = false;
+  bool have_shapes_ = false;
+  bool lowered_ = false;       // loads inserted: check inputs/labels are loaded
+  bool comm_lowered_ = false;  // p2p inserted: check activations/gradients arrive
+  bool training_ = false;
+  bool has_optimizer_ = false;
+};
+
+}  // namespace
+
+absl::Status VerifyPlan(const ir::Plan& plan) { return Verifier(plan).Run(); }
+
+absl::StatusOr<bool> VerifyPass::Run(ir::Plan& plan) {
+  RETURN_IF_ERROR(VerifyPlan(plan));
+  return false;
+}
+
+}  // namespace ppc::passes

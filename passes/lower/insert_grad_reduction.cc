@@ -1,0 +1,42 @@
+#include "passes/lower/insert_grad_reduction.h"
+
+#include <map>
+#include <set>
+
+#include "ir/status_macros.h"
+#include "passes/plan_util.h"
+
+namespace ppc::passes {
+
+absl::StatusOr<bool> InsertGradReduction::Run(ir::Plan& plan) {
+  RETURN_IF_ERROR(RequireSchedule(plan, "insert-grad-reduction"));
+  RETURN_IF_ERROR(RequirePartition(plan, "insert-grad-reduction"));
+  if (!IsTraining(plan)) return false;
+  // Tie key -> stages holding a copy.
+  std::map<std::string, std::set<int>> ties;
+  for (int s = 0; s < plan.partition().stages_size(); ++s) {
+    for (int l = plan.partition().stages(s).begin(); l < plan.partition().stages(s).end(); ++l) {
+      const std::string& key = plan.model().layers(l).tie_key();
+      if (!key.empty()) ties[key].insert(s);
+    }
+  }
+  bool changed = false;
+  for (ir::StageProgram& prog : *plan.mutable_programs()) {
+    bool already = false;
+    for (const auto& in : prog.instructions()) already |= in.has_optimizer_step();
+    if (already) continue;
+    for (const auto& [key, stages] : ties) {
+      if (stages.size() < 2 || !stages.count(prog.stage())) continue;
+      ir::Instruction in;
+      in.mutable_reduce_tied_grads()->set_tie_key(key);
+      for (int s : stages) in.mutable_reduce_tied_grads()->add_stages(s);
+      *prog.add_instructions() = in;
+    }
+    if (plan.topology().data_parallel() > 1) prog.add_instructions()->mutable_reduce_grads()->set_chunk(0);
+    prog.add_instructions()->mutable_optimizer_step();
+    changed = true;
+  }
+  return changed;
+}
+
+}  // namespace ppc::passes

@@ -1,0 +1,127 @@
+#include "passes/partition/partition.h"
+
+#include <limits>
+#include <regex>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "ir/status_macros.h"
+#include "passes/plan_util.h"
+
+namespace ppc::passes {
+namespace {
+
+// Contiguous partition of `w` into `parts` non-empty ranges minimising the largest sum;
+// among optimal partitions, the one whose range sizes are most even. Returns starts.
+std::vector<int> Balanced(const std::vector<int64_t>& w, int parts) {
+  const int n = static_cast<int>(w.size());
+  std::vector<int64_t> prefix(n + 1, 0);
+  for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + w[i];
+  constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
+  // cost[k][i]: (max sum, sum of squared range sizes) splitting the first i layers into k ranges.
+  using Cost = std::pair<int64_t, int64_t>;
+  std::vector<std::vector<Cost>> cost(parts + 1, std::vector<Cost>(n + 1, {kInf, kInf}));
+  std::vector<std::vector<int>> from(parts + 1, std::vector<int>(n + 1, -1));
+  cost[0][0] = {0, 0};
+  for (int k = 1; k <= parts; ++k) {
+    for (int i = k; i <= n; ++i) {
+      for (int j = k - 1; j < i; ++j) {
+        if (cost[k - 1][j].first == kInf) continue;
+        Cost c{std::max(cost[k - 1][j].first, prefix[i] - prefix[j]),
+               cost[k - 1][j].second + int64_t(i - j) * (i - j)};
+        if (c < cost[k][i]) {
+          cost[k][i] = c;
+          from[k][i] = j;
+        }
+      }
+    }
+  }
+  std::vector<int> starts(parts);
+  for (int k = parts, i = n; k >= 1; --k) {
+    starts[k - 1] = from[k][i];
+    i = from[k][i];
+  }
+  return starts;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
+  RETURN_IF_ERROR(RequireShapes(plan, "partition"));
+  const int p = plan.topology().num_stages();
+  const int n = plan.model().layers_size();
+  if (p < 1) return absl::InvalidArgumentError(absl::StrCat("topology.num_stages must be >= 1, got ", p));
+  if (p > n) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot give each of ", p, " stages a layer: the model has only ",
+                                                   n, " layers"));
+  }
+  std::string method = method_;
+  if (method.empty()) method = plan.config().partition_method();
+  if (method.empty()) method = "parameters";
+  std::vector<int> starts;
+  std::vector<int64_t> weights(n, 1);
+  if (method == "parameters") {
+    for (int i = 0; i < n; ++i) weights[i] = plan.model().layers(i).param_count();
+    starts = Balanced(weights, p);
+  } else if (method == "uniform") {
+    starts = Balanced(weights, p);
+  } else if (absl::StartsWith(method, "type:")) {
+    std::string pattern = method.substr(5);
+    std::regex re;
+    try {
+      re = std::regex(pattern, std::regex::icase);
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "': bad regex: ", e.what()));
+    }
+    int matched = 0;
+    for (int i = 0; i < n; ++i) {
+      weights[i] = std::regex_search(plan.model().layers(i).kind(), re) ? 1 : 0;
+      matched += weights[i];
+    }
+    if (matched == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "' matches no layer kind"));
+    }
+    starts = Balanced(weights, p);
+  } else if (absl::StartsWith(method, "explicit:") || method == "explicit") {
+    std::vector<std::string> parts = absl::StrSplit(method.substr(std::min<size_t>(9, method.size())), ':',
+                                                    absl::SkipEmpty());
+    if (static_cast<int>(parts.size()) != p - 1) {
+      return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "' gives ", parts.size(),
+                                                     " boundaries; ", p, " stages need ", p - 1));
+    }
+    starts.push_back(0);
+    for (const std::string& s : parts) {
+      int b;
+      if (!absl::SimpleAtoi(s, &b)) {
+        return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "': '", s, "' is not a layer index"));
+      }
+      starts.push_back(b);
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown partition method '", method, "'; use parameters, uniform, type:REGEX or explicit:A:B:..."));
+  }
+  // Every stage must own at least one layer.
+  for (int s = 0; s < p; ++s) {
+    int begin = starts[s];
+    int end = s + 1 < p ? starts[s + 1] : n;
+    if (begin < 0 || end > n || begin >= end) {
+      return absl::InvalidArgumentError(absl::StrCat("partition '", method, "' leaves stage ", s,
+                                                     " without layers (range [", begin, ", ", end, ") of ", n, ")"));
+    }
+  }
+  ir::Partition partition;
+  for (int s = 0; s < p; ++s) {
+    auto* r = partition.add_stages();
+    r->set_begin(starts[s]);
+    r->set_end(s + 1 < p ? starts[s + 1] : n);
+  }
+  bool changed = partition.SerializeAsString() != plan.partition().SerializeAsString();
+  *plan.mutable_partition() = partition;
+  return changed;
+}
+
+}  // namespace ppc::passes

@@ -1,0 +1,29 @@
+#ifndef PPC_PASSES_PARTITION_PARTITION_H_
+#define PPC_PASSES_PARTITION_PARTITION_H_
+
+#include <string>
+
+#include "compiler/pass.h"
+
+namespace ppc::passes {
+
+// Splits the layers into topology.num_stages contiguous, non-empty ranges.
+// Methods (DeepSpeed's partition_method, plus explicit boundaries):
+//   parameters       minimise the largest per-stage parameter count (DeepSpeed's default)
+//   uniform          balance the number of layers
+//   type:REGEX       balance the layers whose kind matches REGEX (case-insensitive)
+//   explicit:A:B:..  stage k>0 starts at layer A, B, ... (num_stages - 1 boundaries)
+// Empty method: config.partition_method, else "parameters".
+class PartitionPass : public Pass {
+ public:
+  explicit PartitionPass(std::string method) : method_(std::move(method)) {}
+  std::string name() const override { return "partition"; }
+  absl::StatusOr<bool> Run(ir::Plan& plan) override;
+
+ private:
+  std::string method_;
+};
+
+}  // namespace ppc::passes
+
+#endif  // PPC_PASSES_PARTITION_PARTITION_H_
