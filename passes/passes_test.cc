@@ -1,0 +1,212 @@
+// Property tests of the schedules, buffers and the verifier's negative cases.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "ir/instruction_text.h"
+#include "ir/plan_io.h"
+#include "passes/analysis/timeline.h"
+#include "passes/analysis/verifier.h"
+#include "passes/registry.h"
+#include "passes/test_util.h"
+
+namespace ppc::passes {
+namespace {
+
+ir::Plan MustCompile(ir::Plan plan) {
+  auto out = Compile(std::move(plan));
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? *out : ir::Plan();
+}
+
+TEST(Schedule1F1B, MatchesDeepSpeedTrainScheduleOrder) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
+  EXPECT_EQ(ComputeOrder(plan, 0), "F0 F1 B0 F2 B1 F3 B2 B3");
+  EXPECT_EQ(ComputeOrder(plan, 1), "F0 B0 F1 B1 F2 B2 F3 B3");
+}
+
+TEST(ScheduleGPipe, AllForwardsThenAllBackwards) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 3, "gpipe"));
+  EXPECT_EQ(ComputeOrder(plan, 0), "F0 F1 F2 B0 B1 B2");
+  EXPECT_EQ(ComputeOrder(plan, 1), "F0 F1 F2 B0 B1 B2");
+}
+
+TEST(AssignBuffers, LiveActivationsPerStage) {
+  for (int p : {2, 4}) {
+    for (int m : {1, 2, 3, 8}) {
+      ir::Plan one = MustCompile(MlpPlan(p, 1, m, "1f1b", {16, 16, 16, 16, 16}));
+      ir::Plan gp = MustCompile(MlpPlan(p, 1, m, "gpipe", {16, 16, 16, 16, 16}));
+      for (int s = 0; s < p; ++s) {
+        EXPECT_EQ(one.programs(s).num_slots(), std::min(p - s, m)) << "1f1b P=" << p << " M=" << m << " s=" << s;
+        EXPECT_EQ(gp.programs(s).num_slots(), m) << "gpipe P=" << p << " M=" << m << " s=" << s;
+      }
+    }
+  }
+}
+
+TEST(Timeline, BubbleFractionOf1F1BIsPMinus1OverMPlusPMinus1) {
+  ir::Plan plan = MustCompile(MlpPlan(4, 1, 8, "1f1b", {16, 16, 16, 16, 16}));
+  auto t = SimulateTimeline(plan);
+  ASSERT_TRUE(t.ok()) << t.status();
+  // Unit costs F=1, B=2: makespan (M + P - 1) * 3, bubble (P-1)/(M+P-1).
+  EXPECT_EQ(t->makespan, (8 + 3) * 3);
+  EXPECT_NEAR(t->bubble_fraction, 3.0 / 11.0, 1e-9);
+  // Stage 0 sends 8 activations of [2,16] float32 per step.
+  EXPECT_EQ(t->stages[0].bytes_sent, 8 * 2 * 16 * 4);
+  EXPECT_EQ(t->stages[0].num_slots, 4);
+  std::string chart = RenderTimeline(*t);
+  EXPECT_EQ(chart.substr(0, 20), "stage 0  |F0|F1|F2|F") << chart;
+}
+
+TEST(DefaultPipeline, NamesEveryLoweringStep) {
+  ir::TrainingConfig c;
+  c.set_schedule("gpipe");
+  c.set_partition_method("uniform");
+  EXPECT_EQ(*DefaultPipeline(c),
+            "infer-shapes,partition{method=uniform},schedule-gpipe,assign-buffers,insert-loads,insert-p2p,"
+            "insert-grad-reduction");
+  c.set_schedule("zigzag");
+  EXPECT_NE(DefaultPipeline(c).status().message().find("unknown schedule 'zigzag'"), std::string::npos);
+}
+
+TEST(Registry, IsAlphabetical) {
+  const auto& passes = GlobalPassRegistry().passes();
+  ASSERT_GE(passes.size(), 10u);
+  for (size_t i = 1; i < passes.size(); ++i) EXPECT_LT(passes[i - 1].name, passes[i].name);
+}
+
+TEST(Partition, ReportsStagesWithoutLayers) {
+  auto out = RunPipeline(MlpPlan(3, 1, 1, "1f1b"), "infer-shapes,partition{method=explicit:4:4}");
+  ASSERT_FALSE(out.ok());
+  EXPECT_NE(out.status().message().find("leaves stage 1 without layers"), std::string::npos) << out.status();
+  auto bad_regex = RunPipeline(MlpPlan(2, 1, 1, "1f1b"), "infer-shapes,partition{method=type:conv}");
+  EXPECT_NE(bad_regex.status().message().find("matches no layer kind"), std::string::npos) << bad_regex.status();
+}
+
+// Rewrites stage `s` of a compiled plan from assembly lines.
+void SetProgram(ir::Plan& plan, int s, const std::vector<std::string>& lines) {
+  auto* prog = plan.mutable_programs(s);
+  prog->clear_instructions();
+  for (const auto& l : lines) {
+    auto in = ir::ParseInstruction(l);
+    ASSERT_TRUE(in.ok()) << l;
+    *prog->add_instructions() = *in;
+  }
+}
+
+// Index of the first instruction on stage s whose text starts with `prefix`.
+int Find(const ir::Plan& plan, int s, const std::string& prefix) {
+  const auto& ins = plan.programs(s).instructions();
+  for (int i = 0; i < ins.size(); ++i)
+    if (ir::PrintInstruction(ins[i]).rfind(prefix, 0) == 0) return i;
+  return -1;
+}
+
+void Erase(ir::Plan& plan, int s, int index) {
+  auto* ins = plan.mutable_programs(s)->mutable_instructions();
+  ins->erase(ins->begin() + index);
+}
+
+std::string VerifyMessage(const ir::Plan& plan) {
+  absl::Status s = VerifyPlan(plan);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  return std::string(s.message());
+}
+
+TEST(Verifier, AcceptsEveryCompiledSchedule) {
+  for (const char* s : {"1f1b", "gpipe", "inference"}) {
+    for (int p : {1, 2, 4}) {
+      for (int d : {1, 2}) {
+        auto plan = Compile(MlpPlan(p, d, 5, s));
+        EXPECT_TRUE(plan.ok()) << s << " P=" << p << " D=" << d << ": " << plan.status();
+      }
+    }
+  }
+}
+
+TEST(Verifier, RejectsASendWithoutReceive) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  int i = Find(plan, 1, "recv_activation mb=1");
+  ASSERT_GE(i, 0);
+  Erase(plan, 1, i);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("stage 0 instruction"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no matching recv_activation on stage 1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("waits for recv_activation mb=1 which was not posted before"), std::string::npos) << msg;
+}
+
+TEST(Verifier, RejectsMismatchedShapes) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
+  int i = Find(plan, 1, "recv_activation mb=0");
+  plan.mutable_programs(1)->mutable_instructions(i)->mutable_recv_activation()->set_shape(1, 31);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("stage 1 instruction " + std::to_string(i)), std::string::npos) << msg;
+  EXPECT_NE(msg.find("does not match the stage boundary FLOAT32[2,32]"), std::string::npos) << msg;
+}
+
+TEST(Verifier, FindsACycleOfWaits) {
+  // Both stages wait for the other's data before posting their own: a deadlock that
+  // blocking transports would hang on.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
+  const std::string act = "shape=[2,32] dtype=FLOAT32";
+  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=false",
+                       "recv_grad mb=0 chunk=0 slot=0 peer=1 " + act, "wait ops=[recv_grad/0/0]",
+                       "forward mb=0 chunk=0 slot=0", "send_activation mb=0 chunk=0 slot=0 peer=1 " + act,
+                       "backward mb=0 chunk=0 slot=0 part=FULL", "wait ops=[send_activation/0/0]", "optimizer_step"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("deadlock"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("stage 0 instruction 2 (wait ops=[recv_grad/0/0]) needs stage 1 to post send_grad mb=0"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("stage 1 instruction 2 (wait ops=[recv_activation/0/0]) needs stage 0 to post send_activation"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(Verifier, RejectsOverwritingALiveBuffer) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  // Stage 0 holds micro-batches 0 and 1 in slots 0 and 1; force both into slot 0.
+  plan.mutable_programs(0)->set_num_slots(1);
+  for (auto& in : *plan.mutable_programs(0)->mutable_instructions()) {
+    if (in.has_forward()) in.mutable_forward()->set_slot(0);
+    if (in.has_backward()) in.mutable_backward()->set_slot(0);
+    if (in.has_load_micro_batch()) in.mutable_load_micro_batch()->set_slot(0);
+    if (in.has_send_activation()) in.mutable_send_activation()->set_slot(0);
+    if (in.has_recv_grad()) in.mutable_recv_grad()->set_slot(0);
+  }
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("overwrites slot 0 with micro-batch 1 while micro-batch 0 still needs it"), std::string::npos)
+      << msg;
+}
+
+TEST(Verifier, RejectsBackwardBeforeForwardAndMissingMicroBatches) {
+  ir::Plan plan = MustCompile(MlpPlan(1, 1, 2, "1f1b"));
+  SetProgram(plan, 0, {"backward mb=0 chunk=0 slot=0 part=FULL", "load_micro_batch mb=0 slot=0 inputs=true labels=true",
+                       "forward mb=0 chunk=0 slot=0", "optimizer_step"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("stage 0 instruction 0 (backward mb=0 chunk=0 slot=0 part=FULL): backward of micro-batch 0 "
+                     "before its forward"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("micro-batch 1 is never forwarded"), std::string::npos) << msg;
+}
+
+TEST(Verifier, RejectsOptimizerStepBeforeBackwardAndMissingReduction) {
+  ir::Plan plan = MustCompile(MlpPlan(1, 2, 1, "1f1b"));
+  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=true", "forward mb=0 chunk=0 slot=0",
+                       "optimizer_step", "backward mb=0 chunk=0 slot=0 part=FULL"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("optimizer step before the backward at instruction 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gradients are never reduced"), std::string::npos) << msg;
+}
+
+TEST(Verifier, RejectsOutOfRangeIndices) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  int i = Find(plan, 0, "forward mb=1");
+  plan.mutable_programs(0)->mutable_instructions(i)->mutable_forward()->set_micro_batch(7);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_NE(msg.find("micro-batch 7 is out of range [0, 2)"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace ppc::passes
