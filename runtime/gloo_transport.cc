@@ -1,0 +1,178 @@
+#include "runtime/gloo_transport.h"
+
+#include <chrono>
+#include <map>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "ir/status_macros.h"
+#include "runtime/torch_status.h"
+
+namespace ppc::runtime {
+namespace {
+
+std::chrono::milliseconds Ms(absl::Duration d) { return std::chrono::milliseconds(absl::ToInt64Milliseconds(d)); }
+
+class GlooTransport : public Transport {
+ public:
+  GlooTransport(c10::intrusive_ptr<c10d::Store> store, int rank, int world, std::string host)
+      : store_(std::move(store)), rank_(rank), world_(world), host_(std::move(host)) {}
+
+  absl::Status Init(absl::Duration timeout) {
+    std::vector<int> all(world_);
+    for (int r = 0; r < world_; ++r) all[r] = r;
+    return CreateGroup(all, timeout);
+  }
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+
+  absl::Status CreateGroup(const std::vector<int>& ranks, absl::Duration timeout) override {
+    if (groups_.count(ranks)) return absl::OkStatus();
+    auto it = std::find(ranks.begin(), ranks.end(), rank_);
+    if (it == ranks.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, " is not in group [", absl::StrJoin(ranks, ","), "]"));
+    }
+    int group_rank = static_cast<int>(it - ranks.begin());
+    return TorchCall([&] {
+      auto opts = c10d::ProcessGroupGloo::Options::create(Ms(timeout));
+      opts->devices.push_back(host_ == "127.0.0.1" || host_ == "localhost"
+                                  ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                  : c10d::ProcessGroupGloo::createDefaultDevice());
+      auto prefix = c10::make_intrusive<c10d::PrefixStore>(absl::StrCat("group/", absl::StrJoin(ranks, ",")), store_);
+      groups_[ranks] = c10::make_intrusive<c10d::ProcessGroupGloo>(prefix, group_rank, static_cast<int>(ranks.size()), opts);
+    });
+  }
+
+  absl::StatusOr<Handle> PostSend(const at::Tensor& tensor, int peer, uint32_t tag) override {
+    std::vector<at::Tensor> t{tensor};
+    c10::intrusive_ptr<c10d::Work> work;
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->send(t, peer, static_cast<int>(tag)); }));
+    return Keep(std::move(work));
+  }
+
+  absl::StatusOr<Handle> PostRecv(at::Tensor& tensor, int peer, uint32_t tag) override {
+    std::vector<at::Tensor> t{tensor};
+    c10::intrusive_ptr<c10d::Work> work;
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->recv(t, peer, static_cast<int>(tag)); }));
+    return Keep(std::move(work));
+  }
+
+  absl::Status Wait(Handle handle, absl::Duration timeout) override {
+    auto it = pending_.find(handle);
+    if (it == pending_.end()) return absl::InternalError(absl::StrCat("unknown transport handle ", handle));
+    auto work = std::move(it->second);
+    pending_.erase(it);
+    return TorchCall([&] { work->wait(Ms(timeout)); });
+  }
+
+  absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
+                            absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    return TorchCall([&] { pg->allreduce(tensors)->wait(Ms(timeout)); });
+  }
+
+  absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group, absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    auto it = std::find(group.begin(), group.end(), root);
+    if (it == group.end()) return absl::InvalidArgumentError(absl::StrCat("broadcast root ", root, " not in group"));
+    std::vector<at::Tensor> t{tensor};
+    c10d::BroadcastOptions o;
+    o.rootRank = static_cast<int>(it - group.begin());
+    return TorchCall([&] { pg->broadcast(t, o)->wait(Ms(timeout)); });
+  }
+
+  absl::Status Barrier(const std::vector<int>& group, absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    // Gloo's barrier ignores per-call timeouts; a one-element all-reduce honours them.
+    std::vector<at::Tensor> t{at::zeros({1})};
+    return TorchCall([&] { pg->allreduce(t)->wait(Ms(timeout)); });
+  }
+
+ private:
+  c10d::ProcessGroupGloo* World() {
+    std::vector<int> all(world_);
+    for (int r = 0; r < world_; ++r) all[r] = r;
+    return groups_.at(all).get();
+  }
+
+  absl::StatusOr<c10d::ProcessGroupGloo*> Group(const std::vector<int>& ranks) {
+    auto it = groups_.find(ranks);
+    if (it == groups_.end()) {
+      return absl::InternalError(absl::StrCat("group [", absl::StrJoin(ranks, ","), "] was not created at load"));
+    }
+    return it->second.get();
+  }
+
+  Handle Keep(c10::intrusive_ptr<c10d::Work> work) {
+    Handle h = next_++;
+    pending_[h] = std::move(work);
+    return h;
+  }
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  int rank_, world_;
+  std::string host_;
+  // Keyed by sorted global ranks; [0, world) is the world group, created by Init.
+  std::map<std::vector<int>, c10::intrusive_ptr<c10d::ProcessGroupGloo>> groups_;
+  std::map<Handle, c10::intrusive_ptr<c10d::Work>> pending_;
+  Handle next_ = 1;
+};
+
+class TcpStoreServer : public StoreServer {
+ public:
+  explicit TcpStoreServer(c10::intrusive_ptr<c10d::TCPStore> store) : store_(std::move(store)) {}
+  int port() const override { return store_->getPort(); }
+
+ private:
+  c10::intrusive_ptr<c10d::TCPStore> store_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StoreServer>> StoreServer::Start(int world_size, absl::Duration timeout) {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  RETURN_IF_ERROR(TorchCall([&] {
+    c10d::TCPStoreOptions o;
+    o.port = 0;
+    o.isServer = true;
+    o.numWorkers = c10::nullopt;
+    o.waitWorkers = false;
+    o.timeout = Ms(timeout);
+    store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", o);
+  }));
+  return std::unique_ptr<StoreServer>(new TcpStoreServer(std::move(store)));
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousOptions& options) {
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " is not in a world of size ", options.world_size));
+  }
+  c10::intrusive_ptr<c10d::Store> store;
+  absl::Status s = TorchCall([&] {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<uint16_t>(options.master_port);
+    o.isServer = options.rank == 0 && options.rank0_hosts_store;
+    o.numWorkers = c10::nullopt;
+    o.waitWorkers = false;
+    o.timeout = Ms(options.timeout);
+    store = c10::make_intrusive<c10d::TCPStore>(options.master_addr, o);
+  });
+  if (!s.ok()) {
+    return Annotate(s, absl::StrCat("rank ", options.rank, ": rendezvous at ", options.master_addr, ":",
+                                    options.master_port));
+  }
+  auto t = std::make_unique<GlooTransport>(store, options.rank, options.world_size, options.master_addr);
+  absl::Status init = t->Init(options.timeout);
+  if (!init.ok()) {
+    return Annotate(init, absl::StrCat("rank ", options.rank, ": connecting ", options.world_size, " ranks"));
+  }
+  return std::unique_ptr<Transport>(std::move(t));
+}
+
+}  // namespace ppc::runtime

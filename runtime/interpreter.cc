@@ -1,0 +1,463 @@
+#include "runtime/interpreter.h"
+
+#include <set>
+
+#include <torch/autograd.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "ir/instruction_text.h"
+#include "ir/layer_shapes.h"
+#include "ir/plan_io.h"
+#include "ir/status_macros.h"
+#include "runtime/torch_status.h"
+
+namespace ppc::runtime {
+
+struct StageRuntime::Slot {
+  int mb = -1;
+  torch::Tensor input;       // stage input (requires grad on stages > 0)
+  torch::Tensor output;      // stage output, or the scaled loss on the last stage
+  torch::Tensor labels;
+  torch::Tensor recv_act;    // preallocated receive buffer for the input
+  torch::Tensor recv_grad;   // preallocated receive buffer for d(loss)/d(output)
+  torch::Tensor send_grad;   // d(loss)/d(input), kept alive until its send completes
+};
+
+namespace {
+
+at::ScalarType Torch(ir::DType d) { return d == ir::INT64 ? torch::kInt64 : torch::kFloat32; }
+
+// Between a pair of ranks, activations and gradients of one micro-batch and chunk
+// never share a tag.
+uint32_t ActTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2) * 64 + chunk); }
+uint32_t GradTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2 + 1) * 64 + chunk); }
+
+template <typename M>
+std::vector<int64_t> Shape(const M& m) {
+  return {m.shape().begin(), m.shape().end()};
+}
+
+}  // namespace
+
+StageRuntime::~StageRuntime() = default;
+
+std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t step) const {
+  int mb = -1, chunk = 0;
+  ir::MicroBatchOf(in, &mb, &chunk);
+  std::string s = absl::StrCat("rank ", rank_, " stage ", stage_, " step ", step, " instruction ", index, " (",
+                               ir::PrintInstruction(in), ")");
+  int peer = -1;
+  switch (in.op_case()) {
+    case ir::Instruction::kSendActivation: peer = in.send_activation().peer(); break;
+    case ir::Instruction::kRecvActivation: peer = in.recv_activation().peer(); break;
+    case ir::Instruction::kSendGrad: peer = in.send_grad().peer(); break;
+    case ir::Instruction::kRecvGrad: peer = in.recv_grad().peer(); break;
+    default: break;
+  }
+  if (peer >= 0) absl::StrAppend(&s, " peer stage ", peer, " rank ", peer * dp_ + replica_);
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan& plan, Transport* transport,
+                                                                 const RuntimeOptions& options) {
+  std::unique_ptr<StageRuntime> rt(new StageRuntime());
+  rt->plan_ = plan;
+  rt->transport_ = transport;
+  rt->options_ = options;
+  rt->rank_ = transport->rank();
+  const std::string who = absl::StrCat("rank ", rt->rank_);
+  RETURN_IF_ERROR(ir::CheckStamp(plan, who));
+  rt->num_stages_ = plan.topology().num_stages();
+  rt->dp_ = plan.topology().data_parallel();
+  rt->m_ = plan.config().micro_batches();
+  const int world = rt->num_stages_ * rt->dp_;
+  if (world != transport->world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": the plan needs ", world, " ranks (", rt->num_stages_,
+                                                   " stages x ", rt->dp_, " data-parallel) but the world has ",
+                                                   transport->world_size()));
+  }
+  rt->stage_ = rt->rank_ / rt->dp_;
+  rt->replica_ = rt->rank_ % rt->dp_;
+  if (plan.programs_size() != rt->num_stages_ || plan.partition().stages_size() != rt->num_stages_) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": plan has ", plan.programs_size(), " programs and ",
+                                                   plan.partition().stages_size(), " partition ranges for ",
+                                                   rt->num_stages_, " stages; compile it with ppc"));
+  }
+  rt->program_ = plan.programs(rt->stage_);
+  RETURN_IF_ERROR(rt->Validate(plan));
+  return rt;
+}
+
+absl::Status StageRuntime::Validate(const ir::Plan& plan) {
+  std::vector<std::string> problems;
+  const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
+  const auto& range = plan.partition().stages(stage_);
+  const uint64_t seed = plan.config().seed();
+  // Layers, with tied weights shared within the stage and initialised from the
+  // first layer of each tie group, wherever that layer lives.
+  std::map<std::string, int> first_of_tie;
+  for (int l = 0; l < plan.model().layers_size(); ++l) {
+    const auto& key = plan.model().layers(l).tie_key();
+    if (!key.empty() && !first_of_tie.count(key)) first_of_tie[key] = l;
+  }
+  for (int l = range.begin(); l < range.end(); ++l) {
+    const ir::LayerSpec& spec = plan.model().layers(l);
+    auto layer = BuildLayer(spec, l, seed);
+    if (!layer.ok()) {
+      problems.push_back(std::string(layer.status().message()));
+      continue;
+    }
+    int64_t count = 0;
+    for (auto& [name, p] : (*layer)->params()) count += p.numel();
+    if (count != spec.param_count()) {
+      problems.push_back(absl::StrCat("layer ", l, " '", spec.name(), "' has ", count,
+                                      " parameters but the plan says ", spec.param_count()));
+    }
+    if (!spec.tie_key().empty()) {
+      auto it = tied_.find(spec.tie_key());
+      if (it == tied_.end()) {
+        torch::Tensor w = (*layer)->params()["weight"];
+        int first = first_of_tie[spec.tie_key()];
+        if (first != l) {
+          auto origin = BuildLayer(plan.model().layers(first), first, seed);
+          if (!origin.ok()) {
+            problems.push_back(std::string(origin.status().message()));
+            continue;
+          }
+          w = (*origin)->params()["weight"];
+        }
+        it = tied_.emplace(spec.tie_key(), w).first;
+      }
+      if (it->second.sizes() != (*layer)->params()["weight"].sizes()) {
+        problems.push_back(absl::StrCat("layer ", l, " tie '", spec.tie_key(), "' weight shape differs"));
+      } else {
+        (*layer)->params()["weight"] = it->second;
+      }
+    }
+    layers_.push_back(*std::move(layer));
+  }
+  std::set<const void*> seen;
+  for (auto& layer : layers_)
+    for (auto& [name, p] : layer->params())
+      if (seen.insert(p.unsafeGetTensorImpl()).second) unique_params_.push_back(p);
+
+  // Instructions.
+  const int slots = program_.num_slots();
+  if (slots < 1) problems.push_back(absl::StrCat("program has num_slots=", slots, "; compile it with ppc"));
+  for (int s = 0; s < std::max(slots, 0); ++s) slots_.push_back(std::make_unique<Slot>());
+  std::set<int> groups_needed;
+  std::vector<std::vector<int>> tie_groups;
+  for (int i = 0; i < program_.instructions_size(); ++i) {
+    const ir::Instruction& in = program_.instructions(i);
+    auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, 0), ": ", what)); };
+    int mb = 0, chunk = 0;
+    if (ir::MicroBatchOf(in, &mb, &chunk)) {
+      if (mb < 0 || mb >= m_) bad(absl::StrCat("micro-batch out of range [0, ", m_, ")"));
+      if (chunk != 0) bad("chunk out of range (1 chunk per stage)");
+    }
+    auto check_slot = [&](int slot) {
+      if (slot < 0 || slot >= slots) bad(absl::StrCat("slot out of range [0, ", slots, ")"));
+      return slot >= 0 && slot < slots;
+    };
+    auto check_peer = [&](int peer, int want) {
+      if (peer != want || peer < 0 || peer >= num_stages_) bad(absl::StrCat("peer stage must be ", want));
+    };
+    switch (in.op_case()) {
+      case ir::Instruction::kLoadMicroBatch:
+        check_slot(in.load_micro_batch().slot());
+        if (in.load_micro_batch().inputs() && stage_ != 0) bad("only the first stage loads inputs");
+        if (in.load_micro_batch().labels() && stage_ != num_stages_ - 1) bad("only the last stage loads labels");
+        break;
+      case ir::Instruction::kForward: check_slot(in.forward().slot()); break;
+      case ir::Instruction::kBackward:
+        check_slot(in.backward().slot());
+        training_ = true;
+        break;
+      case ir::Instruction::kRecvActivation:
+        check_peer(in.recv_activation().peer(), stage_ - 1);
+        if (check_slot(in.recv_activation().slot())) {
+          auto& buf = slots_[in.recv_activation().slot()]->recv_act;
+          auto shape = Shape(in.recv_activation());
+          if (buf.defined() && buf.sizes() != at::IntArrayRef(shape)) bad("activation shape differs between micro-batches");
+          buf = torch::empty(shape, Torch(in.recv_activation().dtype()));
+        }
+        break;
+      case ir::Instruction::kRecvGrad:
+        check_peer(in.recv_grad().peer(), stage_ + 1);
+        if (check_slot(in.recv_grad().slot())) {
+          slots_[in.recv_grad().slot()]->recv_grad = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
+        }
+        break;
+      case ir::Instruction::kSendActivation:
+        check_peer(in.send_activation().peer(), stage_ + 1);
+        check_slot(in.send_activation().slot());
+        break;
+      case ir::Instruction::kSendGrad:
+        check_peer(in.send_grad().peer(), stage_ - 1);
+        check_slot(in.send_grad().slot());
+        break;
+      case ir::Instruction::kWait:
+        if (in.wait().ops_size() == 0) bad("waits for nothing");
+        break;
+      case ir::Instruction::kReduceTiedGrads: {
+        const auto& r = in.reduce_tied_grads();
+        if (!tied_.count(r.tie_key())) bad(absl::StrCat("this stage holds no weight tied as '", r.tie_key(), "'"));
+        std::vector<int> ranks;
+        for (int s : r.stages()) {
+          if (s < 0 || s >= num_stages_) bad(absl::StrCat("tie stage ", s, " out of range"));
+          ranks.push_back(s * dp_ + replica_);
+        }
+        std::sort(ranks.begin(), ranks.end());
+        tie_groups.push_back(ranks);
+        break;
+      }
+      case ir::Instruction::kReduceGrads:
+      case ir::Instruction::kOptimizerStep:
+        break;
+      case ir::Instruction::OP_NOT_SET:
+        bad("empty instruction");
+        break;
+    }
+  }
+  if (!problems.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
+  }
+
+  // Data on the first and last stages.
+  if (stage_ == 0 || stage_ == num_stages_ - 1) {
+    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+                                                      plan.config().micro_batch_size(), seed));
+    data_ = std::move(data);
+  }
+
+  // Optimizer over this stage's distinct parameters.
+  const auto& o = plan.config().optimizer();
+  const double lr = o.lr() > 0 ? o.lr() : 0.01;
+  if (training_) {
+    if (o.type() == "sgd" || o.type().empty()) {
+      optimizer_ = std::make_unique<torch::optim::SGD>(
+          unique_params_, torch::optim::SGDOptions(lr).momentum(o.momentum()).weight_decay(o.weight_decay()));
+    } else if (o.type() == "adam" || o.type() == "adamw") {
+      auto betas = std::make_tuple(o.beta1() > 0 ? o.beta1() : 0.9, o.beta2() > 0 ? o.beta2() : 0.999);
+      double eps = o.eps() > 0 ? o.eps() : 1e-8;
+      if (o.type() == "adam") {
+        optimizer_ = std::make_unique<torch::optim::Adam>(
+            unique_params_, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
+      } else {
+        optimizer_ = std::make_unique<torch::optim::AdamW>(
+            unique_params_, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
+      }
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(who, ": unknown optimizer '", o.type(), "'"));
+    }
+  }
+
+  // Communication groups, every rank creating its groups in one global order so that
+  // group construction cannot deadlock: the data-parallel group of each stage, then
+  // tie groups (sorted).
+  for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
+  for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
+  std::vector<std::vector<int>> all_groups;
+  if (dp_ > 1) all_groups.push_back(dp_group_);
+  std::sort(tie_groups.begin(), tie_groups.end());
+  tie_groups.erase(std::unique(tie_groups.begin(), tie_groups.end()), tie_groups.end());
+  for (auto& g : tie_groups) all_groups.push_back(g);
+  // Groups of other stages are created by their members; ordering by the smallest
+  // rank keeps every member's creation order consistent.
+  std::sort(all_groups.begin(), all_groups.end());
+  for (const auto& g : all_groups) {
+    absl::Status s = transport_->CreateGroup(g, options_.timeout);
+    if (!s.ok()) return Annotate(s, absl::StrCat(who, ": creating group [", absl::StrJoin(g, ","), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
+  loss_sum_ = 0;
+  for (int i = 0; i < program_.instructions_size(); ++i) {
+    const ir::Instruction& in = program_.instructions(i);
+    absl::Status s;
+    absl::Status thrown = TorchCall([&] { s = Execute(in, step); });
+    if (!thrown.ok()) s = thrown;
+    if (!s.ok()) return Annotate(s, Where(i, in, step));
+    ++executed_;
+  }
+  // Every rank reports the same loss: the last stage's mean over micro-batches,
+  // averaged over replicas by one all-reduce across the world.
+  StepResult result;
+  result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
+  torch::Tensor loss = torch::zeros({1}, torch::kFloat64);
+  if (stage_ == num_stages_ - 1) loss[0] = loss_sum_ / m_ / dp_;
+  if (transport_->world_size() > 1) {
+    std::vector<at::Tensor> t{loss};
+    absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
+    if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, " step ", step, " loss all-reduce"));
+  }
+  result.loss = loss[0].item<double>();
+  return result;
+}
+
+absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
+  // Indices, slots, peers and shapes were validated by Load.
+  switch (in.op_case()) {
+    case ir::Instruction::kLoadMicroBatch: {
+      const auto& l = in.load_micro_batch();
+      Slot& slot = *slots_[l.slot()];
+      ASSIGN_OR_RETURN(MicroBatch b, data_->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
+      slot.mb = l.micro_batch();
+      if (l.inputs()) slot.input = b.inputs;
+      if (l.labels()) slot.labels = b.labels;
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kForward: {
+      const auto& f = in.forward();
+      Slot& slot = *slots_[f.slot()];
+      slot.mb = f.micro_batch();
+      ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training_};
+      std::optional<torch::NoGradGuard> no_grad;
+      if (!training_) no_grad.emplace();
+      torch::Tensor x = slot.input;
+      for (auto& layer : layers_) x = layer->Forward(x, ctx);
+      if (stage_ == num_stages_ - 1) {
+        torch::Tensor loss;
+        if (plan_.model().loss() == ir::CROSS_ENTROPY) {
+          loss = torch::nn::functional::cross_entropy(x.reshape({-1, x.size(-1)}), slot.labels.reshape({-1}));
+        } else {
+          loss = torch::mse_loss(x, slot.labels);
+        }
+        loss_sum_ += loss.item<double>();
+        // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
+        slot.output = loss / m_;
+      } else {
+        slot.output = x;
+      }
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kBackward: {
+      const auto& b = in.backward();
+      Slot& slot = *slots_[b.slot()];
+      const bool last = stage_ == num_stages_ - 1;
+      const bool has_input_grad = stage_ > 0;
+      std::vector<torch::Tensor> grad_out;
+      if (!last) grad_out.push_back(slot.recv_grad);
+      if (b.part() == ir::FULL) {
+        torch::autograd::backward({slot.output}, grad_out);
+        if (has_input_grad) slot.send_grad = slot.input.grad();
+        slot.output = torch::Tensor();
+      } else if (b.part() == ir::INPUT_ONLY) {
+        if (has_input_grad) {
+          slot.send_grad = torch::autograd::grad({slot.output}, {slot.input}, grad_out, /*retain_graph=*/true)[0];
+        }
+      } else {
+        auto grads = torch::autograd::grad({slot.output}, unique_params_, grad_out, /*retain_graph=*/false,
+                                           /*create_graph=*/false, /*allow_unused=*/true);
+        for (size_t k = 0; k < grads.size(); ++k) {
+          if (!grads[k].defined()) continue;
+          auto& g = unique_params_[k].mutable_grad();
+          g = g.defined() ? g + grads[k] : grads[k];
+        }
+        slot.output = torch::Tensor();
+      }
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kSendActivation: {
+      const auto& c = in.send_activation();
+      Slot& slot = *slots_[c.slot()];
+      slot.output = slot.output.contiguous();
+      ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.output.detach(), c.peer() * dp_ + replica_,
+                                                    ActTag(c.micro_batch(), c.chunk())));
+      pending_[{ir::SEND_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kSendGrad: {
+      const auto& c = in.send_grad();
+      Slot& slot = *slots_[c.slot()];
+      slot.send_grad = slot.send_grad.contiguous();
+      ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.send_grad, c.peer() * dp_ + replica_,
+                                                    GradTag(c.micro_batch(), c.chunk())));
+      pending_[{ir::SEND_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kRecvActivation: {
+      const auto& c = in.recv_activation();
+      Slot& slot = *slots_[c.slot()];
+      ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_act, c.peer() * dp_ + replica_,
+                                                    ActTag(c.micro_batch(), c.chunk())));
+      pending_[{ir::RECV_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kRecvGrad: {
+      const auto& c = in.recv_grad();
+      Slot& slot = *slots_[c.slot()];
+      ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_grad, c.peer() * dp_ + replica_,
+                                                    GradTag(c.micro_batch(), c.chunk())));
+      pending_[{ir::RECV_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kWait: {
+      for (const auto& ref : in.wait().ops()) {
+        auto it = pending_.find({ref.kind(), ref.micro_batch(), ref.chunk()});
+        if (it == pending_.end()) return absl::InternalError("wait for an operation that was never posted");
+        auto [h, slot_index] = it->second;
+        pending_.erase(it);
+        RETURN_IF_ERROR(transport_->Wait(h, options_.timeout));
+        if (ref.kind() == ir::RECV_ACTIVATION) {
+          Slot& slot = *slots_[slot_index];
+          slot.input = slot.recv_act.detach();
+          if (slot.input.is_floating_point() && training_) slot.input.requires_grad_(true);
+        }
+      }
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kReduceTiedGrads: {
+      const auto& r = in.reduce_tied_grads();
+      std::vector<int> ranks;
+      for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
+      std::sort(ranks.begin(), ranks.end());
+      torch::Tensor& w = tied_.at(r.tie_key());
+      if (!w.grad().defined()) w.mutable_grad() = torch::zeros_like(w);
+      std::vector<at::Tensor> t{w.grad()};
+      return transport_->AllReduceSum(t, ranks, options_.timeout);
+    }
+    case ir::Instruction::kReduceGrads: {
+      std::vector<torch::Tensor> grads;
+      for (auto& p : unique_params_) {
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.grad().reshape({-1}));
+      }
+      if (grads.empty()) return absl::OkStatus();
+      torch::Tensor flat = torch::cat(grads);
+      std::vector<at::Tensor> t{flat};
+      RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
+      flat.div_(dp_);
+      int64_t offset = 0;
+      for (auto& p : unique_params_) {
+        int64_t n = p.numel();
+        p.mutable_grad().copy_(flat.slice(0, offset, offset + n).view_as(p));
+        offset += n;
+      }
+      return absl::OkStatus();
+    }
+    case ir::Instruction::kOptimizerStep: {
+      optimizer_->step();
+      optimizer_->zero_grad();
+      return absl::OkStatus();
+    }
+    case ir::Instruction::OP_NOT_SET:
+      break;
+  }
+  return absl::InternalError("unreachable: empty instruction passed Load");
+}
+
+std::vector<NamedParameter> StageRuntime::Parameters() const {
+  std::vector<NamedParameter> out;
+  for (const auto& layer : layers_)
+    for (const auto& [name, p] : layer->params()) out.push_back({layer->global_index(), name, p});
+  return out;
+}
+
+}  // namespace ppc::runtime

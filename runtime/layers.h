@@ -1,0 +1,54 @@
+// The runtime layer registry: one entry per ModelSpec layer kind (the same kinds as
+// ir/layer_shapes.h; layers_test checks they agree). A new model layer is an entry
+// here and there, never a new instruction.
+//
+// Initial weights are a pure function of (seed, global layer index), and run-time
+// randomness (dropout) of (seed, step, global micro-batch, global layer index), so
+// every partition of a model starts from and draws the same numbers.
+#ifndef PPC_RUNTIME_LAYERS_H_
+#define PPC_RUNTIME_LAYERS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "ir/program.pb.h"
+
+namespace ppc::runtime {
+
+struct ForwardContext {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  int64_t micro_batch = 0;  // global: replica * micro_batches + micro-batch
+  bool training = true;
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual torch::Tensor Forward(const torch::Tensor& x, const ForwardContext& ctx) = 0;
+  // Parameters by name ("weight", "bias"), in a stable order.
+  std::map<std::string, torch::Tensor>& params() { return params_; }
+  int global_index() const { return index_; }
+
+ protected:
+  std::map<std::string, torch::Tensor> params_;
+  int index_ = 0;
+  friend absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const ir::LayerSpec&, int, uint64_t);
+};
+
+// Builds layer `global_index` of a model with its deterministic initial weights.
+absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const ir::LayerSpec& spec, int global_index, uint64_t seed);
+
+std::vector<std::string> RuntimeLayerKinds();
+
+// A generator seeded by a hash of the given values.
+torch::Generator MakeGenerator(std::initializer_list<uint64_t> values);
+
+}  // namespace ppc::runtime
+
+#endif  // PPC_RUNTIME_LAYERS_H_

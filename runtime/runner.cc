@@ -1,0 +1,76 @@
+#include "runtime/runner.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "ir/status_macros.h"
+
+namespace ppc::runtime {
+
+absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::string& dir) {
+  mkdir(dir.c_str(), 0755);
+  for (const auto& p : params) {
+    std::string path = absl::StrCat(dir, "/layer", p.layer, ".", p.name, ".f32");
+    torch::Tensor t = p.value.detach().contiguous().to(torch::kFloat32);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::NotFoundError(absl::StrCat("cannot write '", path, "'"));
+    out.write(reinterpret_cast<const char*>(t.data_ptr<float>()), t.numel() * sizeof(float));
+    if (!out) return absl::DataLossError(absl::StrCat("short write to '", path, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                                const RunOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));
+  ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), options.runtime));
+  const int steps = options.steps > 0 ? options.steps : std::max(1, plan.config().steps());
+  const bool leader = transport->rank() == 0;
+  const bool bar = leader && options.print && isatty(STDERR_FILENO);
+  std::vector<StepRecord> records;
+  std::FILE* metrics = nullptr;
+  if (leader && !options.metrics_out.empty()) {
+    metrics = std::fopen(options.metrics_out.c_str(), "w");
+    if (metrics == nullptr) return absl::NotFoundError(absl::StrCat("cannot write metrics to '", options.metrics_out, "'"));
+  }
+  for (int step = 0; step < steps; ++step) {
+    auto start = std::chrono::steady_clock::now();
+    auto result = rt->RunStep(step);
+    if (!result.ok()) {
+      if (metrics) std::fclose(metrics);
+      return result.status();
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    StepRecord rec{step + 1, result->loss, result->samples / std::max(seconds, 1e-9)};
+    records.push_back(rec);
+    if (leader && options.print) {
+      if (bar) std::fprintf(stderr, "\r\033[K");
+      std::printf("step %lld loss %.6f samples/s %.1f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
+      std::fflush(stdout);
+      if (bar) {
+        int filled = (step + 1) * 30 / steps;
+        std::fprintf(stderr, "[%.*s%*s] %d/%d", filled, "==============================", 30 - filled, "", step + 1,
+                     steps);
+        std::fflush(stderr);
+      }
+    }
+    if (metrics) {
+      std::fprintf(metrics, "%lld %.9g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
+      std::fflush(metrics);
+    }
+  }
+  if (bar) std::fprintf(stderr, "\r\033[K");
+  if (metrics) std::fclose(metrics);
+  if (!options.dump_weights.empty() && rt->replica() == 0) {
+    RETURN_IF_ERROR(DumpWeights(rt->Parameters(), options.dump_weights));
+  }
+  return records;
+}
+
+}  // namespace ppc::runtime
