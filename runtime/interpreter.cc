@@ -6,6 +6,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/optim.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
@@ -47,8 +48,10 @@ StageRuntime::~StageRuntime() = default;
 std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t step) const {
   int mb = -1, chunk = 0;
   ir::MicroBatchOf(in, &mb, &chunk);
-  std::string s = absl::StrCat("rank ", rank_, " stage ", stage_, " step ", step, " instruction ", index, " (",
-                               ir::PrintInstruction(in), ")");
+  // step < 0: at load. Steps are printed 1-based, as pprun's per-step lines.
+  std::string s = absl::StrCat("rank ", rank_, " stage ", stage_);
+  if (step >= 0) absl::StrAppend(&s, " step ", step + 1);
+  absl::StrAppend(&s, " instruction ", index, " (", ir::PrintInstruction(in), ")");
   int peer = -1;
   switch (in.op_case()) {
     case ir::Instruction::kSendActivation: peer = in.send_activation().peer(); break;
@@ -152,7 +155,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   std::vector<std::vector<int>> tie_groups;
   for (int i = 0; i < program_.instructions_size(); ++i) {
     const ir::Instruction& in = program_.instructions(i);
-    auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, 0), ": ", what)); };
+    auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
     int mb = 0, chunk = 0;
     if (ir::MicroBatchOf(in, &mb, &chunk)) {
       if (mb < 0 || mb >= m_) bad(absl::StrCat("micro-batch out of range [0, ", m_, ")"));
@@ -295,7 +298,7 @@ absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{loss};
     absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
-    if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, " step ", step, " loss all-reduce"));
+    if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, " step ", step + 1, " loss all-reduce"));
   }
   result.loss = loss[0].item<double>();
   return result;
@@ -370,7 +373,7 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       slot.output = slot.output.contiguous();
       ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.output.detach(), c.peer() * dp_ + replica_,
                                                     ActTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::SEND_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      pending_[{ir::SEND_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
       return absl::OkStatus();
     }
     case ir::Instruction::kSendGrad: {
@@ -379,7 +382,7 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       slot.send_grad = slot.send_grad.contiguous();
       ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.send_grad, c.peer() * dp_ + replica_,
                                                     GradTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::SEND_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      pending_[{ir::SEND_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
       return absl::OkStatus();
     }
     case ir::Instruction::kRecvActivation: {
@@ -387,7 +390,7 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       Slot& slot = *slots_[c.slot()];
       ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_act, c.peer() * dp_ + replica_,
                                                     ActTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::RECV_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      pending_[{ir::RECV_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
       return absl::OkStatus();
     }
     case ir::Instruction::kRecvGrad: {
@@ -395,16 +398,22 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       Slot& slot = *slots_[c.slot()];
       ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_grad, c.peer() * dp_ + replica_,
                                                     GradTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::RECV_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot()};
+      pending_[{ir::RECV_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
       return absl::OkStatus();
     }
     case ir::Instruction::kWait: {
       for (const auto& ref : in.wait().ops()) {
         auto it = pending_.find({ref.kind(), ref.micro_batch(), ref.chunk()});
         if (it == pending_.end()) return absl::InternalError("wait for an operation that was never posted");
-        auto [h, slot_index] = it->second;
+        const PendingOp op = it->second;
         pending_.erase(it);
-        RETURN_IF_ERROR(transport_->Wait(h, options_.timeout));
+        absl::Status waited = transport_->Wait(op.handle, options_.timeout);
+        if (!waited.ok()) {
+          return Annotate(waited, absl::StrCat("waiting for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())),
+                                               " mb=", ref.micro_batch(), " with peer stage ", op.peer, " rank ",
+                                               op.peer * dp_ + replica_));
+        }
+        const int slot_index = op.slot;
         if (ref.kind() == ir::RECV_ACTIVATION) {
           Slot& slot = *slots_[slot_index];
           slot.input = slot.recv_act.detach();

@@ -74,8 +74,13 @@ class StageRuntime {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<DataSource> data_;
   std::vector<std::unique_ptr<Slot>> slots_;
-  // (kind, micro-batch, chunk) -> (transport handle, slot) of posted operations.
-  std::map<std::tuple<int, int, int>, std::pair<Transport::Handle, int>> pending_;
+  struct PendingOp {
+    Transport::Handle handle;
+    int slot;
+    int peer;  // stage
+  };
+  // Posted, not yet waited operations by (kind, micro-batch, chunk).
+  std::map<std::tuple<int, int, int>, PendingOp> pending_;
   std::vector<int> dp_group_, world_group_;
   double loss_sum_ = 0;
   int64_t executed_ = 0;

@@ -5,7 +5,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <thread>
+
+#include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,8 +30,34 @@ absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::s
   return absl::OkStatus();
 }
 
+namespace {
+
+// PPRUN_FAULT_INJECT="RANK:STEP" makes that rank exit abruptly at the start of that
+// (1-based) step: a testing hook for dead-peer handling.
+void MaybeInjectFault(int rank, int step) {
+  const char* spec = std::getenv("PPRUN_FAULT_INJECT");
+  int r, s;
+  if (spec != nullptr && std::sscanf(spec, "%d:%d", &r, &s) == 2 && r == rank && s == step) {
+    std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: exiting at step %d\n", rank, step);
+    std::_Exit(3);
+  }
+}
+
+// Ranks on one machine share its cores: LibTorch's intra-op threads default to every
+// core in every rank, which oversubscribes. OMP_NUM_THREADS, when set, wins.
+void SetThreads() {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  int ranks = local ? std::max(1, std::atoi(local)) : 1;
+  int cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(std::max(1, cores / ranks));
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
                                                 const RunOptions& options) {
+  SetThreads();
   ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));
   ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), options.runtime));
   const int steps = options.steps > 0 ? options.steps : std::max(1, plan.config().steps());
@@ -40,6 +70,7 @@ absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const Rend
     if (metrics == nullptr) return absl::NotFoundError(absl::StrCat("cannot write metrics to '", options.metrics_out, "'"));
   }
   for (int step = 0; step < steps; ++step) {
+    MaybeInjectFault(transport->rank(), step + 1);
     auto start = std::chrono::steady_clock::now();
     auto result = rt->RunStep(step);
     if (!result.ok()) {

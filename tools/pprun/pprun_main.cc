@@ -119,6 +119,7 @@ int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
       setenv("RANK", std::to_string(r).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", std::to_string((*store)->port()).c_str(), 1);
       setenv(kLaunchedEnv, "1", 1);

@@ -1,0 +1,226 @@
+// End-to-end correctness contract (DESIGN.md): training with any schedule, partition
+// and topology gives the same per-step losses and final weights, to float32 rounding,
+// as training the unpartitioned model in one process with the same global batch.
+// Real processes: each run is `pprun PLAN --nproc N` over Gloo on loopback.
+#include <cstring>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "ir/plan_io.h"
+#include "passes/registry.h"
+#include "passes/test_util.h"
+
+extern char** environ;
+
+namespace ppc {
+namespace {
+
+const char kPprun[] = "tools/pprun/pprun";
+const char kModel[] = "examples/mlp/mlp.textproto";
+constexpr int kSteps = 10;
+constexpr int kMicroBatchSize = 4;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout + stderr
+  std::vector<double> losses;
+  std::map<std::string, std::vector<float>> weights;  // file name -> values
+};
+
+std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+RunResult Exec(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
+  std::string log = Tmp("run.log");
+  std::string cmd;
+  for (const auto& [k, v] : env) absl::StrAppend(&cmd, k, "=", v, " ");
+  for (const auto& a : args) absl::StrAppend(&cmd, "'", a, "' ");
+  absl::StrAppend(&cmd, "> ", log, " 2>&1");
+  RunResult r;
+  int status = std::system(cmd.c_str());
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.output = ir::ReadFile(log).value_or("");
+  return r;
+}
+
+ir::Plan MlpPlan(int stages, int dp, int micro_batches, const std::string& schedule, const std::string& optimizer) {
+  ir::Plan plan;
+  EXPECT_TRUE(ir::ParseTextProtoFile(kModel, plan.mutable_model()).ok());
+  plan.mutable_topology()->set_num_stages(stages);
+  plan.mutable_topology()->set_data_parallel(dp);
+  auto* c = plan.mutable_config();
+  c->set_micro_batches(micro_batches);
+  c->set_micro_batch_size(kMicroBatchSize);
+  c->set_schedule(schedule);
+  c->set_seed(1138);
+  c->set_steps(kSteps);
+  c->mutable_optimizer()->set_type(optimizer);
+  c->mutable_optimizer()->set_lr(optimizer == "sgd" ? 0.2 : 0.01);
+  c->mutable_optimizer()->set_momentum(optimizer == "sgd" ? 0.9 : 0);
+  return plan;
+}
+
+std::string CompileTo(ir::Plan plan, const std::string& name) {
+  auto compiled = passes::Compile(std::move(plan));
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  ir::Stamp(*compiled);
+  std::string path = Tmp(name + ".pb");
+  EXPECT_TRUE(ir::SavePlan(*compiled, path).ok());
+  return path;
+}
+
+RunResult Train(const std::string& plan_path, int nproc, const std::string& name) {
+  std::string metrics = Tmp(name + ".metrics"), weights = Tmp(name + ".weights");
+  std::system(absl::StrCat("rm -rf ", weights).c_str());
+  RunResult r = Exec({kPprun, plan_path, "--nproc", std::to_string(nproc), "--quiet", "--timeout-s", "60",
+                     "--metrics-out", metrics, "--dump-weights", weights});
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> parts = absl::StrSplit(line, ' ');
+    if (parts.size() == 3) r.losses.push_back(std::stod(parts[1]));
+  }
+  std::string list = Tmp("ls.txt");
+  std::system(absl::StrCat("ls ", weights, " > ", list, " 2>/dev/null").c_str());
+  std::ifstream names(list);
+  while (std::getline(names, line)) {
+    auto bytes = ir::ReadFile(weights + "/" + line);
+    std::vector<float> v(bytes->size() / sizeof(float));
+    std::memcpy(v.data(), bytes->data(), v.size() * sizeof(float));
+    r.weights[line] = v;
+  }
+  return r;
+}
+
+void ExpectSameTraining(const RunResult& ref, const RunResult& got, double loss_rtol, double weight_tol) {
+  ASSERT_EQ(got.exit_code, 0) << got.output;
+  ASSERT_EQ(got.losses.size(), static_cast<size_t>(kSteps)) << got.output;
+  for (int i = 0; i < kSteps; ++i) {
+    EXPECT_NEAR(got.losses[i], ref.losses[i], loss_rtol * std::abs(ref.losses[i])) << "step " << i + 1;
+  }
+  ASSERT_EQ(got.weights.size(), ref.weights.size()) << "every layer's parameters must be written once";
+  for (const auto& [name, want] : ref.weights) {
+    auto it = got.weights.find(name);
+    ASSERT_NE(it, got.weights.end()) << name;
+    ASSERT_EQ(it->second.size(), want.size()) << name;
+    double worst = 0;
+    for (size_t k = 0; k < want.size(); ++k) worst = std::max(worst, double(std::abs(it->second[k] - want[k])));
+    EXPECT_LE(worst, weight_tol) << name;
+  }
+}
+
+class Equivalence : public ::testing::TestWithParam<std::tuple<std::string, int, int>> {};
+
+TEST_P(Equivalence, SameLossesAndWeightsAsOneProcess) {
+  auto [schedule, stages, dp] = GetParam();
+  constexpr int kMicroBatches = 4;
+  std::string tag = absl::StrCat(schedule, "_p", stages, "_d", dp);
+  // Reference: one process, the same global batch as D replicas x M micro-batches.
+  RunResult ref = Train(CompileTo(MlpPlan(1, 1, kMicroBatches * dp, "1f1b", "sgd"), "ref_" + tag), 1, "ref_" + tag);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  ASSERT_EQ(ref.losses.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(ref.losses.back(), ref.losses.front()) << "training should make progress";
+  RunResult got = Train(CompileTo(MlpPlan(stages, dp, kMicroBatches, schedule, "sgd"), tag), stages * dp, tag);
+  ExpectSameTraining(ref, got, 1e-5, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Schedules, Equivalence,
+                         ::testing::Combine(::testing::Values("1f1b", "gpipe"), ::testing::Values(2, 4),
+                                            ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           return absl::StrCat(std::get<0>(info.param), "_P", std::get<1>(info.param), "_D",
+                                               std::get<2>(info.param));
+                         });
+
+TEST(Equivalence, DataParallelScheduleMatchesOneProcess) {
+  RunResult ref = Train(CompileTo(MlpPlan(1, 1, 6, "1f1b", "sgd"), "dp_ref"), 1, "dp_ref");
+  RunResult got = Train(CompileTo(MlpPlan(1, 2, 3, "data-parallel", "sgd"), "dp"), 2, "dp");
+  ExpectSameTraining(ref, got, 1e-5, 1e-5);
+}
+
+TEST(Equivalence, AdamWithPipelineMatchesOneProcess) {
+  RunResult ref = Train(CompileTo(MlpPlan(1, 1, 4, "1f1b", "adam"), "adam_ref"), 1, "adam_ref");
+  RunResult got = Train(CompileTo(MlpPlan(2, 1, 4, "1f1b", "adam"), "adam_p2"), 2, "adam_p2");
+  // Adam divides by sqrt(v): gradients that differ in the last bit move weights by
+  // up to ~lr * 1e-6 per step.
+  ExpectSameTraining(ref, got, 1e-5, 1e-4);
+}
+
+TEST(Pprun, RefusesAMismatchedWorldSize) {
+  std::string plan = CompileTo(MlpPlan(2, 1, 2, "1f1b", "sgd"), "world");
+  RunResult r = Exec({kPprun, plan, "--nproc", "3"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("the plan needs 2 ranks (2 stages x 1 data-parallel), --nproc is 3"), std::string::npos)
+      << r.output;
+  RunResult env = Exec({kPprun, plan}, {{"RANK", "0"}, {"WORLD_SIZE", "3"}, {"MASTER_PORT", "1"}});
+  EXPECT_NE(env.exit_code, 0);
+  EXPECT_NE(env.output.find("WORLD_SIZE is 3"), std::string::npos) << env.output;
+}
+
+TEST(Pprun, RefusesAPlanEditedAfterCompilation) {
+  std::string path = CompileTo(MlpPlan(1, 1, 2, "1f1b", "sgd"), "edited");
+  auto plan = ir::LoadPlan(path);
+  plan->mutable_config()->set_micro_batch_size(99);
+  ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
+  RunResult r = Exec({kPprun, path, "--nproc", "1"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("does not match its model, topology and config"), std::string::npos) << r.output;
+}
+
+TEST(Pprun, ReportsEveryLoadProblemAtOnce) {
+  std::string path = CompileTo(MlpPlan(1, 1, 2, "1f1b", "sgd"), "broken");
+  auto plan = ir::LoadPlan(path);
+  auto* prog = plan->mutable_programs(0);
+  prog->mutable_instructions(1)->mutable_forward()->set_slot(5);
+  prog->mutable_instructions(2)->mutable_backward()->set_micro_batch(9);
+  ir::Stamp(*plan);
+  ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
+  RunResult r = Exec({kPprun, path, "--nproc", "1"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("cannot load the plan (2 problems)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rank 0 stage 0 instruction 1 (forward mb=0 chunk=0 slot=5): slot out of range [0, 1)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("instruction 2 (backward mb=9"), std::string::npos) << r.output;
+}
+
+TEST(Pprun, ADeadPeerGivesAClearErrorNotAHang) {
+  std::string plan = CompileTo(MlpPlan(2, 1, 4, "1f1b", "sgd"), "dead");
+  auto start = std::chrono::steady_clock::now();
+  // Rank 1 (stage 1) exits abruptly at the start of step 3.
+  RunResult r = Exec({kPprun, plan, "--nproc", "2", "--steps", "5", "--timeout-s", "5"},
+                    {{"PPRUN_FAULT_INJECT", "1:3"}});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(seconds, 30);
+  // Rank 0 names itself, its stage, the step, the instruction and the peer.
+  EXPECT_NE(r.output.find("pprun: rank 0: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("rank 0 stage 0 step 3 instruction"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("peer stage 1 rank 1"), std::string::npos) << r.output;
+}
+
+TEST(Pprun, InferencePlanReportsTheForwardLoss) {
+  // An inference plan's loss at step 1 equals the training plan's first loss: same
+  // weights, same data, no dropout... except the training plan applies dropout, so
+  // compare against a training run of the same model with every stage.
+  ir::Plan inf = MlpPlan(2, 1, 2, "inference", "sgd");
+  RunResult r = Train(CompileTo(inf, "inference"), 2, "inference");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(r.losses.size(), static_cast<size_t>(kSteps));
+  ir::Plan one = MlpPlan(1, 1, 2, "inference", "sgd");
+  RunResult ref = Train(CompileTo(one, "inference_ref"), 1, "inference_ref");
+  for (int i = 0; i < kSteps; ++i) EXPECT_NEAR(r.losses[i], ref.losses[i], 1e-5 * ref.losses[i]);
+  // No optimizer step: the weights are the initial ones, so step losses differ only by data.
+  EXPECT_NE(r.losses[0], r.losses[1]);
+  EXPECT_GT(r.losses[0], 1.0);
+}
+
+}  // namespace
+}  // namespace ppc
