@@ -153,6 +153,26 @@ TEST(Equivalence, AdamWithPipelineMatchesOneProcess) {
   ExpectSameTraining(ref, got, 1e-5, 1e-4);
 }
 
+TEST(Equivalence, TiedEmbeddingAcrossStagesMatchesOneProcess) {
+  auto plan = [](int stages, int dp, int m) {
+    ir::Plan p = MlpPlan(stages, dp, m, "1f1b", "sgd");
+    p.clear_model();
+    EXPECT_TRUE(ir::ParseTextProtoFile("tests/testdata/tied_lm.textproto", p.mutable_model()).ok());
+    p.mutable_config()->set_partition_method(stages == 2 ? "explicit:3" : "parameters");
+    p.mutable_config()->mutable_optimizer()->set_lr(0.5);
+    return p;
+  };
+  RunResult ref = Train(CompileTo(plan(1, 1, 4), "tied_ref"), 1, "tied_ref");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  EXPECT_LT(ref.losses.back(), ref.losses.front());
+  RunResult got = Train(CompileTo(plan(2, 1, 4), "tied_p2"), 2, "tied_p2");
+  ExpectSameTraining(ref, got, 1e-5, 1e-5);
+  // Both copies of the tied weight were trained identically.
+  EXPECT_EQ(got.weights.at("layer0.weight.f32"), got.weights.at("layer4.weight.f32"));
+  RunResult dp = Train(CompileTo(plan(2, 2, 2), "tied_p2d2"), 4, "tied_p2d2");
+  ExpectSameTraining(ref, dp, 1e-5, 1e-5);
+}
+
 TEST(Pprun, RefusesAMismatchedWorldSize) {
   std::string plan = CompileTo(MlpPlan(2, 1, 2, "1f1b", "sgd"), "world");
   RunResult r = Exec({kPprun, plan, "--nproc", "3"});

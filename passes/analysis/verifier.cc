@@ -374,7 +374,13 @@ class Verifier {
     }
     // Liveness: a slot holds one micro-batch from its first to its last use. Before
     // assign-buffers (num_slots == 0) slots are unassigned and not checked.
-    if (slots == 0) return;
+    if (slots == 0) {
+      if (lowered_ || comm_lowered_) {
+        Error(absl::StrCat("stage ", s, ": loads or communication were inserted before buffer slots were assigned "
+                           "(run assign-buffers first)"));
+      }
+      return;
+    }
     for (const auto& [slot, by_mb] : live) {
       std::vector<std::tuple<int, int, int>> ranges;  // first, last, mb
       for (const auto& [mb, r] : by_mb) ranges.emplace_back(r.first, r.second, mb);
