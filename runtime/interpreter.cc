@@ -1,5 +1,6 @@
 #include "runtime/interpreter.h"
 
+#include <cmath>
 #include <set>
 
 #include <torch/autograd.h>
@@ -13,6 +14,7 @@
 #include "ir/layer_shapes.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "runtime/cifar10.h"
 #include "runtime/torch_status.h"
 
 namespace ppc::runtime {
@@ -25,6 +27,10 @@ struct StageRuntime::Slot {
   torch::Tensor recv_act;    // preallocated receive buffer for the input
   torch::Tensor recv_grad;   // preallocated receive buffer for d(loss)/d(output)
   torch::Tensor send_grad;   // d(loss)/d(input), kept alive until its send completes
+  // With activation checkpointing: the input of every checkpointed chunk of layers
+  // and the context to recompute it with.
+  std::vector<torch::Tensor> chunk_inputs;
+  ForwardContext ctx;
 };
 
 namespace {
@@ -134,6 +140,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         }
         it = tied_.emplace(spec.tie_key(), w).first;
       }
+      if (first_of_tie[spec.tie_key()] < range.begin()) not_owned_.insert(it->second.unsafeGetTensorImpl());
       if (it->second.sizes() != (*layer)->params()["weight"].sizes()) {
         problems.push_back(absl::StrCat("layer ", l, " tie '", spec.tie_key(), "' weight shape differs"));
       } else {
@@ -217,12 +224,26 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         tie_groups.push_back(ranks);
         break;
       }
+      case ir::Instruction::kClipGradNorm:
+        if (in.clip_grad_norm().max_norm() <= 0) bad("max_norm must be > 0");
+        if (in.clip_grad_norm().stages_size() != num_stages_) bad("must list every stage");
+        break;
       case ir::Instruction::kReduceGrads:
       case ir::Instruction::kOptimizerStep:
         break;
       case ir::Instruction::OP_NOT_SET:
         bad("empty instruction");
         break;
+    }
+  }
+  checkpoint_interval_ = plan.config().activation_checkpoint_interval();
+  if (checkpoint_interval_ < 0) problems.push_back("activation_checkpoint_interval must be >= 0");
+  if (checkpoint_interval_ > 0) {
+    for (const auto& in : program_.instructions()) {
+      if (in.has_backward() && in.backward().part() != ir::FULL) {
+        problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
+        break;
+      }
     }
   }
   if (!problems.empty()) {
@@ -232,9 +253,24 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
 
   // Data on the first and last stages.
   if (stage_ == 0 || stage_ == num_stages_ - 1) {
-    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
-                                                      plan.config().micro_batch_size(), seed));
-    data_ = std::move(data);
+    if (options_.data.empty() || options_.data == "synthetic") {
+      ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+                                                        plan.config().micro_batch_size(), seed));
+      data_ = std::move(data);
+    } else {
+      const auto& in = plan.model().input();
+      if (in.dtype() != ir::FLOAT32 || in.shape_size() != 3 || in.shape(0) != 3 || in.shape(1) != in.shape(2) ||
+          plan.model().loss() != ir::CROSS_ENTROPY) {
+        return absl::InvalidArgumentError(absl::StrCat(who, ": CIFAR-10 data needs a model with FLOAT32 input [3,S,S] "
+                                                       "and CROSS_ENTROPY loss, this one takes ",
+                                                       ir::ShapeString(in)));
+      }
+      const int64_t global_batch = int64_t(m_) * plan.config().micro_batch_size() * dp_;
+      auto data = Cifar10Data::Open(options_.data, /*test=*/false, static_cast<int>(in.shape(1)),
+                                    plan.config().micro_batch_size(), global_batch, seed);
+      if (!data.ok()) return Annotate(data.status(), who);
+      data_ = *std::move(data);
+    }
   }
 
   // Optimizer over this stage's distinct parameters.
@@ -264,8 +300,12 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   // tie groups (sorted).
   for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
   for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
+  for (int s = 0; s < num_stages_; ++s) pipeline_group_.push_back(s * dp_ + replica_);
   std::vector<std::vector<int>> all_groups;
   if (dp_ > 1) all_groups.push_back(dp_group_);
+  bool clips = false;
+  for (const auto& in : program_.instructions()) clips |= in.has_clip_grad_norm();
+  if (clips && num_stages_ > 1) all_groups.push_back(pipeline_group_);
   std::sort(tie_groups.begin(), tie_groups.end());
   tie_groups.erase(std::unique(tie_groups.begin(), tie_groups.end()), tie_groups.end());
   for (auto& g : tie_groups) all_groups.push_back(g);
@@ -323,15 +363,29 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training_};
       std::optional<torch::NoGradGuard> no_grad;
       if (!training_) no_grad.emplace();
+      slot.ctx = ctx;
       torch::Tensor x = slot.input;
-      for (auto& layer : layers_) x = layer->Forward(x, ctx);
-      if (stage_ == num_stages_ - 1) {
-        torch::Tensor loss;
-        if (plan_.model().loss() == ir::CROSS_ENTROPY) {
-          loss = torch::nn::functional::cross_entropy(x.reshape({-1, x.size(-1)}), slot.labels.reshape({-1}));
-        } else {
-          loss = torch::mse_loss(x, slot.labels);
+      const bool last = stage_ == num_stages_ - 1;
+      if (checkpoint_interval_ > 0 && training_) {
+        // Keep only each chunk's input; Backward recomputes the chunk. Dropout masks are
+        // a pure function of (seed, step, micro-batch, layer), so recomputation matches.
+        torch::NoGradGuard no_grad_chunks;
+        slot.chunk_inputs.clear();
+        for (size_t b = 0; b < layers_.size(); b += checkpoint_interval_) {
+          slot.chunk_inputs.push_back(x);
+          x = RunLayers(b, std::min(layers_.size(), b + checkpoint_interval_), x, ctx);
         }
+        if (last) {
+          loss_sum_ += Loss(x, slot.labels).item<double>();
+          slot.output = torch::Tensor();
+        } else {
+          slot.output = x;
+        }
+        return absl::OkStatus();
+      }
+      x = RunLayers(0, layers_.size(), x, ctx);
+      if (last) {
+        torch::Tensor loss = Loss(x, slot.labels);
         loss_sum_ += loss.item<double>();
         // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
         slot.output = loss / m_;
@@ -347,6 +401,26 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       const bool has_input_grad = stage_ > 0;
       std::vector<torch::Tensor> grad_out;
       if (!last) grad_out.push_back(slot.recv_grad);
+      if (checkpoint_interval_ > 0) {
+        // Recompute chunk by chunk from the last, back-propagating through each.
+        torch::Tensor grad = last ? torch::Tensor() : slot.recv_grad;
+        const int chunks = static_cast<int>(slot.chunk_inputs.size());
+        for (int c = chunks - 1; c >= 0; --c) {
+          torch::Tensor x = c == 0 ? slot.input : slot.chunk_inputs[c].detach().requires_grad_(true);
+          size_t begin = size_t(c) * checkpoint_interval_;
+          torch::Tensor y = RunLayers(begin, std::min(layers_.size(), begin + checkpoint_interval_), x, slot.ctx);
+          if (c == chunks - 1 && last) {
+            torch::autograd::backward({Loss(y, slot.labels) / m_});
+          } else {
+            torch::autograd::backward({y}, {grad});
+          }
+          if (c > 0) grad = x.grad();
+        }
+        if (has_input_grad) slot.send_grad = slot.input.grad();
+        slot.chunk_inputs.clear();
+        slot.output = torch::Tensor();
+        return absl::OkStatus();
+      }
       if (b.part() == ir::FULL) {
         torch::autograd::backward({slot.output}, grad_out);
         if (has_input_grad) slot.send_grad = slot.input.grad();
@@ -451,6 +525,27 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       }
       return absl::OkStatus();
     }
+    case ir::Instruction::kClipGradNorm: {
+      // This stage's share of the squared norm; tied copies owned by an earlier stage
+      // are skipped so each tied weight counts once.
+      torch::Tensor sq = torch::zeros({1}, torch::kFloat64);
+      for (auto& p : unique_params_) {
+        if (!p.grad().defined() || not_owned_.count(p.unsafeGetTensorImpl())) continue;
+        sq += p.grad().to(torch::kFloat64).pow(2).sum();
+      }
+      if (num_stages_ > 1) {
+        std::vector<at::Tensor> t{sq};
+        RETURN_IF_ERROR(transport_->AllReduceSum(t, pipeline_group_, options_.timeout));
+      }
+      const double norm = std::sqrt(sq.item<double>());
+      last_grad_norm_ = norm;
+      const double coef = in.clip_grad_norm().max_norm() / (norm + 1e-6);
+      if (coef < 1.0) {
+        for (auto& p : unique_params_)
+          if (p.grad().defined()) p.mutable_grad().mul_(coef);
+      }
+      return absl::OkStatus();
+    }
     case ir::Instruction::kOptimizerStep: {
       optimizer_->step();
       optimizer_->zero_grad();
@@ -460,6 +555,18 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       break;
   }
   return absl::InternalError("unreachable: empty instruction passed Load");
+}
+
+torch::Tensor StageRuntime::RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx) {
+  for (size_t l = begin; l < end; ++l) x = layers_[l]->Forward(x, ctx);
+  return x;
+}
+
+torch::Tensor StageRuntime::Loss(const torch::Tensor& out, const torch::Tensor& labels) {
+  if (plan_.model().loss() == ir::CROSS_ENTROPY) {
+    return torch::nn::functional::cross_entropy(out.reshape({-1, out.size(-1)}), labels.reshape({-1}));
+  }
+  return torch::mse_loss(out, labels);
 }
 
 std::vector<NamedParameter> StageRuntime::Parameters() const {

@@ -7,6 +7,7 @@
 #define PPC_RUNTIME_INTERPRETER_H_
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ namespace ppc::runtime {
 struct RuntimeOptions {
   // Every blocking wait gives up after this long with DeadlineExceeded.
   absl::Duration timeout = absl::Seconds(120);
+  // "synthetic" (or empty): deterministic synthetic data; otherwise a directory with
+  // CIFAR-10's binary files (runtime/cifar10.h).
+  std::string data = "synthetic";
 };
 
 struct StepResult {
@@ -54,6 +58,8 @@ class StageRuntime {
   std::vector<NamedParameter> Parameters() const;
   // Instructions executed so far (for benchmarks).
   int64_t instructions_executed() const { return executed_; }
+  // Global gradient norm before clipping, from the last ClipGradNorm (0 if none ran).
+  double last_grad_norm() const { return last_grad_norm_; }
 
  private:
   StageRuntime() = default;
@@ -71,6 +77,14 @@ class StageRuntime {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<torch::Tensor> unique_params_;
   std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
+  // Tied weights whose first holder is an earlier stage: left out of this stage's
+  // share of the global gradient norm, so each tied weight is counted once.
+  std::set<const void*> not_owned_;
+  std::vector<int> pipeline_group_;  // ranks of this replica's stages
+  // Layers per activation checkpoint (0: keep all activations).
+  int checkpoint_interval_ = 0;
+  torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
+  torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<DataSource> data_;
   std::vector<std::unique_ptr<Slot>> slots_;
@@ -83,6 +97,7 @@ class StageRuntime {
   std::map<std::tuple<int, int, int>, PendingOp> pending_;
   std::vector<int> dp_group_, world_group_;
   double loss_sum_ = 0;
+  double last_grad_norm_ = 0;
   int64_t executed_ = 0;
 };
 

@@ -62,6 +62,9 @@ absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const Rend
   ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), options.runtime));
   const int steps = options.steps > 0 ? options.steps : std::max(1, plan.config().steps());
   const bool leader = transport->rank() == 0;
+  const int print_every = options.print_every > 0                  ? options.print_every
+                          : plan.config().steps_per_print() > 0 ? plan.config().steps_per_print()
+                                                                 : 1;
   const bool bar = leader && options.print && isatty(STDERR_FILENO);
   std::vector<StepRecord> records;
   std::FILE* metrics = nullptr;
@@ -82,8 +85,11 @@ absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const Rend
     records.push_back(rec);
     if (leader && options.print) {
       if (bar) std::fprintf(stderr, "\r\033[K");
-      std::printf("step %lld loss %.6f samples/s %.1f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
-      std::fflush(stdout);
+      if (rec.step % print_every == 0 || rec.step == steps) {
+        std::printf("step: %3lld / %3d loss: %.6f samples/s: %.1f\n", static_cast<long long>(rec.step), steps, rec.loss,
+                    rec.samples_per_s);
+        std::fflush(stdout);
+      }
       if (bar) {
         int filled = (step + 1) * 30 / steps;
         std::fprintf(stderr, "[%.*s%*s] %d/%d", filled, "==============================", 30 - filled, "", step + 1,

@@ -21,8 +21,11 @@ struct RunOptions {
   // Replica 0 of every stage writes each parameter as raw float32 to
   // <dir>/layer<index>.<name>.f32 after the last step.
   std::string dump_weights;
-  // Rank 0 prints one line per step to stdout (and a progress bar when stderr is a terminal).
+  // Rank 0 prints "step: N / S loss: L samples/s: X" every `print_every` steps (0: the
+  // plan's steps_per_print, else every step) and the last step, plus a progress bar
+  // when stderr is a terminal.
   bool print = true;
+  int print_every = 0;
   RuntimeOptions runtime;
 };
 

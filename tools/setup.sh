@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything ppc needs from Debian's packages. Idempotent: safe to run again.
+# libopenblas0-pthread replaces the reference BLAS that LibTorch would otherwise use
+# (update-alternatives picks it for libblas.so.3): about 2x on AlexNet.
 set -euo pipefail
 PKGS=(bazel-bootstrap bazel-rules-java bazel-platforms libtorch-dev libgloo-dev
-      libprotobuf-dev protobuf-compiler libabsl-dev libgtest-dev libgmock-dev)
+      libprotobuf-dev protobuf-compiler libabsl-dev libgtest-dev libgmock-dev
+      nlohmann-json3-dev libopenblas0-pthread)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

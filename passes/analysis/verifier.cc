@@ -46,6 +46,25 @@ bool AsComm(const Instruction& in, Comm* c) {
   }
 }
 
+// Cross-stage collectives: every listed stage must reach the same one.
+bool CollectiveOf(const Instruction& in, std::vector<int>* stages) {
+  if (in.has_reduce_tied_grads()) {
+    stages->assign(in.reduce_tied_grads().stages().begin(), in.reduce_tied_grads().stages().end());
+    return true;
+  }
+  if (in.has_clip_grad_norm()) {
+    stages->assign(in.clip_grad_norm().stages().begin(), in.clip_grad_norm().stages().end());
+    return true;
+  }
+  return false;
+}
+
+bool SameCollective(const Instruction& a, const Instruction& b) {
+  if (a.op_case() != b.op_case()) return false;
+  if (a.has_reduce_tied_grads()) return a.reduce_tied_grads().tie_key() == b.reduce_tied_grads().tie_key();
+  return true;
+}
+
 CommKind Counterpart(CommKind k) {
   switch (k) {
     case ir::SEND_ACTIVATION: return ir::RECV_ACTIVATION;
@@ -170,7 +189,7 @@ class Verifier {
     std::map<CommKey, int> posted;  // -> instruction index
     std::set<CommKey> waited;
     std::map<CommKey, int> posted_slot;
-    int optimizer = -1, reduce = -1, last_backward = -1;
+    int optimizer = -1, reduce = -1, last_backward = -1, clip = -1;
     std::vector<int> reductions;
     // slot -> (mb -> [first, last] instruction index)
     std::map<int, std::map<int, std::pair<int, int>>> live;
@@ -338,6 +357,19 @@ class Verifier {
             CheckTie(s, i, in.reduce_tied_grads());
           }
           break;
+        case Instruction::kClipGradNorm: {
+          reductions.push_back(i);
+          const auto& c = in.clip_grad_norm();
+          std::set<int> listed(c.stages().begin(), c.stages().end());
+          if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
+              *listed.rbegin() != p - 1) {
+            Error(absl::StrCat(Where(s, i), ": must list every stage 0..", p - 1, " exactly once"));
+          }
+          if (c.max_norm() <= 0) Error(absl::StrCat(Where(s, i), ": max_norm must be > 0"));
+          if (reduce >= 0 && i < reduce) Error(absl::StrCat(Where(s, i), ": clips before the data-parallel reduction"));
+          clip = i;
+          break;
+        }
         case Instruction::kOptimizerStep:
           if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
           optimizer = i;
@@ -367,6 +399,7 @@ class Verifier {
     if (optimizer >= 0 && optimizer < last_backward) {
       Error(absl::StrCat(Where(s, optimizer), ": optimizer step before the backward at instruction ", last_backward));
     }
+    if (clip >= 0 && reduce > clip) Error(absl::StrCat(Where(s, reduce), ": reduces gradients after clipping them"));
     if (has_optimizer_ && optimizer < 0) Error(absl::StrCat("stage ", s, ": training plan has no optimizer step"));
     if (has_optimizer_ && plan_.topology().data_parallel() > 1 && reduce < 0) {
       Error(absl::StrCat("stage ", s, ": data_parallel=", plan_.topology().data_parallel(),
@@ -468,12 +501,12 @@ class Verifier {
         }
         return "";
       }
-      if (in.has_reduce_tied_grads()) {
-        for (int t : in.reduce_tied_grads().stages()) {
+      std::vector<int> members;
+      if (CollectiveOf(in, &members)) {
+        for (int t : members) {
           if (t == s) continue;
-          if (finished(t) || !plan_.programs(t).instructions(pc[t]).has_reduce_tied_grads() ||
-              plan_.programs(t).instructions(pc[t]).reduce_tied_grads().tie_key() != in.reduce_tied_grads().tie_key()) {
-            return absl::StrCat("needs stage ", t, " at the same tied-gradient reduction");
+          if (finished(t) || !SameCollective(in, plan_.programs(t).instructions(pc[t]))) {
+            return absl::StrCat("needs stage ", t, " at the same collective (", ir::PrintInstruction(in), ")");
           }
         }
         return "";
@@ -489,9 +522,10 @@ class Verifier {
           if (!blocked_reason(s).empty()) break;
           Comm c;
           if (AsComm(in, &c)) posted[s][{c.kind, c.mb, c.chunk}] = c.peer;
-          if (in.has_reduce_tied_grads()) {
+          std::vector<int> members;
+          if (CollectiveOf(in, &members)) {
             // Every participant is here: all of them pass the collective together.
-            for (int t : in.reduce_tied_grads().stages())
+            for (int t : members)
               if (t != s) ++pc[t];
           }
           ++pc[s];

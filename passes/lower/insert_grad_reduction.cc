@@ -33,6 +33,12 @@ absl::StatusOr<bool> InsertGradReduction::Run(ir::Plan& plan) {
       *prog.add_instructions() = in;
     }
     if (plan.topology().data_parallel() > 1) prog.add_instructions()->mutable_reduce_grads()->set_chunk(0);
+    if (plan.config().gradient_clipping() > 0) {
+      // After every reduction: the norm is taken over final, replica-averaged gradients.
+      auto* clip = prog.add_instructions()->mutable_clip_grad_norm();
+      clip->set_max_norm(plan.config().gradient_clipping());
+      for (int s = 0; s < plan.topology().num_stages(); ++s) clip->add_stages(s);
+    }
     prog.add_instructions()->mutable_optimizer_step();
     changed = true;
   }

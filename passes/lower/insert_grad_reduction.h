@@ -5,7 +5,7 @@
 
 namespace ppc::passes {
 
-// Appends, on training plans, ReduceTiedGrads for every tie key held on two or more stages (sorted by key, so all stages agree on the order), ReduceGrads when data_parallel > 1, then OptimizerStep.
+// Appends, on training plans, ReduceTiedGrads for every tie key held on two or more stages (sorted by key, so all stages agree on the order), ReduceGrads when data_parallel > 1, ClipGradNorm over all stages when config.gradient_clipping > 0, then OptimizerStep.
 class InsertGradReduction : public Pass {
  public:
   std::string name() const override { return "insert-grad-reduction"; }

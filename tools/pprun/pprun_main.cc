@@ -26,6 +26,7 @@
 #include "runtime/gloo_transport.h"
 #include "runtime/runner.h"
 #include "tools/flag_names.h"
+#include "tools/launcher.h"
 
 ABSL_FLAG(int, nproc, 0, "start this many local ranks (0: this process is one rank; read RANK etc.)");
 ABSL_FLAG(int, steps, 0, "training steps (default: the plan's config.steps)");
@@ -33,11 +34,11 @@ ABSL_FLAG(int, timeout_s, 120, "seconds any wait may block before failing");
 ABSL_FLAG(std::string, metrics_out, "", "rank 0 writes 'step loss samples_per_s' lines here");
 ABSL_FLAG(std::string, dump_weights, "", "after the last step, write every parameter as raw float32 into this dir");
 ABSL_FLAG(bool, quiet, false, "do not print per-step lines");
+ABSL_FLAG(int, print_every, 0, "print every N steps (default: the plan's steps_per_print, else every step)");
+ABSL_FLAG(std::string, data, "synthetic", "'synthetic' or a directory with CIFAR-10's binary files");
 
 namespace ppc {
 namespace {
-
-constexpr char kLaunchedEnv[] = "PPRUN_LAUNCHED";
 
 absl::StatusOr<int> EnvInt(const char* name, std::optional<int> fallback) {
   const char* v = std::getenv(name);
@@ -72,15 +73,15 @@ absl::Status RunOneRank(const std::string& plan_path) {
   options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
   options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
   options.print = !absl::GetFlag(FLAGS_quiet);
+  options.print_every = absl::GetFlag(FLAGS_print_every);
+  options.runtime.data = absl::GetFlag(FLAGS_data);
   options.runtime.timeout = rv.timeout;
   auto records = runtime::RunRank(plan, rv, options);
   if (!records.ok()) return records.status();
   return absl::OkStatus();
 }
 
-// Starts `nproc` copies of this program as ranks 0..nproc-1 around one TCPStore that
-// this process hosts. If a rank fails, the others get the transport timeout (plus a
-// grace period) to report their own errors, then are killed.
+// Checks the plan's world size, then starts `nproc` local ranks of this program.
 int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
   auto plan = ir::LoadPlan(plan_path);
   if (!plan.ok()) {
@@ -93,72 +94,7 @@ int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
               << " stages x " << plan->topology().data_parallel() << " data-parallel), --nproc is " << nproc << "\n";
     return 1;
   }
-  const int timeout_s = absl::GetFlag(FLAGS_timeout_s);
-  auto store = runtime::StoreServer::Start(nproc, absl::Seconds(timeout_s));
-  if (!store.ok()) {
-    std::cerr << "pprun: cannot start the rendezvous store: " << store.status() << "\n";
-    return 1;
-  }
-  std::vector<std::string> args;
-  for (int i = 0; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--nproc", 0) == 0) {
-      if (a == "--nproc" && i + 1 < argc) ++i;  // value in the next argument
-      continue;
-    }
-    args.push_back(a);
-  }
-  std::vector<pid_t> pids;
-  for (int r = 0; r < nproc; ++r) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      std::perror("pprun: fork");
-      return 1;
-    }
-    if (pid == 0) {
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string((*store)->port()).c_str(), 1);
-      setenv(kLaunchedEnv, "1", 1);
-      std::vector<char*> cargs;
-      for (auto& a : args) cargs.push_back(a.data());
-      cargs.push_back(nullptr);
-      execv("/proc/self/exe", cargs.data());
-      std::perror("pprun: exec");
-      _exit(127);
-    }
-    pids.push_back(pid);
-  }
-  int exit_code = 0;
-  int alive = nproc;
-  std::optional<std::chrono::steady_clock::time_point> deadline;
-  while (alive > 0) {
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid > 0) {
-      --alive;
-      int rank = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
-      int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      if (code != 0) {
-        if (exit_code == 0) {
-          std::cerr << "pprun: rank " << rank << " exited with status " << code << "\n";
-          exit_code = code;
-        }
-        if (!deadline) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s + 10);
-      }
-      continue;
-    }
-    if (deadline && std::chrono::steady_clock::now() > *deadline) {
-      std::cerr << "pprun: killing ranks still running after rank failure\n";
-      for (pid_t p : pids) kill(p, SIGKILL);
-      deadline.reset();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return exit_code;
+  return LaunchLocalRanks(nproc, WithoutFlag(argc, argv, "--nproc"), absl::GetFlag(FLAGS_timeout_s));
 }
 
 int Main(int argc, char** argv) {

@@ -1,0 +1,85 @@
+#include "compiler/deepspeed_config.h"
+
+#include "gtest/gtest.h"
+
+namespace ppc {
+namespace {
+
+// The seed's examples/alexnet_cifar10/ds_config.json.
+const char kSeed[] = R"({
+  "train_batch_size" : 256,
+  "train_micro_batch_size_per_gpu" : 8,
+   "optimizer": {
+    "type": "Adam",
+    "params": { "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8 }
+  },
+  "steps_per_print" : 10,
+  "wall_clock_breakdown" : false
+})";
+
+TEST(DeepSpeedConfig, ReadsTheSeedConfig) {
+  auto c = ParseDeepSpeedConfig(kSeed, 1, "ds_config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->config.micro_batch_size(), 8);
+  EXPECT_EQ(c->config.micro_batches(), 32);  // 256 / (8 * 1)
+  EXPECT_EQ(c->config.optimizer().type(), "adam");
+  EXPECT_DOUBLE_EQ(c->config.optimizer().lr(), 0.001);
+  EXPECT_DOUBLE_EQ(c->config.optimizer().beta2(), 0.999);
+  EXPECT_DOUBLE_EQ(c->config.optimizer().eps(), 1e-8);
+  EXPECT_EQ(c->config.steps_per_print(), 10);
+  EXPECT_TRUE(c->warnings.empty());
+  // Two data-parallel replicas halve the accumulation steps.
+  EXPECT_EQ(ParseDeepSpeedConfig(kSeed, 2, "x")->config.micro_batches(), 16);
+}
+
+TEST(DeepSpeedConfig, DerivesTheMissingBatchSetting) {
+  auto a = ParseDeepSpeedConfig(R"({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 3})", 2, "x");
+  EXPECT_EQ(a->train_batch_size, 24);
+  auto b = ParseDeepSpeedConfig(R"({"train_batch_size": 24, "gradient_accumulation_steps": 3})", 2, "x");
+  EXPECT_EQ(b->config.micro_batch_size(), 4);
+  auto c = ParseDeepSpeedConfig(R"({"train_batch_size": 24})", 2, "x");
+  EXPECT_EQ(c->config.micro_batch_size(), 12);
+  EXPECT_EQ(c->config.micro_batches(), 1);
+}
+
+TEST(DeepSpeedConfig, RejectsInconsistentBatchSettingsNamingTheKey) {
+  auto s = ParseDeepSpeedConfig(
+      R"({"train_batch_size": 100, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4})", 2,
+      "ds.json");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(),
+            "ds.json: 'train_batch_size' is 100 but train_micro_batch_size_per_gpu * gradient_accumulation_steps * "
+            "data-parallel = 8 * 4 * 2 = 64");
+  auto d = ParseDeepSpeedConfig(R"({"train_batch_size": 100, "train_micro_batch_size_per_gpu": 8})", 1, "ds.json");
+  EXPECT_NE(d.status().message().find("'gradient_accumulation_steps' cannot be derived"), std::string::npos);
+  EXPECT_FALSE(ParseDeepSpeedConfig("{}", 1, "x").ok());
+}
+
+TEST(DeepSpeedConfig, RejectsWrongTypesAndUnknownOptimizers) {
+  auto a = ParseDeepSpeedConfig(R"({"train_batch_size": "256"})", 1, "ds.json");
+  EXPECT_EQ(a.status().message(), "ds.json: 'train_batch_size' must be an integer, got \"256\"");
+  auto b = ParseDeepSpeedConfig(R"({"train_batch_size": 8, "optimizer": {"type": "Lamb"}})", 1, "ds.json");
+  EXPECT_NE(b.status().message().find("'optimizer.type' 'Lamb' is not supported"), std::string::npos);
+  auto c = ParseDeepSpeedConfig(R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"betas": [0.9]}}})",
+                                1, "ds.json");
+  EXPECT_NE(c.status().message().find("'optimizer.params.betas' must be a list of two numbers"), std::string::npos);
+  auto d = ParseDeepSpeedConfig("{not json", 1, "ds.json");
+  EXPECT_NE(d.status().message().find("ds.json: not valid JSON"), std::string::npos);
+}
+
+TEST(DeepSpeedConfig, WarnsOnUnknownKeysAndReadsPipelineSection) {
+  auto c = ParseDeepSpeedConfig(
+      R"({"train_batch_size": 8, "fp16": {"enabled": true}, "gradient_clipping": 1.5,
+          "pipeline": {"partition_method": "type:Conv2d", "activation_checkpoint_interval": 2, "seed_layers": true}})",
+      1, "ds.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->warnings.size(), 2u);
+  EXPECT_EQ(c->warnings[0], "ds.json: unknown key 'pipeline.seed_layers' is ignored");
+  EXPECT_EQ(c->warnings[1], "ds.json: unknown key 'fp16' is ignored");
+  EXPECT_EQ(c->config.partition_method(), "type:Conv2d");
+  EXPECT_EQ(c->config.activation_checkpoint_interval(), 2);
+  EXPECT_DOUBLE_EQ(c->config.gradient_clipping(), 1.5);
+}
+
+}  // namespace
+}  // namespace ppc

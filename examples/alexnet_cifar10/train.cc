@@ -1,0 +1,164 @@
+// AlexNet on CIFAR-10, the seed's training/pipeline_parallelism/train.py in ppc:
+//
+//   train [--pipeline-parallel-size P] [--nproc N] [--steps S] [--seed 1138]
+//         [--deepspeed_config ds_config.json] [--backend gloo] [--data synthetic|DIR]
+//         [--image-size 224]
+//
+// P > 0: pipeline mode (the seed's train_pipe): P stages, N/P data-parallel replicas,
+// 1F1B, partition by parameters. P = 0: base mode (train_base): plain data-parallel
+// training over N ranks. The plan is compiled with ppc's passes, left on disk for
+// `ppc inspect`, and run by N local ranks exactly as `pprun PLAN --nproc N` would.
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
+#include "compiler/deepspeed_config.h"
+#include "compiler/pass_pipeline.h"
+#include "google/protobuf/text_format.h"
+#include "ir/plan_io.h"
+#include "ir/status_macros.h"
+#include "passes/analysis/verifier.h"
+#include "passes/registry.h"
+#include "runtime/runner.h"
+#include "tools/flag_names.h"
+#include "tools/launcher.h"
+
+extern const char kAlexNetSpec[];
+extern const char kSeedDeepSpeedConfig[];
+
+ABSL_FLAG(int, steps, 100, "quit after this many steps");
+ABSL_FLAG(int, pipeline_parallel_size, 2, "pipeline stages; 0 = plain data-parallel training (train_base)");
+ABSL_FLAG(std::string, backend, "gloo", "distributed backend: gloo (CPU)");
+ABSL_FLAG(int64_t, seed, 1138, "PRNG seed");
+ABSL_FLAG(std::string, deepspeed_config, "", "DeepSpeed JSON config (default: the seed's ds_config.json)");
+ABSL_FLAG(std::string, data, "synthetic", "'synthetic', or a directory with CIFAR-10's binary files");
+ABSL_FLAG(int, image_size, 224, "image side after resize + centre crop (the seed: 224)");
+ABSL_FLAG(int, nproc, 0, "ranks to start (default: P in pipeline mode, 1 in base mode)");
+ABSL_FLAG(int, local_rank, -1, "accepted for DeepSpeed-launcher compatibility; ignored");
+ABSL_FLAG(std::string, plan_out, "/tmp/ppc_alexnet_cifar10.pb", "where the compiled plan is left");
+ABSL_FLAG(std::string, partition, "parameters", "partition method (the seed: parameters)");
+ABSL_FLAG(int, timeout_s, 300, "seconds any wait may block before failing");
+ABSL_FLAG(std::string, metrics_out, "", "rank 0 writes 'step loss samples_per_s' lines here");
+ABSL_FLAG(std::string, dump_weights, "", "write every parameter as raw float32 here after the last step");
+
+namespace ppc {
+namespace {
+
+absl::StatusOr<ir::Plan> BuildPlan() {
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend == "nccl") {
+    return absl::UnimplementedError("--backend nccl needs ppc's GPU transport, which this build does not have; "
+                                    "use --backend gloo");
+  }
+  if (backend != "gloo") {
+    return absl::InvalidArgumentError(absl::StrCat("--backend '", backend, "' is not supported; use gloo"));
+  }
+  const int p = absl::GetFlag(FLAGS_pipeline_parallel_size);
+  if (p < 0) return absl::InvalidArgumentError("--pipeline-parallel-size must be >= 0");
+  const int stages = std::max(p, 1);
+  const int nproc = absl::GetFlag(FLAGS_nproc) > 0 ? absl::GetFlag(FLAGS_nproc) : stages;
+  if (nproc % stages != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--nproc ", nproc, " is not a multiple of --pipeline-parallel-size ", stages));
+  }
+  const int dp = nproc / stages;
+
+  ir::Plan plan;
+  if (!google::protobuf::TextFormat::ParseFromString(kAlexNetSpec, plan.mutable_model())) {
+    return absl::InternalError("built-in AlexNet spec does not parse");
+  }
+  const int size = absl::GetFlag(FLAGS_image_size);
+  if (size < 32) return absl::InvalidArgumentError(absl::StrCat("--image-size ", size, " is too small (min 32)"));
+  plan.mutable_model()->mutable_input()->set_shape(1, size);
+  plan.mutable_model()->mutable_input()->set_shape(2, size);
+
+  const std::string config_path = absl::GetFlag(FLAGS_deepspeed_config);
+  absl::StatusOr<DeepSpeedConfig> ds = config_path.empty()
+                                           ? ParseDeepSpeedConfig(kSeedDeepSpeedConfig, dp, "built-in ds_config.json")
+                                           : ReadDeepSpeedConfig(config_path, dp);
+  if (!ds.ok()) return ds.status();
+  for (const std::string& w : ds->warnings) std::cerr << "warning: " << w << "\n";
+  *plan.mutable_config() = ds->config;
+  ir::TrainingConfig* c = plan.mutable_config();
+  c->set_seed(absl::GetFlag(FLAGS_seed));
+  c->set_steps(absl::GetFlag(FLAGS_steps));
+  c->set_schedule(p == 0 ? "data-parallel" : "1f1b");
+  if (c->partition_method().empty()) c->set_partition_method(absl::GetFlag(FLAGS_partition));
+  plan.mutable_topology()->set_num_stages(stages);
+  plan.mutable_topology()->set_data_parallel(dp);
+
+  ASSIGN_OR_RETURN(std::string text, passes::DefaultPipeline(*c));
+  ASSIGN_OR_RETURN(PassPipeline pipeline, PassPipeline::Create(text, passes::GlobalPassRegistry()));
+  pipeline.set_verifier(passes::VerifyPlan);
+  RETURN_IF_ERROR(pipeline.Run(plan, PipelineOptions()).status());
+  ir::Stamp(plan);
+  std::cerr << "ppc: AlexNet on CIFAR-10 (" << absl::GetFlag(FLAGS_data) << ", " << size << "x" << size << "), "
+            << (p == 0 ? "base mode (data-parallel)" : "pipeline mode") << ": " << stages << " stage(s) x " << dp
+            << " replica(s), " << c->micro_batches() << " micro-batches of " << c->micro_batch_size()
+            << " per replica (train_batch_size " << ds->train_batch_size << "), " << c->optimizer().type()
+            << " lr=" << c->optimizer().lr() << "\n";
+  return plan;
+}
+
+absl::Status RunAsRank() {
+  const std::string path = absl::GetFlag(FLAGS_plan_out);
+  ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
+  runtime::RendezvousOptions rv;
+  rv.rank = std::atoi(std::getenv("RANK"));
+  rv.world_size = std::atoi(std::getenv("WORLD_SIZE"));
+  rv.master_port = std::atoi(std::getenv("MASTER_PORT"));
+  rv.rank0_hosts_store = false;
+  rv.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  runtime::RunOptions options;
+  options.steps = absl::GetFlag(FLAGS_steps);
+  options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
+  options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
+  options.runtime.timeout = rv.timeout;
+  options.runtime.data = absl::GetFlag(FLAGS_data);
+  return runtime::RunRank(plan, rv, options).status();
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("AlexNet on CIFAR-10 with pipeline (P > 0) or data-parallel (P = 0) training");
+  std::vector<std::string> storage;
+  NormalizeFlagNames(argc, argv, storage);
+  // The seed's short options.
+  for (int i = 1; i < argc; ++i) {
+    if (storage[i] == "-p") storage[i] = "--pipeline_parallel_size";
+    if (storage[i] == "-s") storage[i] = "--steps";
+    argv[i] = storage[i].data();
+  }
+  std::vector<char*> original(argv, argv + argc);
+  absl::ParseCommandLine(argc, argv);
+  if (std::getenv(kLaunchedEnv) != nullptr) {
+    absl::Status s = RunAsRank();
+    if (!s.ok()) {
+      std::cerr << "train: rank " << std::getenv("RANK") << ": " << s << "\n";
+      return 1;
+    }
+    return 0;
+  }
+  auto plan = BuildPlan();
+  if (!plan.ok()) {
+    std::cerr << "train: " << plan.status() << "\n";
+    return plan.status().code() == absl::StatusCode::kUnimplemented ? 3 : 1;
+  }
+  const std::string path = absl::GetFlag(FLAGS_plan_out);
+  absl::Status saved = ir::SavePlan(*plan, path);
+  if (!saved.ok()) {
+    std::cerr << "train: " << saved << "\n";
+    return 1;
+  }
+  std::cerr << "ppc: plan written to " << path << " (inspect it with: ppc inspect " << path << ")\n";
+  const int nproc = plan->topology().num_stages() * plan->topology().data_parallel();
+  return LaunchLocalRanks(nproc, WithoutFlag(argc, original.data(), "--nproc"), absl::GetFlag(FLAGS_timeout_s));
+}
+
+}  // namespace
+}  // namespace ppc
+
+int main(int argc, char** argv) { return ppc::Main(argc, argv); }
