@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
@@ -44,6 +45,16 @@ absl::StatusOr<CommRef> ParseCommRef(absl::string_view text) {
   return ref;
 }
 
+// Shortest decimal that parses back to exactly `v`.
+std::string DoubleText(double v) {
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::string s = absl::StrFormat("%.*g", precision, v);
+    double back;
+    if (absl::SimpleAtod(s, &back) && back == v) return s;
+  }
+  return absl::StrFormat("%.17g", v);
+}
+
 std::string ScalarText(const Message& msg, const FieldDescriptor* f, int index) {
   const Reflection* r = msg.GetReflection();
   bool rep = f->is_repeated();
@@ -56,6 +67,10 @@ std::string ScalarText(const Message& msg, const FieldDescriptor* f, int index) 
       return absl::StrCat(rep ? r->GetRepeatedUInt32(msg, f, index) : r->GetUInt32(msg, f));
     case FieldDescriptor::CPPTYPE_UINT64:
       return absl::StrCat(rep ? r->GetRepeatedUInt64(msg, f, index) : r->GetUInt64(msg, f));
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return DoubleText(rep ? r->GetRepeatedDouble(msg, f, index) : r->GetDouble(msg, f));
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return DoubleText(rep ? r->GetRepeatedFloat(msg, f, index) : r->GetFloat(msg, f));
     case FieldDescriptor::CPPTYPE_BOOL:
       return (rep ? r->GetRepeatedBool(msg, f, index) : r->GetBool(msg, f)) ? "true" : "false";
     case FieldDescriptor::CPPTYPE_ENUM:
@@ -102,6 +117,17 @@ absl::Status SetScalar(Message* msg, const FieldDescriptor* f, absl::string_view
       uint64_t v;
       if (!absl::SimpleAtoi(text, &v)) return bad();
       rep ? r->AddUInt64(msg, f, v) : r->SetUInt64(msg, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      double v;
+      if (!absl::SimpleAtod(text, &v)) return bad();
+      if (f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT) {
+        rep ? r->AddFloat(msg, f, static_cast<float>(v)) : r->SetFloat(msg, f, static_cast<float>(v));
+      } else {
+        rep ? r->AddDouble(msg, f, v) : r->SetDouble(msg, f, v);
+      }
       return absl::OkStatus();
     }
     case FieldDescriptor::CPPTYPE_BOOL: {

@@ -18,6 +18,8 @@ TEST(InstructionText, RoundTripsEveryField) {
       "reduce_tied_grads tie_key=\"embed\" stages=[0,3]",
       "load_micro_batch mb=1 slot=0 inputs=true labels=false",
       "optimizer_step",
+      "clip_grad_norm max_norm=0.1 stages=[0,1,2]",
+      "clip_grad_norm max_norm=1.0000000000000002 stages=[0]",
   };
   for (const char* line : lines) {
     auto parsed = ParseInstruction(line);

@@ -3,6 +3,7 @@
 set -uo pipefail
 PPC="$1"
 MODEL="$2"
+DSCONFIG="$3"
 T="${TEST_TMPDIR:-$(mktemp -d)}"
 fail() { echo "FAIL: $*"; exit 1; }
 
@@ -41,4 +42,13 @@ grep -q "unknown pass 'schedule-zigzag'" "$T/e3" || fail "unknown pass error"
 "$PPC" compile --model "$MODEL" --stages 2 --passes='infer-shapes,partition,schedule-1f1b,insert-p2p' \
   --dump-to "$T/fail" > /dev/null 2> "$T/e4" && fail "p2p without buffers accepted"
 [ -f "$T/fail/reproducer.txt" ] || fail "no reproducer written on failure"
+# DeepSpeed config: the seed's 256 = 8 x accumulation x 2 replicas -> 16 micro-batches of 8.
+"$PPC" compile --model "$MODEL" --stages 2 --data-parallel 2 --deepspeed_config "$DSCONFIG" --out "$T/ds.txt" 2> "$T/e5" \
+  || fail "deepspeed config: $(cat "$T/e5")"
+grep -q 'micro_batches: 16' "$T/ds.txt" || fail "deepspeed micro-batches"
+grep -q 'micro_batch_size: 8' "$T/ds.txt" || fail "deepspeed micro-batch size"
+grep -q 'type: "adam"' "$T/ds.txt" || fail "deepspeed optimizer"
+echo '{"train_batch_size": 100, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}' > "$T/bad.json"
+"$PPC" compile --model "$MODEL" --deepspeed_config "$T/bad.json" > /dev/null 2> "$T/e6" && fail "bad ds config accepted"
+grep -q "'train_batch_size' is 100" "$T/e6" || fail "bad ds config error: $(cat "$T/e6")"
 echo "all ppc CLI checks passed"

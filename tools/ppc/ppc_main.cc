@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
 #include "ir/layer_shapes.h"
 #include "ir/plan_io.h"
@@ -29,6 +30,8 @@
 
 ABSL_FLAG(std::string, model, "", "model spec (ppc.ir.ModelSpec text proto)");
 ABSL_FLAG(std::string, config, "", "training config (ppc.ir.TrainingConfig text proto); flags override it");
+ABSL_FLAG(std::string, deepspeed_config, "", "DeepSpeed JSON config (batch sizes, optimizer, clipping, pipeline); "
+          "applied after --config, flags override it");
 ABSL_FLAG(int, stages, 1, "pipeline stages P");
 ABSL_FLAG(int, data_parallel, 1, "data-parallel replicas D of each stage");
 ABSL_FLAG(int, micro_batches, 0, "micro-batches per replica per step (default: config, else 1)");
@@ -81,6 +84,12 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   RETURN_IF_ERROR(ir::ParseTextProtoFile(model, plan.mutable_model()));
   ir::TrainingConfig* c = plan.mutable_config();
   if (!absl::GetFlag(FLAGS_config).empty()) RETURN_IF_ERROR(ir::ParseTextProtoFile(absl::GetFlag(FLAGS_config), c));
+  if (!absl::GetFlag(FLAGS_deepspeed_config).empty()) {
+    ASSIGN_OR_RETURN(DeepSpeedConfig ds, ReadDeepSpeedConfig(absl::GetFlag(FLAGS_deepspeed_config),
+                                                             absl::GetFlag(FLAGS_data_parallel)));
+    for (const std::string& w : ds.warnings) std::cerr << "warning: " << w << "\n";
+    c->MergeFrom(ds.config);
+  }
   if (absl::GetFlag(FLAGS_micro_batches) > 0) c->set_micro_batches(absl::GetFlag(FLAGS_micro_batches));
   if (absl::GetFlag(FLAGS_micro_batch_size) > 0) c->set_micro_batch_size(absl::GetFlag(FLAGS_micro_batch_size));
   if (!absl::GetFlag(FLAGS_schedule).empty()) c->set_schedule(absl::GetFlag(FLAGS_schedule));
