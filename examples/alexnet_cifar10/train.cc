@@ -43,6 +43,7 @@ ABSL_FLAG(std::string, plan_out, "/tmp/ppc_alexnet_cifar10.pb", "where the compi
 ABSL_FLAG(std::string, partition, "parameters", "partition method (the seed: parameters)");
 ABSL_FLAG(int, timeout_s, 300, "seconds any wait may block before failing");
 ABSL_FLAG(std::string, metrics_out, "", "rank 0 writes 'step loss samples_per_s' lines here");
+ABSL_FLAG(int, print_every, 0, "print every N steps (default: the config's steps_per_print)");
 ABSL_FLAG(std::string, dump_weights, "", "write every parameter as raw float32 here after the last step");
 
 namespace ppc {
@@ -117,6 +118,7 @@ absl::Status RunAsRank() {
   options.steps = absl::GetFlag(FLAGS_steps);
   options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
   options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
+  options.print_every = absl::GetFlag(FLAGS_print_every);
   options.runtime.timeout = rv.timeout;
   options.runtime.data = absl::GetFlag(FLAGS_data);
   return runtime::RunRank(plan, rv, options).status();
