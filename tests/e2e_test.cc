@@ -2,6 +2,11 @@
 // and topology gives the same per-step losses and final weights, to float32 rounding,
 // as training the unpartitioned model in one process with the same global batch.
 // Real processes: each run is `pprun PLAN --nproc N` over Gloo on loopback.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <sys/wait.h>
 
@@ -218,6 +223,59 @@ TEST(Equivalence, ActivationCheckpointingMatchesOneProcess) {
     SCOPED_TRACE(tag);
     ExpectSameTraining(ref, got, 1e-5, 1e-5);
   }
+}
+
+TEST(Equivalence, MseLossMatchesOneProcess) {
+  auto plan = [](int stages) {
+    ir::Plan p = MlpPlan(stages, 1, 4, "gpipe", "sgd");
+    p.mutable_model()->set_loss(ir::MSE);
+    p.mutable_config()->mutable_optimizer()->set_lr(0.05);
+    return p;
+  };
+  RunResult ref = Train(CompileTo(plan(1), "mse_ref"), 1, "mse_ref");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  EXPECT_LT(ref.losses.back(), ref.losses.front());
+  RunResult got = Train(CompileTo(plan(2), "mse_p2"), 2, "mse_p2");
+  ExpectSameTraining(ref, got, 1e-5, 1e-5);
+}
+
+// A free loopback port (another process could take it before use; tests accept that).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+TEST(Pprun, RunsUnderATorchrunStyleLauncher) {
+  // Each rank is its own pprun process reading RANK, WORLD_SIZE, LOCAL_RANK,
+  // MASTER_ADDR and MASTER_PORT; rank 0 hosts the store.
+  std::string plan = CompileTo(MlpPlan(2, 1, 4, "1f1b", "sgd"), "torchrun");
+  RunResult launched = Train(plan, 2, "torchrun_ref");
+  ASSERT_EQ(launched.exit_code, 0) << launched.output;
+  const int port = FreePort();
+  std::string metrics = Tmp("torchrun.metrics");
+  std::string cmd;
+  for (int r = 1; r >= 0; --r) {
+    absl::StrAppend(&cmd, "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 RANK=", r, " LOCAL_RANK=", r,
+                    " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=", port, " ", kPprun, " ", plan,
+                    " --quiet --timeout-s 60 --metrics-out ", metrics, r == 1 ? " > /dev/null 2>&1 & " : " ");
+  }
+  absl::StrAppend(&cmd, "; rc=$?; wait; exit $rc");
+  RunResult r = Exec({"bash", "-c", cmd});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(metrics);
+  std::string line;
+  std::vector<double> losses;
+  while (std::getline(in, line)) losses.push_back(std::stod(std::vector<std::string>(absl::StrSplit(line, ' '))[1]));
+  EXPECT_EQ(losses, launched.losses);
 }
 
 TEST(Pprun, RefusesAMismatchedWorldSize) {
