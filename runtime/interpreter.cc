@@ -441,39 +441,27 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       }
       return absl::OkStatus();
     }
+    // Posts never block; the Wait that the verifier placed completes them.
     case ir::Instruction::kSendActivation: {
       const auto& c = in.send_activation();
       Slot& slot = *slots_[c.slot()];
       slot.output = slot.output.contiguous();
-      ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.output.detach(), c.peer() * dp_ + replica_,
-                                                    ActTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::SEND_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-      return absl::OkStatus();
+      torch::Tensor data = slot.output.detach();
+      return Post(ir::SEND_ACTIVATION, c, data, ActTag(c.micro_batch(), c.chunk()));
     }
     case ir::Instruction::kSendGrad: {
       const auto& c = in.send_grad();
       Slot& slot = *slots_[c.slot()];
       slot.send_grad = slot.send_grad.contiguous();
-      ASSIGN_OR_RETURN(auto h, transport_->PostSend(slot.send_grad, c.peer() * dp_ + replica_,
-                                                    GradTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::SEND_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-      return absl::OkStatus();
+      return Post(ir::SEND_GRAD, c, slot.send_grad, GradTag(c.micro_batch(), c.chunk()));
     }
     case ir::Instruction::kRecvActivation: {
       const auto& c = in.recv_activation();
-      Slot& slot = *slots_[c.slot()];
-      ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_act, c.peer() * dp_ + replica_,
-                                                    ActTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::RECV_ACTIVATION, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-      return absl::OkStatus();
+      return Post(ir::RECV_ACTIVATION, c, slots_[c.slot()]->recv_act, ActTag(c.micro_batch(), c.chunk()));
     }
     case ir::Instruction::kRecvGrad: {
       const auto& c = in.recv_grad();
-      Slot& slot = *slots_[c.slot()];
-      ASSIGN_OR_RETURN(auto h, transport_->PostRecv(slot.recv_grad, c.peer() * dp_ + replica_,
-                                                    GradTag(c.micro_batch(), c.chunk())));
-      pending_[{ir::RECV_GRAD, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-      return absl::OkStatus();
+      return Post(ir::RECV_GRAD, c, slots_[c.slot()]->recv_grad, GradTag(c.micro_batch(), c.chunk()));
     }
     case ir::Instruction::kWait: {
       for (const auto& ref : in.wait().ops()) {
@@ -555,6 +543,16 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       break;
   }
   return absl::InternalError("unreachable: empty instruction passed Load");
+}
+
+template <typename CommInstruction>
+absl::Status StageRuntime::Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag) {
+  const int peer_rank = c.peer() * dp_ + replica_;
+  const bool send = kind == ir::SEND_ACTIVATION || kind == ir::SEND_GRAD;
+  ASSIGN_OR_RETURN(Transport::Handle h, send ? transport_->PostSend(tensor, peer_rank, tag)
+                                            : transport_->PostRecv(tensor, peer_rank, tag));
+  pending_[{kind, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
+  return absl::OkStatus();
 }
 
 torch::Tensor StageRuntime::RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx) {

@@ -83,6 +83,9 @@ class StageRuntime {
   std::vector<int> pipeline_group_;  // ranks of this replica's stages
   // Layers per activation checkpoint (0: keep all activations).
   int checkpoint_interval_ = 0;
+  // Posts a send or receive of `tensor` to the peer stage's rank of this replica.
+  template <typename CommInstruction>
+  absl::Status Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag);
   torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
   torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
