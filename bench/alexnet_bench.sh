@@ -17,7 +17,7 @@ echo
 echo "| mode | ranks | image | samples/s (median of steps 2..$steps) |"
 echo "|---|---|---|---|"
 for size in 64 224; do
-  for mode in "base:0:1:parameters" "base:0:2:parameters" "pipeline:2:2:parameters" "pipeline:2:2:explicit:8"; do
+  for mode in "base:0:1:parameters" "base:0:2:parameters" "pipeline:2:2:parameters" "pipeline:2:2:flops"; do
     IFS=: read name p n part <<<"$mode"
     m="$tmp/$name-$p-$n-$size-${part//:/_}.txt"
     "$train" -p "$p" --nproc "$n" --steps "$steps" --image-size "$size" --partition "$part" \

@@ -1,5 +1,6 @@
 #include "ir/layer_shapes.h"
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
@@ -156,7 +157,24 @@ absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSp
     std::vector<std::string> kinds = LayerKinds();
     return Bad(layer, absl::StrCat("unknown layer kind; known kinds: ", absl::StrJoin(kinds, ", ")));
   }
-  return it->second(layer, input);
+  ASSIGN_OR_RETURN(LayerShapeInfo info, it->second(layer, input));
+  // Forward cost estimate: multiply-adds for layers with a weight (each output element
+  // reads one weight row / filter), element operations for the rest.
+  const int64_t out = NumElements(info.output);
+  const std::string& kind = layer.kind();
+  if (kind == "Linear") {
+    info.flops = out * info.weight_shape[1];
+  } else if (kind == "Conv2d") {
+    info.flops = out * info.weight_shape[1] * info.weight_shape[2] * info.weight_shape[3];
+  } else if (kind == "MaxPool2d") {
+    auto k = IntsAttr(layer, "kernel_size", 2);
+    info.flops = out * (k.ok() ? (*k)[0] * (*k)[1] : 1);
+  } else if (kind == "LayerNorm") {
+    info.flops = 5 * out;
+  } else {
+    info.flops = std::max(out, NumElements(input));
+  }
+  return info;
 }
 
 std::vector<std::string> LayerKinds() {

@@ -18,6 +18,8 @@ struct LayerShapeInfo {
   int64_t param_count;  // including a tied weight
   // Shape of the "weight" parameter (what a tie key shares); empty when there is none.
   std::vector<int64_t> weight_shape;
+  // Estimated forward multiply-adds (or element operations) per sample.
+  int64_t flops = 0;
 };
 
 // Output spec and parameter count of `layer` applied to one sample of `input`.

@@ -210,3 +210,25 @@ TEST(Verifier, RejectsOutOfRangeIndices) {
 
 }  // namespace
 }  // namespace ppc::passes
+
+namespace ppc::passes {
+namespace {
+
+TEST(Partition, FlopsBalancesAlexNetComputeNotParameters) {
+  ir::Plan plan;
+  ASSERT_TRUE(ir::ParseTextProtoFile("examples/alexnet_cifar10/alexnet.textproto", plan.mutable_model()).ok());
+  plan.mutable_topology()->set_num_stages(2);
+  plan.mutable_topology()->set_data_parallel(1);
+  auto by_params = RunPipeline(plan, "infer-shapes,partition{method=parameters}");
+  auto by_flops = RunPipeline(plan, "infer-shapes,partition{method=flops}");
+  ASSERT_TRUE(by_params.ok()) << by_params.status();
+  ASSERT_TRUE(by_flops.ok()) << by_flops.status();
+  // Parameters put every convolution on stage 0 (it starts at the second classifier
+  // block); at 224x224 the convolutions are the compute, so flops splits among them:
+  // conv1-3 (~406M multiply-adds) | conv3's ReLU, conv4-5 + classifier (~304M).
+  EXPECT_EQ(by_params->partition().stages(1).begin(), 17);
+  EXPECT_EQ(by_flops->partition().stages(1).begin(), 7);
+}
+
+}  // namespace
+}  // namespace ppc::passes

@@ -32,7 +32,7 @@ const PassRegistry& GlobalPassRegistry() {
       Simple<InsertGradReduction>("insert-grad-reduction", "append tied/data-parallel reductions and the optimizer step"),
       Simple<InsertLoads>("insert-loads", "load inputs on the first stage and labels on the last"),
       Simple<InsertP2P>("insert-p2p", "insert non-blocking sends/receives and their waits"),
-      {"partition", "split layers into stages {method=parameters|uniform|type:REGEX|explicit:A:B}", {"method"},
+      {"partition", "split layers into stages {method=parameters|flops|uniform|type:REGEX|explicit:A:B}", {"method"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
          auto it = o.find("method");
          return std::make_unique<PartitionPass>(it == o.end() ? "" : it->second);

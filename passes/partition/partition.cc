@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "ir/layer_shapes.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
 
@@ -66,6 +67,15 @@ absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
   if (method == "parameters") {
     for (int i = 0; i < n; ++i) weights[i] = plan.model().layers(i).param_count();
     starts = Balanced(weights, p);
+  } else if (method == "flops") {
+    ir::TensorSpec in = plan.model().input();
+    for (int i = 0; i < n; ++i) {
+      auto info = ir::InferLayer(plan.model().layers(i), in);
+      if (!info.ok()) return info.status();
+      weights[i] = std::max<int64_t>(1, info->flops);
+      in = info->output;
+    }
+    starts = Balanced(weights, p);
   } else if (method == "uniform") {
     starts = Balanced(weights, p);
   } else if (absl::StartsWith(method, "type:")) {
@@ -102,7 +112,7 @@ absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown partition method '", method, "'; use parameters, uniform, type:REGEX or explicit:A:B:..."));
+        "unknown partition method '", method, "'; use parameters, flops, uniform, type:REGEX or explicit:A:B:..."));
   }
   // Every stage must own at least one layer.
   for (int s = 0; s < p; ++s) {

@@ -10,6 +10,8 @@ namespace ppc::passes {
 // Splits the layers into topology.num_stages contiguous, non-empty ranges.
 // Methods (DeepSpeed's partition_method, plus explicit boundaries):
 //   parameters       minimise the largest per-stage parameter count (DeepSpeed's default)
+//   flops            minimise the largest per-stage compute, estimated from the layer
+//                    shapes (multiply-adds; ir/layer_shapes.h)
 //   uniform          balance the number of layers
 //   type:REGEX       balance the layers whose kind matches REGEX (case-insensitive)
 //   explicit:A:B:..  stage k>0 starts at layer A, B, ... (num_stages - 1 boundaries)
