@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
@@ -20,7 +21,6 @@
 namespace ppc::runtime {
 
 struct StageRuntime::Slot {
-  int mb = -1;
   torch::Tensor input;       // stage input (requires grad on stages > 0)
   torch::Tensor output;      // stage output, or the scaled loss on the last stage
   torch::Tensor labels;
@@ -160,9 +160,13 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   for (int s = 0; s < std::max(slots, 0); ++s) slots_.push_back(std::make_unique<Slot>());
   std::set<int> groups_needed;
   std::vector<std::vector<int>> tie_groups;
+  std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
   for (int i = 0; i < program_.instructions_size(); ++i) {
     const ir::Instruction& in = program_.instructions(i);
     auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
+    auto post = [&](ir::CommKind kind, int mb, int chunk) {
+      if (!posted.insert({kind, mb, chunk}).second) bad("posted again before its wait");
+    };
     int mb = 0, chunk = 0;
     if (ir::MicroBatchOf(in, &mb, &chunk)) {
       if (mb < 0 || mb >= m_) bad(absl::StrCat("micro-batch out of range [0, ", m_, ")"));
@@ -187,6 +191,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         training_ = true;
         break;
       case ir::Instruction::kRecvActivation:
+        post(ir::RECV_ACTIVATION, in.recv_activation().micro_batch(), in.recv_activation().chunk());
         check_peer(in.recv_activation().peer(), stage_ - 1);
         if (check_slot(in.recv_activation().slot())) {
           auto& buf = slots_[in.recv_activation().slot()]->recv_act;
@@ -196,21 +201,30 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         }
         break;
       case ir::Instruction::kRecvGrad:
+        post(ir::RECV_GRAD, in.recv_grad().micro_batch(), in.recv_grad().chunk());
         check_peer(in.recv_grad().peer(), stage_ + 1);
         if (check_slot(in.recv_grad().slot())) {
           slots_[in.recv_grad().slot()]->recv_grad = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
         }
         break;
       case ir::Instruction::kSendActivation:
+        post(ir::SEND_ACTIVATION, in.send_activation().micro_batch(), in.send_activation().chunk());
         check_peer(in.send_activation().peer(), stage_ + 1);
         check_slot(in.send_activation().slot());
         break;
       case ir::Instruction::kSendGrad:
+        post(ir::SEND_GRAD, in.send_grad().micro_batch(), in.send_grad().chunk());
         check_peer(in.send_grad().peer(), stage_ - 1);
         check_slot(in.send_grad().slot());
         break;
       case ir::Instruction::kWait:
         if (in.wait().ops_size() == 0) bad("waits for nothing");
+        for (const auto& ref : in.wait().ops()) {
+          if (!posted.erase({ref.kind(), ref.micro_batch(), ref.chunk()})) {
+            bad(absl::StrCat("waits for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())), " mb=",
+                             ref.micro_batch(), " which is not posted before it (or is waited twice)"));
+          }
+        }
         break;
       case ir::Instruction::kReduceTiedGrads: {
         const auto& r = in.reduce_tied_grads();
@@ -235,6 +249,10 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         bad("empty instruction");
         break;
     }
+  }
+  for (const auto& [kind, mb, chunk] : posted) {
+    problems.push_back(absl::StrCat(who, ": ", absl::AsciiStrToLower(ir::CommKind_Name(ir::CommKind(kind))), " mb=", mb,
+                                    " is posted but never waited for"));
   }
   checkpoint_interval_ = plan.config().activation_checkpoint_interval();
   if (checkpoint_interval_ < 0) problems.push_back("activation_checkpoint_interval must be >= 0");
@@ -351,7 +369,6 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       const auto& l = in.load_micro_batch();
       Slot& slot = *slots_[l.slot()];
       ASSIGN_OR_RETURN(MicroBatch b, data_->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
-      slot.mb = l.micro_batch();
       if (l.inputs()) slot.input = b.inputs;
       if (l.labels()) slot.labels = b.labels;
       return absl::OkStatus();
@@ -359,7 +376,6 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
     case ir::Instruction::kForward: {
       const auto& f = in.forward();
       Slot& slot = *slots_[f.slot()];
-      slot.mb = f.micro_batch();
       ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training_};
       std::optional<torch::NoGradGuard> no_grad;
       if (!training_) no_grad.emplace();
@@ -466,7 +482,8 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
     case ir::Instruction::kWait: {
       for (const auto& ref : in.wait().ops()) {
         auto it = pending_.find({ref.kind(), ref.micro_batch(), ref.chunk()});
-        if (it == pending_.end()) return absl::InternalError("wait for an operation that was never posted");
+        // Load checked that every wait follows its post.
+        if (it == pending_.end()) return absl::InternalError("unreachable: wait without a post passed Load");
         const PendingOp op = it->second;
         pending_.erase(it);
         absl::Status waited = transport_->Wait(op.handle, options_.timeout);

@@ -305,11 +305,14 @@ TEST(Pprun, ReportsEveryLoadProblemAtOnce) {
   auto* prog = plan->mutable_programs(0);
   prog->mutable_instructions(1)->mutable_forward()->set_slot(5);
   prog->mutable_instructions(2)->mutable_backward()->set_micro_batch(9);
+  ir::Instruction* wait = prog->add_instructions();
+  wait->mutable_wait()->add_ops()->set_kind(ir::RECV_GRAD);
   ir::Stamp(*plan);
   ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
   RunResult r = Exec({kPprun, path, "--nproc", "1"});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("cannot load the plan (2 problems)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cannot load the plan (3 problems)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("waits for recv_grad mb=0 which is not posted before it"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("rank 0 stage 0 instruction 1 (forward mb=0 chunk=0 slot=5): slot out of range [0, 1)"),
             std::string::npos)
       << r.output;
