@@ -335,9 +335,8 @@ TEST(Pprun, ADeadPeerGivesAClearErrorNotAHang) {
 }
 
 TEST(Pprun, InferencePlanReportsTheForwardLoss) {
-  // An inference plan's loss at step 1 equals the training plan's first loss: same
-  // weights, same data, no dropout... except the training plan applies dropout, so
-  // compare against a training run of the same model with every stage.
+  // A two-stage inference plan reports the same forward loss as a one-stage inference
+  // plan (same initial weights and data, dropout off), every step.
   ir::Plan inf = MlpPlan(2, 1, 2, "inference", "sgd");
   RunResult r = Train(CompileTo(inf, "inference"), 2, "inference");
   ASSERT_EQ(r.exit_code, 0) << r.output;
