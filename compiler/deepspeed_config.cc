@@ -170,12 +170,29 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
       out.config.set_partition_method(p["partition_method"].get<std::string>());
     }
   }
+  if (root.contains("zero_optimization")) {
+    const json& z = root["zero_optimization"];
+    if (!z.is_object()) return r.Bad("zero_optimization", "must be an object");
+    r.WarnUnknown(z, {"stage"}, "zero_optimization.");
+    if (z.contains("stage")) {
+      const json& v = z["stage"];
+      if (!v.is_number_integer()) return r.Bad("zero_optimization.stage", absl::StrCat("must be an integer, got ", v.dump()));
+      const int64_t stage = v.get<int64_t>();
+      if (stage == 2 || stage == 3) {
+        return r.Bad("zero_optimization.stage",
+                     absl::StrCat(stage, " is not supported with pipeline parallelism (DeepSpeed's pipeline engine "
+                                         "refuses it too); use 0, or 1 to shard optimizer state"));
+      }
+      if (stage != 0 && stage != 1) return r.Bad("zero_optimization.stage", absl::StrCat("must be 0 or 1, got ", stage));
+      out.config.set_zero_stage(static_cast<int>(stage));
+    }
+  }
   if (root.contains("wall_clock_breakdown") && !root["wall_clock_breakdown"].is_boolean()) {
     return r.Bad("wall_clock_breakdown", "must be a boolean");
   }
   r.WarnUnknown(root,
                 {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "steps_per_print",
-                 "optimizer", "gradient_clipping", "pipeline", "wall_clock_breakdown"},
+                 "optimizer", "gradient_clipping", "pipeline", "wall_clock_breakdown", "zero_optimization"},
                 "");
   return out;
 }

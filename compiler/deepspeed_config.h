@@ -16,7 +16,8 @@ namespace ppc {
 
 struct DeepSpeedConfig {
   // micro_batches, micro_batch_size, optimizer, gradient_clipping, steps_per_print,
-  // activation_checkpoint_interval and partition_method are set; the rest untouched.
+  // activation_checkpoint_interval, partition_method and zero_stage
+  // (zero_optimization.stage: 0 or 1; 2 and 3 are refused) are set; the rest untouched.
   ir::TrainingConfig config;
   int64_t train_batch_size = 0;
   std::vector<std::string> warnings;

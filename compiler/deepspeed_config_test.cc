@@ -1,5 +1,6 @@
 #include "compiler/deepspeed_config.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace ppc {
@@ -79,6 +80,30 @@ TEST(DeepSpeedConfig, WarnsOnUnknownKeysAndReadsPipelineSection) {
   EXPECT_EQ(c->config.partition_method(), "type:Conv2d");
   EXPECT_EQ(c->config.activation_checkpoint_interval(), 2);
   EXPECT_DOUBLE_EQ(c->config.gradient_clipping(), 1.5);
+}
+
+TEST(DeepSpeedConfig, ZeroStage0Or1AndNothingElse) {
+  EXPECT_EQ(ParseDeepSpeedConfig(kSeed, 2, "x")->config.zero_stage(), 0);
+  auto one = ParseDeepSpeedConfig(R"({"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+                                     "zero_optimization": {"stage": 1, "reduce_bucket_size": 5e8}})",
+                                  2, "ds.json");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->config.zero_stage(), 1);
+  ASSERT_EQ(one->warnings.size(), 1u);
+  EXPECT_NE(one->warnings[0].find("zero_optimization.reduce_bucket_size"), std::string::npos) << one->warnings[0];
+  for (const char* stage : {"2", "3"}) {
+    auto bad = ParseDeepSpeedConfig(absl::StrCat(R"({"train_batch_size": 16, "zero_optimization": {"stage": )", stage,
+                                                 "}}"),
+                                    2, "ds.json");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("zero_optimization.stage"), std::string::npos) << bad.status();
+    EXPECT_NE(bad.status().message().find("not supported with pipeline parallelism"), std::string::npos)
+        << bad.status();
+  }
+  auto text = ParseDeepSpeedConfig(R"({"train_batch_size": 16, "zero_optimization": {"stage": "1"}})", 2, "ds.json");
+  EXPECT_NE(text.status().message().find("must be an integer"), std::string::npos) << text.status();
+  auto neg = ParseDeepSpeedConfig(R"({"train_batch_size": 16, "zero_optimization": {"stage": -1}})", 2, "ds.json");
+  EXPECT_NE(neg.status().message().find("must be 0 or 1, got -1"), std::string::npos) << neg.status();
 }
 
 }  // namespace

@@ -78,6 +78,7 @@ std::string PrintProgram(const StageProgram& program, bool numbered) {
 std::string PrintPlan(const Plan& plan) {
   Plan header = plan;
   header.clear_programs();
+  header.clear_eval_programs();
   header.clear_format_version();
   header.clear_fingerprint();
   std::string body;
@@ -86,6 +87,9 @@ std::string PrintPlan(const Plan& plan) {
   std::string out = absl::StrCat("ppc-plan v", plan.format_version(), " fingerprint=", plan.fingerprint(), "\n", body);
   for (const StageProgram& p : plan.programs()) {
     absl::StrAppend(&out, "== stage ", p.stage(), " num_slots=", p.num_slots(), "\n", PrintProgram(p, false));
+  }
+  for (const StageProgram& p : plan.eval_programs()) {
+    absl::StrAppend(&out, "== eval stage ", p.stage(), " num_slots=", p.num_slots(), "\n", PrintProgram(p, false));
   }
   return out;
 }
@@ -108,11 +112,12 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
   }
   size_t i = 1;
   std::string header;
-  for (; i < lines.size() && !absl::StartsWith(lines[i], "== stage "); ++i) absl::StrAppend(&header, lines[i], "\n");
+  for (; i < lines.size() && !absl::StartsWith(lines[i], "== "); ++i) absl::StrAppend(&header, lines[i], "\n");
   Plan parsed;
   RETURN_IF_ERROR(ParseTextProto(header, 1, "plan header", &parsed));
-  if (parsed.programs_size() > 0) {
-    return absl::InvalidArgumentError("plan header: programs go in '== stage' sections, not in the header");
+  if (parsed.programs_size() > 0 || parsed.eval_programs_size() > 0) {
+    return absl::InvalidArgumentError(
+        "plan header: programs go in '== stage' and '== eval stage' sections, not in the header");
   }
   parsed.set_format_version(plan.format_version());
   parsed.set_fingerprint(plan.fingerprint());
@@ -121,15 +126,21 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
   for (; i < lines.size(); ++i) {
     absl::string_view line = absl::StripAsciiWhitespace(lines[i]);
     if (line.empty() || absl::StartsWith(line, "#")) continue;
-    if (absl::ConsumePrefix(&line, "== stage ")) {
+    if (absl::StartsWith(line, "== ")) {
+      const bool eval = absl::ConsumePrefix(&line, "== eval stage ");
+      const bool train = !eval && absl::ConsumePrefix(&line, "== stage ");
       std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
       int stage, slots;
-      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &stage) ||
+      if (!(eval || train) || parts.size() != 2 || !absl::SimpleAtoi(parts[0], &stage) ||
           !absl::SimpleAtoi(absl::StripPrefix(parts[1], "num_slots="), &slots)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("line ", i + 1, ": want '== stage <s> num_slots=<n>', got '", lines[i], "'"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "line ", i + 1, ": want '== stage <s> num_slots=<n>' or '== eval stage <s> num_slots=<n>', got '",
+            lines[i], "'"));
       }
-      current = plan.add_programs();
+      if (train && plan.eval_programs_size() > 0) {
+        return absl::InvalidArgumentError(absl::StrCat("line ", i + 1, ": training stages come before eval stages"));
+      }
+      current = eval ? plan.add_eval_programs() : plan.add_programs();
       current->set_stage(stage);
       current->set_num_slots(slots);
       continue;
@@ -152,6 +163,15 @@ std::string Fingerprint(const Plan& plan) {
   h = Fnv1a("|config|", h);
   h = Fnv1a(Deterministic(plan.config()), h);
   return absl::StrFormat("%016x", h);
+}
+
+std::string ModelFingerprint(const ModelSpec& model) {
+  ModelSpec normalized = model;
+  for (LayerSpec& l : *normalized.mutable_layers()) {
+    l.clear_forward_cost();
+    l.clear_backward_cost();
+  }
+  return absl::StrFormat("%016x", Fnv1a(Deterministic(normalized), Fnv1a("|model|", 14695981039346656037ull)));
 }
 
 void Stamp(Plan& plan) {

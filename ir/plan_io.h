@@ -7,6 +7,8 @@
 //   == stage <s> num_slots=<n>
 //   <one instruction per line in assembly form, see ir/instruction_text.h>
 //   ...
+//   == eval stage <s> num_slots=<n>       (the forward-only eval programs, if any)
+//   ...
 // PrintPlan(ParsePlan(t)) == t for every t that PrintPlan produced.
 #ifndef PPC_IR_PLAN_IO_H_
 #define PPC_IR_PLAN_IO_H_
@@ -19,7 +21,8 @@
 namespace ppc::ir {
 
 // Bumped on any change an older runtime would misread. Version 1: first release.
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2: eval programs; ZeRO stage 1 (OptimizerStep.sharded, GatherParams).
+inline constexpr uint32_t kFormatVersion = 2;
 
 std::string PrintPlan(const Plan& plan);
 absl::StatusOr<Plan> ParsePlan(const std::string& text);
@@ -29,6 +32,10 @@ std::string PrintProgram(const StageProgram& program, bool numbered);
 
 // 16 hex digits over the deterministic serialization of model, topology and config.
 std::string Fingerprint(const Plan& plan);
+// 16 hex digits over the model alone (layers, their kinds, attributes and ties, input,
+// label and loss; not measured costs): what a checkpoint must match, whatever the
+// partition, topology, schedule or config of the plan that loads it.
+std::string ModelFingerprint(const ModelSpec& model);
 // Sets format_version and fingerprint.
 void Stamp(Plan& plan);
 // FailedPrecondition if version or fingerprint do not match the plan's contents.

@@ -17,7 +17,9 @@ TEST(InstructionText, RoundTripsEveryField) {
       "wait ops=[recv_activation/0/0,send_grad/1/0]",
       "reduce_tied_grads tie_key=\"embed\" stages=[0,3]",
       "load_micro_batch mb=1 slot=0 inputs=true labels=false",
-      "optimizer_step",
+      "optimizer_step sharded=false",
+      "optimizer_step sharded=true",
+      "gather_params chunk=0",
       "clip_grad_norm max_norm=0.1 stages=[0,1,2]",
       "clip_grad_norm max_norm=1.0000000000000002 stages=[0]",
   };
@@ -59,11 +61,45 @@ Plan SmallPlan() {
 TEST(PlanText, PrintsAndParsesBackExactly) {
   Plan plan = SmallPlan();
   std::string text = PrintPlan(plan);
-  EXPECT_EQ(text.rfind("ppc-plan v1 fingerprint=", 0), 0u) << text;
+  EXPECT_EQ(text.rfind("ppc-plan v2 fingerprint=", 0), 0u) << text;
   auto parsed = ParsePlan(text);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(PrintPlan(*parsed), text);
   EXPECT_TRUE(CheckStamp(*parsed, "test").ok());
+}
+
+TEST(PlanText, EvalProgramsPrintAfterTheTrainingProgramsAndParseBack) {
+  Plan plan = SmallPlan();
+  auto* e = plan.add_eval_programs();
+  e->set_num_slots(2);
+  *e->add_instructions() = *ParseInstruction("forward mb=1 chunk=0 slot=1");
+  std::string text = PrintPlan(plan);
+  EXPECT_NE(text.find("== stage 0 num_slots=1\nforward mb=0 chunk=0 slot=0\nbackward mb=0 chunk=0 slot=0 part=FULL\n"
+                      "== eval stage 0 num_slots=2\nforward mb=1 chunk=0 slot=1\n"),
+            std::string::npos)
+      << text;
+  auto parsed = ParsePlan(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->eval_programs_size(), 1);
+  EXPECT_EQ(parsed->eval_programs(0).num_slots(), 2);
+  EXPECT_EQ(parsed->programs(0).instructions_size(), 2);
+  EXPECT_EQ(PrintPlan(*parsed), text);
+  // A training stage after an eval stage is refused.
+  auto bad = ParsePlan(text + "== stage 1 num_slots=1\n");
+  EXPECT_NE(bad.status().message().find("training stages come before eval stages"), std::string::npos) << bad.status();
+}
+
+TEST(Fingerprint, ModelFingerprintIgnoresEverythingButTheModel) {
+  Plan a = SmallPlan();
+  Plan b = a;
+  b.mutable_topology()->set_num_stages(4);
+  b.mutable_config()->set_micro_batches(7);
+  b.mutable_model()->mutable_layers(0)->set_forward_cost(3.5);  // measured costs are not the model
+  EXPECT_EQ(ModelFingerprint(a.model()), ModelFingerprint(b.model()));
+  EXPECT_NE(Fingerprint(a), Fingerprint(b));
+  (*b.mutable_model()->mutable_layers(0)->mutable_attrs())["out_features"].set_i(5);
+  EXPECT_NE(ModelFingerprint(a.model()), ModelFingerprint(b.model()));
+  EXPECT_EQ(ModelFingerprint(a.model()).size(), 16u);
 }
 
 TEST(PlanText, ParseErrorsNameTheLine) {

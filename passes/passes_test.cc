@@ -64,7 +64,7 @@ TEST(DefaultPipeline, NamesEveryLoweringStep) {
   c.set_partition_method("uniform");
   EXPECT_EQ(*DefaultPipeline(c),
             "infer-shapes,partition{method=uniform},schedule-gpipe,assign-buffers,insert-loads,insert-p2p,"
-            "insert-grad-reduction");
+            "insert-grad-reduction,lower-eval");
   c.set_schedule("zigzag");
   EXPECT_NE(DefaultPipeline(c).status().message().find("unknown schedule 'zigzag'"), std::string::npos);
 }
@@ -198,6 +198,68 @@ TEST(Verifier, RejectsOptimizerStepBeforeBackwardAndMissingReduction) {
   std::string msg = VerifyMessage(plan);
   EXPECT_NE(msg.find("optimizer step before the backward at instruction 3"), std::string::npos) << msg;
   EXPECT_NE(msg.find("gradients are never reduced"), std::string::npos) << msg;
+}
+
+TEST(Verifier, ChecksTheZeroStage1Lowering) {
+  ir::Plan zero = MlpPlan(2, 2, 2, "1f1b");
+  zero.mutable_config()->set_zero_stage(1);
+  ir::Plan plan = MustCompile(zero);
+  EXPECT_GE(Find(plan, 1, "optimizer_step sharded=true"), 0);
+  const int gather = Find(plan, 1, "gather_params chunk=0");
+  ASSERT_EQ(gather, plan.programs(1).instructions_size() - 1) << "gather_params ends the step";
+  // Without the gather the replicas' parameters would diverge.
+  ir::Plan no_gather = plan;
+  Erase(no_gather, 1, gather);
+  std::string msg = VerifyMessage(no_gather);
+  EXPECT_NE(msg.find("sharded optimizer step is never followed by GatherParams"), std::string::npos) << msg;
+  // An unsharded step under ZeRO-1, and a sharded one (with its gather) without ZeRO.
+  ir::Plan unsharded = plan;
+  unsharded.mutable_programs(0)->mutable_instructions(Find(plan, 0, "optimizer_step"))->mutable_optimizer_step()->set_sharded(false);
+  msg = VerifyMessage(unsharded);
+  EXPECT_NE(msg.find("must be sharded (config.zero_stage 1 with data_parallel > 1)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gathers parameters without a sharded optimizer step before it"), std::string::npos) << msg;
+  ir::Plan stage0 = plan;
+  stage0.mutable_config()->set_zero_stage(0);
+  msg = VerifyMessage(stage0);
+  EXPECT_NE(msg.find("is sharded but config.zero_stage is 0 or data_parallel is 1"), std::string::npos) << msg;
+  ir::Plan stage2 = plan;
+  stage2.mutable_config()->set_zero_stage(2);
+  msg = VerifyMessage(stage2);
+  EXPECT_NE(msg.find("config.zero_stage 2 is not supported"), std::string::npos) << msg;
+  // D = 1: nothing to shard over, so ZeRO-1 lowers to a plain step.
+  ir::Plan one = MlpPlan(2, 1, 2, "1f1b");
+  one.mutable_config()->set_zero_stage(1);
+  ir::Plan single = MustCompile(one);
+  EXPECT_GE(Find(single, 0, "optimizer_step sharded=false"), 0);
+  EXPECT_LT(Find(single, 0, "gather_params"), 0);
+}
+
+TEST(Verifier, ChecksTheEvalPrograms) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 2, 3, "1f1b"));
+  ASSERT_EQ(plan.eval_programs_size(), 2);
+  std::string order;
+  for (const auto& in : plan.eval_programs(1).instructions()) {
+    EXPECT_FALSE(in.has_backward() || in.has_optimizer_step() || in.has_reduce_grads()) << ir::PrintInstruction(in);
+    if (in.has_forward()) absl::StrAppend(&order, "F", in.forward().micro_batch(), " ");
+  }
+  EXPECT_EQ(order, "F0 F1 F2 ");
+  // An inference plan needs none: its programs already are forward-only.
+  EXPECT_EQ(MustCompile(MlpPlan(2, 1, 2, "inference")).eval_programs_size(), 0);
+  ir::Plan missing = plan;
+  auto* ins = missing.mutable_eval_programs(1)->mutable_instructions();
+  for (int i = 0; i < ins->size(); ++i) {
+    if (ins->Get(i).has_forward() && ins->Get(i).forward().micro_batch() == 2) {
+      ins->erase(ins->begin() + i);
+      break;
+    }
+  }
+  std::string msg = VerifyMessage(missing);
+  EXPECT_NE(msg.find("eval programs: stage 1: micro-batch 2 is never forwarded"), std::string::npos) << msg;
+  ir::Plan training = plan;
+  *training.mutable_eval_programs(0)->add_instructions() = *ir::ParseInstruction("backward mb=0 chunk=0 slot=0 part=FULL");
+  msg = VerifyMessage(training);
+  EXPECT_NE(msg.find("eval programs: stage 0 instruction"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is not forward-only"), std::string::npos) << msg;
 }
 
 TEST(Verifier, RejectsOutOfRangeIndices) {

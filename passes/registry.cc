@@ -7,6 +7,7 @@
 #include "passes/lower/insert_grad_reduction.h"
 #include "passes/lower/insert_loads.h"
 #include "passes/lower/insert_p2p.h"
+#include "passes/lower/lower_eval.h"
 #include "passes/partition/partition.h"
 #include "passes/schedule/schedule_1f1b.h"
 #include "passes/schedule/schedule_data_parallel.h"
@@ -32,6 +33,7 @@ const PassRegistry& GlobalPassRegistry() {
       Simple<InsertGradReduction>("insert-grad-reduction", "append tied/data-parallel reductions and the optimizer step"),
       Simple<InsertLoads>("insert-loads", "load inputs on the first stage and labels on the last"),
       Simple<InsertP2P>("insert-p2p", "insert non-blocking sends/receives and their waits"),
+      Simple<LowerEval>("lower-eval", "give a training plan forward-only eval programs (inference schedule)"),
       {"partition", "split layers into stages {method=parameters|flops|uniform|type:REGEX|explicit:A:B}", {"method"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
          auto it = o.find("method");
@@ -54,8 +56,10 @@ absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config) {
   }
   std::string partition = "partition";
   if (!config.partition_method().empty()) partition = absl::StrCat("partition{method=", config.partition_method(), "}");
+  // lower-eval runs last: it lowers the inference schedule over the final partition
+  // (a no-op on an inference plan, whose programs already are forward-only).
   return absl::StrCat("infer-shapes,", partition, ",schedule-", schedule,
-                      ",assign-buffers,insert-loads,insert-p2p,insert-grad-reduction");
+                      ",assign-buffers,insert-loads,insert-p2p,insert-grad-reduction,lower-eval");
 }
 
 }  // namespace ppc::passes

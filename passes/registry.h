@@ -15,7 +15,8 @@ const PassRegistry& GlobalPassRegistry();
 
 // The compile pipeline for config.schedule. Order matters: shapes feed partitioning;
 // partition feeds the schedule; slots must exist before loads and p2p copy them; p2p
-// must see every forward/backward before the final reductions are appended.
+// must see every forward/backward before the final reductions are appended; lower-eval
+// lowers the eval programs over the finished partition.
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config);
 
 }  // namespace ppc::passes

@@ -18,6 +18,12 @@ int64_t Bytes(const std::vector<int64_t>& shape, ir::DType dtype) {
   return n;
 }
 
+// Float32 optimizer state values kept per parameter.
+int StateValuesPerParameter(const ir::OptimizerConfig& o) {
+  if (o.type() == "adam" || o.type() == "adamw") return 2;
+  return o.momentum() != 0 ? 1 : 0;
+}
+
 }  // namespace
 
 absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
@@ -41,6 +47,19 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
                                                           Bytes(out_shape, StageOutput(plan, s).dtype()));
       for (int l = plan.partition().stages(s).begin(); l < plan.partition().stages(s).end(); ++l)
         st.params += plan.model().layers(l).param_count();
+    }
+    bool trains = false, sharded = false;
+    for (const auto& in : prog.instructions()) {
+      if (in.has_optimizer_step()) {
+        trains = true;
+        sharded = in.optimizer_step().sharded();
+      }
+    }
+    if (trains) {
+      st.optimizer_state_bytes_unsharded = st.params * 4 * StateValuesPerParameter(plan.config().optimizer());
+      const int64_t d = std::max(1, plan.topology().data_parallel());
+      st.optimizer_state_bytes = sharded ? (st.optimizer_state_bytes_unsharded + d - 1) / d
+                                         : st.optimizer_state_bytes_unsharded;
     }
     for (const auto& in : prog.instructions()) {
       if (in.has_forward()) ops[s].push_back({&in, 1});

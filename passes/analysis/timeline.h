@@ -19,6 +19,12 @@ struct StageStats {
   int64_t bytes_sent = 0;        // per step, per replica
   int busy = 0;                  // time units computing
   int64_t params = 0;
+  // Optimizer state per rank of this stage (float32: Adam/AdamW keep 2 values per
+  // parameter, SGD with momentum 1, plain SGD none): as the plan runs, i.e. divided over
+  // the data-parallel replicas when its optimizer step is sharded (ZeRO stage 1), and
+  // as it would be unsharded.
+  int64_t optimizer_state_bytes = 0;
+  int64_t optimizer_state_bytes_unsharded = 0;
 };
 
 struct Timeline {

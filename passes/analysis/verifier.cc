@@ -132,6 +132,11 @@ class Verifier {
 
   void CheckTopologyAndPartition() {
     const int p = plan_.topology().num_stages();
+    const int zero = plan_.config().zero_stage();
+    if (zero != 0 && zero != 1) {
+      Error(absl::StrCat("config.zero_stage ", zero, " is not supported; pipeline training supports ZeRO stage 0 or 1"));
+    }
+    sharded_ = zero == 1 && plan_.topology().data_parallel() > 1;
     if (p < 1) Error(absl::StrCat("topology.num_stages must be >= 1, got ", p));
     if (plan_.topology().data_parallel() < 1) {
       Error(absl::StrCat("topology.data_parallel must be >= 1, got ", plan_.topology().data_parallel()));
@@ -189,7 +194,8 @@ class Verifier {
     std::map<CommKey, int> posted;  // -> instruction index
     std::set<CommKey> waited;
     std::map<CommKey, int> posted_slot;
-    int optimizer = -1, reduce = -1, last_backward = -1, clip = -1;
+    int optimizer = -1, reduce = -1, last_backward = -1, clip = -1, gather = -1;
+    bool sharded_step = false;
     std::vector<int> reductions;
     // slot -> (mb -> [first, last] instruction index)
     std::map<int, std::map<int, std::pair<int, int>>> live;
@@ -373,6 +379,19 @@ class Verifier {
         case Instruction::kOptimizerStep:
           if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
           optimizer = i;
+          sharded_step = in.optimizer_step().sharded();
+          if (sharded_step != sharded_) {
+            Error(absl::StrCat(Where(s, i), sharded_ ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
+                                                     : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
+          }
+          break;
+        case Instruction::kGatherParams:
+          if (gather >= 0) Error(absl::StrCat(Where(s, i), ": gathers parameters twice (first at ", gather, ")"));
+          if (in.gather_params().chunk() != 0) Error(absl::StrCat(Where(s, i), ": chunk out of range (1 chunk per stage)"));
+          if (optimizer < 0 || !sharded_step) {
+            Error(absl::StrCat(Where(s, i), ": gathers parameters without a sharded optimizer step before it"));
+          }
+          gather = i;
           break;
         default:
           break;
@@ -401,6 +420,10 @@ class Verifier {
     }
     if (clip >= 0 && reduce > clip) Error(absl::StrCat(Where(s, reduce), ": reduces gradients after clipping them"));
     if (has_optimizer_ && optimizer < 0) Error(absl::StrCat("stage ", s, ": training plan has no optimizer step"));
+    if (sharded_step && gather < 0) {
+      Error(absl::StrCat(Where(s, optimizer), ": sharded optimizer step is never followed by GatherParams, so the "
+                         "replicas' parameters would diverge"));
+    }
     if (has_optimizer_ && plan_.topology().data_parallel() > 1 && reduce < 0) {
       Error(absl::StrCat("stage ", s, ": data_parallel=", plan_.topology().data_parallel(),
                          " but gradients are never reduced (ReduceGrads)"));
@@ -550,11 +573,32 @@ class Verifier {
   bool comm_lowered_ = false;  // p2p inserted: check activations/gradients arrive
   bool training_ = false;
   bool has_optimizer_ = false;
+  bool sharded_ = false;  // optimizer steps must be sharded (ZeRO stage 1, D > 1)
 };
 
 }  // namespace
 
-absl::Status VerifyPlan(const ir::Plan& plan) { return Verifier(plan).Run(); }
+absl::Status VerifyPlan(const ir::Plan& plan) {
+  RETURN_IF_ERROR(Verifier(plan).Run());
+  if (plan.eval_programs_size() == 0) return absl::OkStatus();
+  // The eval programs are a forward-only plan of their own over the same partition.
+  ir::Plan eval = plan;
+  eval.clear_eval_programs();
+  *eval.mutable_programs() = plan.eval_programs();
+  for (const auto& prog : eval.programs()) {
+    for (int i = 0; i < prog.instructions_size(); ++i) {
+      const auto& in = prog.instructions(i);
+      if (in.has_backward() || in.has_optimizer_step() || in.has_reduce_grads() || in.has_reduce_tied_grads() ||
+          in.has_clip_grad_norm() || in.has_gather_params()) {
+        return absl::InvalidArgumentError(absl::StrCat("eval programs: stage ", prog.stage(), " instruction ", i, " (",
+                                                       ir::PrintInstruction(in), ") is not forward-only"));
+      }
+    }
+  }
+  absl::Status s = Verifier(eval).Run();
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("eval programs: ", s.message()));
+  return absl::OkStatus();
+}
 
 absl::StatusOr<bool> VerifyPass::Run(ir::Plan& plan) {
   RETURN_IF_ERROR(VerifyPlan(plan));

@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
 
@@ -11,7 +12,13 @@ namespace ppc::passes {
 absl::StatusOr<bool> InsertGradReduction::Run(ir::Plan& plan) {
   RETURN_IF_ERROR(RequireSchedule(plan, "insert-grad-reduction"));
   RETURN_IF_ERROR(RequirePartition(plan, "insert-grad-reduction"));
+  const int zero = plan.config().zero_stage();
+  if (zero != 0 && zero != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("insert-grad-reduction: config.zero_stage ", zero,
+                                                   " is not supported; pipeline training supports ZeRO stage 0 or 1"));
+  }
   if (!IsTraining(plan)) return false;
+  const bool sharded = zero == 1 && plan.topology().data_parallel() > 1;
   // Tie key -> stages holding a copy.
   std::map<std::string, std::set<int>> ties;
   for (int s = 0; s < plan.partition().stages_size(); ++s) {
@@ -39,7 +46,8 @@ absl::StatusOr<bool> InsertGradReduction::Run(ir::Plan& plan) {
       clip->set_max_norm(plan.config().gradient_clipping());
       for (int s = 0; s < plan.topology().num_stages(); ++s) clip->add_stages(s);
     }
-    prog.add_instructions()->mutable_optimizer_step();
+    prog.add_instructions()->mutable_optimizer_step()->set_sharded(sharded);
+    if (sharded) prog.add_instructions()->mutable_gather_params()->set_chunk(0);
     changed = true;
   }
   return changed;

@@ -5,7 +5,12 @@
 
 namespace ppc::passes {
 
-// Appends, on training plans, ReduceTiedGrads for every tie key held on two or more stages (sorted by key, so all stages agree on the order), ReduceGrads when data_parallel > 1, ClipGradNorm over all stages when config.gradient_clipping > 0, then OptimizerStep.
+// Appends, on training plans, ReduceTiedGrads for every tie key held on two or more
+// stages (sorted by key, so all stages agree on the order), ReduceGrads when
+// data_parallel > 1, ClipGradNorm over all stages when config.gradient_clipping > 0,
+// then OptimizerStep. With config.zero_stage 1 and data_parallel > 1 the step is
+// sharded (each replica updates its slice) and a GatherParams follows it. A zero_stage
+// other than 0 or 1 is an error.
 class InsertGradReduction : public Pass {
  public:
   std::string name() const override { return "insert-grad-reduction"; }

@@ -13,7 +13,7 @@ grep -q '^schedule-1f1b ' "$T/passes" || fail "schedule-1f1b not listed"
 
 "$PPC" compile --model "$MODEL" --stages 2 --micro-batches 4 --micro-batch-size 8 --out "$T/p.txt" 2> "$T/err" \
   || fail "compile: $(cat "$T/err")"
-head -1 "$T/p.txt" | grep -q '^ppc-plan v1 fingerprint=[0-9a-f]\{16\}$' || fail "text plan header"
+head -1 "$T/p.txt" | grep -q '^ppc-plan v2 fingerprint=[0-9a-f]\{16\}$' || fail "text plan header"
 
 "$PPC" inspect "$T/p.txt" > "$T/inspect" || fail "inspect"
 grep -q 'verifier: ok' "$T/inspect" || fail "inspect: verifier line"
@@ -29,7 +29,7 @@ diff <(tail -n +2 "$T/p.txt") <(tail -n +2 "$T/q.txt") > /dev/null || fail "opt 
 
 # --print-ir-after-all and --dump-to
 "$PPC" compile --model "$MODEL" --stages 2 --print-ir-after-all --dump-to "$T/dump" > "$T/all" 2>&1 || fail "print-ir"
-[ "$(grep -c '^// IR after ' "$T/all")" = 7 ] || fail "expected 7 IR dumps, got $(grep -c '^// IR after ' "$T/all")"
+[ "$(grep -c '^// IR after ' "$T/all")" = 8 ] || fail "expected 8 IR dumps, got $(grep -c '^// IR after ' "$T/all")"
 [ -f "$T/dump/02-schedule-1f1b.txt" ] || fail "dump-to"
 
 # Errors: clear, non-zero, naming what is wrong.
@@ -51,4 +51,25 @@ grep -q 'type: "adam"' "$T/ds.txt" || fail "deepspeed optimizer"
 echo '{"train_batch_size": 100, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}' > "$T/bad.json"
 "$PPC" compile --model "$MODEL" --deepspeed_config "$T/bad.json" > /dev/null 2> "$T/e6" && fail "bad ds config accepted"
 grep -q "'train_batch_size' is 100" "$T/e6" || fail "bad ds config error: $(cat "$T/e6")"
+# A training plan carries forward-only eval programs.
+grep -q '^== eval stage 1 num_slots=' "$T/p.txt" || fail "no eval programs in a training plan"
+grep -q '== eval stage 0 (forward only)' "$T/inspect" || fail "inspect: eval programs"
+
+# ZeRO stage 1: sharded step + gather, and inspect shows optimizer state per rank halved at D=2.
+"$PPC" compile --model "$MODEL" --stages 2 --data-parallel 2 --optimizer adam --zero-stage 1 --out "$T/z.txt"   2> "$T/ez" || fail "zero-stage 1: $(cat "$T/ez")"
+grep -q '^optimizer_step sharded=true$' "$T/z.txt" || fail "zero-1 step not sharded"
+grep -q '^gather_params chunk=0$' "$T/z.txt" || fail "zero-1 without gather_params"
+"$PPC" inspect --json "$T/z.txt" > "$T/zj" || fail "inspect zero-1"
+"$PPC" compile --model "$MODEL" --stages 2 --data-parallel 2 --optimizer adam --out "$T/z0.txt" 2> /dev/null
+"$PPC" inspect --json "$T/z0.txt" > "$T/z0j" || fail "inspect zero-0"
+# The MLP's stage 0 holds 32*64+64 + 64*64+64 = 6272 parameters; Adam keeps 2 floats (8 bytes) each.
+grep -q '"stage": 0, "params": 6272,.*"optimizer_state_bytes_per_rank": 25088, "optimizer_state_bytes_per_rank_unsharded": 50176' "$T/zj"   || fail "zero-1 optimizer bytes: $(grep '"stage": 0' "$T/zj")"
+grep -q '"stage": 0, "params": 6272,.*"optimizer_state_bytes_per_rank": 50176, "optimizer_state_bytes_per_rank_unsharded": 50176' "$T/z0j"   || fail "zero-0 optimizer bytes: $(grep '"stage": 0' "$T/z0j")"
+"$PPC" inspect "$T/z.txt" | grep -q 'optimizer state per rank (adam, ZeRO stage 1)' || fail "inspect zero table"
+"$PPC" compile --model "$MODEL" --data-parallel 2 --zero-stage 2 > /dev/null 2> "$T/e7" && fail "zero stage 2 accepted"
+grep -q 'ZeRO stage 2 is not supported with pipeline parallelism' "$T/e7" || fail "zero 2 error: $(cat "$T/e7")"
+echo '{"train_batch_size": 16, "train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": 3}}' > "$T/z3.json"
+"$PPC" compile --model "$MODEL" --data-parallel 2 --deepspeed_config "$T/z3.json" > /dev/null 2> "$T/e8" \
+  && fail "ds zero stage 3 accepted"
+grep -q "zero_optimization.stage" "$T/e8" || fail "ds zero 3 error: $(cat "$T/e8")"
 echo "all ppc CLI checks passed"

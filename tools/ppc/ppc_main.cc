@@ -39,6 +39,8 @@ ABSL_FLAG(int, micro_batch_size, 0, "samples per micro-batch (default: config, e
 ABSL_FLAG(std::string, schedule, "", "1f1b | gpipe | inference | data-parallel (default: config, else 1f1b)");
 ABSL_FLAG(std::string, partition, "", "parameters | uniform | type:REGEX | explicit:A:B (default: parameters)");
 ABSL_FLAG(std::string, optimizer, "", "sgd | adam | adamw (default: config, else sgd)");
+ABSL_FLAG(int, zero_stage, -1, "ZeRO stage: 0, or 1 to shard optimizer state over data-parallel replicas "
+          "(default: config, else 0)");
 ABSL_FLAG(double, lr, 0, "learning rate (default: config, else 0.01)");
 ABSL_FLAG(int64_t, seed, -1, "seed for weights, data and dropout (default: config, else 1138)");
 ABSL_FLAG(int, steps, 0, "training steps pprun runs by default (default: config, else 10)");
@@ -96,6 +98,11 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   if (!absl::GetFlag(FLAGS_partition).empty()) c->set_partition_method(absl::GetFlag(FLAGS_partition));
   if (!absl::GetFlag(FLAGS_optimizer).empty()) c->mutable_optimizer()->set_type(absl::GetFlag(FLAGS_optimizer));
   if (absl::GetFlag(FLAGS_lr) > 0) c->mutable_optimizer()->set_lr(absl::GetFlag(FLAGS_lr));
+  if (absl::GetFlag(FLAGS_zero_stage) != -1) c->set_zero_stage(absl::GetFlag(FLAGS_zero_stage));
+  if (c->zero_stage() != 0 && c->zero_stage() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("ZeRO stage ", c->zero_stage(), " is not supported with pipeline "
+                                                   "parallelism (as in DeepSpeed); use 0 or 1"));
+  }
   if (absl::GetFlag(FLAGS_seed) >= 0) c->set_seed(absl::GetFlag(FLAGS_seed));
   if (absl::GetFlag(FLAGS_steps) > 0) c->set_steps(absl::GetFlag(FLAGS_steps));
   if (c->micro_batches() == 0) c->set_micro_batches(1);
@@ -159,8 +166,10 @@ absl::Status Inspect(const std::string& path) {
         const auto& x = timeline->stages[s];
         st.push_back(absl::StrFormat(
             "{\"stage\": %d, \"params\": %d, \"live_activation_buffers\": %d, \"activation_bytes\": %d, "
-            "\"bytes_sent_per_step\": %d, \"busy_units\": %d}",
-            s, x.params, x.num_slots, x.activation_bytes, x.bytes_sent, x.busy));
+            "\"bytes_sent_per_step\": %d, \"busy_units\": %d, \"optimizer_state_bytes_per_rank\": %d, "
+            "\"optimizer_state_bytes_per_rank_unsharded\": %d}",
+            s, x.params, x.num_slots, x.activation_bytes, x.bytes_sent, x.busy, x.optimizer_state_bytes,
+            x.optimizer_state_bytes_unsharded));
       }
       absl::StrAppend(&stats, absl::StrFormat(", \"makespan_units\": %d, \"bubble_fraction\": %.6f, "
                                               "\"bytes_sent_per_step\": %d, \"stages\": [%s]",
@@ -200,6 +209,11 @@ absl::Status Inspect(const std::string& path) {
                                  prog.instructions_size(), prog.num_slots())
               << ir::PrintProgram(prog, true);
   }
+  for (const auto& prog : plan.eval_programs()) {
+    std::cout << absl::StrFormat("\n== eval stage %d (forward only), %d instructions, %d activation slots\n",
+                                 prog.stage(), prog.instructions_size(), prog.num_slots())
+              << ir::PrintProgram(prog, true);
+  }
   if (timeline.ok()) {
     std::cout << "\ntimeline (unit time: F=1, B=2; '.' = idle):\n" << passes::RenderTimeline(*timeline);
     std::cout << absl::StrFormat("\nmakespan %d units, bubble fraction %.4f\n", timeline->makespan,
@@ -211,6 +225,16 @@ absl::Status Inspect(const std::string& path) {
                                    HumanBytes(x.activation_bytes), HumanBytes(x.bytes_sent));
     }
     std::cout << absl::StrFormat("total bytes sent per step, all ranks: %s\n", HumanBytes(timeline->bytes_sent_per_step));
+    std::cout << absl::StrFormat("optimizer state per rank (%s, ZeRO stage %d):\n", c.optimizer().type(),
+                                 c.zero_stage());
+    std::cout << "stage  this plan        without ZeRO-1   with ZeRO-1 (D=" << t.data_parallel() << ")\n";
+    for (size_t s = 0; s < timeline->stages.size(); ++s) {
+      const auto& x = timeline->stages[s];
+      const int64_t d = std::max(1, t.data_parallel());
+      std::cout << absl::StrFormat("%-6d %-16s %-16s %s\n", s, HumanBytes(x.optimizer_state_bytes),
+                                   HumanBytes(x.optimizer_state_bytes_unsharded),
+                                   HumanBytes((x.optimizer_state_bytes_unsharded + d - 1) / d));
+    }
   } else {
     std::cout << "\ntimeline: " << timeline.status().message() << "\n";
   }
