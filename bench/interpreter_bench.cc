@@ -52,7 +52,9 @@ double PlainLoop(const ir::Plan& plan, int steps) {
     for (auto& [n, p] : layers.back()->params()) params.push_back(p);
   }
   auto data = *runtime::SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
-                                              plan.config().micro_batch_size(), plan.config().seed());
+                                              plan.config().micro_batch_size(),
+                                              int64_t(plan.config().micro_batches()) * plan.config().micro_batch_size(),
+                                              plan.config().seed());
   torch::optim::SGD opt(params, torch::optim::SGDOptions(plan.config().optimizer().lr()));
   const int m = plan.config().micro_batches();
   auto run = [&](int step) {

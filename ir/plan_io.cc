@@ -268,4 +268,19 @@ absl::StatusOr<std::string> PlanToJson(const Plan& plan) {
   return out;
 }
 
+absl::StatusOr<std::string> MessageToJson(const google::protobuf::Message& msg) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  auto status = google::protobuf::util::MessageToJsonString(msg, &out, options);
+  if (!status.ok()) return absl::InternalError(std::string(status.message()));
+  return out;
+}
+
+absl::Status JsonToMessage(const std::string& json, const std::string& where, google::protobuf::Message* msg) {
+  auto status = google::protobuf::util::JsonStringToMessage(json, msg);
+  if (!status.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", std::string(status.message())));
+  return absl::OkStatus();
+}
+
 }  // namespace ppc::ir

@@ -47,6 +47,9 @@ absl::Status SavePlan(const Plan& plan, const std::string& path);
 absl::StatusOr<Plan> LoadPlan(const std::string& path);
 
 absl::StatusOr<std::string> PlanToJson(const Plan& plan);
+// Any message as protobuf JSON (field names as in the .proto), and back.
+absl::StatusOr<std::string> MessageToJson(const google::protobuf::Message& msg);
+absl::Status JsonToMessage(const std::string& json, const std::string& where, google::protobuf::Message* msg);
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 absl::Status WriteFile(const std::string& path, const std::string& contents);

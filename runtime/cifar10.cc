@@ -16,7 +16,8 @@ constexpr uint64_t kShuffleDomain = 0x5f1e;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Cifar10Data>> Cifar10Data::Open(const std::string& dir, bool test, int image_size,
-                                                               int mbs, int64_t global_batch, uint64_t seed) {
+                                                               int mbs, int64_t global_batch, uint64_t seed,
+                                                               bool shuffle) {
   struct stat st;
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat("CIFAR-10 directory '", dir, "' does not exist (want data_batch_1.bin ... "
@@ -28,6 +29,7 @@ absl::StatusOr<std::unique_ptr<Cifar10Data>> Cifar10Data::Open(const std::string
   d->mbs_ = mbs;
   d->global_batch_ = global_batch;
   d->seed_ = seed;
+  d->shuffle_ = shuffle;
   std::vector<std::string> files;
   if (test) {
     files.push_back(dir + "/test_batch.bin");
@@ -61,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Cifar10Data>> Cifar10Data::Open(const std::string
 
 int64_t Cifar10Data::SampleAt(int64_t pos) {
   const int64_t n = size();
+  if (!shuffle_) return pos % n;
   const int64_t epoch = pos / n;
   auto it = permutations_.find(epoch);
   if (it == permutations_.end()) {
@@ -94,13 +97,34 @@ absl::StatusOr<MicroBatch> Cifar10Data::Load(int64_t step, int64_t global_mb, bo
   std::vector<torch::Tensor> images;
   std::vector<int64_t> ys;
   for (int i = 0; i < mbs_; ++i) {
-    int64_t index = SampleAt(step * global_batch_ + global_mb * mbs_ + i);
+    int64_t index = SampleAt(start_position_ + (step - start_step_) * global_batch_ + global_mb * mbs_ + i);
     if (inputs) images.push_back(Image(index));
     ys.push_back(labels_[index]);
   }
   if (inputs) b.inputs = torch::stack(images);
   if (labels) b.labels = torch::tensor(ys, torch::kInt64);
   return b;
+}
+
+DataPosition Cifar10Data::PositionAt(int64_t step) const {
+  DataPosition p;
+  p.samples = start_position_ + (step - start_step_) * global_batch_;
+  p.dataset_size = size();
+  p.epoch = p.samples / size();
+  p.cursor = p.samples % size();
+  p.shuffle_seed = seed_;
+  return p;
+}
+
+absl::Status Cifar10Data::Resume(int64_t step, const DataPosition& position) {
+  if (position.samples < 0 || step < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("data position ", position.samples, " at step ", step));
+  }
+  start_step_ = step;
+  start_position_ = position.samples;
+  if (position.shuffle_seed != seed_) permutations_.clear();
+  seed_ = position.shuffle_seed;
+  return absl::OkStatus();
 }
 
 }  // namespace ppc::runtime

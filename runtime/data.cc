@@ -19,12 +19,15 @@ std::vector<int64_t> Batched(int64_t n, const ir::TensorSpec& s) {
 
 absl::StatusOr<std::unique_ptr<SyntheticData>> SyntheticData::Create(const ir::ModelSpec& model,
                                                                      const ir::TensorSpec& output, int mbs,
-                                                                     uint64_t seed) {
+                                                                     int64_t global_batch, uint64_t seed,
+                                                                     bool held_out) {
   auto d = std::unique_ptr<SyntheticData>(new SyntheticData());
   d->model_ = model;
   d->output_ = output;
   d->mbs_ = mbs;
+  d->global_batch_ = global_batch;
   d->seed_ = seed;
+  d->domain_ = held_out ? 0x4e1d : 0;
   if (model.input().dtype() == ir::INT64) {
     if (model.layers_size() == 0 || model.layers(0).kind() != "Embedding") {
       return absl::InvalidArgumentError("synthetic int64 inputs need an Embedding first layer to bound token ids");
@@ -46,7 +49,7 @@ absl::StatusOr<std::unique_ptr<SyntheticData>> SyntheticData::Create(const ir::M
 }
 
 torch::Tensor SyntheticData::Inputs(int64_t step, int64_t global_mb) {
-  torch::Generator g = MakeGenerator({kInputDomain, seed_, uint64_t(step), uint64_t(global_mb)});
+  torch::Generator g = MakeGenerator({kInputDomain ^ domain_, seed_, uint64_t(step), uint64_t(global_mb)});
   if (model_.input().dtype() == ir::INT64) return torch::randint(0, vocab_, Batched(mbs_, model_.input()), g);
   return torch::randn(Batched(mbs_, model_.input()), g);
 }
@@ -61,15 +64,22 @@ absl::StatusOr<MicroBatch> SyntheticData::Load(int64_t step, int64_t global_mb, 
       if (teacher_.defined()) {
         b.labels = torch::matmul(x.reshape({mbs_, -1}), teacher_).argmax(1);
       } else {
-        torch::Generator g = MakeGenerator({kTargetDomain, seed_, uint64_t(step), uint64_t(global_mb)});
+        torch::Generator g = MakeGenerator({kTargetDomain ^ domain_, seed_, uint64_t(step), uint64_t(global_mb)});
         b.labels = torch::randint(0, model_.num_classes(), Batched(mbs_, model_.label()), g);
       }
     } else {
-      torch::Generator g = MakeGenerator({kTargetDomain, seed_, uint64_t(step), uint64_t(global_mb)});
+      torch::Generator g = MakeGenerator({kTargetDomain ^ domain_, seed_, uint64_t(step), uint64_t(global_mb)});
       b.labels = torch::randn(Batched(mbs_, output_), g);
     }
   }
   return b;
+}
+
+DataPosition SyntheticData::PositionAt(int64_t step) const {
+  DataPosition p;
+  p.samples = step * global_batch_;
+  p.shuffle_seed = seed_;
+  return p;
 }
 
 }  // namespace ppc::runtime

@@ -76,6 +76,20 @@ class GlooTransport : public Transport {
     return TorchCall([&] { pg->allreduce(tensors)->wait(Ms(timeout)); });
   }
 
+  absl::Status AllGather(const at::Tensor& input, at::Tensor& output, const std::vector<int>& group,
+                         absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    const int64_t n = input.numel();
+    if (input.dim() != 1 || output.dim() != 1 || output.numel() != n * static_cast<int64_t>(group.size())) {
+      return absl::InternalError(absl::StrCat("all-gather of ", n, " values into ", output.numel(), " over ",
+                                              group.size(), " ranks"));
+    }
+    std::vector<std::vector<at::Tensor>> outputs(1);
+    for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(output.narrow(0, int64_t(r) * n, n));
+    std::vector<at::Tensor> inputs{input.contiguous()};
+    return TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); });
+  }
+
   absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group, absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
     auto it = std::find(group.begin(), group.end(), root);

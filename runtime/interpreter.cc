@@ -6,7 +6,6 @@
 
 #include <torch/autograd.h>
 #include <torch/nn/functional/loss.h>
-#include <torch/optim.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -57,7 +56,8 @@ std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t st
   // step < 0: at load. Steps are printed 1-based, as pprun's per-step lines.
   std::string s = absl::StrCat("rank ", rank_, " stage ", stage_);
   if (step >= 0) absl::StrAppend(&s, " step ", step + 1);
-  absl::StrAppend(&s, " instruction ", index, " (", ir::PrintInstruction(in), ")");
+  absl::StrAppend(&s, running_ != nullptr && running_->eval && running_ != &train_ ? " eval instruction " : " instruction ",
+                  index, " (", ir::PrintInstruction(in), ")");
   int peer = -1;
   switch (in.op_case()) {
     case ir::Instruction::kSendActivation: peer = in.send_activation().peer(); break;
@@ -95,7 +95,18 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
                                                    plan.partition().stages_size(), " partition ranges for ",
                                                    rt->num_stages_, " stages; compile it with ppc"));
   }
-  rt->program_ = plan.programs(rt->stage_);
+  if (plan.eval_programs_size() != 0 && plan.eval_programs_size() != rt->num_stages_) {
+    return absl::InvalidArgumentError(absl::StrCat(who, ": plan has ", plan.eval_programs_size(), " eval programs for ",
+                                                   rt->num_stages_, " stages; compile it with ppc"));
+  }
+  rt->train_.code = plan.programs(rt->stage_);
+  for (const auto& in : rt->train_.code.instructions()) rt->train_.training |= in.has_backward();
+  if (plan.eval_programs_size() > 0) {
+    rt->eval_.code = plan.eval_programs(rt->stage_);
+  } else if (!rt->train_.training) {
+    rt->eval_.code = rt->train_.code;  // an inference plan evaluates with its own programs
+  }
+  rt->eval_.eval = true;
   RETURN_IF_ERROR(rt->Validate(plan));
   return rt;
 }
@@ -154,15 +165,81 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
     for (auto& [name, p] : layer->params())
       if (seen.insert(p.unsafeGetTensorImpl()).second) unique_params_.push_back(p);
 
-  // Instructions.
-  const int slots = program_.num_slots();
-  if (slots < 1) problems.push_back(absl::StrCat("program has num_slots=", slots, "; compile it with ppc"));
-  for (int s = 0; s < std::max(slots, 0); ++s) slots_.push_back(std::make_unique<Slot>());
-  std::set<int> groups_needed;
+  // Instructions of the training program and, when there is one, the eval program.
   std::vector<std::vector<int>> tie_groups;
+  ValidateProgram(train_, problems, tie_groups);
+  if (can_eval()) ValidateProgram(eval_, problems, tie_groups);
+  checkpoint_interval_ = plan.config().activation_checkpoint_interval();
+  if (checkpoint_interval_ < 0) problems.push_back("activation_checkpoint_interval must be >= 0");
+  if (checkpoint_interval_ > 0) {
+    for (const auto& in : train_.code.instructions()) {
+      if (in.has_backward() && in.backward().part() != ir::FULL) {
+        problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
+        break;
+      }
+    }
+  }
+  if (!problems.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
+  }
+
+  // Training data on the first and last stages (evaluation data is opened when first used).
+  if (stage_ == 0 || stage_ == num_stages_ - 1) {
+    auto data = OpenData(/*eval=*/false);
+    if (!data.ok()) return Annotate(data.status(), who);
+    data_ = *std::move(data);
+  }
+
+  // Optimizer over this stage's distinct parameters, sharded over the replicas when the
+  // program's step is (ZeRO stage 1).
+  if (train_.training) {
+    bool sharded = false;
+    for (const auto& in : train_.code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
+    auto opt = StageOptimizer::Create(plan.config().optimizer(), unique_params_, sharded ? replica_ : 0,
+                                      sharded ? dp_ : 1);
+    if (!opt.ok()) return Annotate(opt.status(), who);
+    optimizer_ = *std::move(opt);
+    if (sharded) gathered_ = torch::zeros({optimizer_->shard_size() * dp_});
+  }
+
+  // Communication groups, every rank creating its groups in one global order so that
+  // group construction cannot deadlock: the data-parallel group of each stage, then
+  // tie groups (sorted).
+  for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
+  for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
+  for (int s = 0; s < num_stages_; ++s) pipeline_group_.push_back(s * dp_ + replica_);
+  std::vector<std::vector<int>> all_groups;
+  if (dp_ > 1) all_groups.push_back(dp_group_);
+  bool clips = false;
+  for (const auto& in : train_.code.instructions()) clips |= in.has_clip_grad_norm();
+  if (clips && num_stages_ > 1) all_groups.push_back(pipeline_group_);
+  std::sort(tie_groups.begin(), tie_groups.end());
+  tie_groups.erase(std::unique(tie_groups.begin(), tie_groups.end()), tie_groups.end());
+  for (auto& g : tie_groups) all_groups.push_back(g);
+  // Groups of other stages are created by their members; ordering by the smallest
+  // rank keeps every member's creation order consistent.
+  std::sort(all_groups.begin(), all_groups.end());
+  for (const auto& g : all_groups) {
+    absl::Status s = transport_->CreateGroup(g, options_.timeout);
+    if (!s.ok()) return Annotate(s, absl::StrCat(who, ": creating group [", absl::StrJoin(g, ","), "]"));
+  }
+  return absl::OkStatus();
+}
+
+void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& problems,
+                                   std::vector<std::vector<int>>& tie_groups) {
+  const ir::StageProgram& code = program.code;
+  const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_, program.eval ? " eval program" : "");
+  const int slots = code.num_slots();
+  if (slots < 1) problems.push_back(absl::StrCat(who, ": program has num_slots=", slots, "; compile it with ppc"));
+  auto& slots_ = program.slots;
+  for (int s = 0; s < std::max(slots, 0); ++s) slots_.push_back(std::make_unique<Slot>());
   std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
-  for (int i = 0; i < program_.instructions_size(); ++i) {
-    const ir::Instruction& in = program_.instructions(i);
+  Program* saved = running_;
+  running_ = &program;  // so that Where names the program
+  for (int i = 0; i < code.instructions_size(); ++i) {
+    const ir::Instruction& in = code.instructions(i);
     auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
     auto post = [&](ir::CommKind kind, int mb, int chunk) {
       if (!posted.insert({kind, mb, chunk}).second) bad("posted again before its wait");
@@ -188,7 +265,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
       case ir::Instruction::kForward: check_slot(in.forward().slot()); break;
       case ir::Instruction::kBackward:
         check_slot(in.backward().slot());
-        training_ = true;
+        if (program.eval) bad("an eval program must be forward-only");
         break;
       case ir::Instruction::kRecvActivation:
         post(ir::RECV_ACTIVATION, in.recv_activation().micro_batch(), in.recv_activation().chunk());
@@ -243,110 +320,70 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         if (in.clip_grad_norm().stages_size() != num_stages_) bad("must list every stage");
         break;
       case ir::Instruction::kReduceGrads:
-      case ir::Instruction::kOptimizerStep:
+        if (!program.training) bad("reduces gradients in a program without backwards");
+        break;
+      case ir::Instruction::kOptimizerStep: {
+        const bool want = plan_.config().zero_stage() == 1 && dp_ > 1;
+        if (in.optimizer_step().sharded() != want) {
+          bad(want ? "must be sharded (zero_stage 1 with data_parallel > 1)" : "is sharded without ZeRO stage 1");
+        }
+        if (!program.training) bad("optimizer step in a program without backwards");
+        break;
+      }
+      case ir::Instruction::kGatherParams:
+        if (plan_.config().zero_stage() != 1 || dp_ < 2) bad("gathers parameters without ZeRO stage 1");
         break;
       case ir::Instruction::OP_NOT_SET:
         bad("empty instruction");
         break;
     }
   }
+  running_ = saved;
   for (const auto& [kind, mb, chunk] : posted) {
     problems.push_back(absl::StrCat(who, ": ", absl::AsciiStrToLower(ir::CommKind_Name(ir::CommKind(kind))), " mb=", mb,
                                     " is posted but never waited for"));
   }
-  checkpoint_interval_ = plan.config().activation_checkpoint_interval();
-  if (checkpoint_interval_ < 0) problems.push_back("activation_checkpoint_interval must be >= 0");
-  if (checkpoint_interval_ > 0) {
-    for (const auto& in : program_.instructions()) {
-      if (in.has_backward() && in.backward().part() != ir::FULL) {
-        problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
-        break;
-      }
-    }
-  }
-  if (!problems.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
-  }
-
-  // Data on the first and last stages.
-  if (stage_ == 0 || stage_ == num_stages_ - 1) {
-    if (options_.data.empty() || options_.data == "synthetic") {
-      ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
-                                                        plan.config().micro_batch_size(), seed));
-      data_ = std::move(data);
-    } else {
-      const auto& in = plan.model().input();
-      if (in.dtype() != ir::FLOAT32 || in.shape_size() != 3 || in.shape(0) != 3 || in.shape(1) != in.shape(2) ||
-          plan.model().loss() != ir::CROSS_ENTROPY) {
-        return absl::InvalidArgumentError(absl::StrCat(who, ": CIFAR-10 data needs a model with FLOAT32 input [3,S,S] "
-                                                       "and CROSS_ENTROPY loss, this one takes ",
-                                                       ir::ShapeString(in)));
-      }
-      const int64_t global_batch = int64_t(m_) * plan.config().micro_batch_size() * dp_;
-      auto data = Cifar10Data::Open(options_.data, /*test=*/false, static_cast<int>(in.shape(1)),
-                                    plan.config().micro_batch_size(), global_batch, seed);
-      if (!data.ok()) return Annotate(data.status(), who);
-      data_ = *std::move(data);
-    }
-  }
-
-  // Optimizer over this stage's distinct parameters.
-  const auto& o = plan.config().optimizer();
-  const double lr = o.lr() > 0 ? o.lr() : 0.01;
-  if (training_) {
-    if (o.type() == "sgd" || o.type().empty()) {
-      optimizer_ = std::make_unique<torch::optim::SGD>(
-          unique_params_, torch::optim::SGDOptions(lr).momentum(o.momentum()).weight_decay(o.weight_decay()));
-    } else if (o.type() == "adam" || o.type() == "adamw") {
-      auto betas = std::make_tuple(o.beta1() > 0 ? o.beta1() : 0.9, o.beta2() > 0 ? o.beta2() : 0.999);
-      double eps = o.eps() > 0 ? o.eps() : 1e-8;
-      if (o.type() == "adam") {
-        optimizer_ = std::make_unique<torch::optim::Adam>(
-            unique_params_, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
-      } else {
-        optimizer_ = std::make_unique<torch::optim::AdamW>(
-            unique_params_, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
-      }
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(who, ": unknown optimizer '", o.type(), "'"));
-    }
-  }
-
-  // Communication groups, every rank creating its groups in one global order so that
-  // group construction cannot deadlock: the data-parallel group of each stage, then
-  // tie groups (sorted).
-  for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
-  for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
-  for (int s = 0; s < num_stages_; ++s) pipeline_group_.push_back(s * dp_ + replica_);
-  std::vector<std::vector<int>> all_groups;
-  if (dp_ > 1) all_groups.push_back(dp_group_);
-  bool clips = false;
-  for (const auto& in : program_.instructions()) clips |= in.has_clip_grad_norm();
-  if (clips && num_stages_ > 1) all_groups.push_back(pipeline_group_);
-  std::sort(tie_groups.begin(), tie_groups.end());
-  tie_groups.erase(std::unique(tie_groups.begin(), tie_groups.end()), tie_groups.end());
-  for (auto& g : tie_groups) all_groups.push_back(g);
-  // Groups of other stages are created by their members; ordering by the smallest
-  // rank keeps every member's creation order consistent.
-  std::sort(all_groups.begin(), all_groups.end());
-  for (const auto& g : all_groups) {
-    absl::Status s = transport_->CreateGroup(g, options_.timeout);
-    if (!s.ok()) return Annotate(s, absl::StrCat(who, ": creating group [", absl::StrJoin(g, ","), "]"));
-  }
-  return absl::OkStatus();
 }
 
-absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
+absl::StatusOr<std::unique_ptr<DataSource>> StageRuntime::OpenData(bool eval) const {
+  const ir::Plan& plan = plan_;
+  const uint64_t seed = plan.config().seed();
+  const int64_t global_batch = int64_t(m_) * plan.config().micro_batch_size() * dp_;
+  if (options_.data.empty() || options_.data == "synthetic") {
+    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+                                                      plan.config().micro_batch_size(), global_batch, seed, eval));
+    return std::unique_ptr<DataSource>(std::move(data));
+  }
+  const auto& in = plan.model().input();
+  if (in.dtype() != ir::FLOAT32 || in.shape_size() != 3 || in.shape(0) != 3 || in.shape(1) != in.shape(2) ||
+      plan.model().loss() != ir::CROSS_ENTROPY) {
+    return absl::InvalidArgumentError(absl::StrCat("CIFAR-10 data needs a model with FLOAT32 input [3,S,S] "
+                                                   "and CROSS_ENTROPY loss, this one takes ", ir::ShapeString(in)));
+  }
+  // Evaluation reads the test set in order; training a seeded shuffle of the training set.
+  ASSIGN_OR_RETURN(auto data, Cifar10Data::Open(options_.data, /*test=*/eval, static_cast<int>(in.shape(1)),
+                                                plan.config().micro_batch_size(), global_batch, seed,
+                                                /*shuffle=*/!eval));
+  return std::unique_ptr<DataSource>(std::move(data));
+}
+
+absl::Status StageRuntime::Run(Program& program, int64_t step) {
+  running_ = &program;
   loss_sum_ = 0;
-  for (int i = 0; i < program_.instructions_size(); ++i) {
-    const ir::Instruction& in = program_.instructions(i);
+  correct_ = 0;
+  for (int i = 0; i < program.code.instructions_size(); ++i) {
+    const ir::Instruction& in = program.code.instructions(i);
     absl::Status s;
     absl::Status thrown = TorchCall([&] { s = Execute(in, step); });
     if (!thrown.ok()) s = thrown;
     if (!s.ok()) return Annotate(s, Where(i, in, step));
     ++executed_;
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
+  RETURN_IF_ERROR(Run(train_, step));
   // Every rank reports the same loss: the last stage's mean over micro-batches,
   // averaged over replicas by one all-reduce across the world.
   StepResult result;
@@ -362,13 +399,84 @@ absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
   return result;
 }
 
+bool StageRuntime::can_eval() const { return eval_.code.instructions_size() > 0; }
+
+absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
+  const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
+  if (!can_eval()) {
+    return absl::FailedPreconditionError(absl::StrCat(who, ": the plan has no forward-only program to evaluate with "
+                                                      "(recompile it: training plans carry eval programs)"));
+  }
+  if ((stage_ == 0 || stage_ == num_stages_ - 1) && eval_data_ == nullptr) {
+    auto data = OpenData(/*eval=*/true);
+    if (!data.ok()) return Annotate(data.status(), absl::StrCat(who, ": evaluation data"));
+    eval_data_ = *std::move(data);
+  }
+  RETURN_IF_ERROR(Run(eval_, index));
+  // Sums over the world: the last stage's per-micro-batch mean losses and correct
+  // predictions, so every rank reports the same numbers.
+  EvalResult result;
+  result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
+  torch::Tensor sums = torch::zeros({2}, torch::kFloat64);
+  if (stage_ == num_stages_ - 1) {
+    sums[0] = loss_sum_;
+    sums[1] = static_cast<double>(correct_);
+  }
+  if (transport_->world_size() > 1) {
+    std::vector<at::Tensor> t{sums};
+    absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
+    if (!s.ok()) return Annotate(s, absl::StrCat(who, " eval batch ", index + 1, " all-reduce"));
+  }
+  result.loss = sums[0].item<double>() / m_ / dp_;
+  if (plan_.model().loss() == ir::CROSS_ENTROPY) result.accuracy = sums[1].item<double>() / result.samples;
+  return result;
+}
+
+absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
+  if (stage_ != num_stages_ - 1) return std::optional<Predictions>();
+  if (predicted_.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("rank ", rank_, ": no predictions were kept"));
+  }
+  // Per replica: [eval batches * micro-batches, micro-batch size, ...] in run order.
+  torch::Tensor outputs = torch::stack(predicted_).to(torch::kFloat32);
+  torch::Tensor labels = torch::stack(predicted_labels_);
+  if (dp_ > 1) {
+    auto gather = [&](const torch::Tensor& local) -> absl::StatusOr<torch::Tensor> {
+      torch::Tensor flat = local.contiguous().reshape({-1});
+      torch::Tensor all = torch::empty({flat.numel() * dp_}, flat.options());
+      RETURN_IF_ERROR(transport_->AllGather(flat, all, dp_group_, options_.timeout));
+      // [replica, batch, micro-batch, ...] -> [batch, replica, micro-batch, ...]
+      std::vector<int64_t> shape{dp_, local.size(0) / m_, m_};
+      shape.insert(shape.end(), local.sizes().begin() + 1, local.sizes().end());
+      return all.view(shape).transpose(0, 1).contiguous();
+    };
+    ASSIGN_OR_RETURN(outputs, gather(outputs));
+    ASSIGN_OR_RETURN(labels, gather(labels));
+  }
+  if (replica_ != 0) return std::optional<Predictions>();
+  Predictions p;
+  // Flatten everything before the per-sample dimensions into one sample axis.
+  const int64_t out_dims = outputs.dim() - (dp_ > 1 ? 4 : 2);
+  std::vector<int64_t> out_shape{-1};
+  out_shape.insert(out_shape.end(), outputs.sizes().end() - out_dims, outputs.sizes().end());
+  p.outputs = outputs.reshape(out_shape);
+  const int64_t label_dims = labels.dim() - (dp_ > 1 ? 4 : 2);
+  std::vector<int64_t> label_shape{-1};
+  label_shape.insert(label_shape.end(), labels.sizes().end() - label_dims, labels.sizes().end());
+  p.labels = labels.reshape(label_shape);
+  return std::optional<Predictions>(std::move(p));
+}
+
 absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
   // Indices, slots, peers and shapes were validated by Load.
+  auto& slots_ = running_->slots;
+  const bool training = running_->training;
   switch (in.op_case()) {
     case ir::Instruction::kLoadMicroBatch: {
       const auto& l = in.load_micro_batch();
       Slot& slot = *slots_[l.slot()];
-      ASSIGN_OR_RETURN(MicroBatch b, data_->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
+      DataSource* data = running_->eval ? eval_data_.get() : data_.get();
+      ASSIGN_OR_RETURN(MicroBatch b, data->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
       if (l.inputs()) slot.input = b.inputs;
       if (l.labels()) slot.labels = b.labels;
       return absl::OkStatus();
@@ -376,13 +484,14 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
     case ir::Instruction::kForward: {
       const auto& f = in.forward();
       Slot& slot = *slots_[f.slot()];
-      ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training_};
+      // Dropout only while training.
+      ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training};
       std::optional<torch::NoGradGuard> no_grad;
-      if (!training_) no_grad.emplace();
+      if (!training) no_grad.emplace();
       slot.ctx = ctx;
       torch::Tensor x = slot.input;
       const bool last = stage_ == num_stages_ - 1;
-      if (checkpoint_interval_ > 0 && training_) {
+      if (checkpoint_interval_ > 0 && training) {
         // Keep only each chunk's input; Backward recomputes the chunk. Dropout masks are
         // a pure function of (seed, step, micro-batch, layer), so recomputation matches.
         torch::NoGradGuard no_grad_chunks;
@@ -400,7 +509,17 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
         return absl::OkStatus();
       }
       x = RunLayers(0, layers_.size(), x, ctx);
-      if (last) {
+      if (last && running_->eval) {
+        loss_sum_ += Loss(x, slot.labels).item<double>();
+        if (plan_.model().loss() == ir::CROSS_ENTROPY) {
+          correct_ += x.reshape({-1, x.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
+        }
+        if (options_.keep_predictions) {
+          predicted_.push_back(x.detach().clone());
+          predicted_labels_.push_back(slot.labels);
+        }
+        slot.output = torch::Tensor();
+      } else if (last) {
         torch::Tensor loss = Loss(x, slot.labels);
         loss_sum_ += loss.item<double>();
         // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
@@ -496,7 +615,7 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
         if (ref.kind() == ir::RECV_ACTIVATION) {
           Slot& slot = *slots_[slot_index];
           slot.input = slot.recv_act.detach();
-          if (slot.input.is_floating_point() && training_) slot.input.requires_grad_(true);
+          if (slot.input.is_floating_point() && training) slot.input.requires_grad_(true);
         }
       }
       return absl::OkStatus();
@@ -551,9 +670,13 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       }
       return absl::OkStatus();
     }
-    case ir::Instruction::kOptimizerStep: {
-      optimizer_->step();
-      optimizer_->zero_grad();
+    case ir::Instruction::kOptimizerStep:
+      // Sharded (ZeRO-1): updates this replica's slice; GatherParams follows.
+      optimizer_->Step();
+      return absl::OkStatus();
+    case ir::Instruction::kGatherParams: {
+      RETURN_IF_ERROR(transport_->AllGather(optimizer_->shard().detach(), gathered_, dp_group_, options_.timeout));
+      optimizer_->Gathered(gathered_);
       return absl::OkStatus();
     }
     case ir::Instruction::OP_NOT_SET:
@@ -590,5 +713,73 @@ std::vector<NamedParameter> StageRuntime::Parameters() const {
     for (const auto& [name, p] : layer->params()) out.push_back({layer->global_index(), name, p});
   return out;
 }
+
+std::vector<NamedParameter> StageRuntime::DistinctParameters() const {
+  std::vector<NamedParameter> out;
+  std::set<const void*> seen;
+  for (const auto& layer : layers_)
+    for (const auto& [name, p] : layer->params())
+      if (seen.insert(p.unsafeGetTensorImpl()).second) out.push_back({layer->global_index(), name, p});
+  return out;
+}
+
+absl::Status StageRuntime::SetParameter(int layer, const std::string& name, const torch::Tensor& value) {
+  for (auto& l : layers_) {
+    if (l->global_index() != layer) continue;
+    auto it = l->params().find(name);
+    if (it == l->params().end()) break;
+    if (it->second.sizes() != value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " ", name, ": shape ",
+                                                     c10::str(value.sizes()), " does not fit the model's ",
+                                                     c10::str(it->second.sizes())));
+    }
+    torch::NoGradGuard no_grad;
+    it->second.copy_(value);
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("stage ", stage_, " has no parameter ", name, " in layer ", layer));
+}
+
+absl::StatusOr<std::map<std::string, torch::Tensor>> StageRuntime::FullOptimizerState() {
+  std::map<std::string, torch::Tensor> out;
+  if (!optimizer_) return out;
+  for (const std::string& name : optimizer_->StateNames()) {
+    torch::Tensor local = optimizer_->LocalState(name);
+    if (optimizer_->sharded()) {
+      torch::Tensor all = torch::empty({local.numel() * dp_});
+      absl::Status s = transport_->AllGather(local, all, dp_group_, options_.timeout);
+      if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
+      local = all.narrow(0, 0, optimizer_->total_numel());
+    }
+    out[name] = local;
+  }
+  return out;
+}
+
+absl::Status StageRuntime::SetOptimizerState(const std::map<std::string, torch::Tensor>& full, int64_t steps) {
+  if (!optimizer_) return absl::OkStatus();
+  optimizer_->ParametersChanged();
+  return optimizer_->SetState(full, steps);
+}
+
+DataPosition StageRuntime::DataPositionAt(int64_t step) const {
+  if (data_) return data_->PositionAt(step);
+  DataPosition p;
+  p.samples = step * int64_t(m_) * plan_.config().micro_batch_size() * dp_;
+  return p;
+}
+
+absl::Status StageRuntime::ResumeData(int64_t step, const DataPosition& position) {
+  if (!data_) return absl::OkStatus();
+  return data_->Resume(step, position);
+}
+
+int64_t StageRuntime::ParameterBytes() const {
+  int64_t bytes = 0;
+  for (const auto& p : unique_params_) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  return bytes;
+}
+
+int64_t StageRuntime::OptimizerStateBytes() const { return optimizer_ ? optimizer_->StateBytes() : 0; }
 
 }  // namespace ppc::runtime

@@ -1,18 +1,18 @@
 // The per-rank interpreter. Load validates the whole plan for this rank once (stamp,
-// world size, every index, shape and peer of its stage's program), builds the stage's
-// layers with deterministic weights, allocates buffers and creates communication
-// groups, reporting every problem at once. RunStep is then a flat loop over the
-// program that trusts what Load checked.
+// world size, every index, shape and peer of its stage's training and eval programs),
+// builds the stage's layers with deterministic weights, allocates buffers and creates
+// communication groups, reporting every problem at once. RunStep and RunEval are then
+// flat loops over a program that trust what Load checked.
 #ifndef PPC_RUNTIME_INTERPRETER_H_
 #define PPC_RUNTIME_INTERPRETER_H_
 
 #include <map>
-#include <set>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
-#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
@@ -20,6 +20,7 @@
 #include "ir/program.pb.h"
 #include "runtime/data.h"
 #include "runtime/layers.h"
+#include "runtime/optimizer.h"
 #include "runtime/transport.h"
 
 namespace ppc::runtime {
@@ -27,15 +28,33 @@ namespace ppc::runtime {
 struct RuntimeOptions {
   // Every blocking wait gives up after this long with DeadlineExceeded.
   absl::Duration timeout = absl::Seconds(120);
-  // "synthetic" (or empty): deterministic synthetic data; otherwise a directory with
-  // CIFAR-10's binary files (runtime/cifar10.h).
+  // "synthetic" (or empty): deterministic synthetic data, and held-out synthetic samples
+  // for evaluation; otherwise a directory with CIFAR-10's binary files (runtime/cifar10.h):
+  // training reads data_batch_*.bin, evaluation test_batch.bin.
   std::string data = "synthetic";
+  // Keep the last stage's outputs of evaluated micro-batches (GatherPredictions).
+  bool keep_predictions = false;
 };
 
 struct StepResult {
   // Mean loss over micro-batches and replicas; the same on every rank.
   double loss = 0;
   int64_t samples = 0;  // global batch
+};
+
+struct EvalResult {
+  // Mean loss over micro-batches and replicas; the same on every rank.
+  double loss = 0;
+  // CROSS_ENTROPY: the fraction of samples whose largest output is the label; MSE: -1.
+  double accuracy = -1;
+  int64_t samples = 0;
+};
+
+// The last stage's outputs on evaluated samples, in sample order (eval batch, then
+// global micro-batch = replica * micro_batches + micro-batch, then sample).
+struct Predictions {
+  torch::Tensor outputs;  // [samples, ...]
+  torch::Tensor labels;   // [samples, ...]
 };
 
 struct NamedParameter {
@@ -50,12 +69,46 @@ class StageRuntime {
                                                             const RuntimeOptions& options);
   ~StageRuntime();
 
+  // One training step (the plan's programs). Collective over the world.
   absl::StatusOr<StepResult> RunStep(int64_t step);
 
+  // Evaluates held-out batch `index` with the forward-only program (the plan's eval
+  // programs, or its programs when those are forward-only): dropout off, no autograd
+  // graph. Collective over the world.
+  absl::StatusOr<EvalResult> RunEval(int64_t index);
+  bool can_eval() const;
+  // The kept predictions of every RunEval so far, gathered on the last stage's replica
+  // 0 (collective among the last stage's replicas; nullopt on every other rank).
+  absl::StatusOr<std::optional<Predictions>> GatherPredictions();
+
+  int rank() const { return rank_; }
   int stage() const { return stage_; }
   int replica() const { return replica_; }
+  Transport* transport() const { return transport_; }
   // This stage's parameters, by global layer index (a tied weight appears per layer).
   std::vector<NamedParameter> Parameters() const;
+  // Each distinct parameter once, with the first layer of this stage that holds it, in
+  // the order the optimizer state is flattened in.
+  std::vector<NamedParameter> DistinctParameters() const;
+  // Overwrites a parameter's values (shape checked); a tied weight changes in every
+  // layer that shares it.
+  absl::Status SetParameter(int layer, const std::string& name, const torch::Tensor& value);
+  // The optimizer (null when this stage does not train).
+  const StageOptimizer* optimizer() const { return optimizer_.get(); }
+  // The whole optimizer state of this stage, flattened in DistinctParameters() order,
+  // per state name. Sharded (ZeRO-1): gathers the replicas' slices, so this is
+  // collective among the stage's replicas.
+  absl::StatusOr<std::map<std::string, torch::Tensor>> FullOptimizerState();
+  // Completes a checkpoint load, after every SetParameter: sets the optimizer state
+  // (flattened as above; empty keeps it fresh) and step count, each replica keeping its
+  // own slice when sharded.
+  absl::Status SetOptimizerState(const std::map<std::string, torch::Tensor>& full, int64_t steps);
+  // Where the training data stands before `step`; and continuing from a saved position.
+  DataPosition DataPositionAt(int64_t step) const;
+  absl::Status ResumeData(int64_t step, const DataPosition& position);
+  // Bytes held in parameters and in optimizer state by this rank.
+  int64_t ParameterBytes() const;
+  int64_t OptimizerStateBytes() const;
   // Instructions executed so far (for benchmarks).
   int64_t instructions_executed() const { return executed_; }
   // Global gradient norm before clipping, from the last ClipGradNorm (0 if none ran).
@@ -64,16 +117,29 @@ class StageRuntime {
  private:
   StageRuntime() = default;
   struct Slot;
+  // One compiled program of this stage with its buffers.
+  struct Program {
+    ir::StageProgram code;
+    std::vector<std::unique_ptr<Slot>> slots;
+    bool training = false;  // has backwards: forwards keep the autograd graph
+    bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
+  };
   absl::Status Execute(const ir::Instruction& in, int64_t step);
   absl::Status Validate(const ir::Plan& plan);
+  // Checks one program's instructions and allocates its buffers.
+  void ValidateProgram(Program& program, std::vector<std::string>& problems,
+                       std::vector<std::vector<int>>& tie_groups);
+  absl::StatusOr<std::unique_ptr<DataSource>> OpenData(bool eval) const;
+  // Runs `program` once; the loss and accuracy sums it collected stay in the members.
+  absl::Status Run(Program& program, int64_t step);
   std::string Where(int index, const ir::Instruction& in, int64_t step) const;
 
   ir::Plan plan_;
-  ir::StageProgram program_;
+  Program train_, eval_;
+  Program* running_ = nullptr;
   Transport* transport_ = nullptr;
   RuntimeOptions options_;
   int rank_ = 0, stage_ = 0, replica_ = 0, num_stages_ = 1, dp_ = 1, m_ = 1;
-  bool training_ = false;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<torch::Tensor> unique_params_;
   std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
@@ -88,9 +154,9 @@ class StageRuntime {
   absl::Status Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag);
   torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
   torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::unique_ptr<DataSource> data_;
-  std::vector<std::unique_ptr<Slot>> slots_;
+  std::unique_ptr<StageOptimizer> optimizer_;
+  torch::Tensor gathered_;  // ZeRO-1: every replica's parameter slice after GatherParams
+  std::unique_ptr<DataSource> data_, eval_data_;
   struct PendingOp {
     Transport::Handle handle;
     int slot;
@@ -100,6 +166,8 @@ class StageRuntime {
   std::map<std::tuple<int, int, int>, PendingOp> pending_;
   std::vector<int> dp_group_, world_group_;
   double loss_sum_ = 0;
+  int64_t correct_ = 0;
+  std::vector<torch::Tensor> predicted_, predicted_labels_;
   double last_grad_norm_ = 0;
   int64_t executed_ = 0;
 };

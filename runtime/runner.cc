@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -14,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ir/status_macros.h"
+#include "runtime/checkpoint.h"
+#include "runtime/torch_file.h"
 
 namespace ppc::runtime {
 
@@ -33,11 +36,27 @@ absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::s
 namespace {
 
 // PPRUN_FAULT_INJECT="RANK:STEP" makes that rank exit abruptly at the start of that
-// (1-based) step: a testing hook for dead-peer handling.
-void MaybeInjectFault(int rank, int step) {
+// (1-based) step, "RANK:save:STEP" halfway through writing its first file of the
+// checkpoint saved after that step: testing hooks for dead peers and torn saves.
+struct Fault {
+  int rank = -1, step = -1;
+  bool in_save = false;
+};
+
+Fault InjectedFault() {
+  Fault f;
   const char* spec = std::getenv("PPRUN_FAULT_INJECT");
-  int r, s;
-  if (spec != nullptr && std::sscanf(spec, "%d:%d", &r, &s) == 2 && r == rank && s == step) {
+  if (spec == nullptr) return f;
+  if (std::sscanf(spec, "%d:save:%d", &f.rank, &f.step) == 2) {
+    f.in_save = true;
+  } else if (std::sscanf(spec, "%d:%d", &f.rank, &f.step) != 2) {
+    f = Fault();
+  }
+  return f;
+}
+
+void MaybeInjectFault(const Fault& fault, int rank, int step) {
+  if (!fault.in_save && fault.rank == rank && fault.step == step) {
     std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: exiting at step %d\n", rank, step);
     std::_Exit(3);
   }
@@ -53,59 +72,223 @@ void SetThreads() {
   torch::set_num_threads(std::max(1, cores / ranks));
 }
 
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+int64_t DirectoryBytes(const std::string& dir) {
+  std::error_code ec;
+  int64_t bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) bytes += static_cast<int64_t>(e.file_size(ec));
+  }
+  return bytes;
+}
+
+// Peak resident set size of this process (VmHWM), in bytes.
+int64_t PeakRss() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    long long kb;
+    if (std::sscanf(line.c_str(), "VmHWM: %lld kB", &kb) == 1) return kb * 1024;
+  }
+  return 0;
+}
+
+std::string EvalLine(const EvalResult& e) {
+  std::string line = absl::StrFormat("loss: %.6f", e.loss);
+  if (e.accuracy >= 0) absl::StrAppend(&line, absl::StrFormat(" acc: %.4f", e.accuracy));
+  absl::StrAppend(&line, absl::StrFormat(" samples: %d", e.samples));
+  return line;
+}
+
+// Evaluates `batches` held-out batches; the mean over them (every batch has the same
+// number of samples).
+absl::StatusOr<EvalResult> Evaluate(StageRuntime& rt, int batches) {
+  EvalResult total;
+  double correct = 0;
+  for (int b = 0; b < batches; ++b) {
+    ASSIGN_OR_RETURN(EvalResult r, rt.RunEval(b));
+    total.loss += r.loss / batches;
+    total.samples += r.samples;
+    total.accuracy = r.accuracy;
+    if (r.accuracy >= 0) correct += r.accuracy * r.samples;
+  }
+  if (total.accuracy >= 0) total.accuracy = correct / std::max<int64_t>(1, total.samples);
+  return total;
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
-                                                const RunOptions& options) {
+absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                   const RunOptions& options) {
   SetThreads();
+  const Fault fault = InjectedFault();
+  RuntimeOptions runtime = options.runtime;
+  runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
   ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));
-  ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), options.runtime));
-  const int steps = options.steps > 0 ? options.steps : std::max(1, plan.config().steps());
-  const bool leader = transport->rank() == 0;
-  const int print_every = options.print_every > 0                  ? options.print_every
-                          : plan.config().steps_per_print() > 0 ? plan.config().steps_per_print()
-                                                                 : 1;
-  const bool bar = leader && options.print && isatty(STDERR_FILENO);
-  std::vector<StepRecord> records;
+  ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), runtime));
+  const int rank = transport->rank();
+  const bool leader = rank == 0;
+  const absl::Duration timeout = runtime.timeout;
+  RunRecords records;
+
+  // Resume (or import weights) before anything runs.
+  int64_t start = 0;
+  if (!options.load_dir.empty()) {
+    auto started = std::chrono::steady_clock::now();
+    LoadOptions load{options.load_dir, options.load_tag, options.load_module_only};
+    auto loaded = LoadCheckpoint(*rt, plan, load);
+    absl::Status ok = loaded.status();
+    if (loaded.ok() && loaded->data) ok = rt->ResumeData(loaded->step, *loaded->data);
+    RETURN_IF_ERROR(AgreeOnStatus(*transport, ok, "loading the checkpoint", timeout));
+    start = loaded->step;
+    if (leader && options.print) {
+      for (const auto& note : loaded->notes) std::fprintf(stderr, "ppc: note: %s\n", note.c_str());
+      std::fprintf(stderr, "ppc: loaded %s (step %lld) in %.2f s\n", loaded->tag_dir.c_str(),
+                   static_cast<long long>(start), Seconds(started));
+    }
+  }
+
+  auto save = [&](int64_t step, const std::string& dir, const std::string& tag,
+                  bool model_only) -> absl::StatusOr<std::string> {
+    auto started = std::chrono::steady_clock::now();
+    SaveOptions o;
+    o.dir = dir;
+    o.tag = tag;
+    o.model_only = model_only;
+    o.timeout = timeout;
+    o.die_mid_write = fault.in_save && fault.rank == rank && fault.step == step;
+    ASSIGN_OR_RETURN(std::string tag_dir, SaveCheckpoint(*rt, plan, step, o));
+    if (leader && options.print && !model_only) {
+      const double seconds = Seconds(started);
+      const double mb = DirectoryBytes(tag_dir) / 1e6;
+      std::fprintf(stderr, "ppc: saved %s (%.1f MB in %.2f s, %.0f MB/s)\n", tag_dir.c_str(), mb, seconds,
+                   mb / std::max(seconds, 1e-9));
+    }
+    return tag_dir;
+  };
+  auto evaluate = [&](int64_t after_step) -> absl::Status {
+    ASSIGN_OR_RETURN(EvalResult e, Evaluate(*rt, options.eval_steps));
+    records.evals.push_back({after_step, e});
+    return absl::OkStatus();
+  };
+
   std::FILE* metrics = nullptr;
   if (leader && !options.metrics_out.empty()) {
     metrics = std::fopen(options.metrics_out.c_str(), "w");
     if (metrics == nullptr) return absl::NotFoundError(absl::StrCat("cannot write metrics to '", options.metrics_out, "'"));
   }
-  for (int step = 0; step < steps; ++step) {
-    MaybeInjectFault(transport->rank(), step + 1);
-    auto start = std::chrono::steady_clock::now();
-    auto result = rt->RunStep(step);
-    if (!result.ok()) {
-      if (metrics) std::fclose(metrics);
-      return result.status();
+  struct Closer {
+    std::FILE*& f;
+    ~Closer() {
+      if (f) std::fclose(f);
     }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    StepRecord rec{step + 1, result->loss, result->samples / std::max(seconds, 1e-9)};
-    records.push_back(rec);
-    if (leader && options.print) {
-      if (bar) std::fprintf(stderr, "\r\033[K");
-      if (rec.step % print_every == 0 || rec.step == steps) {
-        std::printf("step: %3lld / %3d loss: %.6f samples/s: %.1f\n", static_cast<long long>(rec.step), steps, rec.loss,
-                    rec.samples_per_s);
-        std::fflush(stdout);
+  } closer{metrics};
+
+  if (options.eval_only) {
+    RETURN_IF_ERROR(evaluate(start));
+    const EvalResult& e = records.evals.back().result;
+    if (options.print) {
+      std::printf("rank %d eval %s (%d batches)\n", rank, EvalLine(e).c_str(), options.eval_steps);
+      std::fflush(stdout);
+    }
+    if (metrics) std::fprintf(metrics, "eval %lld %.9g %.9g %lld\n", static_cast<long long>(start), e.loss, e.accuracy,
+                              static_cast<long long>(e.samples));
+    if (!options.predict_path.empty()) {
+      auto predictions = rt->GatherPredictions();
+      absl::Status written = predictions.status();
+      if (predictions.ok() && predictions->has_value()) {
+        c10::Dict<std::string, at::Tensor> d;
+        d.insert("outputs", (*predictions)->outputs);
+        d.insert("labels", (*predictions)->labels);
+        auto bytes = SerializeTorchFile(d);
+        written = bytes.ok() ? WriteFileDurably(options.predict_path, *bytes) : bytes.status();
       }
-      if (bar) {
-        int filled = (step + 1) * 30 / steps;
-        std::fprintf(stderr, "[%.*s%*s] %d/%d", filled, "==============================", 30 - filled, "", step + 1,
-                     steps);
-        std::fflush(stderr);
+      RETURN_IF_ERROR(AgreeOnStatus(*transport, written, "writing predictions", timeout));
+    }
+  } else {
+    const int steps = options.steps > 0 ? options.steps : std::max(1, plan.config().steps());
+    const int print_every = options.print_every > 0                  ? options.print_every
+                            : plan.config().steps_per_print() > 0 ? plan.config().steps_per_print()
+                                                                   : 1;
+    const bool bar = leader && options.print && isatty(STDERR_FILENO);
+    if (start >= steps && leader && options.print) {
+      std::fprintf(stderr, "ppc: note: the checkpoint is at step %lld, --steps is %d: nothing to train\n",
+                   static_cast<long long>(start), steps);
+    }
+    int64_t saved_at = -1;
+    for (int64_t step = start; step < steps; ++step) {
+      MaybeInjectFault(fault, rank, static_cast<int>(step + 1));
+      auto started = std::chrono::steady_clock::now();
+      ASSIGN_OR_RETURN(StepResult result, rt->RunStep(step));
+      StepRecord rec{step + 1, result.loss, result.samples / std::max(Seconds(started), 1e-9)};
+      records.steps.push_back(rec);
+      if (leader && options.print) {
+        if (bar) std::fprintf(stderr, "\r\033[K");
+        if (rec.step % print_every == 0 || rec.step == steps) {
+          std::printf("step: %3lld / %3d loss: %.6f samples/s: %.1f\n", static_cast<long long>(rec.step), steps,
+                      rec.loss, rec.samples_per_s);
+          std::fflush(stdout);
+        }
+        if (bar) {
+          int filled = static_cast<int>((step + 1) * 30 / steps);
+          std::fprintf(stderr, "[%.*s%*s] %lld/%d", filled, "==============================", 30 - filled, "",
+                       static_cast<long long>(step + 1), steps);
+          std::fflush(stderr);
+        }
+      }
+      if (metrics) {
+        std::fprintf(metrics, "%lld %.9g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
+        std::fflush(metrics);
+      }
+      if (!options.save_dir.empty() && options.save_every > 0 && rec.step % options.save_every == 0) {
+        RETURN_IF_ERROR(save(rec.step, options.save_dir, "", false).status());
+        saved_at = rec.step;
+      }
+      if (options.eval_every > 0 && rec.step % options.eval_every == 0) {
+        RETURN_IF_ERROR(evaluate(rec.step));
+        const EvalResult& e = records.evals.back().result;
+        if (leader && options.print) {
+          if (bar) std::fprintf(stderr, "\r\033[K");
+          std::printf("eval step: %3lld %s\n", static_cast<long long>(rec.step), EvalLine(e).c_str());
+          std::fflush(stdout);
+        }
+        if (metrics) {
+          std::fprintf(metrics, "eval %lld %.9g %.9g %lld\n", static_cast<long long>(rec.step), e.loss, e.accuracy,
+                       static_cast<long long>(e.samples));
+          std::fflush(metrics);
+        }
       }
     }
-    if (metrics) {
-      std::fprintf(metrics, "%lld %.9g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
-      std::fflush(metrics);
+    if (bar) std::fprintf(stderr, "\r\033[K");
+    if (!options.save_dir.empty() && steps > start && saved_at != steps) {
+      RETURN_IF_ERROR(save(steps, options.save_dir, "", false).status());
     }
   }
-  if (bar) std::fprintf(stderr, "\r\033[K");
-  if (metrics) std::fclose(metrics);
+
+  if (!options.export_path.empty()) {
+    // From a model-only checkpoint written next to the output, merged by rank 0.
+    const std::string parts = options.export_path + ".parts";
+    ASSIGN_OR_RETURN(std::string tag_dir, save(start + static_cast<int64_t>(records.steps.size()), parts, "model", true));
+    absl::Status exported;
+    if (leader) {
+      exported = ExportCheckpoint(tag_dir, &plan.model(), options.export_path);
+      std::error_code ec;
+      std::filesystem::remove_all(parts, ec);
+      if (exported.ok() && options.print) std::fprintf(stderr, "ppc: exported %s\n", options.export_path.c_str());
+    }
+    RETURN_IF_ERROR(AgreeOnStatus(*transport, exported, "exporting the model", timeout));
+  }
   if (!options.dump_weights.empty() && rt->replica() == 0) {
     RETURN_IF_ERROR(DumpWeights(rt->Parameters(), options.dump_weights));
+  }
+  if (options.memory_report) {
+    std::printf("memory: rank %d stage %d replica %d parameters %lld bytes optimizer_state %lld bytes peak_rss %lld bytes\n",
+                rank, rt->stage(), rt->replica(), static_cast<long long>(rt->ParameterBytes()),
+                static_cast<long long>(rt->OptimizerStateBytes()), static_cast<long long>(PeakRss()));
+    std::fflush(stdout);
   }
   return records;
 }

@@ -26,6 +26,25 @@ struct RunOptions {
   // when stderr is a terminal.
   bool print = true;
   int print_every = 0;
+  // Checkpoints (runtime/checkpoint.h): saved to save_dir after every `save_every` steps
+  // (0: none in between) and after the last step; loaded from load_dir (tag load_tag,
+  // default: DIR/latest) before the first step, training then continuing at the step
+  // after the checkpoint's. load_module_only: the weights alone.
+  std::string save_dir;
+  int save_every = 0;
+  std::string load_dir, load_tag;
+  bool load_module_only = false;
+  // After the run, the whole model as one PyTorch state dict with the model's names.
+  std::string export_path;
+  // Evaluation: `eval_only` evaluates `eval_steps` held-out batches instead of training
+  // (and writes the last stage's outputs to predict_path when set); eval_every > 0
+  // evaluates `eval_steps` batches after every that many training steps.
+  bool eval_only = false;
+  int eval_steps = 1;
+  int eval_every = 0;
+  std::string predict_path;
+  // Every rank prints its parameter and optimizer-state bytes and peak RSS at the end.
+  bool memory_report = false;
   RuntimeOptions runtime;
 };
 
@@ -35,8 +54,18 @@ struct StepRecord {
   double samples_per_s;
 };
 
-absl::StatusOr<std::vector<StepRecord>> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
-                                                const RunOptions& options);
+struct EvalRecord {
+  int64_t step;  // training steps done before this evaluation
+  EvalResult result;
+};
+
+struct RunRecords {
+  std::vector<StepRecord> steps;
+  std::vector<EvalRecord> evals;
+};
+
+absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                   const RunOptions& options);
 
 // Writes `params` as <dir>/layer<index>.<name>.f32.
 absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::string& dir);

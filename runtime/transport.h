@@ -36,6 +36,10 @@ class Transport {
   // In-place sum over the group's ranks.
   virtual absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
                                     absl::Duration timeout) = 0;
+  // Concatenates every member's `input` (1-D, the same length everywhere) in group order
+  // into `output` (group size x that length).
+  virtual absl::Status AllGather(const at::Tensor& input, at::Tensor& output, const std::vector<int>& group,
+                                 absl::Duration timeout) = 0;
   virtual absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group,
                                  absl::Duration timeout) = 0;
   virtual absl::Status Barrier(const std::vector<int>& group, absl::Duration timeout) = 0;

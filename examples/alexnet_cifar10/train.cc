@@ -2,7 +2,7 @@
 //
 //   train [--pipeline-parallel-size P] [--nproc N] [--steps S] [--seed 1138]
 //         [--deepspeed_config ds_config.json] [--backend gloo] [--data synthetic|DIR]
-//         [--image-size 224]
+//         [--image-size 224] [checkpoint, export and evaluation flags: tools/run_flags.h]
 //
 // P > 0: pipeline mode (the seed's train_pipe): P stages, N/P data-parallel replicas,
 // 1F1B, partition by parameters. P = 0: base mode (train_base): plain data-parallel
@@ -26,6 +26,7 @@
 #include "runtime/runner.h"
 #include "tools/flag_names.h"
 #include "tools/launcher.h"
+#include "tools/run_flags.h"
 
 extern const char kAlexNetSpec[];
 extern const char kSeedDeepSpeedConfig[];
@@ -105,7 +106,7 @@ absl::StatusOr<ir::Plan> BuildPlan() {
   return plan;
 }
 
-absl::Status RunAsRank() {
+absl::Status RunAsRank(runtime::RunOptions options) {
   const std::string path = absl::GetFlag(FLAGS_plan_out);
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
   runtime::RendezvousOptions rv;
@@ -114,7 +115,6 @@ absl::Status RunAsRank() {
   rv.master_port = std::atoi(std::getenv("MASTER_PORT"));
   rv.rank0_hosts_store = false;
   rv.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
-  runtime::RunOptions options;
   options.steps = absl::GetFlag(FLAGS_steps);
   options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
   options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
@@ -125,7 +125,8 @@ absl::Status RunAsRank() {
 }
 
 int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("AlexNet on CIFAR-10 with pipeline (P > 0) or data-parallel (P = 0) training");
+  absl::SetProgramUsageMessage(std::string("AlexNet on CIFAR-10 with pipeline (P > 0) or data-parallel (P = 0) training\n") +
+                               kRunFlagsUsage);
   std::vector<std::string> storage;
   NormalizeFlagNames(argc, argv, storage);
   // The seed's short options.
@@ -136,8 +137,13 @@ int Main(int argc, char** argv) {
   }
   std::vector<char*> original(argv, argv + argc);
   absl::ParseCommandLine(argc, argv);
+  runtime::RunOptions options;
+  if (absl::Status flags = ApplyRunFlags(&options); !flags.ok()) {
+    std::cerr << "train: " << flags.message() << "\n";
+    return 2;
+  }
   if (std::getenv(kLaunchedEnv) != nullptr) {
-    absl::Status s = RunAsRank();
+    absl::Status s = RunAsRank(options);
     if (!s.ok()) {
       std::cerr << "train: rank " << std::getenv("RANK") << ": " << s << "\n";
       return 1;

@@ -4,6 +4,7 @@
 //   pprun PLAN [--steps S]               one rank, launched by torchrun/srun/mpirun:
 //                                        reads RANK, WORLD_SIZE, LOCAL_RANK,
 //                                        MASTER_ADDR, MASTER_PORT
+//   plus checkpoint, export and evaluation flags (tools/run_flags.h).
 //
 // Rank 0 prints "step N loss L samples/s X" per step. A plan whose world size does
 // not match is refused before any step runs.
@@ -27,6 +28,7 @@
 #include "runtime/runner.h"
 #include "tools/flag_names.h"
 #include "tools/launcher.h"
+#include "tools/run_flags.h"
 
 ABSL_FLAG(int, nproc, 0, "start this many local ranks (0: this process is one rank; read RANK etc.)");
 ABSL_FLAG(int, steps, 0, "training steps (default: the plan's config.steps)");
@@ -52,7 +54,7 @@ absl::StatusOr<int> EnvInt(const char* name, std::optional<int> fallback) {
   return out;
 }
 
-absl::Status RunOneRank(const std::string& plan_path) {
+absl::Status RunOneRank(const std::string& plan_path, runtime::RunOptions options) {
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(plan_path));
   runtime::RendezvousOptions rv;
   ASSIGN_OR_RETURN(rv.rank, EnvInt("RANK", 0));
@@ -68,7 +70,6 @@ absl::Status RunOneRank(const std::string& plan_path) {
   ASSIGN_OR_RETURN(rv.master_port, EnvInt("MASTER_PORT", rv.world_size == 1 ? std::optional<int>(0) : std::nullopt));
   rv.rank0_hosts_store = std::getenv(kLaunchedEnv) == nullptr;
   rv.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
-  runtime::RunOptions options;
   options.steps = absl::GetFlag(FLAGS_steps);
   options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
   options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
@@ -101,7 +102,8 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "run a compiled plan.\n"
       "  pprun PLAN --nproc N [--steps S]   start N local ranks\n"
-      "  pprun PLAN [--steps S]             one rank; reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT");
+      "  pprun PLAN [--steps S]             one rank; reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT\n" +
+      std::string(kRunFlagsUsage));
   std::vector<std::string> storage;
   NormalizeFlagNames(argc, argv, storage);
   std::vector<char*> original(argv, argv + argc);
@@ -111,8 +113,13 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const std::string plan_path = args[1];
+  runtime::RunOptions options;
+  if (absl::Status flags = ApplyRunFlags(&options); !flags.ok()) {
+    std::cerr << "pprun: " << flags.message() << "\n";
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_nproc) > 0) return Launch(absl::GetFlag(FLAGS_nproc), argc, original.data(), plan_path);
-  absl::Status s = RunOneRank(plan_path);
+  absl::Status s = RunOneRank(plan_path, options);
   if (!s.ok()) {
     const char* rank = std::getenv("RANK");
     std::cerr << "pprun: rank " << (rank ? rank : "0") << ": " << s << "\n";

@@ -1,0 +1,235 @@
+#include "runtime/optimizer.h"
+
+#include <cmath>
+
+#include <torch/optim.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace ppc::runtime {
+namespace {
+
+std::string Key(const torch::Tensor& t) { return c10::guts::to_string(t.unsafeGetTensorImpl()); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StageOptimizer>> StageOptimizer::Create(const ir::OptimizerConfig& o,
+                                                                       std::vector<torch::Tensor> params, int shard,
+                                                                       int num_shards) {
+  auto opt = std::unique_ptr<StageOptimizer>(new StageOptimizer());
+  opt->type_ = o.type().empty() ? "sgd" : o.type();
+  // 0 means "not set" in the config; anything else must be a usable number.
+  auto check = [](const char* what, double v) -> absl::Status {
+    if (!std::isfinite(v) || v < 0) return absl::InvalidArgumentError(absl::StrCat("optimizer ", what, " is ", v));
+    return absl::OkStatus();
+  };
+  for (auto [what, v] : {std::pair<const char*, double>{"lr", o.lr()}, {"momentum", o.momentum()},
+                         {"weight_decay", o.weight_decay()}, {"beta1", o.beta1()}, {"beta2", o.beta2()},
+                         {"eps", o.eps()}}) {
+    absl::Status s = check(what, v);
+    if (!s.ok()) return s;
+  }
+  if (o.beta1() >= 1 || o.beta2() >= 1) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer betas must be < 1, got ", o.beta1(), ", ", o.beta2()));
+  }
+  const double lr = o.lr() > 0 ? o.lr() : 0.01;
+  opt->momentum_ = o.momentum();
+  opt->params_ = std::move(params);
+  for (const auto& p : opt->params_) opt->numel_ += p.numel();
+  if (num_shards < 1 || shard < 0 || shard >= num_shards) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer shard ", shard, " of ", num_shards));
+  }
+  opt->num_shards_ = num_shards;
+  if (num_shards > 1) {
+    opt->shard_size_ = std::max<int64_t>(1, (opt->numel_ + num_shards - 1) / num_shards);
+    opt->begin_ = std::min(opt->numel_, shard * opt->shard_size_);
+    opt->end_ = std::min(opt->numel_, opt->begin_ + opt->shard_size_);
+    opt->shard_ = torch::zeros({opt->shard_size_});
+    opt->ParametersChanged();
+    opt->shard_.set_requires_grad(true);
+  }
+  std::vector<torch::Tensor> targets = opt->TargetsOf();
+  if (opt->type_ == "sgd") {
+    opt->optimizer_ = std::make_unique<torch::optim::SGD>(
+        targets, torch::optim::SGDOptions(lr).momentum(o.momentum()).weight_decay(o.weight_decay()));
+  } else if (opt->type_ == "adam" || opt->type_ == "adamw") {
+    auto betas = std::make_tuple(o.beta1() > 0 ? o.beta1() : 0.9, o.beta2() > 0 ? o.beta2() : 0.999);
+    const double eps = o.eps() > 0 ? o.eps() : 1e-8;
+    if (opt->type_ == "adam") {
+      opt->optimizer_ = std::make_unique<torch::optim::Adam>(
+          targets, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
+    } else {
+      opt->optimizer_ = std::make_unique<torch::optim::AdamW>(
+          targets, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown optimizer '", opt->type_, "' (sgd, adam or adamw)"));
+  }
+  return opt;
+}
+
+std::vector<torch::Tensor> StageOptimizer::TargetsOf() const {
+  return sharded() ? std::vector<torch::Tensor>{shard_} : params_;
+}
+
+// Calls f(param, param_offset, shard_offset, n) for each piece of a parameter inside
+// this replica's slice.
+template <typename F>
+static void ForEachPiece(const std::vector<torch::Tensor>& params, int64_t begin, int64_t end, F&& f) {
+  int64_t off = 0;
+  for (const auto& p : params) {
+    const int64_t n = p.numel();
+    const int64_t lo = std::max(off, begin), hi = std::min(off + n, end);
+    if (lo < hi) f(p, lo - off, lo - begin, hi - lo);
+    off += n;
+  }
+}
+
+void StageOptimizer::ParametersChanged() {
+  if (!sharded()) return;
+  torch::NoGradGuard no_grad;
+  ForEachPiece(params_, begin_, end_, [&](const torch::Tensor& p, int64_t po, int64_t so, int64_t n) {
+    shard_.narrow(0, so, n).copy_(p.detach().reshape({-1}).narrow(0, po, n));
+  });
+}
+
+void StageOptimizer::Step() {
+  if (sharded()) {
+    torch::Tensor& g = shard_.mutable_grad();
+    if (!g.defined()) g = torch::zeros_like(shard_);
+    g.zero_();
+    ForEachPiece(params_, begin_, end_, [&](const torch::Tensor& p, int64_t po, int64_t so, int64_t n) {
+      if (p.grad().defined()) g.narrow(0, so, n).copy_(p.grad().reshape({-1}).narrow(0, po, n));
+    });
+  }
+  optimizer_->step();
+  optimizer_->zero_grad();
+  if (sharded()) {
+    // The parameters' gradients are consumed: zero them as an unsharded step would.
+    for (auto& p : params_) {
+      if (p.grad().defined()) {
+        p.mutable_grad().detach_();
+        p.mutable_grad().zero_();
+      }
+    }
+  }
+  ++steps_;
+}
+
+void StageOptimizer::Gathered(const torch::Tensor& all) {
+  torch::NoGradGuard no_grad;
+  int64_t off = 0;
+  for (auto& p : params_) {
+    const int64_t n = p.numel();
+    p.detach().view({-1}).copy_(all.narrow(0, off, n));
+    off += n;
+  }
+}
+
+std::vector<std::string> StageOptimizer::StateNames() const {
+  if (type_ == "adam" || type_ == "adamw") return {"exp_avg", "exp_avg_sq"};
+  if (momentum_ != 0) return {"momentum_buffer"};
+  return {};
+}
+
+torch::Tensor StageOptimizer::LocalState(const std::string& name) const {
+  torch::Tensor out = torch::zeros({sharded() ? shard_size_ : numel_});
+  int64_t off = 0;
+  for (const auto& t : TargetsOf()) {
+    auto it = optimizer_->state().find(Key(t));
+    torch::Tensor s;
+    if (it != optimizer_->state().end()) {
+      auto* st = it->second.get();
+      if (type_ == "adam") {
+        auto& a = static_cast<torch::optim::AdamParamState&>(*st);
+        s = name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
+      } else if (type_ == "adamw") {
+        auto& a = static_cast<torch::optim::AdamWParamState&>(*st);
+        s = name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
+      } else {
+        s = static_cast<torch::optim::SGDParamState&>(*st).momentum_buffer();
+      }
+    }
+    if (s.defined()) out.narrow(0, off, t.numel()).copy_(s.reshape({-1}));
+    off += t.numel();
+  }
+  return out;
+}
+
+absl::Status StageOptimizer::SetState(const std::map<std::string, torch::Tensor>& full, int64_t steps) {
+  for (const auto& [name, t] : full) {
+    if (t.numel() != numel_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer state '", name, "' has ", t.numel(), " values for ", numel_, " parameters"));
+    }
+  }
+  // Each target's values of a full vector.
+  std::vector<std::pair<torch::Tensor, std::map<std::string, torch::Tensor>>> per_target;
+  if (sharded()) {
+    std::map<std::string, torch::Tensor> slice;
+    for (const auto& [name, t] : full) {
+      torch::Tensor s = torch::zeros({shard_size_});
+      s.narrow(0, 0, end_ - begin_).copy_(t.narrow(0, begin_, end_ - begin_));
+      slice[name] = s;
+    }
+    per_target.emplace_back(shard_, std::move(slice));
+  } else {
+    int64_t off = 0;
+    for (const auto& p : params_) {
+      std::map<std::string, torch::Tensor> mine;
+      for (const auto& [name, t] : full) mine[name] = t.narrow(0, off, p.numel()).view(p.sizes()).clone();
+      per_target.emplace_back(p, std::move(mine));
+      off += p.numel();
+    }
+  }
+  auto& state = optimizer_->state();
+  for (auto& [target, values] : per_target) {
+    const std::string key = Key(target);
+    state.erase(key);
+    if (values.empty()) continue;
+    auto get = [&](const char* name) -> torch::Tensor {
+      auto it = values.find(name);
+      return it == values.end() ? torch::zeros_like(target) : it->second.view(target.sizes()).clone();
+    };
+    if (type_ == "adam") {
+      auto s = std::make_unique<torch::optim::AdamParamState>();
+      s->step(steps);
+      s->exp_avg(get("exp_avg"));
+      s->exp_avg_sq(get("exp_avg_sq"));
+      state[key] = std::move(s);
+    } else if (type_ == "adamw") {
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      s->step(steps);
+      s->exp_avg(get("exp_avg"));
+      s->exp_avg_sq(get("exp_avg_sq"));
+      state[key] = std::move(s);
+    } else if (values.count("momentum_buffer")) {
+      auto s = std::make_unique<torch::optim::SGDParamState>();
+      s->momentum_buffer(get("momentum_buffer"));
+      state[key] = std::move(s);
+    }
+  }
+  steps_ = steps;
+  return absl::OkStatus();
+}
+
+int64_t StageOptimizer::StateBytes() const {
+  int64_t bytes = 0;
+  for (const auto& [key, st] : optimizer_->state()) {
+    std::vector<torch::Tensor> ts;
+    if (type_ == "adam") {
+      auto& a = static_cast<const torch::optim::AdamParamState&>(*st);
+      ts = {a.exp_avg(), a.exp_avg_sq(), a.max_exp_avg_sq()};
+    } else if (type_ == "adamw") {
+      auto& a = static_cast<const torch::optim::AdamWParamState&>(*st);
+      ts = {a.exp_avg(), a.exp_avg_sq(), a.max_exp_avg_sq()};
+    } else {
+      ts = {static_cast<const torch::optim::SGDParamState&>(*st).momentum_buffer()};
+    }
+    for (const auto& t : ts)
+      if (t.defined()) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
+}
+
+}  // namespace ppc::runtime

@@ -1,0 +1,79 @@
+// The optimizer of one stage replica: LibTorch's SGD, Adam or AdamW over the stage's
+// distinct parameters, or, with ZeRO stage 1, over this replica's 1/D slice of those
+// parameters flattened in order (the optimizer state then exists for that slice only).
+//
+// State is exchanged in the same flattened order for checkpoints: per state name
+// ("exp_avg", "exp_avg_sq" for Adam/AdamW; "momentum_buffer" for SGD with momentum),
+// one float32 vector of total_numel() values, so a checkpoint written with any number
+// of shards loads into any other.
+#ifndef PPC_RUNTIME_OPTIMIZER_H_
+#define PPC_RUNTIME_OPTIMIZER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "ir/program.pb.h"
+
+namespace ppc::runtime {
+
+class StageOptimizer {
+ public:
+  // `shard` of `num_shards` (1: unsharded). Unknown types and bad hyper-parameters are
+  // InvalidArgument.
+  static absl::StatusOr<std::unique_ptr<StageOptimizer>> Create(const ir::OptimizerConfig& config,
+                                                                std::vector<torch::Tensor> params, int shard,
+                                                                int num_shards);
+
+  // One step from every parameter's .grad (sharded: from this replica's slice of them;
+  // Gathered() must follow before the parameters are used). Then zeroes the .grads.
+  void Step();
+
+  bool sharded() const { return num_shards_ > 1; }
+  // Sharded: this replica's slice after Step, shard_size() values (zero-padded at the end).
+  const torch::Tensor& shard() const { return shard_; }
+  int64_t shard_size() const { return shard_size_; }
+  // Sharded: sets every parameter from all replicas' slices, num_shards * shard_size()
+  // values in shard order.
+  void Gathered(const torch::Tensor& all_shards);
+
+  int64_t total_numel() const { return numel_; }
+  const std::string& type() const { return type_; }
+  // Optimizer steps taken (Adam's bias-correction count).
+  int64_t steps() const { return steps_; }
+  // Names of the per-parameter state this optimizer keeps.
+  std::vector<std::string> StateNames() const;
+  // One state vector over this replica's values: all total_numel() when unsharded,
+  // the padded shard_size() slice when sharded (the caller gathers the slices).
+  // Zeros for parameters that have no state yet.
+  torch::Tensor LocalState(const std::string& name) const;
+  // Sets the state from full vectors (total_numel() values per name; a missing name
+  // leaves that state fresh) and the step count.
+  absl::Status SetState(const std::map<std::string, torch::Tensor>& full, int64_t steps);
+  // After the parameters were overwritten (a checkpoint load): refresh the slice.
+  void ParametersChanged();
+  // Bytes of optimizer state held by this replica (float32 values of every state tensor).
+  int64_t StateBytes() const;
+
+ private:
+  StageOptimizer() = default;
+  std::vector<torch::Tensor> TargetsOf() const;  // tensors the torch optimizer updates
+  std::string type_;
+  double momentum_ = 0;
+  std::vector<torch::Tensor> params_;
+  int64_t numel_ = 0;
+  int num_shards_ = 1;
+  int64_t shard_size_ = 0, begin_ = 0, end_ = 0;  // this replica's slice [begin_, end_)
+  torch::Tensor shard_;                           // sharded: leaf holding the slice
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace ppc::runtime
+
+#endif  // PPC_RUNTIME_OPTIMIZER_H_

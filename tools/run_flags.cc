@@ -1,0 +1,84 @@
+#include "tools/run_flags.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+
+ABSL_FLAG(std::string, save_dir, "", "save checkpoints here (DeepSpeed's layout; DIR/latest names the newest)");
+ABSL_FLAG(int, save_every, 0, "with --save-dir: also save after every N steps (default: only after the last step)");
+ABSL_FLAG(std::string, load, "", "resume from the checkpoint in this directory (DIR/latest, or --tag)");
+ABSL_FLAG(std::string, load_dir, "", "DeepSpeed's name for --load");
+ABSL_FLAG(std::string, tag, "", "with --load: the checkpoint tag to load (default: the one DIR/latest names)");
+ABSL_FLAG(bool, load_module_only, false, "with --load: load the weights only; optimizer state and step start fresh");
+ABSL_FLAG(std::string, export, "", "after the run, write the model as one PyTorch state dict with its layer names");
+ABSL_FLAG(bool, eval, false, "evaluate instead of training: --eval-steps held-out batches, forward only");
+ABSL_FLAG(int, eval_steps, 1, "held-out batches (global batches) per evaluation");
+ABSL_FLAG(int, eval_every, 0, "evaluate after every N training steps (0: never)");
+ABSL_FLAG(std::string, predict, "", "with --eval: write the last stage's outputs and labels here (a .pt file)");
+ABSL_FLAG(bool, memory_report, false, "every rank prints its parameter and optimizer-state bytes and peak RSS");
+
+namespace ppc {
+namespace {
+
+absl::Status Bad(const std::string& flag, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", what));
+}
+
+// An output file: its directory must exist and it must not be a directory itself.
+absl::Status CheckOutputFile(const std::string& flag, const std::string& path) {
+  if (path.empty()) return absl::OkStatus();
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return Bad(flag, absl::StrCat("'", path, "' is a directory"));
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+    return Bad(flag, absl::StrCat("'", path, "': directory '", parent.string(), "' does not exist"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyRunFlags(runtime::RunOptions* o) {
+  o->save_dir = absl::GetFlag(FLAGS_save_dir);
+  o->save_every = absl::GetFlag(FLAGS_save_every);
+  o->load_dir = absl::GetFlag(FLAGS_load);
+  const std::string load_dir = absl::GetFlag(FLAGS_load_dir);
+  if (!load_dir.empty()) {
+    if (!o->load_dir.empty() && o->load_dir != load_dir) return Bad("load-dir", "and --load name different directories");
+    o->load_dir = load_dir;
+  }
+  o->load_tag = absl::GetFlag(FLAGS_tag);
+  o->load_module_only = absl::GetFlag(FLAGS_load_module_only);
+  o->export_path = absl::GetFlag(FLAGS_export);
+  o->eval_only = absl::GetFlag(FLAGS_eval);
+  o->eval_steps = absl::GetFlag(FLAGS_eval_steps);
+  o->eval_every = absl::GetFlag(FLAGS_eval_every);
+  o->predict_path = absl::GetFlag(FLAGS_predict);
+  o->memory_report = absl::GetFlag(FLAGS_memory_report);
+
+  if (o->save_every < 0) return Bad("save-every", absl::StrCat("must be >= 0, got ", o->save_every));
+  if (o->save_every > 0 && o->save_dir.empty()) return Bad("save-every", "needs --save-dir");
+  std::error_code ec;
+  if (!o->save_dir.empty() && std::filesystem::exists(o->save_dir, ec) &&
+      !std::filesystem::is_directory(o->save_dir, ec)) {
+    return Bad("save-dir", absl::StrCat("'", o->save_dir, "' exists and is not a directory"));
+  }
+  if (!o->load_dir.empty() && !std::filesystem::is_directory(o->load_dir, ec)) {
+    return Bad("load", absl::StrCat("'", o->load_dir, "' is not a directory"));
+  }
+  if (!o->load_tag.empty() && o->load_dir.empty()) return Bad("tag", "needs --load");
+  if (o->load_module_only && o->load_dir.empty()) return Bad("load-module-only", "needs --load");
+  if (o->eval_steps < 1) return Bad("eval-steps", absl::StrCat("must be >= 1, got ", o->eval_steps));
+  if (o->eval_every < 0) return Bad("eval-every", absl::StrCat("must be >= 0, got ", o->eval_every));
+  if (o->eval_only && o->eval_every > 0) return Bad("eval-every", "is for training; --eval evaluates once");
+  if (o->eval_only && !o->save_dir.empty()) return Bad("save-dir", "has nothing to save with --eval (no training)");
+  if (!o->predict_path.empty() && !o->eval_only) return Bad("predict", "needs --eval");
+  if (auto s = CheckOutputFile("export", o->export_path); !s.ok()) return s;
+  if (auto s = CheckOutputFile("predict", o->predict_path); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+}  // namespace ppc
