@@ -190,11 +190,10 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
   if (options.eval_only) {
     RETURN_IF_ERROR(evaluate(start));
     const EvalResult& e = records.evals.back().result;
-    if (options.print) {
-      std::printf("rank %d eval %s (%d batches)\n", rank, EvalLine(e).c_str(), options.eval_steps);
-      std::fflush(stdout);
-    }
-    if (metrics) std::fprintf(metrics, "eval %lld %.9g %.9g %lld\n", static_cast<long long>(start), e.loss, e.accuracy,
+    // The result of --eval, printed by every rank (they agree), even when quiet.
+    std::printf("rank %d eval %s (%d batches)\n", rank, EvalLine(e).c_str(), options.eval_steps);
+    std::fflush(stdout);
+    if (metrics) std::fprintf(metrics, "eval %lld %.17g %.17g %lld\n", static_cast<long long>(start), e.loss, e.accuracy,
                               static_cast<long long>(e.samples));
     if (!options.predict_path.empty()) {
       auto predictions = rt->GatherPredictions();
@@ -240,7 +239,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
         }
       }
       if (metrics) {
-        std::fprintf(metrics, "%lld %.9g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
+        std::fprintf(metrics, "%lld %.17g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
         std::fflush(metrics);
       }
       if (!options.save_dir.empty() && options.save_every > 0 && rec.step % options.save_every == 0) {
@@ -256,7 +255,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
           std::fflush(stdout);
         }
         if (metrics) {
-          std::fprintf(metrics, "eval %lld %.9g %.9g %lld\n", static_cast<long long>(rec.step), e.loss, e.accuracy,
+          std::fprintf(metrics, "eval %lld %.17g %.17g %lld\n", static_cast<long long>(rec.step), e.loss, e.accuracy,
                        static_cast<long long>(e.samples));
           std::fflush(metrics);
         }

@@ -22,40 +22,22 @@
 #include "ir/plan_io.h"
 #include "passes/registry.h"
 #include "passes/test_util.h"
+#include "tests/pprun_util.h"
 
 extern char** environ;
 
 namespace ppc {
 namespace {
 
-const char kPprun[] = "tools/pprun/pprun";
+using e2e::CompileTo;
+using e2e::Exec;
+using e2e::kPprun;
+using e2e::RunResult;
+using e2e::Tmp;
+
 const char kModel[] = "examples/mlp/mlp.textproto";
 constexpr int kSteps = 10;
 constexpr int kMicroBatchSize = 4;
-
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout + stderr
-  std::vector<double> losses;
-  std::map<std::string, std::vector<float>> weights;  // file name -> values
-};
-
-std::string Tmp(const std::string& name) { return ::testing::TempDir() + "/" + name; }
-
-RunResult Exec(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {}) {
-  std::string log = Tmp("run.log");
-  // One BLAS thread per rank in every run, so the reference and the pipeline use the
-  // same kernels and differ only by the order of gradient sums.
-  std::string cmd = "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 ";
-  for (const auto& [k, v] : env) absl::StrAppend(&cmd, k, "=", v, " ");
-  for (const auto& a : args) absl::StrAppend(&cmd, "'", a, "' ");
-  absl::StrAppend(&cmd, "> ", log, " 2>&1");
-  RunResult r;
-  int status = std::system(cmd.c_str());
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.output = ir::ReadFile(log).value_or("");
-  return r;
-}
 
 ir::Plan MlpPlan(int stages, int dp, int micro_batches, const std::string& schedule, const std::string& optimizer) {
   ir::Plan plan;
@@ -74,36 +56,8 @@ ir::Plan MlpPlan(int stages, int dp, int micro_batches, const std::string& sched
   return plan;
 }
 
-std::string CompileTo(ir::Plan plan, const std::string& name) {
-  auto compiled = passes::Compile(std::move(plan));
-  EXPECT_TRUE(compiled.ok()) << compiled.status();
-  ir::Stamp(*compiled);
-  std::string path = Tmp(name + ".pb");
-  EXPECT_TRUE(ir::SavePlan(*compiled, path).ok());
-  return path;
-}
-
 RunResult Train(const std::string& plan_path, int nproc, const std::string& name) {
-  std::string metrics = Tmp(name + ".metrics"), weights = Tmp(name + ".weights");
-  std::system(absl::StrCat("rm -rf ", weights).c_str());
-  RunResult r = Exec({kPprun, plan_path, "--nproc", std::to_string(nproc), "--quiet", "--timeout-s", "60",
-                     "--metrics-out", metrics, "--dump-weights", weights});
-  std::ifstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> parts = absl::StrSplit(line, ' ');
-    if (parts.size() == 3) r.losses.push_back(std::stod(parts[1]));
-  }
-  std::string list = Tmp("ls.txt");
-  std::system(absl::StrCat("ls ", weights, " > ", list, " 2>/dev/null").c_str());
-  std::ifstream names(list);
-  while (std::getline(names, line)) {
-    auto bytes = ir::ReadFile(weights + "/" + line);
-    std::vector<float> v(bytes->size() / sizeof(float));
-    std::memcpy(v.data(), bytes->data(), v.size() * sizeof(float));
-    r.weights[line] = v;
-  }
-  return r;
+  return e2e::Pprun(plan_path, nproc, name);
 }
 
 void ExpectSameTraining(const RunResult& ref, const RunResult& got, double loss_rtol, double weight_tol) {

@@ -5,9 +5,14 @@
 //               [--partition METHOD] [--config C.textproto] --out PLAN
 //   ppc inspect PLAN [--json]
 //   ppc opt --passes=a,b{k=v} IN OUT
+//   ppc export CHECKPOINT_DIR [--tag T] --out FILE   (runs ppc-export, next to ppc)
 //   ppc --list-passes
 //
 // Flags are defined here only; they become a Plan (model, topology, config) at the edge.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
@@ -256,13 +261,32 @@ void ListPasses() {
   }
 }
 
+// `ppc export ...` is ppc-export, a sibling program: reading PyTorch files needs
+// LibTorch, which ppc does not link.
+int ExecExport(int argc, char** argv) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  std::string dir = n > 0 ? std::string(self, n) : std::string(argv[0]);
+  dir = dir.substr(0, dir.rfind('/') + 1);
+  const std::string tool = dir + "ppc-export";
+  std::vector<char*> args{const_cast<char*>(tool.c_str())};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  execv(tool.c_str(), args.data());
+  std::cerr << "ppc export: cannot run " << tool << " (" << std::strerror(errno)
+            << "); build it with: bazel build //tools/ppc:ppc-export\n";
+  return 1;
+}
+
 int Main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "export") return ExecExport(argc, argv);
   absl::SetProgramUsageMessage(
       "compile, inspect and transform pipeline-parallel training plans.\n"
       "  ppc compile --model M.textproto --stages P [--data-parallel D] [--micro-batches M]\n"
       "              [--micro-batch-size B] [--schedule 1f1b|gpipe|inference|data-parallel] --out PLAN\n"
       "  ppc inspect PLAN [--json]\n"
       "  ppc opt --passes=a,b{k=v} IN OUT\n"
+      "  ppc export CHECKPOINT_DIR [--tag T] --out FILE [--model M.textproto]\n"
       "  ppc --list-passes");
   std::vector<std::string> storage;
   NormalizeFlagNames(argc, argv, storage);

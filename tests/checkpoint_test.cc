@@ -1,0 +1,450 @@
+// Checkpoints, evaluation and ZeRO stage 1 end to end, with real pprun processes:
+//  - exact resume: N steps equal N/2 steps + save + a new process + load + N/2 steps,
+//    bit for bit (losses and weights), for SGD, Adam, dropout and CIFAR files mid-epoch;
+//  - re-partitioning: a checkpoint saved at P=2 x D=2 (ZeRO-1) continues at P=1, P=4,
+//    D=1, another partition method, another schedule, and ZeRO-0;
+//  - ZeRO-1 trains as unsharded training does, with half the optimizer state per rank;
+//  - a rank killed while it writes leaves the previous checkpoint loadable and `latest`
+//    pointing at it; every bad checkpoint is an error naming the file, not a crash;
+//  - evaluation: accuracy rises above chance with training; P=2 evaluates as P=1;
+//  - tied weights are saved once and restored into every copy; export and ppc export.
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "ir/plan_io.h"
+#include "runtime/torch_file.h"
+#include "tests/pprun_util.h"
+
+namespace ppc {
+namespace {
+
+namespace fs = std::filesystem;
+using e2e::CompileTo;
+using e2e::Exec;
+using e2e::Pprun;
+using e2e::RunResult;
+using e2e::Tmp;
+
+const char kMlp[] = "examples/mlp/mlp.textproto";
+const char kCnn[] = "tests/testdata/tiny_cnn.textproto";
+const char kTiedLm[] = "tests/testdata/tied_lm.textproto";
+
+struct Config {
+  std::string model = kMlp;
+  int stages = 1, dp = 1, micro_batches = 4;
+  std::string optimizer = "adam";
+  std::string schedule = "1f1b";
+  std::string partition;
+  int zero = 0;
+};
+
+ir::Plan MakePlan(const Config& s) {
+  ir::Plan plan;
+  EXPECT_TRUE(ir::ParseTextProtoFile(s.model, plan.mutable_model()).ok()) << s.model;
+  plan.mutable_topology()->set_num_stages(s.stages);
+  plan.mutable_topology()->set_data_parallel(s.dp);
+  auto* c = plan.mutable_config();
+  c->set_micro_batches(s.micro_batches);
+  c->set_micro_batch_size(4);
+  c->set_schedule(s.schedule);
+  c->set_partition_method(s.partition);
+  c->set_seed(1138);
+  c->set_steps(10);
+  c->set_zero_stage(s.zero);
+  c->mutable_optimizer()->set_type(s.optimizer);
+  c->mutable_optimizer()->set_lr(s.optimizer == "sgd" ? 0.1 : 0.01);
+  c->mutable_optimizer()->set_momentum(s.optimizer == "sgd" ? 0.9 : 0);
+  return plan;
+}
+
+std::string Compile(const Config& s, const std::string& name) { return CompileTo(MakePlan(s), name); }
+int Ranks(const Config& s) { return s.stages * s.dp; }
+
+std::vector<std::string> Flags(std::initializer_list<std::string> flags, const std::vector<std::string>& more = {}) {
+  std::vector<std::string> out(flags);
+  out.insert(out.end(), more.begin(), more.end());
+  return out;
+}
+
+// Writes a CIFAR-10 binary directory: `n` records per training file and in the test
+// file, with labels that depend on the pixels (so that there is something to learn).
+std::string WriteCifar(const std::string& name, int n) {
+  std::string dir = Tmp(name);
+  fs::create_directories(dir);
+  uint32_t state = 12345;
+  auto next = [&] { return (state = state * 1664525u + 1013904223u) >> 24; };
+  for (const std::string file : {"data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                                 "test_batch"}) {
+    std::ofstream out(dir + "/" + file + ".bin", std::ios::binary);
+    for (int r = 0; r < n; ++r) {
+      std::string pixels(3072, 0);
+      for (auto& p : pixels) p = static_cast<char>(next());
+      out.put(static_cast<char>(static_cast<uint8_t>(pixels[0]) % 10));
+      out.write(pixels.data(), pixels.size());
+    }
+  }
+  return dir;
+}
+
+std::vector<double> Concat(std::vector<double> a, const std::vector<double>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+void ExpectNear(const std::vector<double>& got, const std::vector<double>& want, double rtol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], rtol * std::abs(want[i])) << "step " << i;
+}
+
+void ExpectWeightsNear(const RunResult& got, const RunResult& want, double tol) {
+  ASSERT_EQ(got.weights.size(), want.weights.size());
+  ASSERT_FALSE(want.weights.empty());
+  for (const auto& [name, w] : want.weights) {
+    const auto& g = got.weights.at(name);
+    ASSERT_EQ(g.size(), w.size()) << name;
+    double worst = 0;
+    for (size_t k = 0; k < w.size(); ++k) worst = std::max(worst, double(std::abs(g[k] - w[k])));
+    EXPECT_LE(worst, tol) << name;
+  }
+}
+
+std::string Latest(const std::string& dir) { return ir::ReadFile(dir + "/latest").value_or("<none>"); }
+
+// ---------------------------------------------------------------------------------
+// Exact resume.
+
+struct ResumeCase {
+  const char* name;
+  Config setup;
+  bool cifar;
+};
+
+class ExactResume : public ::testing::TestWithParam<ResumeCase> {};
+
+TEST_P(ExactResume, HalfPlusSavePlusLoadPlusHalfIsBitIdentical) {
+  const ResumeCase& c = GetParam();
+  std::vector<std::string> data;
+  if (c.cifar) data = {"--data", WriteCifar(absl::StrCat(c.name, "_cifar"), 10)};  // 50 samples: epoch = 6.25 steps
+  const std::string plan = Compile(c.setup, c.name);
+  const int n = Ranks(c.setup);
+  RunResult full = Pprun(plan, n, absl::StrCat(c.name, "_full"), Flags({"--steps", "10"}, data));
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  ASSERT_EQ(full.losses.size(), 10u);
+  const std::string dir = Tmp(absl::StrCat(c.name, "_ckpt"));
+  RunResult first = Pprun(plan, n, absl::StrCat(c.name, "_first"), Flags({"--steps", "5", "--save-dir", dir}, data));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_EQ(Latest(dir), "global_step5");
+  // A new process continues from the checkpoint to step 10.
+  RunResult second = Pprun(plan, n, absl::StrCat(c.name, "_second"), Flags({"--steps", "10", "--load", dir}, data));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(Concat(first.losses, second.losses), full.losses);
+  ASSERT_FALSE(full.weights.empty());
+  EXPECT_EQ(second.weights, full.weights);
+  if (c.cifar) {
+    // Saved mid-epoch: 5 steps x 8 samples = sample 40 of epoch 0 (of 50).
+    std::string job = ir::ReadFile(dir + "/global_step5/job.json").value_or("");
+    EXPECT_NE(job.find("\"cursor\": 40"), std::string::npos) << job;
+    EXPECT_NE(job.find("\"epoch\": 0"), std::string::npos) << job;
+    EXPECT_NE(job.find("\"dataset_size\": 50"), std::string::npos) << job;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Optimizers, ExactResume,
+    ::testing::Values(ResumeCase{"sgd_momentum_p2", Config{kMlp, 2, 1, 4, "sgd"}, false},
+                      ResumeCase{"adam_p2_d2", Config{kMlp, 2, 2, 2, "adam"}, false},
+                      ResumeCase{"adamw_cifar_p2", Config{kCnn, 2, 1, 2, "adamw"}, true}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// ---------------------------------------------------------------------------------
+// Re-partitioning on load, ZeRO-1.
+
+TEST(Repartition, AP2D2Zero1CheckpointContinuesUnderAnyTopology) {
+  Config saved{kMlp, 2, 2, 2, "adam"};
+  saved.zero = 1;
+  const std::string plan = Compile(saved, "rp_saved");
+  RunResult full = Pprun(plan, 4, "rp_full", {"--steps", "10"});
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  const std::string dir = Tmp("rp_ckpt");
+  RunResult first = Pprun(plan, 4, "rp_first", {"--steps", "5", "--save-dir", dir});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::vector<double> rest(full.losses.begin() + 5, full.losses.end());
+  // The same global batch (D x micro-batches) everywhere.
+  std::vector<std::pair<std::string, Config>> targets = {
+      {"p1", Config{kMlp, 1, 1, 4, "adam"}},
+      {"p4", Config{kMlp, 4, 1, 4, "adam"}},
+      {"p2_d1_uniform_gpipe", Config{kMlp, 2, 1, 4, "adam", "gpipe", "uniform"}},
+      {"p2_d2_zero0", Config{kMlp, 2, 2, 2, "adam"}},
+      {"p1_d2_zero1", Config{kMlp, 1, 2, 2, "adam", "data-parallel", "", 1}},
+  };
+  for (const auto& [name, setup] : targets) {
+    SCOPED_TRACE(name);
+    RunResult got = Pprun(Compile(setup, "rp_" + name), Ranks(setup), "rp_" + name, {"--steps", "10", "--load", dir});
+    ASSERT_EQ(got.exit_code, 0) << got.output;
+    ExpectNear(got.losses, rest, 1e-5);
+    ExpectWeightsNear(got, full, 1e-4);
+  }
+}
+
+TEST(Zero1, TrainsLikeUnshardedWithHalfTheOptimizerStatePerRank) {
+  for (auto [stages, dp, micro_batches, schedule] :
+       {std::tuple<int, int, int, const char*>{2, 2, 2, "1f1b"}, {1, 2, 2, "data-parallel"}}) {
+    SCOPED_TRACE(absl::StrCat("P=", stages, " D=", dp));
+    Config zero0{kMlp, stages, dp, micro_batches, "adam", schedule};
+    Config zero1 = zero0;
+    zero1.zero = 1;
+    const std::string tag = absl::StrCat("z_p", stages);
+    RunResult a = Pprun(Compile(zero0, tag + "_0"), stages * dp, tag + "_0", {"--memory-report"});
+    RunResult b = Pprun(Compile(zero1, tag + "_1"), stages * dp, tag + "_1", {"--memory-report"});
+    ASSERT_EQ(a.exit_code, 0) << a.output;
+    ASSERT_EQ(b.exit_code, 0) << b.output;
+    ASSERT_EQ(a.losses.size(), 10u);
+    ExpectNear(b.losses, a.losses, 1e-5);
+    ExpectWeightsNear(b, a, 1e-4);
+    // Rank 0 holds the first stage's Adam state: 2 floats per parameter, halved by ZeRO-1.
+    auto state_bytes = [](const std::string& out) -> long long {
+      size_t at = out.find("memory: rank 0 ");
+      if (at == std::string::npos) return -1;
+      return std::stoll(out.substr(out.find("optimizer_state ", at) + 16));
+    };
+    const long long params = stages == 2 ? 6272 : 8682;  // mlp: 32*64+64 + 64*64+64 on stage 0 of 2
+    EXPECT_EQ(state_bytes(a.output), params * 2 * 4) << a.output;
+    EXPECT_EQ(state_bytes(b.output), (params + 1) / 2 * 2 * 4) << b.output;
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Crash safety.
+
+// Every file of a directory tree and its bytes.
+std::map<std::string, std::string> Snapshot(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) files[e.path().string()] = *ir::ReadFile(e.path().string());
+  }
+  return files;
+}
+
+TEST(CrashSafety, ARankKilledWhileWritingLeavesThePreviousCheckpoint) {
+  Config s{kMlp, 2, 1, 4, "sgd"};
+  const std::string plan = Compile(s, "crash");
+  RunResult full = Pprun(plan, 2, "crash_full", {"--steps", "6"});
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  const std::string dir = Tmp("crash_ckpt");
+  ASSERT_EQ(Pprun(plan, 2, "crash_first", {"--steps", "2", "--save-dir", dir}).exit_code, 0);
+  const auto before = Snapshot(dir);
+  // Rank 1 dies halfway through its first file of the checkpoint after step 4.
+  RunResult crashed = Pprun(plan, 2, "crash_run", {"--steps", "6", "--load", dir, "--save-every", "2", "--save-dir", dir},
+                            {{"PPRUN_FAULT_INJECT", "1:save:4"}});
+  EXPECT_NE(crashed.exit_code, 0);
+  EXPECT_NE(crashed.output.find("exiting halfway through writing"), std::string::npos) << crashed.output;
+  EXPECT_EQ(Latest(dir), "global_step2");
+  EXPECT_FALSE(fs::exists(dir + "/global_step4"));
+  EXPECT_TRUE(fs::exists(dir + "/global_step4.partial")) << "the torn save stays aside, never under its tag";
+  // The previous checkpoint is untouched, byte for byte.
+  auto after = Snapshot(dir);
+  for (const auto& [path, bytes] : before) EXPECT_EQ(after[path], bytes) << path;
+  RunResult resumed = Pprun(plan, 2, "crash_resume", {"--steps", "6", "--load", dir, "--save-dir", dir});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(resumed.losses, std::vector<double>(full.losses.begin() + 2, full.losses.end()));
+  EXPECT_EQ(resumed.weights, full.weights);
+  EXPECT_EQ(Latest(dir), "global_step6");
+  EXPECT_FALSE(fs::exists(dir + "/global_step4.partial")) << "a completed save removes torn ones";
+}
+
+// ---------------------------------------------------------------------------------
+// Bad checkpoints.
+
+class BadCheckpoint : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    plan_ = new std::string(Compile(Config{kMlp, 2, 1, 4, "adam"}, "bad"));
+    good_ = new std::string(Tmp("bad_good"));
+    RunResult r = Pprun(*plan_, 2, "bad_make", {"--steps", "2", "--save-dir", *good_});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  // A copy of the good checkpoint to damage.
+  std::string Copy(const std::string& name) {
+    std::string dir = Tmp("bad_" + name);
+    fs::remove_all(dir);
+    fs::copy(*good_, dir, fs::copy_options::recursive);
+    return dir;
+  }
+  // Loading fails cleanly (an exit status, no signal) with every fragment in the output.
+  void ExpectLoadError(const std::string& dir, const std::vector<std::string>& fragments,
+                       std::vector<std::string> extra = {}, const std::string* plan = nullptr) {
+    std::vector<std::string> flags{"--steps", "3", "--load", dir};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    RunResult r = Pprun(plan ? *plan : *plan_, 2, "bad_load", flags);
+    EXPECT_GT(r.exit_code, 0) << r.output;
+    for (const auto& f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << "want '" << f << "' in\n" << r.output;
+    EXPECT_EQ(r.losses.size(), 0u) << "no step may run from a bad checkpoint";
+  }
+  static std::string* plan_;
+  static std::string* good_;
+};
+std::string* BadCheckpoint::plan_ = nullptr;
+std::string* BadCheckpoint::good_ = nullptr;
+
+TEST_F(BadCheckpoint, MissingFile) {
+  std::string dir = Copy("missing");
+  fs::remove(dir + "/global_step2/layer_02-model_states.pt");
+  ExpectLoadError(dir, {"global_step2/layer_02-model_states.pt is missing (listed in manifest.json)"});
+}
+
+TEST_F(BadCheckpoint, ChecksumMismatch) {
+  std::string dir = Copy("checksum");
+  const std::string file = dir + "/global_step2/layer_05-model_states.pt";
+  std::string bytes = *ir::ReadFile(file);
+  bytes[bytes.size() / 2] ^= 0x40;
+  ASSERT_TRUE(ir::WriteFile(file, bytes).ok());
+  ExpectLoadError(dir, {"layer_05-model_states.pt: checksum mismatch"});
+}
+
+TEST_F(BadCheckpoint, TruncatedFile) {
+  std::string dir = Copy("truncated");
+  const std::string file = dir + "/global_step2/layer_00-optim_states.pt";
+  fs::resize_file(file, fs::file_size(file) / 2);
+  ExpectLoadError(dir, {"layer_00-optim_states.pt is truncated"});
+}
+
+TEST_F(BadCheckpoint, UnknownTagAndDanglingLatest) {
+  ExpectLoadError(*good_, {"no checkpoint tag 'global_step99'", "tags there: global_step2"}, {"--tag", "global_step99"});
+  std::string dir = Copy("latest");
+  ASSERT_TRUE(ir::WriteFile(dir + "/latest", "global_step42").ok());
+  ExpectLoadError(dir, {"latest names 'global_step42'"});
+  std::string empty = Tmp("bad_empty");
+  fs::create_directories(empty);
+  ExpectLoadError(empty, {"no checkpoint in"});
+}
+
+TEST_F(BadCheckpoint, AnotherModelsCheckpoint) {
+  std::string cnn = Compile(Config{kCnn, 2, 1, 4, "adam"}, "bad_cnn");
+  ExpectLoadError(*good_, {"the checkpoint is of model 'mlp'", "not of this plan's model 'tiny_cnn'"}, {}, &cnn);
+}
+
+TEST_F(BadCheckpoint, ShapeThatDoesNotFitAndIncompleteSave) {
+  // Without manifest and job file the directory is an import (DeepSpeed layout): a layer
+  // file of the wrong shape is named, with both shapes.
+  std::string dir = Copy("shape");
+  fs::remove(dir + "/global_step2/manifest.json");
+  fs::remove(dir + "/global_step2/job.json");
+  fs::copy_file(dir + "/global_step2/layer_00-model_states.pt", dir + "/global_step2/layer_02-model_states.pt",
+                fs::copy_options::overwrite_existing);
+  ExpectLoadError(dir, {"layer_02-model_states.pt: 'weight' has shape [64,32]", "needs [64,64]"});
+  // job.json without manifest.json: a save that did not finish.
+  std::string torn = Copy("torn");
+  fs::remove(torn + "/global_step2/manifest.json");
+  ExpectLoadError(torn, {"incomplete checkpoint", "save was interrupted"});
+}
+
+TEST_F(BadCheckpoint, OtherOptimizerNeedsLoadModuleOnly) {
+  std::string sgd = Compile(Config{kMlp, 2, 1, 4, "sgd"}, "bad_sgd");
+  ExpectLoadError(*good_, {"the checkpoint's optimizer is 'adam', this plan's is 'sgd'", "--load-module-only"}, {},
+                  &sgd);
+  RunResult r = Pprun(sgd, 2, "bad_module_only", {"--steps", "3", "--load", *good_, "--load-module-only"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.losses.size(), 3u) << "module-only starts at step 1";
+}
+
+// ---------------------------------------------------------------------------------
+// Evaluation.
+
+TEST(Eval, AccuracyRisesAboveChanceAndP2EvaluatesAsP1) {
+  Config one{kMlp, 1, 1, 4, "adam"};
+  const std::string plan = Compile(one, "eval_p1");
+  RunResult before = Pprun(plan, 1, "eval_before", {"--eval", "--eval-steps", "4"});
+  ASSERT_EQ(before.exit_code, 0) << before.output;
+  ASSERT_EQ(before.evals.size(), 1u);
+  const std::string dir = Tmp("eval_ckpt");
+  RunResult trained = Pprun(plan, 1, "eval_train",
+                            {"--steps", "30", "--save-dir", dir, "--eval-every", "10", "--eval-steps", "4"});
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  ASSERT_EQ(trained.evals.size(), 3u);  // after steps 10, 20, 30
+  EXPECT_EQ(trained.evals[2][0], 30);
+  RunResult after = Pprun(plan, 1, "eval_after", {"--load", dir, "--eval", "--eval-steps", "4"});
+  ASSERT_EQ(after.exit_code, 0) << after.output;
+  ASSERT_EQ(after.evals.size(), 1u);
+  const double acc0 = before.evals[0][2], acc = after.evals[0][2];
+  EXPECT_EQ(after.evals[0][3], 4 * 4 * 4) << "4 batches of 4 micro-batches of 4";
+  EXPECT_LT(acc0, 0.2);  // 10 classes: chance is 0.1
+  EXPECT_GT(acc, 0.4) << "trained accuracy";
+  EXPECT_LT(after.evals[0][1], before.evals[0][1]);
+  // The evaluation during training (after step 30) is the evaluation of its checkpoint.
+  EXPECT_NEAR(trained.evals[2][1], after.evals[0][1], 1e-9);
+  EXPECT_EQ(trained.evals[2][2], acc);
+  // The same checkpoint evaluated by 2 stages, and by 2 stages x 2 replicas.
+  for (const Config& s : {Config{kMlp, 2, 1, 4, "adam"}, Config{kMlp, 2, 2, 2, "adam"}}) {
+    RunResult p2 = Pprun(Compile(s, "eval_p2"), Ranks(s), "eval_p2", {"--load", dir, "--eval", "--eval-steps", "4"});
+    ASSERT_EQ(p2.exit_code, 0) << p2.output;
+    ASSERT_EQ(p2.evals.size(), 1u);
+    EXPECT_NEAR(p2.evals[0][1], after.evals[0][1], 1e-5 * after.evals[0][1]);
+    EXPECT_EQ(p2.evals[0][2], acc);
+    // Every rank prints the same result.
+    EXPECT_NE(p2.output.find(absl::StrCat("rank ", Ranks(s) - 1, " eval loss: ")), std::string::npos) << p2.output;
+  }
+  // Predictions: the last stage's outputs for every evaluated sample, in sample order.
+  const std::string pred = Tmp("eval_pred.pt");
+  RunResult predicted = Pprun(Compile(Config{kMlp, 2, 2, 2, "adam"}, "eval_pred"), 4, "eval_pred",
+                              {"--load", dir, "--eval", "--eval-steps", "3", "--predict", pred});
+  ASSERT_EQ(predicted.exit_code, 0) << predicted.output;
+  auto p = runtime::ReadTorchFile(pred);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_NE(p->Find("outputs"), nullptr);
+  EXPECT_EQ(p->Find("outputs")->tensor.sizes(), at::IntArrayRef({3 * 16, 10}));
+  EXPECT_EQ(p->Find("labels")->tensor.sizes(), at::IntArrayRef({3 * 16}));
+  // Their arg-max agrees with the labels as often as the reported accuracy says.
+  const double agree = p->Find("outputs")->tensor.argmax(1).eq(p->Find("labels")->tensor).sum().item<double>() / 48;
+  EXPECT_NEAR(agree, predicted.evals[0][2], 1e-9);
+}
+
+// ---------------------------------------------------------------------------------
+// Tied weights, export.
+
+TEST(TiedWeights, SavedOnceRestoredIntoEveryCopyAndExportedUnderBothNames) {
+  Config s{kTiedLm, 2, 1, 4, "sgd"};
+  s.partition = "explicit:3";
+  const std::string plan = Compile(s, "tied");
+  RunResult full = Pprun(plan, 2, "tied_full", {"--steps", "6"});
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  const std::string dir = Tmp("tied_ckpt");
+  ASSERT_EQ(Pprun(plan, 2, "tied_first", {"--steps", "3", "--save-dir", dir}).exit_code, 0);
+  // The embedding (layer 0) owns the weight; the output projection (layer 4) stores none.
+  auto owner = runtime::ReadTorchFile(dir + "/global_step3/layer_00-model_states.pt");
+  auto copy = runtime::ReadTorchFile(dir + "/global_step3/layer_04-model_states.pt");
+  ASSERT_TRUE(owner.ok() && copy.ok());
+  EXPECT_NE(owner->Find("weight"), nullptr);
+  EXPECT_EQ(copy->Find("weight"), nullptr);
+  for (const Config& target : {s, Config{kTiedLm, 1, 1, 4, "sgd"}}) {
+    RunResult got = Pprun(Compile(target, "tied_to"), Ranks(target), "tied_to", {"--steps", "6", "--load", dir});
+    ASSERT_EQ(got.exit_code, 0) << got.output;
+    ExpectNear(got.losses, std::vector<double>(full.losses.begin() + 3, full.losses.end()), 1e-5);
+    EXPECT_EQ(got.weights.at("layer0.weight.f32"), got.weights.at("layer4.weight.f32"));
+    ExpectWeightsNear(got, full, 1e-5);
+  }
+  // Export: one state dict with the model's names, the tied weight under both.
+  const std::string exported = Tmp("tied_export.pt");
+  RunResult e = Pprun(plan, 2, "tied_export", {"--steps", "3", "--load", dir, "--export", exported});
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  auto sd = runtime::ReadTorchFile(exported);
+  ASSERT_TRUE(sd.ok()) << sd.status();
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : sd->dict) keys.push_back(k->s);
+  EXPECT_EQ(keys, std::vector<std::string>(
+                      {"embed.weight", "mix.weight", "mix.bias", "norm.weight", "norm.bias", "unembed.weight"}));
+  EXPECT_TRUE(sd->Find("embed.weight")->tensor.equal(sd->Find("unembed.weight")->tensor));
+  // ppc export writes the same dict from the checkpoint directory.
+  const std::string tool_out = Tmp("tied_tool_export.pt");
+  RunResult tool = Exec({"tools/ppc/ppc", "export", dir, "--out", tool_out});
+  ASSERT_EQ(tool.exit_code, 0) << tool.output;
+  EXPECT_EQ(*ir::ReadFile(tool_out), *ir::ReadFile(exported));
+  RunResult missing = Exec({"tools/ppc/ppc", "export", dir, "--tag", "global_step9", "--out", tool_out});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("no checkpoint tag 'global_step9'"), std::string::npos) << missing.output;
+}
+
+}  // namespace
+}  // namespace ppc
