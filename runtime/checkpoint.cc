@@ -40,13 +40,15 @@ constexpr int kJobVersion = 1;
 
 std::string LayerFile(int layer, const char* kind) { return absl::StrFormat("layer_%02d-%s_states.pt", layer, kind); }
 
+absl::string_view View(const std::vector<char>& bytes) { return absl::string_view(bytes.data(), bytes.size()); }
+
 struct FileRecord {
   std::string name;
   int64_t bytes = 0;
   uint32_t crc32 = 0;
 };
 
-uint32_t Crc32(const std::string& bytes) {
+uint32_t Crc32(absl::string_view bytes) {
   return static_cast<uint32_t>(
       crc32_z(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
 }
@@ -76,7 +78,7 @@ absl::Status FsyncDir(const std::string& dir) {
 
 // Temporary name, write, fsync, rename, fsync of the directory. With `die_mid_write`
 // (testing) the process exits after writing half the bytes.
-absl::StatusOr<FileRecord> WriteDurable(const std::string& path, const std::string& bytes, bool die_mid_write) {
+absl::StatusOr<FileRecord> WriteDurable(const std::string& path, absl::string_view bytes, bool die_mid_write) {
   const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot create", tmp);
@@ -285,7 +287,7 @@ absl::StatusOr<torch::Tensor> TensorEntry(const PyValue& dict, const std::string
 
 }  // namespace
 
-absl::Status WriteFileDurably(const std::string& path, const std::string& bytes) {
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
   return WriteDurable(path, bytes, false).status();
 }
 
@@ -375,11 +377,11 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
   RETURN_IF_ERROR(AgreeOnStatus(t, prepared, absl::StrCat(who, ": preparing ", staging), options.timeout));
 
   // 2. The optimizer state (sharded: gathered from this stage's replicas).
-  std::map<std::string, torch::Tensor> state;
+  std::vector<std::map<std::string, torch::Tensor>> state;
   if (!options.model_only) {
-    auto full = rt.FullOptimizerState();
-    if (!full.ok()) return Annotate(full.status(), who);
-    state = *std::move(full);
+    auto per_parameter = rt.OptimizerStatePerParameter();
+    if (!per_parameter.ok()) return Annotate(per_parameter.status(), who);
+    state = *std::move(per_parameter);
   }
 
   // 3. Replica 0 of every stage writes its layers, in parallel with the other stages.
@@ -390,12 +392,8 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
       const auto& range = plan.partition().stages(rt.stage());
       std::map<int, std::vector<NamedParameter>> by_layer;
       for (auto& p : InModuleOrder(rt.Parameters())) by_layer[p.layer].push_back(p);
-      std::map<std::pair<int, std::string>, int64_t> offset;  // distinct parameter -> flat offset
-      int64_t off = 0;
-      for (const auto& p : rt.DistinctParameters()) {
-        offset[{p.layer, p.name}] = off;
-        off += p.value.numel();
-      }
+      std::map<std::pair<int, std::string>, size_t> distinct;  // (layer, name) -> index into `state`
+      for (const auto& p : rt.DistinctParameters()) distinct.emplace(std::make_pair(p.layer, p.name), distinct.size());
       const StageOptimizer* opt = rt.optimizer();
       std::vector<FileRecord> records;
       bool die = options.die_mid_write;
@@ -407,24 +405,24 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
           model.insert(p.name, p.value.detach());
           kept.push_back(p);
         }
-        ASSIGN_OR_RETURN(std::string bytes, SerializeTorchFile(model));
-        ASSIGN_OR_RETURN(FileRecord r, WriteDurable(staging + "/" + LayerFile(l, "model"), bytes, die));
+        ASSIGN_OR_RETURN(std::vector<char> bytes, SerializeTorchFile(model));
+        ASSIGN_OR_RETURN(FileRecord r, WriteDurable(staging + "/" + LayerFile(l, "model"), View(bytes), die));
         die = false;
         records.push_back(r);
         if (options.model_only || opt == nullptr || opt->StateNames().empty() || kept.empty()) continue;
         c10::impl::GenericDict optim(c10::StringType::get(), c10::AnyType::get());
         for (const auto& p : kept) {
-          auto it = offset.find({l, p.name});
-          if (it == offset.end()) return absl::InternalError(absl::StrCat("no optimizer state for ", p.name));
+          auto it = distinct.find({l, p.name});
+          if (it == distinct.end() || it->second >= state.size()) {
+            return absl::InternalError(absl::StrCat("no optimizer state for layer ", l, " ", p.name));
+          }
           c10::impl::GenericDict entry(c10::StringType::get(), c10::AnyType::get());
           entry.insert("step", c10::IValue(opt->steps()));
-          for (const auto& [name, flat] : state) {
-            entry.insert(name, flat.narrow(0, it->second, p.value.numel()).view(p.value.sizes()));
-          }
+          for (const auto& [name, value] : state[it->second]) entry.insert(name, value);
           optim.insert(p.name, entry);
         }
-        ASSIGN_OR_RETURN(std::string obytes, SerializeTorchFile(optim));
-        ASSIGN_OR_RETURN(FileRecord o, WriteDurable(staging + "/" + LayerFile(l, "optim"), obytes, false));
+        ASSIGN_OR_RETURN(std::vector<char> obytes, SerializeTorchFile(optim));
+        ASSIGN_OR_RETURN(FileRecord o, WriteDurable(staging + "/" + LayerFile(l, "optim"), View(obytes), false));
         records.push_back(o);
       }
       json list = json::array();
@@ -742,8 +740,8 @@ absl::Status ExportCheckpoint(const std::string& tag_dir, const ir::ModelSpec* m
       all.insert(absl::StrCat(prefix, ".weight"), w->tensor);
     }
   }
-  ASSIGN_OR_RETURN(std::string bytes, SerializeTorchFile(all));
-  return WriteFileDurably(out, bytes);
+  ASSIGN_OR_RETURN(std::vector<char> bytes, SerializeTorchFile(all));
+  return WriteFileDurably(out, View(bytes));
 }
 
 }  // namespace ppc::runtime

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ir/program.pb.h"
 #include "runtime/interpreter.h"
@@ -78,7 +79,7 @@ absl::Status AgreeOnStatus(Transport& transport, const absl::Status& local, cons
 
 // Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync of the
 // directory. A crash leaves either the old file or the new one.
-absl::Status WriteFileDurably(const std::string& path, const std::string& bytes);
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes);
 
 }  // namespace ppc::runtime
 

@@ -66,6 +66,33 @@ TEST(Cifar10, SamplerIsDeterministicShardedAndWrapsAround) {
   EXPECT_EQ(mb.labels[1].item<int64_t>(), want[1]);
 }
 
+TEST(Cifar10, ResumesAtASavedPositionInTheSavedShuffle) {
+  std::string dir = WriteDataset("resume", 2);  // 10 samples, global batch 4
+  auto a = *Cifar10Data::Open(dir, false, 32, 2, 4, 7);
+  DataPosition at3 = a->PositionAt(3);
+  EXPECT_EQ(at3.samples, 12);
+  EXPECT_EQ(at3.epoch, 1);
+  EXPECT_EQ(at3.cursor, 2);
+  EXPECT_EQ(at3.dataset_size, 10);
+  EXPECT_EQ(at3.shuffle_seed, 7u);
+  // Another process (even with another seed) continues the stream exactly.
+  auto b = *Cifar10Data::Open(dir, false, 32, 2, 4, 99);
+  ASSERT_TRUE(b->Resume(3, at3).ok());
+  for (int64_t step : {3, 4, 9}) {
+    for (int64_t g : {0, 1}) {
+      EXPECT_TRUE(a->Load(step, g, true, true)->inputs.equal(b->Load(step, g, true, true)->inputs)) << step << g;
+    }
+  }
+  EXPECT_EQ(b->PositionAt(5).samples, 20);
+  EXPECT_FALSE(b->Resume(1, DataPosition{-4}).ok());
+}
+
+TEST(Cifar10, WithoutShuffleReadsInFileOrder) {
+  std::string dir = WriteDataset("ordered", 2);
+  auto d = *Cifar10Data::Open(dir, false, 32, 2, 4, 7, /*shuffle=*/false);
+  for (int64_t pos = 0; pos < 25; ++pos) EXPECT_EQ(d->SampleAt(pos), pos % 10);
+}
+
 TEST(Cifar10, ClearErrorsNameTheFileAndRecord) {
   auto missing = Cifar10Data::Open("/nonexistent/cifar", false, 32, 1, 1, 1);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

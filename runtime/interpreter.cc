@@ -740,18 +740,24 @@ absl::Status StageRuntime::SetParameter(int layer, const std::string& name, cons
   return absl::InvalidArgumentError(absl::StrCat("stage ", stage_, " has no parameter ", name, " in layer ", layer));
 }
 
-absl::StatusOr<std::map<std::string, torch::Tensor>> StageRuntime::FullOptimizerState() {
-  std::map<std::string, torch::Tensor> out;
+absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::OptimizerStatePerParameter() {
+  std::vector<std::map<std::string, torch::Tensor>> out(unique_params_.size());
   if (!optimizer_) return out;
+  if (!optimizer_->sharded()) {
+    for (size_t i = 0; i < unique_params_.size(); ++i) out[i] = optimizer_->ParameterState(i);
+    return out;
+  }
   for (const std::string& name : optimizer_->StateNames()) {
     torch::Tensor local = optimizer_->LocalState(name);
-    if (optimizer_->sharded()) {
-      torch::Tensor all = torch::empty({local.numel() * dp_});
-      absl::Status s = transport_->AllGather(local, all, dp_group_, options_.timeout);
-      if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
-      local = all.narrow(0, 0, optimizer_->total_numel());
+    torch::Tensor all = torch::empty({local.numel() * dp_});
+    absl::Status s = transport_->AllGather(local, all, dp_group_, options_.timeout);
+    if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
+    int64_t off = 0;
+    for (size_t i = 0; i < unique_params_.size(); ++i) {
+      const int64_t n = unique_params_[i].numel();
+      out[i][name] = all.narrow(0, off, n).view(unique_params_[i].sizes());
+      off += n;
     }
-    out[name] = local;
   }
   return out;
 }

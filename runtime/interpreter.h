@@ -95,10 +95,10 @@ class StageRuntime {
   absl::Status SetParameter(int layer, const std::string& name, const torch::Tensor& value);
   // The optimizer (null when this stage does not train).
   const StageOptimizer* optimizer() const { return optimizer_.get(); }
-  // The whole optimizer state of this stage, flattened in DistinctParameters() order,
-  // per state name. Sharded (ZeRO-1): gathers the replicas' slices, so this is
+  // The whole optimizer state of this stage: for each of DistinctParameters(), its
+  // state tensors by name. Sharded (ZeRO-1): gathers the replicas' slices, so this is
   // collective among the stage's replicas.
-  absl::StatusOr<std::map<std::string, torch::Tensor>> FullOptimizerState();
+  absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> OptimizerStatePerParameter();
   // Completes a checkpoint load, after every SetParameter: sets the optimizer state
   // (flattened as above; empty keeps it fresh) and step count, each replica keeping its
   // own slice when sharded.

@@ -132,26 +132,37 @@ std::vector<std::string> StageOptimizer::StateNames() const {
   return {};
 }
 
+torch::Tensor StageOptimizer::StateOf(const torch::Tensor& target, const std::string& name) const {
+  auto it = optimizer_->state().find(Key(target));
+  if (it == optimizer_->state().end()) return {};
+  auto* st = it->second.get();
+  if (type_ == "adam") {
+    auto& a = static_cast<torch::optim::AdamParamState&>(*st);
+    return name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
+  }
+  if (type_ == "adamw") {
+    auto& a = static_cast<torch::optim::AdamWParamState&>(*st);
+    return name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
+  }
+  return static_cast<torch::optim::SGDParamState&>(*st).momentum_buffer();
+}
+
 torch::Tensor StageOptimizer::LocalState(const std::string& name) const {
   torch::Tensor out = torch::zeros({sharded() ? shard_size_ : numel_});
   int64_t off = 0;
   for (const auto& t : TargetsOf()) {
-    auto it = optimizer_->state().find(Key(t));
-    torch::Tensor s;
-    if (it != optimizer_->state().end()) {
-      auto* st = it->second.get();
-      if (type_ == "adam") {
-        auto& a = static_cast<torch::optim::AdamParamState&>(*st);
-        s = name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
-      } else if (type_ == "adamw") {
-        auto& a = static_cast<torch::optim::AdamWParamState&>(*st);
-        s = name == "exp_avg" ? a.exp_avg() : a.exp_avg_sq();
-      } else {
-        s = static_cast<torch::optim::SGDParamState&>(*st).momentum_buffer();
-      }
-    }
+    torch::Tensor s = StateOf(t, name);
     if (s.defined()) out.narrow(0, off, t.numel()).copy_(s.reshape({-1}));
     off += t.numel();
+  }
+  return out;
+}
+
+std::map<std::string, torch::Tensor> StageOptimizer::ParameterState(size_t i) const {
+  std::map<std::string, torch::Tensor> out;
+  for (const std::string& name : StateNames()) {
+    torch::Tensor s = StateOf(params_[i], name);
+    out[name] = s.defined() ? s : torch::zeros_like(params_[i]);
   }
   return out;
 }

@@ -52,6 +52,9 @@ class StageOptimizer {
   // the padded shard_size() slice when sharded (the caller gathers the slices).
   // Zeros for parameters that have no state yet.
   torch::Tensor LocalState(const std::string& name) const;
+  // Unsharded: the state of parameter `i` (in construction order) by name, the
+  // optimizer's own tensors (zeros where it has none yet).
+  std::map<std::string, torch::Tensor> ParameterState(size_t i) const;
   // Sets the state from full vectors (total_numel() values per name; a missing name
   // leaves that state fresh) and the step count.
   absl::Status SetState(const std::map<std::string, torch::Tensor>& full, int64_t steps);
@@ -63,6 +66,8 @@ class StageOptimizer {
  private:
   StageOptimizer() = default;
   std::vector<torch::Tensor> TargetsOf() const;  // tensors the torch optimizer updates
+  // The torch optimizer's state `name` of one of its targets; undefined if none yet.
+  torch::Tensor StateOf(const torch::Tensor& target, const std::string& name) const;
   std::string type_;
   double momentum_ = 0;
   std::vector<torch::Tensor> params_;

@@ -203,7 +203,8 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
         d.insert("outputs", (*predictions)->outputs);
         d.insert("labels", (*predictions)->labels);
         auto bytes = SerializeTorchFile(d);
-        written = bytes.ok() ? WriteFileDurably(options.predict_path, *bytes) : bytes.status();
+        written = bytes.ok() ? WriteFileDurably(options.predict_path, absl::string_view(bytes->data(), bytes->size()))
+                             : bytes.status();
       }
       RETURN_IF_ERROR(AgreeOnStatus(*transport, written, "writing predictions", timeout));
     }

@@ -558,12 +558,9 @@ c10::IValue Compact(const c10::IValue& v) {
 
 }  // namespace
 
-absl::StatusOr<std::string> SerializeTorchFile(const c10::IValue& value) {
-  std::string out;
-  RETURN_IF_ERROR(TorchCall([&] {
-    std::vector<char> bytes = torch::pickle_save(Compact(value));
-    out.assign(bytes.begin(), bytes.end());
-  }));
+absl::StatusOr<std::vector<char>> SerializeTorchFile(const c10::IValue& value) {
+  std::vector<char> out;
+  RETURN_IF_ERROR(TorchCall([&] { out = torch::pickle_save(Compact(value)); }));
   return out;
 }
 

@@ -48,7 +48,7 @@ absl::StatusOr<PyValue> ReadTorchFile(const std::string& path);
 
 // Serializes `value` (dicts of strings to tensors, nested dicts, numbers) in the format
 // torch.load reads. Tensors are saved compactly (a view saves only its own elements).
-absl::StatusOr<std::string> SerializeTorchFile(const c10::IValue& value);
+absl::StatusOr<std::vector<char>> SerializeTorchFile(const c10::IValue& value);
 
 }  // namespace ppc::runtime
 

@@ -104,8 +104,23 @@ TEST(AlexNet, TrainsOnCifar10FilesInTheRealFormat) {
   const std::string config = SmallConfig();
   Result one = Train("cifar_ref", {"-p", "1", "--data", dir, "--deepspeed_config", config});
   ASSERT_EQ(one.exit_code, 0) << one.output;
-  Result two = Train("cifar_p2", {"-p", "2", "--data", dir, "--deepspeed_config", config});
+  // Evaluation reads test_batch.bin; without it, the error says so.
+  Result no_test = Train("cifar_no_test", {"-p", "2", "--data", dir, "--deepspeed_config", config, "--eval-every", "5"});
+  EXPECT_NE(no_test.exit_code, 0);
+  EXPECT_NE(no_test.output.find("test_batch.bin' is missing or unreadable"), std::string::npos) << no_test.output;
+  {
+    std::ofstream out(dir + "/test_batch.bin", std::ios::binary);
+    for (int r = 0; r < 8; ++r) {
+      out.put(static_cast<char>(r % 10));
+      for (int k = 0; k < 3072; ++k) out.put(static_cast<char>((r * 29 + k * 3) % 256));
+    }
+  }
+  Result two = Train("cifar_p2", {"-p", "2", "--data", dir, "--deepspeed_config", config, "--eval-every", "5"});
   ExpectSameLosses(one, two);
+  // --eval-every evaluates the held-out batch (8 samples) after step 5, during training.
+  EXPECT_NE(two.output.find("eval step:   5 loss: "), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find(" acc: "), std::string::npos) << two.output;
+  EXPECT_NE(two.output.find(" samples: 8\n"), std::string::npos) << two.output;
   Result synthetic = Train("cifar_synth", {"-p", "1", "--deepspeed_config", config});
   ASSERT_EQ(synthetic.exit_code, 0);
   EXPECT_NE(one.losses[0], synthetic.losses[0]) << "the files were not used";
