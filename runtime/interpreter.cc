@@ -184,11 +184,20 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
   }
 
-  // Training data on the first and last stages (evaluation data is opened when first used).
+  // Data on the first and last stages.
   if (stage_ == 0 || stage_ == num_stages_ - 1) {
     auto data = OpenData(/*eval=*/false);
     if (!data.ok()) return Annotate(data.status(), who);
     data_ = *std::move(data);
+    if (options_.evaluates && can_eval()) {
+      auto held_out = OpenData(/*eval=*/true);
+      if (!held_out.ok()) return Annotate(held_out.status(), absl::StrCat(who, ": evaluation data"));
+      eval_data_ = *std::move(held_out);
+    }
+  }
+  if (options_.evaluates && !can_eval()) {
+    return absl::FailedPreconditionError(absl::StrCat(who, ": the plan has no forward-only program to evaluate with "
+                                                      "(recompile it: training plans carry eval programs)"));
   }
 
   // Optimizer over this stage's distinct parameters, sharded over the replicas when the

@@ -34,6 +34,9 @@ struct RuntimeOptions {
   std::string data = "synthetic";
   // Keep the last stage's outputs of evaluated micro-batches (GatherPredictions).
   bool keep_predictions = false;
+  // The run will evaluate: Load checks that it can and opens the held-out data, so that
+  // a missing test set is reported before training, not after it.
+  bool evaluates = false;
 };
 
 struct StepResult {

@@ -127,6 +127,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
   const Fault fault = InjectedFault();
   RuntimeOptions runtime = options.runtime;
   runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
+  runtime.evaluates = options.eval_only || options.eval_every > 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));
   ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), runtime));
   const int rank = transport->rank();

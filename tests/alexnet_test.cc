@@ -108,6 +108,7 @@ TEST(AlexNet, TrainsOnCifar10FilesInTheRealFormat) {
   Result no_test = Train("cifar_no_test", {"-p", "2", "--data", dir, "--deepspeed_config", config, "--eval-every", "5"});
   EXPECT_NE(no_test.exit_code, 0);
   EXPECT_NE(no_test.output.find("test_batch.bin' is missing or unreadable"), std::string::npos) << no_test.output;
+  EXPECT_EQ(no_test.output.find("step: "), std::string::npos) << "found before training, not after";
   {
     std::ofstream out(dir + "/test_batch.bin", std::ios::binary);
     for (int r = 0; r < 8; ++r) {

@@ -1,4 +1,4 @@
-// End-to-end correctness contract (DESIGN.md): training with any schedule, partition
+// End-to-end correctness contract (README.md): training with any schedule, partition
 // and topology gives the same per-step losses and final weights, to float32 rounding,
 // as training the unpartitioned model in one process with the same global batch.
 // Real processes: each run is `pprun PLAN --nproc N` over Gloo on loopback.
