@@ -1,15 +1,15 @@
 #include "runtime/checkpoint.h"
 
 #include <fcntl.h>
-#include <stdio.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +22,8 @@
 #include "absl/strings/str_join.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "runtime/checkpoint_files.h"
+#include "runtime/layers.h"
 #include "runtime/torch_file.h"
 #include "runtime/torch_status.h"
 
@@ -31,101 +33,19 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr char kManifest[] = "manifest.json";
-constexpr char kJob[] = "job.json";
-constexpr char kLatest[] = "latest";
-constexpr char kPartial[] = ".partial";
 constexpr char kFragmentPrefix[] = ".files-rank";
-constexpr int kJobVersion = 1;
-
-std::string LayerFile(int layer, const char* kind) { return absl::StrFormat("layer_%02d-%s_states.pt", layer, kind); }
+constexpr int64_t kMaxJobBytes = 64 << 20;
+constexpr int64_t kMaxLatestBytes = 4096;
 
 absl::string_view View(const std::vector<char>& bytes) { return absl::string_view(bytes.data(), bytes.size()); }
 
-struct FileRecord {
-  std::string name;
-  int64_t bytes = 0;
-  uint32_t crc32 = 0;
-};
-
-uint32_t Crc32(absl::string_view bytes) {
-  return static_cast<uint32_t>(
-      crc32_z(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
-}
-
-absl::Status Errno(const std::string& what, const std::string& path) {
-  const int e = errno;
-  std::string msg = absl::StrCat(what, " '", path, "': ", std::strerror(e));
-  switch (e) {
-    case ENOENT: return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS: return absl::PermissionDeniedError(msg);
-    case ENOSPC:
-    case EDQUOT: return absl::ResourceExhaustedError(msg);
-    default: return absl::DataLossError(msg);
-  }
-}
-
-absl::Status FsyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("cannot open directory", dir);
-  int rc = fsync(fd);
-  close(fd);
-  if (rc != 0) return Errno("cannot fsync directory", dir);
-  return absl::OkStatus();
-}
-
-// Temporary name, write, fsync, rename, fsync of the directory. With `die_mid_write`
-// (testing) the process exits after writing half the bytes.
-absl::StatusOr<FileRecord> WriteDurable(const std::string& path, absl::string_view bytes, bool die_mid_write) {
-  const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno("cannot create", tmp);
-  const size_t n = die_mid_write ? bytes.size() / 2 : bytes.size();
-  size_t done = 0;
-  while (done < n) {
-    ssize_t w = write(fd, bytes.data() + done, n - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      absl::Status s = Errno("cannot write", tmp);
-      close(fd);
-      unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (die_mid_write) {
-    fsync(fd);
-    std::fprintf(stderr, "ppc: PPRUN_FAULT_INJECT: exiting halfway through writing '%s'\n", tmp.c_str());
-    std::_Exit(3);
-  }
-  if (fsync(fd) != 0) {
-    absl::Status s = Errno("cannot fsync", tmp);
-    close(fd);
-    unlink(tmp.c_str());
-    return s;
-  }
-  if (close(fd) != 0) return Errno("cannot close", tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = Errno("cannot rename into place", path);
-    unlink(tmp.c_str());
-    return s;
-  }
-  const std::string parent = fs::path(path).parent_path().string();
-  RETURN_IF_ERROR(FsyncDir(parent.empty() ? "." : parent));
-  return FileRecord{fs::path(path).filename().string(), static_cast<int64_t>(bytes.size()), Crc32(bytes)};
-}
-
-absl::Status AllRanks(Transport& t, std::vector<int>* ranks) {
-  ranks->clear();
-  for (int r = 0; r < t.world_size(); ++r) ranks->push_back(r);
-  return absl::OkStatus();
-}
-
-bool ValidTag(const std::string& tag) {
-  return !tag.empty() && tag != "." && tag != ".." && tag.find('/') == std::string::npos &&
-         !absl::EndsWith(tag, kPartial) && tag[0] != '.';
+// Runs `f`, turning anything LibTorch or the JSON library throws into an error.
+template <typename T, typename F>
+absl::StatusOr<T> Guarded(const std::string& what, F&& f) {
+  absl::StatusOr<T> out = absl::InternalError("unset");
+  absl::Status thrown = TorchCall([&] { out = f(); });
+  if (!thrown.ok()) return absl::InternalError(absl::StrCat(what, ": ", thrown.message()));
+  return out;
 }
 
 // First global layer of every tie group: the layer whose file holds the tied weight.
@@ -155,160 +75,125 @@ std::vector<NamedParameter> InModuleOrder(std::vector<NamedParameter> params) {
 }
 
 std::string LayerWhat(const ir::ModelSpec& model, int layer) {
-  if (layer < 0 || layer >= model.layers_size()) return absl::StrCat("layer ", layer);
   return absl::StrCat("layer ", layer, " '", model.layers(layer).name(), "' (", model.layers(layer).kind(), ")");
 }
 
-std::string ShapeOf(const at::Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.sizes(), ","), "]"); }
+std::string Shape(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ","), "]"); }
 
-// The data position and RNG of a job, as written in job.json.
-json PositionJson(const DataPosition& p, const std::string& source) {
-  return json{{"source", source}, {"samples", p.samples}, {"epoch", p.epoch}, {"cursor", p.cursor},
-              {"dataset_size", p.dataset_size}, {"shuffle_seed", p.shuffle_seed}};
+using Shapes = std::map<std::string, std::vector<int64_t>>;
+
+// The tensors of one layer's state-dict file: exactly the names of `want`, but for
+// those in `may_lack`, each floating point with its shape; returned as float32.
+absl::StatusOr<std::map<std::string, torch::Tensor>> LayerTensors(const PyValue& dict, const std::string& path,
+                                                                  const Shapes& want,
+                                                                  const std::set<std::string>& may_lack,
+                                                                  const std::string& what) {
+  std::vector<std::string> names;
+  for (const auto& [n, s] : want) names.push_back(n);
+  const std::string has = names.empty() ? " has no parameters" : absl::StrCat(" has [", absl::StrJoin(names, ", "), "]");
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [k, v] : dict.dict) {
+    const std::string key = k->kind == PyValue::Kind::kString ? k->s : absl::StrCat("<", k->TypeName(), ">");
+    auto it = want.find(key);
+    if (it == want.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected '", Printable(key), "': ", what, has));
+    }
+    if (v->kind != PyValue::Kind::kTensor) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": '", key, "' is a ", v->TypeName(), ", not a tensor"));
+    }
+    if (!v->tensor.is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": '", key, "' holds ",
+                                                     c10::toString(v->tensor.scalar_type()), ", not floating point"));
+    }
+    if (v->tensor.sizes() != at::IntArrayRef(it->second)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": '", key, "' has shape ", Shape(v->tensor.sizes()), " (",
+                                                     v->tensor.numel(), " values) but ", what, " needs ",
+                                                     Shape(it->second)));
+    }
+    out[key] = v->tensor.to(torch::kFloat32);
+  }
+  for (const auto& [name, shape] : want) {
+    if (!out.count(name) && !may_lack.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": no '", name, "' for ", what, has));
+    }
+  }
+  return out;
 }
 
-absl::StatusOr<json> ParseJson(const std::string& text, const std::string& where) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(where, ": not a JSON object"));
-  return j;
-}
-
-// Reads files of one checkpoint directory, checking each against the manifest.
-class CheckpointReader {
- public:
-  static absl::StatusOr<CheckpointReader> Open(const std::string& tag_dir) {
-    CheckpointReader r;
-    r.dir_ = tag_dir;
-    const std::string manifest = tag_dir + "/" + kManifest;
-    if (fs::exists(manifest)) {
-      ASSIGN_OR_RETURN(std::string text, ir::ReadFile(manifest));
-      ASSIGN_OR_RETURN(json m, ParseJson(text, manifest));
-      if (!m.contains("files") || !m["files"].is_object()) {
-        return absl::DataLossError(absl::StrCat(manifest, ": no 'files' object"));
-      }
-      for (const auto& [name, e] : m["files"].items()) {
-        if (!e.is_object() || !e.contains("bytes") || !e["bytes"].is_number_integer() || !e.contains("crc32") ||
-            !e["crc32"].is_string()) {
-          return absl::DataLossError(absl::StrCat(manifest, ": entry '", name, "' needs 'bytes' and 'crc32'"));
-        }
-        r.manifest_[name] = {name, e["bytes"].get<int64_t>(), 0};
-        unsigned long crc = std::strtoul(e["crc32"].get<std::string>().c_str(), nullptr, 16);
-        r.manifest_[name].crc32 = static_cast<uint32_t>(crc);
-      }
-      r.has_manifest_ = true;
-    } else if (fs::exists(tag_dir + "/" + kJob)) {
-      return absl::DataLossError(absl::StrCat(tag_dir, ": incomplete checkpoint (", kJob, " without ", kManifest,
-                                              "): its save was interrupted; load an earlier tag"));
-    }
-    return r;
-  }
-
-  bool has_manifest() const { return has_manifest_; }
-  const std::string& dir() const { return dir_; }
-  bool Listed(const std::string& name) const { return manifest_.count(name) > 0; }
-  const std::map<std::string, FileRecord>& manifest() const { return manifest_; }
-
-  // The verified bytes of `name`; NotFound when it does not exist (and is not listed).
-  absl::StatusOr<std::string> Bytes(const std::string& name) const {
-    const std::string path = dir_ + "/" + name;
-    auto it = manifest_.find(name);
-    if (has_manifest_ && it == manifest_.end()) {
-      return absl::NotFoundError(absl::StrCat(path, " is not part of this checkpoint (not in its ", kManifest, ")"));
-    }
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) {
-      if (it != manifest_.end()) {
-        return absl::DataLossError(absl::StrCat(path, " is missing (listed in ", kManifest, ")"));
-      }
-      return absl::NotFoundError(absl::StrCat(path, " does not exist"));
-    }
-    if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
-    if (it != manifest_.end() && st.st_size != it->second.bytes) {
-      return absl::DataLossError(absl::StrCat(path, " is ", st.st_size < it->second.bytes ? "truncated" : "too long",
-                                              ": ", st.st_size, " bytes, ", kManifest, " says ", it->second.bytes));
-    }
-    ASSIGN_OR_RETURN(std::string bytes, ir::ReadFile(path));
-    if (it != manifest_.end()) {
-      const uint32_t crc = Crc32(bytes);
-      if (crc != it->second.crc32) {
-        return absl::DataLossError(absl::StrFormat("%s: checksum mismatch (crc32 %08x, %s says %08x): the file is "
-                                                   "corrupt",
-                                                   path, crc, kManifest, it->second.crc32));
-      }
-    }
-    return bytes;
-  }
-
-  // A parsed, verified state-dict file (cached).
-  absl::StatusOr<const PyValue*> Dict(const std::string& name) {
-    auto it = cache_.find(name);
-    if (it != cache_.end()) return &it->second;
-    ASSIGN_OR_RETURN(std::string bytes, Bytes(name));
-    const std::string path = dir_ + "/" + name;
-    ASSIGN_OR_RETURN(PyValue v, ParseTorchFile(bytes, path));
-    if (v.kind != PyValue::Kind::kDict) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": holds a ", v.TypeName(), ", not a state dict"));
-    }
-    return &cache_.emplace(name, std::move(v)).first->second;
-  }
-
- private:
-  std::string dir_;
-  bool has_manifest_ = false;
-  std::map<std::string, FileRecord> manifest_;
-  std::map<std::string, PyValue> cache_;
+// What job.json says, checked.
+struct Job {
+  int64_t step = 0;
+  std::string fingerprint;
+  uint64_t seed = 0;
+  std::optional<DataPosition> data;
+  std::string optimizer;
+  int64_t optimizer_steps = 0;
+  std::vector<std::string> optimizer_state;
+  ir::ModelSpec model;
 };
 
-// A float32 copy of tensor `key` of `dict` (file `path`) with `shape`, or an error
-// saying what is wrong.
-absl::StatusOr<torch::Tensor> TensorEntry(const PyValue& dict, const std::string& key, const std::string& path,
-                                          at::IntArrayRef shape, const std::string& what) {
-  const PyValue* v = dict.Find(key);
-  if (v == nullptr) {
-    std::vector<std::string> have;
-    for (const auto& [k, x] : dict.dict) have.push_back(k->kind == PyValue::Kind::kString ? k->s : k->TypeName());
-    return absl::InvalidArgumentError(absl::StrCat(path, ": no '", key, "' for ", what, " (the file has [",
-                                                   absl::StrJoin(have, ", "), "])"));
+absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& where) {
+  ASSIGN_OR_RETURN(json j, JsonFields::Parse(text, where));
+  JsonFields f(j, where);
+  Job job;
+  ASSIGN_OR_RETURN(std::string format, f.String("format"));
+  ASSIGN_OR_RETURN(int64_t version, f.Int("version"));
+  if (format != "ppc-checkpoint") {
+    return absl::DataLossError(absl::StrCat(where, ": not a ppc checkpoint job file (format '", Printable(format), "')"));
   }
-  if (v->kind != PyValue::Kind::kTensor) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": '", key, "' is a ", v->TypeName(), ", not a tensor"));
+  if (version != kCheckpointVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(where, ": checkpoint version ", version,
+                                                      " (this build reads version ", kCheckpointVersion, ")"));
   }
-  if (!v->tensor.is_floating_point()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": '", key, "' holds ", c10::toString(v->tensor.scalar_type()), ", not floating point"));
+  ASSIGN_OR_RETURN(job.step, f.Int("step"));
+  ASSIGN_OR_RETURN(job.fingerprint, f.String("model_fingerprint"));
+  ASSIGN_OR_RETURN(JsonFields rng, f.Object("rng"));
+  ASSIGN_OR_RETURN(job.seed, rng.Uint("seed"));
+  if (f.Has("data")) {
+    ASSIGN_OR_RETURN(JsonFields d, f.Object("data"));
+    DataPosition p;
+    ASSIGN_OR_RETURN(p.samples, d.Int("samples"));
+    ASSIGN_OR_RETURN(p.epoch, d.Int("epoch"));
+    ASSIGN_OR_RETURN(p.cursor, d.Int("cursor"));
+    ASSIGN_OR_RETURN(p.dataset_size, d.Int("dataset_size"));
+    ASSIGN_OR_RETURN(p.shuffle_seed, d.Uint("shuffle_seed"));
+    if (p.dataset_size > 0 && (p.epoch != p.samples / p.dataset_size || p.cursor != p.samples % p.dataset_size)) {
+      return absl::DataLossError(absl::StrCat(where, ": data position (samples ", p.samples, ", epoch ", p.epoch,
+                                              ", cursor ", p.cursor, ") is inconsistent for ", p.dataset_size,
+                                              " samples"));
+    }
+    job.data = p;
   }
-  if (v->tensor.sizes() != shape) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": '", key, "' has shape ", ShapeOf(v->tensor), " (",
-                                                   v->tensor.numel(), " values) but ", what, " needs [",
-                                                   absl::StrJoin(shape, ","), "]"));
+  ASSIGN_OR_RETURN(JsonFields o, f.Object("optimizer"));
+  ASSIGN_OR_RETURN(job.optimizer, o.String("type"));
+  ASSIGN_OR_RETURN(job.optimizer_steps, o.Int("steps"));
+  ASSIGN_OR_RETURN(job.optimizer_state, o.Strings("state"));
+  ASSIGN_OR_RETURN(JsonFields model, f.Object("model"));
+  RETURN_IF_ERROR(ir::JsonToMessage(model.value().dump(), absl::StrCat(where, " 'model'"), &job.model));
+  // The recorded fingerprint is of the recorded model: an edited model is caught here.
+  if (ir::ModelFingerprint(job.model) != job.fingerprint) {
+    return absl::DataLossError(absl::StrCat(where, ": 'model' does not match its 'model_fingerprint' ",
+                                            Printable(job.fingerprint)));
   }
-  return v->tensor.to(torch::kFloat32);
+  return job;
 }
 
-}  // namespace
-
-absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
-  return WriteDurable(path, bytes, false).status();
-}
-
-absl::Status AgreeOnStatus(Transport& transport, const absl::Status& local, const std::string& what,
-                           absl::Duration timeout) {
-  if (transport.world_size() == 1) return local;
+// A random number chosen by rank 0 and known to every rank.
+absl::StatusOr<uint64_t> AgreeOnNonce(Transport& t, absl::Duration timeout) {
+  int64_t mine = 0;
+  if (t.rank() == 0) {
+    std::random_device rd;
+    mine = static_cast<int64_t>(((uint64_t(rd()) << 32) ^ rd()) & 0x7fffffffffffffffull);
+  }
+  if (t.world_size() == 1) return static_cast<uint64_t>(mine);
   std::vector<int> all;
-  RETURN_IF_ERROR(AllRanks(transport, &all));
-  std::vector<at::Tensor> flag{torch::full({1}, local.ok() ? 0.0 : 1.0, torch::kFloat64)};
-  absl::Status s = transport.AllReduceSum(flag, all, timeout);
-  if (!local.ok()) return local;
-  if (!s.ok()) return Annotate(s, absl::StrCat("rank ", transport.rank(), ": ", what));
-  const int failed = static_cast<int>(flag[0].item<double>());
-  if (failed > 0) {
-    return absl::AbortedError(absl::StrCat("rank ", transport.rank(), ": ", what, " failed on ", failed,
-                                           " other rank(s); see their errors"));
-  }
-  return absl::OkStatus();
+  for (int r = 0; r < t.world_size(); ++r) all.push_back(r);
+  std::vector<at::Tensor> v{torch::full({1}, mine, torch::kInt64)};
+  RETURN_IF_ERROR(t.AllReduceSum(v, all, timeout));
+  return static_cast<uint64_t>(v[0].item<int64_t>());
 }
 
-absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir, const std::string& tag) {
+absl::StatusOr<std::string> Resolve(const std::string& dir, const std::string& tag) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return absl::NotFoundError(absl::StrCat("checkpoint directory '", dir, "' does not exist"));
   if (!fs::is_directory(dir, ec)) return absl::InvalidArgumentError(absl::StrCat("'", dir, "' is not a directory"));
@@ -319,22 +204,23 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir, const std:
       if (e.is_directory(ec) && ValidTag(name)) out.push_back(name);
     }
     std::sort(out.begin(), out.end());
+    if (out.size() > 20) out.resize(20), out.push_back("...");
     return out.empty() ? std::string("none") : absl::StrJoin(out, ", ");
   };
   if (!tag.empty()) {
-    if (!ValidTag(tag)) return absl::InvalidArgumentError(absl::StrCat("'", tag, "' is not a checkpoint tag"));
+    if (!ValidTag(tag)) return absl::InvalidArgumentError(absl::StrCat("'", Printable(tag), "' is not a checkpoint tag"));
     const std::string p = dir + "/" + tag;
     if (!fs::is_directory(p, ec)) {
       return absl::NotFoundError(absl::StrCat("no checkpoint tag '", tag, "' in ", dir, " (tags there: ", tags(), ")"));
     }
     return p;
   }
-  const std::string latest = dir + "/" + kLatest;
-  if (fs::exists(latest, ec)) {
-    ASSIGN_OR_RETURN(std::string text, ir::ReadFile(latest));
+  const std::string latest = dir + "/" + kLatestFile;
+  if (fs::exists(latest, ec) || fs::is_symlink(latest, ec)) {
+    ASSIGN_OR_RETURN(std::string text, ReadBoundedFile(latest, kMaxLatestBytes));
     std::string named(absl::StripAsciiWhitespace(text));
     if (!ValidTag(named)) {
-      return absl::DataLossError(absl::StrCat(latest, " does not name a tag ('", named.substr(0, 64), "')"));
+      return absl::DataLossError(absl::StrCat(latest, " does not name a tag ('", Printable(named, 64), "')"));
     }
     const std::string p = dir + "/" + named;
     if (!fs::is_directory(p, ec)) {
@@ -343,38 +229,61 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir, const std:
     }
     return p;
   }
-  if (fs::exists(dir + "/" + kManifest, ec) || fs::exists(dir + "/" + LayerFile(0, "model"), ec)) return dir;
-  return absl::NotFoundError(absl::StrCat("no checkpoint in ", dir, ": no '", kLatest, "' file and no ",
+  if (fs::exists(dir + "/" + kManifestFile, ec) || fs::exists(dir + "/" + LayerFile(0, "model"), ec)) return dir;
+  return absl::NotFoundError(absl::StrCat("no checkpoint in ", dir, ": no '", kLatestFile, "' file and no ",
                                           LayerFile(0, "model"), " (tags there: ", tags(), ")"));
 }
 
-absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& plan, int64_t step,
-                                           const SaveOptions& options) {
+absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t step, const SaveOptions& options) {
   Transport& t = *rt.transport();
   const std::string tag = options.tag.empty() ? absl::StrCat("global_step", step) : options.tag;
   const std::string who = absl::StrCat("rank ", rt.rank(), " stage ", rt.stage(), ": checkpoint ", tag);
   if (!ValidTag(tag)) return absl::InvalidArgumentError(absl::StrCat(who, ": not a valid tag"));
   const std::string dir = options.dir;
-  const std::string staging = dir + "/" + tag + kPartial;
+  const std::string final_dir = dir + "/" + tag;
   const bool leader = t.rank() == 0;
+  auto nonce = AgreeOnNonce(t, options.timeout);
+  if (!nonce.ok()) return Annotate(nonce.status(), who);
+  const std::string staging = absl::StrFormat("%s/%s.partial-%016x", dir, tag, *nonce);
 
-  // 1. Rank 0 makes a fresh staging directory; nobody writes before it exists.
+  // 1. Rank 0 makes a fresh staging directory; nobody writes before it exists. What is
+  // already under the tag's name must be an earlier checkpoint, or it is left alone.
   absl::Status prepared;
   if (leader) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec || !fs::is_directory(dir)) {
-      prepared = absl::InvalidArgumentError(absl::StrCat("cannot create checkpoint directory '", dir, "'",
-                                                         ec ? ": " + ec.message() : ""));
-    } else {
-      fs::remove_all(staging, ec);
-      if (!fs::create_directory(staging, ec)) {
-        prepared = absl::PermissionDeniedError(absl::StrCat("cannot create '", staging, "'",
-                                                            ec ? ": " + ec.message() : ""));
+    prepared = [&]() -> absl::Status {
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      if (!fs::is_directory(dir, ec)) {
+        return absl::InvalidArgumentError(absl::StrCat("cannot create checkpoint directory '", dir, "'",
+                                                       ec ? ": " + ec.message() : ""));
       }
-    }
+      struct stat st;
+      if (lstat(final_dir.c_str(), &st) == 0 &&
+          (!S_ISDIR(st.st_mode) || !fs::exists(final_dir + "/" + kManifestFile, ec))) {
+        return absl::FailedPreconditionError(absl::StrCat("'", final_dir, "' exists and is not a ppc checkpoint; "
+                                                          "it is left alone (move it, or save elsewhere)"));
+      }
+      const std::string latest = dir + "/" + kLatestFile;
+      if (lstat(latest.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        return absl::FailedPreconditionError(absl::StrCat("'", latest, "' exists and is not a regular file"));
+      }
+      if (!fs::create_directory(staging, ec)) {
+        return absl::PermissionDeniedError(absl::StrCat("cannot create '", staging, "'", ec ? ": " + ec.message() : ""));
+      }
+      return absl::OkStatus();
+    }();
   }
   RETURN_IF_ERROR(AgreeOnStatus(t, prepared, absl::StrCat(who, ": preparing ", staging), options.timeout));
+  // From here on a failure removes the staging directory (a rank that dies leaves it to
+  // the next save that completes).
+  struct Cleanup {
+    bool armed;
+    std::string path;
+    ~Cleanup() {
+      std::error_code ec;
+      if (armed) fs::remove_all(path, ec);
+    }
+  } cleanup{leader, staging};
 
   // 2. The optimizer state (sharded: gathered from this stage's replicas).
   std::vector<std::map<std::string, torch::Tensor>> state;
@@ -438,21 +347,20 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
   // 4. Rank 0 adds the job file and the manifest, then moves the tag into place and
   // points `latest` at it.
   absl::Status published;
-  const std::string final_dir = dir + "/" + tag;
   if (leader) {
     published = [&]() -> absl::Status {
       json files = json::object();
       std::error_code ec;
+      std::vector<fs::path> fragments;
       for (const auto& e : fs::directory_iterator(staging, ec)) {
-        const std::string name = e.path().filename().string();
-        if (!absl::StartsWith(name, kFragmentPrefix)) continue;
-        ASSIGN_OR_RETURN(std::string text, ir::ReadFile(e.path().string()));
-        json list = json::parse(text, nullptr, false);
-        if (!list.is_array()) return absl::DataLossError(absl::StrCat(e.path().string(), ": not a file list"));
-        for (const auto& r : list) files[r["name"].get<std::string>()] = {{"bytes", r["bytes"]}, {"crc32", r["crc32"]}};
+        if (absl::StartsWith(e.path().filename().string(), kFragmentPrefix)) fragments.push_back(e.path());
       }
-      for (const auto& e : fs::directory_iterator(staging, ec)) {
-        if (absl::StartsWith(e.path().filename().string(), kFragmentPrefix)) fs::remove(e.path(), ec);
+      for (const auto& path : fragments) {
+        ASSIGN_OR_RETURN(std::string text, ReadBoundedFile(path.string(), kMaxJobBytes));
+        json list = json::parse(text, nullptr, false);
+        if (!list.is_array()) return absl::DataLossError(absl::StrCat(path.string(), ": not a file list"));
+        for (const auto& r : list) files[r["name"].get<std::string>()] = {{"bytes", r["bytes"]}, {"crc32", r["crc32"]}};
+        fs::remove(path, ec);
       }
       for (int l = 0; l < plan.model().layers_size(); ++l) {
         if (!files.contains(LayerFile(l, "model"))) {
@@ -462,13 +370,18 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
       if (!options.model_only) {
         json job;
         job["format"] = "ppc-checkpoint";
-        job["version"] = kJobVersion;
+        job["version"] = kCheckpointVersion;
         job["tag"] = tag;
         job["step"] = step;
         job["model_fingerprint"] = ir::ModelFingerprint(plan.model());
         job["num_layers"] = plan.model().layers_size();
         const DataPosition pos = rt.DataPositionAt(step);
-        job["data"] = PositionJson(pos, pos.dataset_size > 0 ? "cifar10" : "synthetic");
+        job["data"] = {{"source", pos.dataset_size > 0 ? "cifar10" : "synthetic"},
+                       {"samples", pos.samples},
+                       {"epoch", pos.epoch},
+                       {"cursor", pos.cursor},
+                       {"dataset_size", pos.dataset_size},
+                       {"shuffle_seed", pos.shuffle_seed}};
         // Randomness is counter-based: a pure function of these and the micro-batch and
         // layer, so resuming at `next_step` redraws exactly what an uninterrupted run would.
         job["rng"] = {{"kind", "counter-based"}, {"seed", plan.config().seed()}, {"next_step", step}};
@@ -491,83 +404,60 @@ absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& pla
         ASSIGN_OR_RETURN(std::string model, ir::MessageToJson(plan.model()));
         job["config"] = json::parse(config);
         job["model"] = json::parse(model);
-        ASSIGN_OR_RETURN(FileRecord r, WriteDurable(staging + "/" + kJob, job.dump(2) + "\n", false));
+        ASSIGN_OR_RETURN(FileRecord r, WriteDurable(staging + "/" + kJobFile, job.dump(2) + "\n", false));
         files[r.name] = {{"bytes", r.bytes}, {"crc32", absl::StrFormat("%08x", r.crc32)}};
       }
-      json manifest = {{"format", "ppc-checkpoint-manifest"}, {"version", kJobVersion}, {"tag", tag},
+      json manifest = {{"format", "ppc-checkpoint-manifest"}, {"version", kCheckpointVersion}, {"tag", tag},
                        {"checksum", "crc32 (zlib)"}, {"files", files}};
-      RETURN_IF_ERROR(WriteDurable(staging + "/" + kManifest, manifest.dump(2) + "\n", false).status());
-      // Into place: swap with an older copy of the same tag atomically, else rename.
+      RETURN_IF_ERROR(WriteDurable(staging + "/" + kManifestFile, manifest.dump(2) + "\n", false).status());
+      // Into place: swap with an earlier checkpoint of the same tag atomically, else rename.
       if (fs::exists(final_dir, ec)) {
-        if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
-          fs::remove_all(staging, ec);
-        } else {
-          const std::string old = final_dir + ".replaced";
-          fs::remove_all(old, ec);
-          if (std::rename(final_dir.c_str(), old.c_str()) != 0) return Errno("cannot move aside", final_dir);
-          if (std::rename(staging.c_str(), final_dir.c_str()) != 0) return Errno("cannot move into place", final_dir);
-          fs::remove_all(old, ec);
+        if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0) {
+          return absl::FailedPreconditionError(absl::StrCat("cannot replace the earlier '", final_dir, "' atomically (",
+                                                            std::strerror(errno), "); it is left as it was"));
         }
       } else if (std::rename(staging.c_str(), final_dir.c_str()) != 0) {
-        return Errno("cannot move into place", final_dir);
+        return absl::DataLossError(absl::StrCat("cannot move '", staging, "' to '", final_dir, "': ",
+                                                std::strerror(errno)));
       }
       RETURN_IF_ERROR(FsyncDir(dir));
-      if (!options.model_only) RETURN_IF_ERROR(WriteDurable(dir + "/" + kLatest, tag, false).status());
-      // Staging directories of saves that died are no longer anyone's.
+      if (!options.model_only) RETURN_IF_ERROR(WriteDurable(dir + "/" + kLatestFile, tag, false).status());
+      // Staging directories of saves that died (ours, after an exchange, holds the old tag).
       for (const auto& e : fs::directory_iterator(dir, ec)) {
-        if (e.is_directory(ec) && absl::EndsWith(e.path().filename().string(), kPartial)) fs::remove_all(e.path(), ec);
+        if (e.is_directory(ec) && IsStagingName(e.path().filename().string())) fs::remove_all(e.path(), ec);
       }
       return absl::OkStatus();
     }();
     if (!published.ok()) published = Annotate(published, who);
   }
   RETURN_IF_ERROR(AgreeOnStatus(t, published, absl::StrCat(who, ": publishing"), options.timeout));
+  cleanup.armed = false;
   return final_dir;
 }
 
-absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan& plan, const LoadOptions& options) {
-  const std::string who = absl::StrCat("rank ", rt.rank(), " stage ", rt.stage());
+absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, const LoadOptions& options) {
   LoadedCheckpoint out;
-  ASSIGN_OR_RETURN(out.tag_dir, ResolveCheckpoint(options.dir, options.tag));
+  ASSIGN_OR_RETURN(out.tag_dir, Resolve(options.dir, options.tag));
   ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(out.tag_dir));
   const ir::ModelSpec& model = plan.model();
   out.imported = !reader.has_manifest();
-  json job;
+  Job job;
   if (!out.imported) {
-    ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJob));
-    const std::string job_path = out.tag_dir + "/" + kJob;
-    ASSIGN_OR_RETURN(job, ParseJson(text, job_path));
-    if (job.value("format", "") != "ppc-checkpoint" || !job.contains("version") || !job["version"].is_number_integer()) {
-      return absl::DataLossError(absl::StrCat(job_path, ": not a ppc checkpoint job file"));
-    }
-    if (job["version"].get<int>() != kJobVersion) {
-      return absl::FailedPreconditionError(absl::StrCat(job_path, ": checkpoint version ", job["version"].get<int>(),
-                                                        " (this build reads version ", kJobVersion, ")"));
-    }
+    ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJobFile));
+    ASSIGN_OR_RETURN(job, ParseJob(text, out.tag_dir + "/" + kJobFile));
     const std::string want = ir::ModelFingerprint(model);
-    const std::string have = job.value("model_fingerprint", "");
-    if (have != want) {
-      std::string their = "another model";
-      if (job.contains("model") && job["model"].is_object()) their = absl::StrCat("model '", job["model"].value("name", ""), "'");
+    if (job.fingerprint != want) {
       return absl::InvalidArgumentError(absl::StrCat(
-          out.tag_dir, ": the checkpoint is of ", their, " (", job.value("num_layers", 0), " layers, fingerprint ",
-          have, "), not of this plan's model '", model.name(), "' (", model.layers_size(), " layers, fingerprint ",
-          want, ")"));
+          out.tag_dir, ": the checkpoint is of model '", job.model.name(), "' (", job.model.layers_size(),
+          " layers, fingerprint ", job.fingerprint, "), not of this plan's model '", model.name(), "' (",
+          model.layers_size(), " layers, fingerprint ", want, ")"));
     }
-    if (!job.contains("step") || !job["step"].is_number_integer() || job["step"].get<int64_t>() < 0) {
-      return absl::DataLossError(absl::StrCat(job_path, ": no valid 'step'"));
-    }
-    out.step = job["step"].get<int64_t>();
-    if (job.contains("data") && job["data"].is_object()) {
-      const json& d = job["data"];
-      DataPosition p;
-      p.samples = d.value("samples", int64_t{0});
-      p.epoch = d.value("epoch", int64_t{0});
-      p.cursor = d.value("cursor", int64_t{0});
-      p.dataset_size = d.value("dataset_size", int64_t{0});
-      p.shuffle_seed = d.value("shuffle_seed", uint64_t{0});
-      if (p.samples < 0) return absl::DataLossError(absl::StrCat(job_path, ": negative data position"));
-      out.data = p;
+    out.step = job.step;
+    out.data = job.data;
+    if (job.seed != plan.config().seed()) {
+      out.notes.push_back(absl::StrCat("the checkpoint was trained with seed ", job.seed, ", this plan's is ",
+                                       plan.config().seed(), ": dropout masks and synthetic data continue with ",
+                                       plan.config().seed()));
     }
   } else {
     // An import: DeepSpeed's layer files only. A file beyond the model's layers means
@@ -582,57 +472,58 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan
                                                        "); this is another model's checkpoint"));
       }
     }
-    out.notes.push_back(absl::StrCat(out.tag_dir, " has no ", kManifest,
+    out.notes.push_back(absl::StrCat(out.tag_dir, " has no ", kManifestFile,
                                      ": imported its layer_XX-model_states.pt as initial weights (DeepSpeed layout); "
                                      "the optimizer state and the step start fresh"));
   }
 
-  // Weights: every parameter of this stage from its layer's file; a tied weight from
-  // the file of the layer that owns it (saved once).
+  // Weights: each layer of this stage from its file (exactly its parameters); a tied
+  // copy from the file of the layer that owns the weight (saved once).
   const std::map<std::string, int> owners = TieOwners(model);
   const auto& range = plan.partition().stages(rt.stage());
-  std::map<int, std::set<std::string>> expected;
-  for (int l = range.begin(); l < range.end(); ++l) expected[l];
-  for (const auto& p : rt.Parameters()) expected[p.layer].insert(p.name);
+  std::map<int, Shapes> shapes;
+  for (int l = range.begin(); l < range.end(); ++l) shapes[l];
+  for (const auto& p : rt.Parameters()) shapes[p.layer][p.name] = p.value.sizes().vec();
+  std::map<std::pair<int, std::string>, torch::Tensor> values;
   for (int l = range.begin(); l < range.end(); ++l) {
+    Shapes want = shapes[l];
+    std::set<std::string> may_lack;
+    if (want.count("weight") && IsTiedCopy(model, owners, l, "weight")) {
+      if (out.imported) {
+        may_lack.insert("weight");  // DeepSpeed may store a tied module once or per use
+      } else {
+        want.erase("weight");
+      }
+    }
     const std::string file = LayerFile(l, "model");
     auto dict = reader.Dict(file);
     if (!dict.ok()) {
       // DeepSpeed writes no file for a layer without state (a lambda such as a flatten).
-      if (out.imported && absl::IsNotFound(dict.status()) && expected[l].empty()) continue;
-      if (absl::IsNotFound(dict.status()) && !expected[l].empty()) {
-        return absl::NotFoundError(absl::StrCat(dict.status().message(), ": ", LayerWhat(model, l), " has parameters ",
-                                                absl::StrJoin(expected[l], ", ")));
+      if (absl::IsNotFound(dict.status()) && want.size() == may_lack.size()) continue;
+      if (absl::IsNotFound(dict.status())) {
+        return absl::NotFoundError(absl::StrCat(dict.status().message(), ": ", LayerWhat(model, l), " has parameters"));
       }
       return dict.status();
     }
-    for (const auto& [k, v] : (*dict)->dict) {
-      const std::string key = k->kind == PyValue::Kind::kString ? k->s : k->TypeName();
-      if (!expected[l].count(key) || (!out.imported && IsTiedCopy(model, owners, l, key))) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            out.tag_dir, "/", file, ": unexpected '", key, "': ", LayerWhat(model, l),
-            expected[l].empty() ? std::string(" has no parameters")
-                                : absl::StrCat(" has [", absl::StrJoin(expected[l], ", "), "]")));
-      }
-    }
+    ASSIGN_OR_RETURN(auto tensors, LayerTensors(**dict, out.tag_dir + "/" + file, want, may_lack, LayerWhat(model, l)));
+    for (auto& [name, t] : tensors) values[{l, name}] = t;
   }
   for (const auto& p : rt.Parameters()) {
-    int source = p.layer;
-    if (IsTiedCopy(model, owners, p.layer, p.name)) {
+    auto it = values.find({p.layer, p.name});
+    if (it == values.end()) {
+      // A tied copy: the owner's weight.
       const int owner = owners.at(model.layers(p.layer).tie_key());
-      // ppc saves a tied weight once, with its owner; an import may have it per layer.
-      bool own_copy = false;
-      if (out.imported) {
-        auto mine = reader.Dict(LayerFile(p.layer, "model"));
-        own_copy = mine.ok() && (*mine)->Find(p.name) != nullptr;
+      const std::string file = LayerFile(owner, "model");
+      ASSIGN_OR_RETURN(const PyValue* dict, reader.Dict(file));
+      const PyValue* w = dict->Find("weight");
+      if (w == nullptr || w->kind != PyValue::Kind::kTensor || !w->tensor.is_floating_point() ||
+          w->tensor.sizes() != p.value.sizes()) {
+        return absl::InvalidArgumentError(absl::StrCat(out.tag_dir, "/", file, ": no tied 'weight' of shape ",
+                                                       Shape(p.value.sizes()), " for ", LayerWhat(model, p.layer)));
       }
-      if (!own_copy) source = owner;
+      it = values.emplace(std::make_pair(p.layer, p.name), w->tensor.to(torch::kFloat32)).first;
     }
-    const std::string file = LayerFile(source, "model");
-    ASSIGN_OR_RETURN(const PyValue* dict, reader.Dict(file));
-    ASSIGN_OR_RETURN(torch::Tensor value, TensorEntry(*dict, p.name, out.tag_dir + "/" + file, p.value.sizes(),
-                                                      LayerWhat(model, p.layer)));
-    RETURN_IF_ERROR(rt.SetParameter(p.layer, p.name, value));
+    RETURN_IF_ERROR(rt.SetParameter(p.layer, p.name, it->second));
   }
 
   // Optimizer state, in the stage's flattened order, from the per-layer files.
@@ -640,49 +531,85 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan
   std::map<std::string, torch::Tensor> full;
   int64_t steps = 0;
   if (opt != nullptr && !out.imported && !options.module_only) {
-    const json& o = job.contains("optimizer") && job["optimizer"].is_object() ? job["optimizer"] : json::object();
-    const std::string type = o.value("type", "");
-    if (type != opt->type()) {
+    const std::string job_path = out.tag_dir + "/" + kJobFile;
+    if (job.optimizer != opt->type()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          out.tag_dir, "/", kJob, ": the checkpoint's optimizer is '", type, "', this plan's is '", opt->type(),
+          job_path, ": the checkpoint's optimizer is '", Printable(job.optimizer), "', this plan's is '", opt->type(),
           "'; pass --load-module-only to load the weights alone"));
     }
-    steps = o.value("steps", int64_t{0});
-    std::set<std::string> saved;
-    if (o.contains("state") && o["state"].is_array()) {
-      for (const auto& n : o["state"]) {
-        if (n.is_string()) saved.insert(n.get<std::string>());
+    steps = job.optimizer_steps;
+    const std::set<std::string> saved(job.optimizer_state.begin(), job.optimizer_state.end());
+    const std::vector<std::string> names = opt->StateNames();
+    for (const std::string& n : saved) {
+      if (std::find(names.begin(), names.end(), n) == names.end() && opt->type() != "sgd") {
+        return absl::DataLossError(absl::StrCat(job_path, ": optimizer state '", Printable(n), "' is not one of ",
+                                                opt->type(), "'s"));
       }
     }
-    std::vector<std::string> names;
-    for (const std::string& n : opt->StateNames()) {
+    std::vector<std::string> load;
+    for (const std::string& n : names) {
       if (saved.count(n)) {
-        names.push_back(n);
-      } else {
-        out.notes.push_back(absl::StrCat("the checkpoint has no optimizer state '", n, "'; it starts fresh"));
+        load.push_back(n);
+      } else if (opt->type() == "sgd") {
+        // SGD saved without momentum, resumed with it: a hyper-parameter change.
+        out.notes.push_back(absl::StrCat("the checkpoint has no '", n, "' (it was saved without momentum); it starts "
+                                         "fresh"));
+      } else if (steps > 0) {
+        return absl::DataLossError(absl::StrCat(job_path, ": ", opt->type(), " after ", steps,
+                                                " steps has state '", n, "', which the checkpoint lacks"));
       }
     }
-    for (const auto& n : names) full[n] = torch::zeros({opt->total_numel()});
+    for (const auto& n : load) full[n] = torch::zeros({opt->total_numel()});
+    std::set<int> checked;  // this stage's optim files whose keys were checked
     int64_t off = 0;
     for (const auto& p : rt.DistinctParameters()) {
-      if (names.empty()) break;
-      const int source = IsTiedCopy(model, owners, p.layer, p.name)
-                             ? owners.at(model.layers(p.layer).tie_key())
-                             : p.layer;
+      const int64_t numel = p.value.numel();
+      if (load.empty()) break;
+      const int source =
+          IsTiedCopy(model, owners, p.layer, p.name) ? owners.at(model.layers(p.layer).tie_key()) : p.layer;
       const std::string file = LayerFile(source, "optim");
       const std::string path = out.tag_dir + "/" + file;
       ASSIGN_OR_RETURN(const PyValue* dict, reader.Dict(file));
+      // A file of this stage holds the state of exactly the parameters its layer owns
+      // (another stage's file is checked by that stage).
+      if (shapes.count(source) && checked.insert(source).second) {
+        for (const auto& [k, v] : dict->dict) {
+          const bool owned = k->kind == PyValue::Kind::kString && shapes[source].count(k->s) &&
+                             !IsTiedCopy(model, owners, source, k->s);
+          if (!owned) {
+            return absl::InvalidArgumentError(absl::StrCat(path, ": unexpected '", Printable(k->s), "': ",
+                                                           LayerWhat(model, source), " does not own it"));
+          }
+        }
+      }
       const PyValue* entry = dict->Find(p.name);
       if (entry == nullptr || entry->kind != PyValue::Kind::kDict) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": no optimizer state for '", p.name, "' of ",
                                                        LayerWhat(model, p.layer)));
       }
-      for (const auto& n : names) {
-        ASSIGN_OR_RETURN(torch::Tensor t, TensorEntry(*entry, n, path + " ['" + p.name + "']", p.value.sizes(),
-                                                      LayerWhat(model, p.layer)));
-        full[n].narrow(0, off, p.value.numel()).copy_(t.reshape({-1}));
+      Shapes want;
+      for (const auto& n : load) want[n] = p.value.sizes().vec();
+      // Each entry holds its step count and exactly the saved state.
+      const PyValue* step_entry = entry->Find("step");
+      if (step_entry == nullptr || step_entry->kind != PyValue::Kind::kInt || step_entry->i != steps) {
+        return absl::DataLossError(absl::StrCat(path, " ['", p.name, "']: 'step' must be ", steps, " as in ", kJobFile));
       }
-      off += p.value.numel();
+      PyValue rest = *entry;
+      rest.dict.erase(std::remove_if(rest.dict.begin(), rest.dict.end(),
+                                     [](const auto& kv) { return kv.first->kind == PyValue::Kind::kString &&
+                                                                 kv.first->s == "step"; }),
+                      rest.dict.end());
+      std::set<std::string> may_lack;
+      ASSIGN_OR_RETURN(auto tensors, LayerTensors(rest, absl::StrCat(path, " ['", p.name, "']"), want, may_lack,
+                                                  absl::StrCat(LayerWhat(model, p.layer), " ", p.name)));
+      for (const auto& [n, t] : tensors) {
+        if (!torch::isfinite(t).all().item<bool>() || (n == "exp_avg_sq" && t.min().item<float>() < 0)) {
+          return absl::DataLossError(absl::StrCat(path, " ['", p.name, "']: '", n, "' holds ",
+                                                  n == "exp_avg_sq" ? "negative or " : "", "non-finite values"));
+        }
+        full[n].narrow(0, off, numel).copy_(t.reshape({-1}));
+      }
+      off += numel;
     }
   } else if (opt != nullptr && options.module_only && !out.imported) {
     out.notes.push_back("--load-module-only: loaded the weights; the optimizer state and the step start fresh");
@@ -695,53 +622,151 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan
   return out;
 }
 
-absl::Status ExportCheckpoint(const std::string& tag_dir, const ir::ModelSpec* model_arg, const std::string& out) {
+absl::Status Export(const std::string& tag_dir, const ir::ModelSpec* model_arg, const std::string& out) {
+  std::error_code ec;
+  const fs::path target = fs::weakly_canonical(out, ec);
+  const fs::path source = fs::weakly_canonical(tag_dir, ec);
+  if (absl::StartsWith(target.string(), source.string() + "/") || target == source) {
+    return absl::InvalidArgumentError(absl::StrCat("'", out, "' is inside the checkpoint ", tag_dir,
+                                                   " being exported; write it elsewhere"));
+  }
   ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(tag_dir));
   // Every file of the checkpoint, not only the ones exported, must be intact.
   for (const auto& [name, r] : reader.manifest()) RETURN_IF_ERROR(reader.Bytes(name).status());
   ir::ModelSpec model;
-  if (reader.has_manifest() && reader.Listed(kJob)) {
-    ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJob));
-    ASSIGN_OR_RETURN(json job, ParseJson(text, tag_dir + "/" + kJob));
-    if (!job.contains("model") || !job["model"].is_object()) {
-      return absl::DataLossError(absl::StrCat(tag_dir, "/", kJob, ": no model"));
-    }
-    RETURN_IF_ERROR(ir::JsonToMessage(job["model"].dump(), tag_dir + "/" + kJob, &model));
+  if (reader.manifest().count(kJobFile)) {
+    ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJobFile));
+    ASSIGN_OR_RETURN(Job job, ParseJob(text, tag_dir + "/" + kJobFile));
+    model = job.model;
   } else if (model_arg != nullptr) {
     model = *model_arg;
+    for (const auto& e : fs::directory_iterator(tag_dir, ec)) {
+      int layer;
+      if (std::sscanf(e.path().filename().c_str(), "layer_%d-model_states.pt", &layer) == 1 &&
+          layer >= model.layers_size()) {
+        return absl::InvalidArgumentError(absl::StrCat(e.path().string(), ": the model has only ",
+                                                       model.layers_size(), " layers"));
+      }
+    }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(tag_dir, " has no ", kJob,
+    return absl::InvalidArgumentError(absl::StrCat(tag_dir, " has no ", kJobFile,
                                                    " to name its layers (an imported checkpoint): give the model"));
   }
   const std::map<std::string, int> owners = TieOwners(model);
   c10::Dict<std::string, at::Tensor> all;
+  auto add = [&](const std::string& key, const torch::Tensor& t) -> absl::Status {
+    if (all.contains(key)) {
+      return absl::InvalidArgumentError(absl::StrCat("two layers of the model export '", key, "'; name them apart"));
+    }
+    all.insert(key, t);
+    return absl::OkStatus();
+  };
   for (int l = 0; l < model.layers_size(); ++l) {
-    const std::string prefix = model.layers(l).name().empty() ? absl::StrCat("layer_", l) : model.layers(l).name();
-    auto dict = reader.Dict(LayerFile(l, "model"));
-    if (!dict.ok()) {
-      if (absl::IsNotFound(dict.status()) && !reader.has_manifest()) continue;  // an import's stateless layer
+    const ir::LayerSpec& spec = model.layers(l);
+    const std::string prefix = spec.name().empty() ? absl::StrCat("layer_", l) : spec.name();
+    // The layer's parameters, from the registry that builds it.
+    ASSIGN_OR_RETURN(std::unique_ptr<Layer> layer, BuildLayer(spec, l, 0));
+    Shapes want;
+    for (const auto& [name, p] : layer->params()) want[name] = p.sizes().vec();
+    std::set<std::string> may_lack;
+    const bool tied_copy = want.count("weight") && IsTiedCopy(model, owners, l, "weight");
+    if (tied_copy) {
+      if (reader.has_manifest()) {
+        want.erase("weight");
+      } else {
+        may_lack.insert("weight");
+      }
+    }
+    const std::string file = LayerFile(l, "model");
+    std::map<std::string, torch::Tensor> tensors;
+    auto dict = reader.Dict(file);
+    if (dict.ok()) {
+      ASSIGN_OR_RETURN(tensors, LayerTensors(**dict, tag_dir + "/" + file, want, may_lack, LayerWhat(model, l)));
+    } else if (!absl::IsNotFound(dict.status()) || want.size() != may_lack.size()) {
       return dict.status();
     }
-    for (const auto& [k, v] : (*dict)->dict) {
-      if (k->kind != PyValue::Kind::kString || v->kind != PyValue::Kind::kTensor) {
-        return absl::DataLossError(absl::StrCat(tag_dir, "/", LayerFile(l, "model"), ": an entry that is not a "
-                                                "named tensor"));
-      }
-      all.insert(absl::StrCat(prefix, ".", k->s), v->tensor);
-    }
-    const std::string& key = model.layers(l).tie_key();
-    if (!key.empty() && (*dict)->Find("weight") == nullptr && owners.at(key) != l) {
-      ASSIGN_OR_RETURN(const PyValue* owner, reader.Dict(LayerFile(owners.at(key), "model")));
+    if (tied_copy && !tensors.count("weight")) {
+      const std::string owner_file = LayerFile(owners.at(spec.tie_key()), "model");
+      ASSIGN_OR_RETURN(const PyValue* owner, reader.Dict(owner_file));
       const PyValue* w = owner->Find("weight");
-      if (w == nullptr || w->kind != PyValue::Kind::kTensor) {
-        return absl::DataLossError(absl::StrCat(tag_dir, "/", LayerFile(owners.at(key), "model"),
-                                                ": no tied 'weight'"));
+      if (w == nullptr || w->kind != PyValue::Kind::kTensor || w->tensor.sizes() != layer->params()["weight"].sizes()) {
+        return absl::DataLossError(absl::StrCat(tag_dir, "/", owner_file, ": no tied 'weight' of shape ",
+                                                Shape(layer->params()["weight"].sizes())));
       }
-      all.insert(absl::StrCat(prefix, ".weight"), w->tensor);
+      tensors["weight"] = w->tensor.to(torch::kFloat32);
+    }
+    // "weight" first, as PyTorch lists a module's parameters.
+    if (tensors.count("weight")) RETURN_IF_ERROR(add(prefix + ".weight", tensors["weight"]));
+    for (const auto& [name, t] : tensors) {
+      if (name != "weight") RETURN_IF_ERROR(add(absl::StrCat(prefix, ".", name), t));
     }
   }
   ASSIGN_OR_RETURN(std::vector<char> bytes, SerializeTorchFile(all));
-  return WriteFileDurably(out, View(bytes));
+  return WriteDurable(out, View(bytes), false).status();
+}
+
+}  // namespace
+
+absl::Status WriteFileDurably(const std::string& path, absl::string_view bytes) {
+  return WriteDurable(path, bytes, false).status();
+}
+
+absl::Status ExportModel(StageRuntime& rt, const ir::Plan& plan, const std::string& out, absl::Duration timeout) {
+  Transport& t = *rt.transport();
+  ASSIGN_OR_RETURN(uint64_t nonce, AgreeOnNonce(t, timeout));
+  const std::string parts = absl::StrFormat("%s.parts-%016x", out, nonce);
+  SaveOptions o;
+  o.dir = parts;
+  o.tag = "model";
+  o.model_only = true;
+  o.timeout = timeout;
+  absl::StatusOr<std::string> tag_dir = SaveCheckpoint(rt, plan, 0, o);
+  absl::Status exported = tag_dir.status();
+  if (t.rank() == 0) {
+    if (exported.ok()) exported = ExportCheckpoint(*tag_dir, &plan.model(), out);
+    std::error_code ec;
+    fs::remove_all(parts, ec);
+  }
+  if (!tag_dir.ok()) return exported;  // every rank already knows
+  return AgreeOnStatus(t, exported, absl::StrCat("rank ", t.rank(), ": exporting ", out), timeout);
+}
+
+absl::Status AgreeOnStatus(Transport& transport, const absl::Status& local, const std::string& what,
+                           absl::Duration timeout) {
+  if (transport.world_size() == 1) return local;
+  std::vector<int> all;
+  for (int r = 0; r < transport.world_size(); ++r) all.push_back(r);
+  std::vector<at::Tensor> flag{torch::full({1}, local.ok() ? 0.0 : 1.0, torch::kFloat64)};
+  absl::Status s = transport.AllReduceSum(flag, all, timeout);
+  if (!local.ok()) return local;
+  if (!s.ok()) return Annotate(s, absl::StrCat("rank ", transport.rank(), ": ", what));
+  const int failed = static_cast<int>(flag[0].item<double>());
+  if (failed > 0) {
+    return absl::AbortedError(absl::StrCat("rank ", transport.rank(), ": ", what, " failed on ", failed,
+                                           " other rank(s); see their errors"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir, const std::string& tag) {
+  return Guarded<std::string>("resolving the checkpoint", [&] { return Resolve(dir, tag); });
+}
+
+absl::StatusOr<std::string> SaveCheckpoint(StageRuntime& rt, const ir::Plan& plan, int64_t step,
+                                           const SaveOptions& options) {
+  return Guarded<std::string>("saving a checkpoint", [&] { return Save(rt, plan, step, options); });
+}
+
+absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan& plan, const LoadOptions& options) {
+  return Guarded<LoadedCheckpoint>("loading a checkpoint", [&] { return Load(rt, plan, options); });
+}
+
+absl::Status ExportCheckpoint(const std::string& tag_dir, const ir::ModelSpec* model, const std::string& out) {
+  return Guarded<bool>("exporting", [&]() -> absl::StatusOr<bool> {
+           RETURN_IF_ERROR(Export(tag_dir, model, out));
+           return true;
+         })
+      .status();
 }
 
 }  // namespace ppc::runtime

@@ -72,6 +72,11 @@ absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir, const std:
 // (an import); otherwise the checkpoint's own model is used.
 absl::Status ExportCheckpoint(const std::string& tag_dir, const ir::ModelSpec* model, const std::string& out);
 
+// --export: writes the model held by the ranks as one state dict at `out` (as
+// ExportCheckpoint does), through a model-only checkpoint in a fresh directory next to
+// it that is removed afterwards. Collective over the world.
+absl::Status ExportModel(StageRuntime& rt, const ir::Plan& plan, const std::string& out, absl::Duration timeout);
+
 // Every rank learns whether any rank failed: returns `local` if it failed, an error
 // naming `what` if another rank did, OK if none did. Collective over the world.
 absl::Status AgreeOnStatus(Transport& transport, const absl::Status& local, const std::string& what,

@@ -270,17 +270,8 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
   }
 
   if (!options.export_path.empty()) {
-    // From a model-only checkpoint written next to the output, merged by rank 0.
-    const std::string parts = options.export_path + ".parts";
-    ASSIGN_OR_RETURN(std::string tag_dir, save(start + static_cast<int64_t>(records.steps.size()), parts, "model", true));
-    absl::Status exported;
-    if (leader) {
-      exported = ExportCheckpoint(tag_dir, &plan.model(), options.export_path);
-      std::error_code ec;
-      std::filesystem::remove_all(parts, ec);
-      if (exported.ok() && options.print) std::fprintf(stderr, "ppc: exported %s\n", options.export_path.c_str());
-    }
-    RETURN_IF_ERROR(AgreeOnStatus(*transport, exported, "exporting the model", timeout));
+    RETURN_IF_ERROR(ExportModel(*rt, plan, options.export_path, timeout));
+    if (leader && options.print) std::fprintf(stderr, "ppc: exported %s\n", options.export_path.c_str());
   }
   if (!options.dump_weights.empty() && rt->replica() == 0) {
     RETURN_IF_ERROR(DumpWeights(rt->Parameters(), options.dump_weights));

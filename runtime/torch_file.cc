@@ -123,8 +123,19 @@ class Unpickler {
     return stack_.back();
   }
 
-  static Ref MakeList(std::vector<Ref> items) {
+  // State dicts nest a few levels; a deep chain would also overflow the stack when freed.
+  static constexpr int kMaxDepth = 64;
+
+  absl::Status Nest(const Ref& container, const Ref& element) {
+    container->depth = std::max(container->depth, element->depth + 1);
+    if (container->depth > kMaxDepth) return Bad(absl::StrCat("values nested more than ", kMaxDepth, " deep"));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Ref> MakeList(std::vector<Ref> items) {
     Ref list = Make(PyValue::Kind::kList);
+    list->depth = 1;
+    for (const Ref& x : items) RETURN_IF_ERROR(Nest(list, x));
     list->items = std::move(items);
     return list;
   }
@@ -132,7 +143,11 @@ class Unpickler {
   absl::Status SetItems(const Ref& dict, const std::vector<Ref>& kv) {
     if (dict->kind != PyValue::Kind::kDict) return Bad(absl::StrCat("setting items on a ", dict->TypeName()));
     if (kv.size() % 2 != 0) return Bad("odd number of dict items");
-    for (size_t k = 0; k < kv.size(); k += 2) dict->dict.emplace_back(kv[k], kv[k + 1]);
+    for (size_t k = 0; k < kv.size(); k += 2) {
+      RETURN_IF_ERROR(Nest(dict, kv[k]));
+      RETURN_IF_ERROR(Nest(dict, kv[k + 1]));
+      dict->dict.emplace_back(kv[k], kv[k + 1]);
+    }
     return absl::OkStatus();
   }
 
@@ -326,7 +341,8 @@ class Unpickler {
       case 't':
       case 'l': {
         ASSIGN_OR_RETURN(auto items, PopToMark());
-        Push(MakeList(std::move(items)));
+        ASSIGN_OR_RETURN(Ref list, MakeList(std::move(items)));
+        Push(list);
         return absl::OkStatus();
       }
       case 0x85:
@@ -337,7 +353,8 @@ class Unpickler {
         for (size_t k = 0; k < n; ++k) {
           ASSIGN_OR_RETURN(items[n - 1 - k], Pop());
         }
-        Push(MakeList(std::move(items)));
+        ASSIGN_OR_RETURN(Ref list, MakeList(std::move(items)));
+        Push(list);
         return absl::OkStatus();
       }
       case 'd': {
@@ -351,6 +368,7 @@ class Unpickler {
         ASSIGN_OR_RETURN(Ref v, Pop());
         ASSIGN_OR_RETURN(Ref list, Top());
         if (list->kind != PyValue::Kind::kList) return Bad("APPEND to a non-list");
+        RETURN_IF_ERROR(Nest(list, v));
         list->items.push_back(v);
         return absl::OkStatus();
       }
@@ -358,7 +376,10 @@ class Unpickler {
         ASSIGN_OR_RETURN(auto items, PopToMark());
         ASSIGN_OR_RETURN(Ref list, Top());
         if (list->kind != PyValue::Kind::kList) return Bad("APPENDS to a non-list");
-        for (auto& x : items) list->items.push_back(x);
+        for (auto& x : items) {
+          RETURN_IF_ERROR(Nest(list, x));
+          list->items.push_back(x);
+        }
         return absl::OkStatus();
       }
       case 's': {  // SETITEM
@@ -459,6 +480,26 @@ class Unpickler {
 
 }  // namespace
 
+PyValue::~PyValue() {
+  std::vector<std::shared_ptr<PyValue>> pending;
+  auto unlink = [&pending](PyValue& v) {
+    for (auto& x : v.items) pending.push_back(std::move(x));
+    for (auto& [k, x] : v.dict) {
+      pending.push_back(std::move(k));
+      pending.push_back(std::move(x));
+    }
+    v.items.clear();
+    v.dict.clear();
+  };
+  unlink(*this);
+  while (!pending.empty()) {
+    std::shared_ptr<PyValue> v = std::move(pending.back());
+    pending.pop_back();
+    // The last reference: take its children before it is freed (then it frees nothing).
+    if (v && v.use_count() == 1) unlink(*v);
+  }
+}
+
 const PyValue* PyValue::Find(const std::string& key) const {
   if (kind != Kind::kDict) return nullptr;
   for (const auto& [k, v] : dict)
@@ -518,15 +559,21 @@ absl::StatusOr<PyValue> ParseTorchFile(const std::string& bytes, const std::stri
   }
   auto storage = [&](const std::string& key, at::ScalarType dtype, int64_t numel) -> absl::StatusOr<at::Tensor> {
     ASSIGN_OR_RETURN(std::string data, record("data/" + key));
-    const int64_t want = numel * static_cast<int64_t>(c10::elementSize(dtype));
-    if (static_cast<int64_t>(data.size()) < want) {
-      return absl::DataLossError(absl::StrCat("storage record 'data/", key, "' has ", data.size(), " bytes, needs ", want));
+    const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+    // Compared by division: numel * element may overflow for a hostile numel.
+    if (numel < 0 || numel > static_cast<int64_t>(data.size()) / element) {
+      return absl::DataLossError(absl::StrCat("storage record 'data/", key, "' has ", data.size(), " bytes, too few for ",
+                                              numel, " elements of ", element, " bytes"));
     }
-    at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    if (want > 0) std::memcpy(t.data_ptr(), data.data(), want);
+    at::Tensor t;
+    RETURN_IF_ERROR(TorchCall([&] { t = at::empty({numel}, at::TensorOptions().dtype(dtype)); }));
+    if (numel > 0) std::memcpy(t.data_ptr(), data.data(), numel * element);
     return t;
   };
-  return Unpickler(pickle, storage, where).Run();
+  absl::StatusOr<PyValue> value = absl::InternalError("unset");
+  absl::Status thrown = TorchCall([&] { value = Unpickler(pickle, storage, where).Run(); });
+  if (!thrown.ok()) return absl::DataLossError(absl::StrCat(where, ": cannot read: ", thrown.message()));
+  return value;
 }
 
 absl::StatusOr<PyValue> ReadTorchFile(const std::string& path) {

@@ -25,6 +25,14 @@ namespace ppc::runtime {
 
 // One Python object read from a PyTorch file.
 struct PyValue {
+  PyValue() = default;
+  PyValue(const PyValue&) = default;
+  PyValue(PyValue&&) = default;
+  PyValue& operator=(const PyValue&) = default;
+  PyValue& operator=(PyValue&&) = default;
+  // Frees nested values iteratively, so that no nesting overflows the stack.
+  ~PyValue();
+
   // kGlobal: a class or function the pickle names (s = "module.name").
   enum class Kind { kNone, kBool, kInt, kFloat, kString, kList, kDict, kTensor, kGlobal };
   Kind kind = Kind::kNone;
@@ -35,6 +43,8 @@ struct PyValue {
   std::vector<std::shared_ptr<PyValue>> items;  // kList (tuples too)
   std::vector<std::pair<std::shared_ptr<PyValue>, std::shared_ptr<PyValue>>> dict;  // kDict, in order
   at::Tensor tensor;
+  // Containers: 1 + the deepest element (the reader refuses very deep nesting).
+  int depth = 0;
 
   // The value under string key `key` of a dict, or nullptr.
   const PyValue* Find(const std::string& key) const;

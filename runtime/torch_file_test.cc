@@ -3,6 +3,7 @@
 // error, never a crash.
 #include "runtime/torch_file.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/torch.h>
 
 #include "gtest/gtest.h"
@@ -115,6 +116,54 @@ TEST(TorchFile, DamagedFilesAreErrorsNeverCrashes) {
   auto empty = ParseTorchFile("", "empty.pt");
   ASSERT_FALSE(empty.ok());
   EXPECT_NE(empty.status().message().find("empty.pt: not a PyTorch file"), std::string::npos) << empty.status();
+}
+
+// A PyTorch zip holding `pickle` as data.pkl and the given storage records.
+std::string Zip(const std::string& pickle, const std::map<std::string, std::string>& records = {}) {
+  std::string out;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+    out.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  for (const auto& [name, bytes] : records) writer.writeRecord(name, bytes.data(), bytes.size());
+  writer.writeEndOfFile();
+  return out;
+}
+
+TEST(TorchFile, HostilePicklesAreRefusedWithoutCrashing) {
+  // A million nested 1-tuples.
+  std::string deep = "\x80\x02N" + std::string(1000000, '\x85') + ".";
+  auto a = ParseTorchFile(Zip(deep), "deep.pt");
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("nested more than"), std::string::npos) << a.status();
+  // A chain built by appending each new list into the previous one (via the memo), so
+  // that no container's recorded depth grows: freeing it must not recurse.
+  std::string chain = "\x80\x02]q\x00";  // L0 = [], memo 0
+  for (int i = 1; i <= 200000; ++i) {
+    // BINGET previous (LONG_BINGET), EMPTY_LIST, LONG_BINPUT i, APPEND, POP
+    auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+    chain += "j" + u32(i - 1) + "]r" + u32(i) + "a0";
+  }
+  chain += ".";
+  (void)ParseTorchFile(Zip(chain), "chain.pt");  // any status; the process survives
+  // A storage that declares 2^62 elements: the size check must not overflow.
+  // (Hex escapes are split from the next literal: "\x02" "c", not "\x02c".)
+  std::string huge = std::string("\x80\x02") + "ctorch._utils\n_rebuild_tensor_v2\n((" +
+                     std::string("X\x07\x00\x00\x00", 5) + "storage" + "ctorch\nFloatStorage\n" +
+                     std::string("X\x01\x00\x00\x00", 5) + "0" + std::string("X\x03\x00\x00\x00", 5) + "cpu" +
+                     std::string("\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x40", 10) +  // LONG1: 2^62
+                     "tQ" + std::string("K\x00", 2) + std::string("K\x01\x85", 3) + std::string("K\x01\x85", 3) +
+                     "\x89NtR.";
+  auto h = ParseTorchFile(Zip(huge, {{"data/0", std::string(16, '\0')}}), "huge.pt");
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.status().message().find("too few for"), std::string::npos) << h.status();
+  // A pickle that would call os.system is refused, not called.
+  std::string call = std::string("\x80\x02") + "cposix\nsystem\n" + std::string("X\x04\x00\x00\x00", 5) +
+                     "true" + "\x85R.";
+  auto c = ParseTorchFile(Zip(call), "call.pt");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("unsupported object 'posix.system'"), std::string::npos) << c.status();
 }
 
 }  // namespace

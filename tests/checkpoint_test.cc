@@ -8,10 +8,17 @@
 //    pointing at it; every bad checkpoint is an error naming the file, not a crash;
 //  - evaluation: accuracy rises above chance with training; P=2 evaluates as P=1;
 //  - tied weights are saved once and restored into every copy; export and ppc export.
+#include <sys/stat.h>
+#include <zlib.h>
+
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "ir/plan_io.h"
@@ -228,6 +235,13 @@ std::map<std::string, std::string> Snapshot(const std::string& dir) {
   return files;
 }
 
+// Directories in `dir` whose name starts with `prefix`.
+int CountDirs(const std::string& dir, const std::string& prefix) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += e.is_directory() && e.path().filename().string().rfind(prefix, 0) == 0;
+  return n;
+}
+
 TEST(CrashSafety, ARankKilledWhileWritingLeavesThePreviousCheckpoint) {
   Config s{kMlp, 2, 1, 4, "sgd"};
   const std::string plan = Compile(s, "crash");
@@ -236,23 +250,29 @@ TEST(CrashSafety, ARankKilledWhileWritingLeavesThePreviousCheckpoint) {
   const std::string dir = Tmp("crash_ckpt");
   ASSERT_EQ(Pprun(plan, 2, "crash_first", {"--steps", "2", "--save-dir", dir}).exit_code, 0);
   const auto before = Snapshot(dir);
-  // Rank 1 dies halfway through its first file of the checkpoint after step 4.
-  RunResult crashed = Pprun(plan, 2, "crash_run", {"--steps", "6", "--load", dir, "--save-every", "2", "--save-dir", dir},
-                            {{"PPRUN_FAULT_INJECT", "1:save:4"}});
-  EXPECT_NE(crashed.exit_code, 0);
-  EXPECT_NE(crashed.output.find("exiting halfway through writing"), std::string::npos) << crashed.output;
+  const std::vector<std::string> resume{"--steps", "6", "--load", dir, "--save-every", "2", "--save-dir", dir};
+  // Rank 1 dies halfway through its first file of the checkpoint after step 4: rank 0
+  // sees the save fail and removes what it staged.
+  RunResult one = Pprun(plan, 2, "crash_rank1", resume, {{"PPRUN_FAULT_INJECT", "1:save:4"}});
+  EXPECT_NE(one.exit_code, 0);
+  EXPECT_NE(one.output.find("exiting halfway through writing"), std::string::npos) << one.output;
+  EXPECT_EQ(Latest(dir), "global_step2");
+  EXPECT_EQ(CountDirs(dir, "global_step4"), 0);
+  // Rank 0 itself dies: its staging directory stays, never under the tag's name.
+  RunResult zero = Pprun(plan, 2, "crash_rank0", resume, {{"PPRUN_FAULT_INJECT", "0:save:4"}});
+  EXPECT_NE(zero.exit_code, 0);
   EXPECT_EQ(Latest(dir), "global_step2");
   EXPECT_FALSE(fs::exists(dir + "/global_step4"));
-  EXPECT_TRUE(fs::exists(dir + "/global_step4.partial")) << "the torn save stays aside, never under its tag";
+  EXPECT_EQ(CountDirs(dir, "global_step4.partial-"), 1);
   // The previous checkpoint is untouched, byte for byte.
   auto after = Snapshot(dir);
   for (const auto& [path, bytes] : before) EXPECT_EQ(after[path], bytes) << path;
-  RunResult resumed = Pprun(plan, 2, "crash_resume", {"--steps", "6", "--load", dir, "--save-dir", dir});
+  RunResult resumed = Pprun(plan, 2, "crash_resume", resume);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_EQ(resumed.losses, std::vector<double>(full.losses.begin() + 2, full.losses.end()));
   EXPECT_EQ(resumed.weights, full.weights);
   EXPECT_EQ(Latest(dir), "global_step6");
-  EXPECT_FALSE(fs::exists(dir + "/global_step4.partial")) << "a completed save removes torn ones";
+  EXPECT_EQ(CountDirs(dir, "global_step4.partial-"), 0) << "a completed save removes torn ones";
 }
 
 // ---------------------------------------------------------------------------------
@@ -348,6 +368,76 @@ TEST_F(BadCheckpoint, OtherOptimizerNeedsLoadModuleOnly) {
   RunResult r = Pprun(sgd, 2, "bad_module_only", {"--steps", "3", "--load", *good_, "--load-module-only"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.losses.size(), 3u) << "module-only starts at step 1";
+}
+
+// Replaces `name` in `tag_dir` and updates manifest.json to match, so that the damage
+// reaches the parser instead of stopping at the checksum.
+void ReplaceConsistently(const std::string& tag_dir, const std::string& name, const std::string& bytes) {
+  ASSERT_TRUE(ir::WriteFile(tag_dir + "/" + name, bytes).ok());
+  auto manifest = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/manifest.json"));
+  const uint32_t crc = crc32_z(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size());
+  manifest["files"][name] = {{"bytes", bytes.size()}, {"crc32", absl::StrFormat("%08x", crc)}};
+  ASSERT_TRUE(ir::WriteFile(tag_dir + "/manifest.json", manifest.dump(2)).ok());
+}
+
+void EditJob(const std::string& tag_dir, const std::function<void(nlohmann::json&)>& edit) {
+  auto job = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/job.json"));
+  edit(job);
+  ReplaceConsistently(tag_dir, "job.json", job.dump(2));
+}
+
+TEST_F(BadCheckpoint, JobFileOfWrongTypesOrInconsistentOptimizerState) {
+  std::string dir = Copy("job_types");
+  EditJob(dir + "/global_step2", [](nlohmann::json& j) { j["optimizer"]["steps"] = "x"; });
+  ExpectLoadError(dir, {"job.json optimizer: 'steps' must be an integer, not \"x\""});
+  dir = Copy("job_negative");
+  EditJob(dir + "/global_step2", [](nlohmann::json& j) { j["optimizer"]["steps"] = -1; });
+  ExpectLoadError(dir, {"'steps' must be >= 0, not -1"});
+  dir = Copy("job_state");
+  EditJob(dir + "/global_step2", [](nlohmann::json& j) { j["optimizer"]["state"] = {"exp_avg"}; });
+  ExpectLoadError(dir, {"adam after 2 steps has state 'exp_avg_sq', which the checkpoint lacks"});
+  // Adam's second moment can never be negative: a file saying so is corrupt.
+  dir = Copy("optim_values");
+  c10::impl::GenericDict optim(c10::StringType::get(), c10::AnyType::get());
+  for (auto [name, shape] : {std::pair<const char*, std::vector<int64_t>>{"weight", {64, 32}}, {"bias", {64}}}) {
+    c10::impl::GenericDict entry(c10::StringType::get(), c10::AnyType::get());
+    entry.insert("step", c10::IValue(int64_t{2}));
+    entry.insert("exp_avg", torch::zeros(shape));
+    entry.insert("exp_avg_sq", -torch::ones(shape));
+    optim.insert(name, entry);
+  }
+  auto bytes = runtime::SerializeTorchFile(optim);
+  ASSERT_TRUE(bytes.ok());
+  ReplaceConsistently(dir + "/global_step2", "layer_00-optim_states.pt", std::string(bytes->begin(), bytes->end()));
+  ExpectLoadError(dir, {"layer_00-optim_states.pt ['", "']: 'exp_avg_sq' holds negative or non-finite values"});
+}
+
+TEST_F(BadCheckpoint, AFifoIsAnErrorNotAHang) {
+  std::string dir = Copy("fifo");
+  fs::remove(dir + "/latest");
+  ASSERT_EQ(mkfifo((dir + "/latest").c_str(), 0644), 0);
+  ExpectLoadError(dir, {"latest' is not a regular file"});
+}
+
+TEST(SafeOutputs, SavesAndExportsNeverReplaceWhatIsNotTheirs) {
+  const std::string plan = Compile(Config{kMlp, 2, 1, 4, "sgd"}, "safe");
+  // A user's file where the checkpoint's tag would go.
+  const std::string dir = Tmp("safe_ckpt");
+  fs::create_directories(dir);
+  ASSERT_TRUE(ir::WriteFile(dir + "/global_step2", "precious").ok());
+  RunResult r = Pprun(plan, 2, "safe_save", {"--steps", "2", "--save-dir", dir});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("global_step2' exists and is not a ppc checkpoint"), std::string::npos) << r.output;
+  EXPECT_EQ(*ir::ReadFile(dir + "/global_step2"), "precious");
+  EXPECT_EQ(CountDirs(dir, "global_step2.partial-"), 0);
+  // A FIFO (or a device) as the export is refused, before any rank starts.
+  const std::string fifo = Tmp("safe_fifo");
+  fs::remove(fifo);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  RunResult e = Pprun(plan, 2, "safe_export", {"--steps", "1", "--export", fifo});
+  EXPECT_EQ(e.exit_code, 2);
+  EXPECT_NE(e.output.find("--export '" + fifo + "' exists and is not a regular file"), std::string::npos) << e.output;
+  EXPECT_TRUE(fs::is_fifo(fifo));
 }
 
 // ---------------------------------------------------------------------------------

@@ -27,11 +27,15 @@ absl::Status Bad(const std::string& flag, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", what));
 }
 
-// An output file: its directory must exist and it must not be a directory itself.
+// An output file: its directory must exist, and what is there already must be a
+// regular file (never a directory, a FIFO or a device, which would be replaced).
 absl::Status CheckOutputFile(const std::string& flag, const std::string& path) {
   if (path.empty()) return absl::OkStatus();
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return Bad(flag, absl::StrCat("'", path, "' is a directory"));
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    return Bad(flag, absl::StrCat("'", path, "' exists and is not a regular file"));
+  }
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
     return Bad(flag, absl::StrCat("'", path, "': directory '", parent.string(), "' does not exist"));
@@ -78,6 +82,9 @@ absl::Status ApplyRunFlags(runtime::RunOptions* o) {
   if (!o->predict_path.empty() && !o->eval_only) return Bad("predict", "needs --eval");
   if (auto s = CheckOutputFile("export", o->export_path); !s.ok()) return s;
   if (auto s = CheckOutputFile("predict", o->predict_path); !s.ok()) return s;
+  if (!o->export_path.empty() && o->export_path == o->predict_path) {
+    return Bad("predict", "and --export name the same file");
+  }
   return absl::OkStatus();
 }
 

@@ -138,14 +138,20 @@ int Main(int argc, char** argv) {
   std::vector<char*> original(argv, argv + argc);
   absl::ParseCommandLine(argc, argv);
   runtime::RunOptions options;
-  if (absl::Status flags = ApplyRunFlags(&options); !flags.ok()) {
+  absl::Status flags = ApplyRunFlags(&options);
+  if (flags.ok() && absl::GetFlag(FLAGS_steps) < 1) flags = absl::InvalidArgumentError("--steps must be >= 1");
+  if (flags.ok() && absl::GetFlag(FLAGS_print_every) < 0) flags = absl::InvalidArgumentError("--print-every must be >= 0");
+  if (flags.ok() && absl::GetFlag(FLAGS_nproc) < 0) flags = absl::InvalidArgumentError("--nproc must be >= 0");
+  if (flags.ok() && absl::GetFlag(FLAGS_timeout_s) < 1) flags = absl::InvalidArgumentError("--timeout-s must be >= 1");
+  if (!flags.ok()) {
     std::cerr << "train: " << flags.message() << "\n";
     return 2;
   }
   if (std::getenv(kLaunchedEnv) != nullptr) {
     absl::Status s = RunAsRank(options);
     if (!s.ok()) {
-      std::cerr << "train: rank " << std::getenv("RANK") << ": " << s << "\n";
+      const std::string line = absl::StrCat("train: rank ", std::getenv("RANK"), ": ", s.ToString(), "\n");
+      fwrite(line.data(), 1, line.size(), stderr);
       return 1;
     }
     return 0;

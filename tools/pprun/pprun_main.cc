@@ -114,7 +114,12 @@ int Main(int argc, char** argv) {
   }
   const std::string plan_path = args[1];
   runtime::RunOptions options;
-  if (absl::Status flags = ApplyRunFlags(&options); !flags.ok()) {
+  absl::Status flags = ApplyRunFlags(&options);
+  if (flags.ok() && absl::GetFlag(FLAGS_steps) < 0) flags = absl::InvalidArgumentError("--steps must be >= 0");
+  if (flags.ok() && absl::GetFlag(FLAGS_print_every) < 0) flags = absl::InvalidArgumentError("--print-every must be >= 0");
+  if (flags.ok() && absl::GetFlag(FLAGS_nproc) < 0) flags = absl::InvalidArgumentError("--nproc must be >= 0");
+  if (flags.ok() && absl::GetFlag(FLAGS_timeout_s) < 1) flags = absl::InvalidArgumentError("--timeout-s must be >= 1");
+  if (!flags.ok()) {
     std::cerr << "pprun: " << flags.message() << "\n";
     return 2;
   }
@@ -122,7 +127,9 @@ int Main(int argc, char** argv) {
   absl::Status s = RunOneRank(plan_path, options);
   if (!s.ok()) {
     const char* rank = std::getenv("RANK");
-    std::cerr << "pprun: rank " << (rank ? rank : "0") << ": " << s << "\n";
+    // One write, so that the lines of ranks failing together do not interleave.
+    const std::string line = absl::StrCat("pprun: rank ", rank ? rank : "0", ": ", s.ToString(), "\n");
+    fwrite(line.data(), 1, line.size(), stderr);
     return 1;
   }
   return 0;
