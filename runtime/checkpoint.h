@@ -9,7 +9,7 @@
 // Layers are numbered globally, so a checkpoint saved with one partition, topology,
 // schedule or ZeRO stage loads into any other of the same model (the fingerprint covers
 // the model alone). Saving is crash-safe: every rank writes its files into
-// DIR/<tag>.partial (temporary name, fsync, rename), rank 0 adds job.json and the
+// a fresh DIR/<tag>.partial-<random> (temporary name, fsync, rename), rank 0 adds job.json and the
 // manifest, moves the directory into place and only then rewrites `latest`; a save
 // that fails or is killed leaves the previous checkpoint and `latest` untouched.
 // A directory of DeepSpeed's layer_XX-model_states.pt files without a manifest loads as

@@ -202,14 +202,17 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
 
   // Optimizer over this stage's distinct parameters, sharded over the replicas when the
   // program's step is (ZeRO stage 1).
+  bool sharded = false;
+  for (const auto& in : train_.code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
+  int64_t numel = 0;
+  for (const auto& p : unique_params_) numel += p.numel();
+  const int64_t shard = sharded ? std::max<int64_t>(1, (numel + dp_ - 1) / dp_) : numel;
+  Flatten(sharded ? shard * dp_ : numel);
   if (train_.training) {
-    bool sharded = false;
-    for (const auto& in : train_.code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
-    auto opt = StageOptimizer::Create(plan.config().optimizer(), unique_params_, sharded ? replica_ : 0,
-                                      sharded ? dp_ : 1);
+    auto opt = StageOptimizer::Create(plan.config().optimizer(), unique_params_, flat_params_, flat_grads_,
+                                      sharded ? replica_ : 0, sharded ? dp_ : 1);
     if (!opt.ok()) return Annotate(opt.status(), who);
     optimizer_ = *std::move(opt);
-    if (sharded) gathered_ = torch::zeros({optimizer_->shard_size() * dp_});
   }
 
   // Communication groups, every rank creating its groups in one global order so that
@@ -576,10 +579,9 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       } else {
         auto grads = torch::autograd::grad({slot.output}, unique_params_, grad_out, /*retain_graph=*/false,
                                            /*create_graph=*/false, /*allow_unused=*/true);
+        // Accumulated in place: every .grad is a view of flat_grads_.
         for (size_t k = 0; k < grads.size(); ++k) {
-          if (!grads[k].defined()) continue;
-          auto& g = unique_params_[k].mutable_grad();
-          g = g.defined() ? g + grads[k] : grads[k];
+          if (grads[k].defined()) unique_params_[k].mutable_grad().add_(grads[k]);
         }
         slot.output = torch::Tensor();
       }
@@ -634,28 +636,14 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       std::vector<int> ranks;
       for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
       std::sort(ranks.begin(), ranks.end());
-      torch::Tensor& w = tied_.at(r.tie_key());
-      if (!w.grad().defined()) w.mutable_grad() = torch::zeros_like(w);
-      std::vector<at::Tensor> t{w.grad()};
+      std::vector<at::Tensor> t{tied_.at(r.tie_key()).grad()};
       return transport_->AllReduceSum(t, ranks, options_.timeout);
     }
     case ir::Instruction::kReduceGrads: {
-      std::vector<torch::Tensor> grads;
-      for (auto& p : unique_params_) {
-        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-        grads.push_back(p.grad().reshape({-1}));
-      }
-      if (grads.empty()) return absl::OkStatus();
-      torch::Tensor flat = torch::cat(grads);
-      std::vector<at::Tensor> t{flat};
+      // Every gradient is a view of flat_grads_: one all-reduce, in place.
+      std::vector<at::Tensor> t{flat_grads_};
       RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
-      flat.div_(dp_);
-      int64_t offset = 0;
-      for (auto& p : unique_params_) {
-        int64_t n = p.numel();
-        p.mutable_grad().copy_(flat.slice(0, offset, offset + n).view_as(p));
-        offset += n;
-      }
+      flat_grads_.div_(dp_);
       return absl::OkStatus();
     }
     case ir::Instruction::kClipGradNorm: {
@@ -684,9 +672,15 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
       optimizer_->Step();
       return absl::OkStatus();
     case ir::Instruction::kGatherParams: {
-      RETURN_IF_ERROR(transport_->AllGather(optimizer_->shard().detach(), gathered_, dp_group_, options_.timeout));
-      optimizer_->Gathered(gathered_);
-      return absl::OkStatus();
+      // Every replica keeps only its own updated slice and zeroes the rest; one in-place
+      // sum over the replicas then leaves every replica with every slice (x + 0 = x
+      // exactly), without a second parameter-sized buffer.
+      const int64_t shard = optimizer_->shard_size();
+      torch::NoGradGuard no_grad;
+      if (replica_ > 0) flat_params_.narrow(0, 0, replica_ * shard).zero_();
+      if (replica_ + 1 < dp_) flat_params_.narrow(0, (replica_ + 1) * shard, (dp_ - replica_ - 1) * shard).zero_();
+      std::vector<at::Tensor> t{flat_params_};
+      return transport_->AllReduceSum(t, dp_group_, options_.timeout);
     }
     case ir::Instruction::OP_NOT_SET:
       break;
@@ -721,6 +715,33 @@ std::vector<NamedParameter> StageRuntime::Parameters() const {
   for (const auto& layer : layers_)
     for (const auto& [name, p] : layer->params()) out.push_back({layer->global_index(), name, p});
   return out;
+}
+
+void StageRuntime::Flatten(int64_t size) {
+  torch::NoGradGuard no_grad;
+  flat_params_ = torch::zeros({size});
+  flat_grads_ = torch::zeros({size});
+  std::map<const void*, torch::Tensor> moved;  // old parameter -> its view
+  int64_t off = 0;
+  for (auto& p : unique_params_) {
+    const int64_t n = p.numel();
+    // detach(): plain aliases of the buffers (not autograd views), so that the view is a
+    // leaf that can require grad and its .grad can be zeroed in place.
+    torch::Tensor view = flat_params_.narrow(0, off, n).view(p.sizes()).detach();
+    view.copy_(p);
+    view.set_requires_grad(true);
+    view.mutable_grad() = flat_grads_.narrow(0, off, n).view(p.sizes()).detach();
+    moved[p.unsafeGetTensorImpl()] = view;
+    off += n;
+  }
+  auto rebind = [&](torch::Tensor& t) { t = moved.at(t.unsafeGetTensorImpl()); };
+  for (auto& layer : layers_)
+    for (auto& [name, p] : layer->params()) rebind(p);
+  for (auto& [key, w] : tied_) rebind(w);
+  std::set<const void*> not_owned;
+  for (const void* impl : not_owned_) not_owned.insert(moved.at(impl).unsafeGetTensorImpl());
+  not_owned_ = std::move(not_owned);
+  for (auto& p : unique_params_) rebind(p);
 }
 
 std::vector<NamedParameter> StageRuntime::DistinctParameters() const {
@@ -773,7 +794,6 @@ absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::
 
 absl::Status StageRuntime::SetOptimizerState(const std::map<std::string, torch::Tensor>& full, int64_t steps) {
   if (!optimizer_) return absl::OkStatus();
-  optimizer_->ParametersChanged();
   return optimizer_->SetState(full, steps);
 }
 

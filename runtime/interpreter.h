@@ -158,7 +158,13 @@ class StageRuntime {
   torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
   torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
   std::unique_ptr<StageOptimizer> optimizer_;
-  torch::Tensor gathered_;  // ZeRO-1: every replica's parameter slice after GatherParams
+  // The stage's distinct parameters and their gradients, flattened in unique_params_
+  // order (padded to a multiple of the replicas when sharded): every parameter and every
+  // .grad is a view of these, so reductions, clipping, sharded steps and gathers work on
+  // one contiguous tensor each.
+  torch::Tensor flat_params_, flat_grads_;
+  // Moves unique_params_ into the flat buffers (`size` values) and rebinds every layer.
+  void Flatten(int64_t size);
   std::unique_ptr<DataSource> data_, eval_data_;
   struct PendingOp {
     Transport::Handle handle;

@@ -14,7 +14,9 @@ std::string Key(const torch::Tensor& t) { return c10::guts::to_string(t.unsafeGe
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StageOptimizer>> StageOptimizer::Create(const ir::OptimizerConfig& o,
-                                                                       std::vector<torch::Tensor> params, int shard,
+                                                                       std::vector<torch::Tensor> params,
+                                                                       torch::Tensor flat_params,
+                                                                       torch::Tensor flat_grads, int shard,
                                                                        int num_shards) {
   auto opt = std::unique_ptr<StageOptimizer>(new StageOptimizer());
   opt->type_ = o.type().empty() ? "sgd" : o.type();
@@ -40,13 +42,20 @@ absl::StatusOr<std::unique_ptr<StageOptimizer>> StageOptimizer::Create(const ir:
     return absl::InvalidArgumentError(absl::StrCat("optimizer shard ", shard, " of ", num_shards));
   }
   opt->num_shards_ = num_shards;
+  opt->flat_grads_ = flat_grads;
+  opt->shard_size_ = flat_params.numel() / num_shards;
+  if (flat_params.numel() != flat_grads.numel() || opt->shard_size_ * num_shards != flat_params.numel() ||
+      opt->numel_ > flat_params.numel()) {
+    return absl::InternalError(absl::StrCat("optimizer buffers of ", flat_params.numel(), " and ", flat_grads.numel(),
+                                            " values for ", opt->numel_, " parameters in ", num_shards, " shards"));
+  }
   if (num_shards > 1) {
-    opt->shard_size_ = std::max<int64_t>(1, (opt->numel_ + num_shards - 1) / num_shards);
     opt->begin_ = std::min(opt->numel_, shard * opt->shard_size_);
     opt->end_ = std::min(opt->numel_, opt->begin_ + opt->shard_size_);
-    opt->shard_ = torch::zeros({opt->shard_size_});
-    opt->ParametersChanged();
+    torch::NoGradGuard no_grad;
+    opt->shard_ = flat_params.narrow(0, shard * opt->shard_size_, opt->shard_size_).detach();
     opt->shard_.set_requires_grad(true);
+    opt->shard_.mutable_grad() = flat_grads.narrow(0, shard * opt->shard_size_, opt->shard_size_).detach();
   }
   std::vector<torch::Tensor> targets = opt->TargetsOf();
   if (opt->type_ == "sgd") {
@@ -72,58 +81,11 @@ std::vector<torch::Tensor> StageOptimizer::TargetsOf() const {
   return sharded() ? std::vector<torch::Tensor>{shard_} : params_;
 }
 
-// Calls f(param, param_offset, shard_offset, n) for each piece of a parameter inside
-// this replica's slice.
-template <typename F>
-static void ForEachPiece(const std::vector<torch::Tensor>& params, int64_t begin, int64_t end, F&& f) {
-  int64_t off = 0;
-  for (const auto& p : params) {
-    const int64_t n = p.numel();
-    const int64_t lo = std::max(off, begin), hi = std::min(off + n, end);
-    if (lo < hi) f(p, lo - off, lo - begin, hi - lo);
-    off += n;
-  }
-}
-
-void StageOptimizer::ParametersChanged() {
-  if (!sharded()) return;
-  torch::NoGradGuard no_grad;
-  ForEachPiece(params_, begin_, end_, [&](const torch::Tensor& p, int64_t po, int64_t so, int64_t n) {
-    shard_.narrow(0, so, n).copy_(p.detach().reshape({-1}).narrow(0, po, n));
-  });
-}
-
 void StageOptimizer::Step() {
-  if (sharded()) {
-    torch::Tensor& g = shard_.mutable_grad();
-    if (!g.defined()) g = torch::zeros_like(shard_);
-    g.zero_();
-    ForEachPiece(params_, begin_, end_, [&](const torch::Tensor& p, int64_t po, int64_t so, int64_t n) {
-      if (p.grad().defined()) g.narrow(0, so, n).copy_(p.grad().reshape({-1}).narrow(0, po, n));
-    });
-  }
   optimizer_->step();
-  optimizer_->zero_grad();
-  if (sharded()) {
-    // The parameters' gradients are consumed: zero them as an unsharded step would.
-    for (auto& p : params_) {
-      if (p.grad().defined()) {
-        p.mutable_grad().detach_();
-        p.mutable_grad().zero_();
-      }
-    }
-  }
-  ++steps_;
-}
-
-void StageOptimizer::Gathered(const torch::Tensor& all) {
   torch::NoGradGuard no_grad;
-  int64_t off = 0;
-  for (auto& p : params_) {
-    const int64_t n = p.numel();
-    p.detach().view({-1}).copy_(all.narrow(0, off, n));
-    off += n;
-  }
+  flat_grads_.zero_();  // every gradient, in one go: they are views of it
+  ++steps_;
 }
 
 std::vector<std::string> StageOptimizer::StateNames() const {

@@ -1,6 +1,9 @@
 // The optimizer of one stage replica: LibTorch's SGD, Adam or AdamW over the stage's
 // distinct parameters, or, with ZeRO stage 1, over this replica's 1/D slice of those
 // parameters flattened in order (the optimizer state then exists for that slice only).
+// The parameters and their gradients are views of two flat buffers (the runtime's), so
+// the slice and its gradient are views too: a sharded step updates the parameters in
+// place, and the runtime's gather (GatherParams) fills in the other replicas' slices.
 //
 // State is exchanged in the same flattened order for checkpoints: per state name
 // ("exp_avg", "exp_avg_sq" for Adam/AdamW; "momentum_buffer" for SGD with momentum),
@@ -24,23 +27,22 @@ namespace ppc::runtime {
 
 class StageOptimizer {
  public:
+  // `params` are views of `flat_params` and their .grads of `flat_grads`, in order; the
+  // buffers hold num_shards equal slices (padded with zeros at the end). This replica is
   // `shard` of `num_shards` (1: unsharded). Unknown types and bad hyper-parameters are
   // InvalidArgument.
   static absl::StatusOr<std::unique_ptr<StageOptimizer>> Create(const ir::OptimizerConfig& config,
-                                                                std::vector<torch::Tensor> params, int shard,
-                                                                int num_shards);
+                                                                std::vector<torch::Tensor> params,
+                                                                torch::Tensor flat_params, torch::Tensor flat_grads,
+                                                                int shard, int num_shards);
 
-  // One step from every parameter's .grad (sharded: from this replica's slice of them;
-  // Gathered() must follow before the parameters are used). Then zeroes the .grads.
+  // One step from the gradients (sharded: this replica's slice of them, updating its
+  // slice of the parameters), then zeroes every gradient.
   void Step();
 
   bool sharded() const { return num_shards_ > 1; }
-  // Sharded: this replica's slice after Step, shard_size() values (zero-padded at the end).
-  const torch::Tensor& shard() const { return shard_; }
+  // Values per slice of the flat buffers.
   int64_t shard_size() const { return shard_size_; }
-  // Sharded: sets every parameter from all replicas' slices, num_shards * shard_size()
-  // values in shard order.
-  void Gathered(const torch::Tensor& all_shards);
 
   int64_t total_numel() const { return numel_; }
   const std::string& type() const { return type_; }
@@ -58,8 +60,6 @@ class StageOptimizer {
   // Sets the state from full vectors (total_numel() values per name; a missing name
   // leaves that state fresh) and the step count.
   absl::Status SetState(const std::map<std::string, torch::Tensor>& full, int64_t steps);
-  // After the parameters were overwritten (a checkpoint load): refresh the slice.
-  void ParametersChanged();
   // Bytes of optimizer state held by this replica (float32 values of every state tensor).
   int64_t StateBytes() const;
 
@@ -71,10 +71,11 @@ class StageOptimizer {
   std::string type_;
   double momentum_ = 0;
   std::vector<torch::Tensor> params_;
+  torch::Tensor flat_grads_;
   int64_t numel_ = 0;
   int num_shards_ = 1;
   int64_t shard_size_ = 0, begin_ = 0, end_ = 0;  // this replica's slice [begin_, end_)
-  torch::Tensor shard_;                           // sharded: leaf holding the slice
+  torch::Tensor shard_;                           // sharded: this replica's slice (a leaf view)
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   int64_t steps_ = 0;
 };
