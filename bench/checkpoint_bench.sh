@@ -35,7 +35,7 @@ for r in $(seq "$repeats"); do
     load_s[$layout]+="$(grep '^ppc: loaded' "$tmp/load.log" | sed -E 's/.* in ([0-9.]+) s.*/\1/') "
   done
 done
-echo "| layout | writers | checkpoint MB | save s | save MB/s | load s (rank 0) | load MB/s |"
+echo "| layout | writers | checkpoint MB | save s | save MB/s | load s (all ranks) | load MB/s |"
 echo "|---|---|---|---|---|---|---|"
 for layout in $layouts; do
   IFS=: read p n <<<"$layout"
