@@ -56,7 +56,7 @@ std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t st
   // step < 0: at load. Steps are printed 1-based, as pprun's per-step lines.
   std::string s = absl::StrCat("rank ", rank_, " stage ", stage_);
   if (step >= 0) absl::StrAppend(&s, " step ", step + 1);
-  absl::StrAppend(&s, running_ != nullptr && running_->eval && running_ != &train_ ? " eval instruction " : " instruction ",
+  absl::StrAppend(&s, running_ != nullptr && running_->eval ? " eval instruction " : " instruction ",
                   index, " (", ir::PrintInstruction(in), ")");
   int peer = -1;
   switch (in.op_case()) {

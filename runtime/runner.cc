@@ -112,10 +112,10 @@ absl::StatusOr<EvalResult> Evaluate(StageRuntime& rt, int batches) {
     ASSIGN_OR_RETURN(EvalResult r, rt.RunEval(b));
     total.loss += r.loss / batches;
     total.samples += r.samples;
-    total.accuracy = r.accuracy;
-    if (r.accuracy >= 0) correct += r.accuracy * r.samples;
+    correct += r.accuracy * r.samples;
+    total.accuracy = r.accuracy;  // -1 when the loss has no accuracy
   }
-  if (total.accuracy >= 0) total.accuracy = correct / std::max<int64_t>(1, total.samples);
+  if (total.accuracy >= 0) total.accuracy = correct / total.samples;
   return total;
 }
 
@@ -152,23 +152,20 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
     }
   }
 
-  auto save = [&](int64_t step, const std::string& dir, const std::string& tag,
-                  bool model_only) -> absl::StatusOr<std::string> {
+  auto save = [&](int64_t step) -> absl::Status {
     auto started = std::chrono::steady_clock::now();
     SaveOptions o;
-    o.dir = dir;
-    o.tag = tag;
-    o.model_only = model_only;
+    o.dir = options.save_dir;
     o.timeout = timeout;
     o.die_mid_write = fault.in_save && fault.rank == rank && fault.step == step;
     ASSIGN_OR_RETURN(std::string tag_dir, SaveCheckpoint(*rt, plan, step, o));
-    if (leader && options.print && !model_only) {
+    if (leader && options.print) {
       const double seconds = Seconds(started);
       const double mb = DirectoryBytes(tag_dir) / 1e6;
       std::fprintf(stderr, "ppc: saved %s (%.1f MB in %.2f s, %.0f MB/s)\n", tag_dir.c_str(), mb, seconds,
                    mb / std::max(seconds, 1e-9));
     }
-    return tag_dir;
+    return absl::OkStatus();
   };
   auto evaluate = [&](int64_t after_step) -> absl::Status {
     ASSIGN_OR_RETURN(EvalResult e, Evaluate(*rt, options.eval_steps));
@@ -245,7 +242,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
         std::fflush(metrics);
       }
       if (!options.save_dir.empty() && options.save_every > 0 && rec.step % options.save_every == 0) {
-        RETURN_IF_ERROR(save(rec.step, options.save_dir, "", false).status());
+        RETURN_IF_ERROR(save(rec.step));
         saved_at = rec.step;
       }
       if (options.eval_every > 0 && rec.step % options.eval_every == 0) {
@@ -265,7 +262,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
     }
     if (bar) std::fprintf(stderr, "\r\033[K");
     if (!options.save_dir.empty() && steps > start && saved_at != steps) {
-      RETURN_IF_ERROR(save(steps, options.save_dir, "", false).status());
+      RETURN_IF_ERROR(save(steps));
     }
   }
 
