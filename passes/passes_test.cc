@@ -58,6 +58,18 @@ TEST(Timeline, BubbleFractionOf1F1BIsPMinus1OverMPlusPMinus1) {
   EXPECT_EQ(chart.substr(0, 20), "stage 0  |F0|F1|F2|F") << chart;
 }
 
+TEST(Timeline, CountsATiedWeightOncePerStage) {
+  // MlpPlan with widths {4, 4, 4}: fc0 4x4+4, fc1 4x4+4, head 4x4+4. Tie fc0 and fc1.
+  ir::Plan plan = MlpPlan(1, 1, 2, "1f1b", {4, 4, 4});
+  plan.mutable_model()->mutable_layers(0)->set_tie_key("t");
+  plan.mutable_model()->mutable_layers(2)->set_tie_key("t");
+  plan.mutable_config()->mutable_optimizer()->set_type("adam");
+  auto t = SimulateTimeline(MustCompile(plan));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->stages[0].params, 3 * 20 - 16);
+  EXPECT_EQ(t->stages[0].optimizer_state_bytes, (3 * 20 - 16) * 2 * 4);
+}
+
 TEST(DefaultPipeline, NamesEveryLoweringStep) {
   ir::TrainingConfig c;
   c.set_schedule("gpipe");
@@ -255,6 +267,21 @@ TEST(Verifier, ChecksTheEvalPrograms) {
   }
   std::string msg = VerifyMessage(missing);
   EXPECT_NE(msg.find("eval programs: stage 1: micro-batch 2 is never forwarded"), std::string::npos) << msg;
+  // Eval programs must be as lowered as the training programs: without their receives
+  // the last stage would forward nothing.
+  ir::Plan unlowered = plan;
+  auto* last = unlowered.mutable_eval_programs(1)->mutable_instructions();
+  last->erase(std::remove_if(last->begin(), last->end(),
+                             [](const ir::Instruction& in) { return in.has_recv_activation() || in.has_wait(); }),
+              last->end());
+  auto* first = unlowered.mutable_eval_programs(0)->mutable_instructions();
+  first->erase(std::remove_if(first->begin(), first->end(),
+                              [](const ir::Instruction& in) { return in.has_send_activation() || in.has_wait(); }),
+               first->end());
+  msg = VerifyMessage(unlowered);
+  EXPECT_NE(msg.find("eval programs: "), std::string::npos) << msg;
+  EXPECT_NE(msg.find("activation of micro-batch 0 from stage 0 was not received and waited for"), std::string::npos)
+      << msg;
   ir::Plan training = plan;
   *training.mutable_eval_programs(0)->add_instructions() = *ir::ParseInstruction("backward mb=0 chunk=0 slot=0 part=FULL");
   msg = VerifyMessage(training);

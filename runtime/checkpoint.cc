@@ -541,10 +541,12 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
     const std::set<std::string> saved(job.optimizer_state.begin(), job.optimizer_state.end());
     const std::vector<std::string> names = opt->StateNames();
     for (const std::string& n : saved) {
-      if (std::find(names.begin(), names.end(), n) == names.end() && opt->type() != "sgd") {
+      if (std::find(names.begin(), names.end(), n) != names.end()) continue;
+      if (opt->type() != "sgd" || n != "momentum_buffer") {
         return absl::DataLossError(absl::StrCat(job_path, ": optimizer state '", Printable(n), "' is not one of ",
                                                 opt->type(), "'s"));
       }
+      out.notes.push_back("the checkpoint's SGD momentum is not used: this plan's SGD has no momentum");
     }
     std::vector<std::string> load;
     for (const std::string& n : names) {

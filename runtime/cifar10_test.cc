@@ -85,6 +85,13 @@ TEST(Cifar10, ResumesAtASavedPositionInTheSavedShuffle) {
   }
   EXPECT_EQ(b->PositionAt(5).samples, 20);
   EXPECT_FALSE(b->Resume(1, DataPosition{-4}).ok());
+  // Another global batch (2 instead of 4) continues at the same sample: its step 3 reads
+  // positions 12, 13 (a's micro-batch 0 of step 3), its step 4 positions 14, 15.
+  auto c = *Cifar10Data::Open(dir, false, 32, 2, 2, 7);
+  ASSERT_TRUE(c->Resume(3, at3).ok());
+  EXPECT_TRUE(c->Load(3, 0, true, true)->inputs.equal(a->Load(3, 0, true, true)->inputs));
+  EXPECT_TRUE(c->Load(4, 0, true, true)->inputs.equal(a->Load(3, 1, true, true)->inputs));
+  EXPECT_EQ(c->PositionAt(5).samples, 16);
 }
 
 TEST(Cifar10, WithoutShuffleReadsInFileOrder) {

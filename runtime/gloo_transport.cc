@@ -90,6 +90,27 @@ class GlooTransport : public Transport {
     return TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); });
   }
 
+  absl::Status Gather(const at::Tensor& input, at::Tensor& output, int root, const std::vector<int>& group,
+                      absl::Duration timeout) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    auto it = std::find(group.begin(), group.end(), root);
+    if (it == group.end()) return absl::InvalidArgumentError(absl::StrCat("gather root ", root, " not in group"));
+    const int64_t n = input.numel();
+    std::vector<std::vector<at::Tensor>> outputs;
+    if (rank_ == root) {
+      if (input.dim() != 1 || output.dim() != 1 || output.numel() != n * static_cast<int64_t>(group.size())) {
+        return absl::InternalError(absl::StrCat("gather of ", n, " values into ", output.numel(), " over ",
+                                                group.size(), " ranks"));
+      }
+      outputs.resize(1);
+      for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(output.narrow(0, int64_t(r) * n, n));
+    }
+    std::vector<at::Tensor> inputs{input.contiguous()};
+    c10d::GatherOptions o;
+    o.rootRank = static_cast<int>(it - group.begin());
+    return TorchCall([&] { pg->gather(outputs, inputs, o)->wait(Ms(timeout)); });
+  }
+
   absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group, absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
     auto it = std::find(group.begin(), group.end(), root);

@@ -250,6 +250,7 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
   std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
   Program* saved = running_;
   running_ = &program;  // so that Where names the program
+  bool sharded_step = false;  // a sharded step not yet followed by its gather
   for (int i = 0; i < code.instructions_size(); ++i) {
     const ir::Instruction& in = code.instructions(i);
     auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
@@ -340,10 +341,15 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
           bad(want ? "must be sharded (zero_stage 1 with data_parallel > 1)" : "is sharded without ZeRO stage 1");
         }
         if (!program.training) bad("optimizer step in a program without backwards");
+        if (sharded_step) bad("a second sharded step before the gather of the first");
+        sharded_step = in.optimizer_step().sharded();
         break;
       }
       case ir::Instruction::kGatherParams:
         if (plan_.config().zero_stage() != 1 || dp_ < 2) bad("gathers parameters without ZeRO stage 1");
+        if (!program.training) bad("gathers parameters in a program without backwards");
+        if (!sharded_step) bad("gathers parameters without a sharded optimizer step before it");
+        sharded_step = false;
         break;
       case ir::Instruction::OP_NOT_SET:
         bad("empty instruction");
@@ -351,6 +357,10 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
     }
   }
   running_ = saved;
+  if (sharded_step) {
+    problems.push_back(absl::StrCat(who, ": the sharded optimizer step is never followed by gather_params, so the "
+                                    "replicas' parameters would diverge"));
+  }
   for (const auto& [kind, mb, chunk] : posted) {
     problems.push_back(absl::StrCat(who, ": ", absl::AsciiStrToLower(ir::CommKind_Name(ir::CommKind(kind))), " mb=", mb,
                                     " is posted but never waited for"));
@@ -383,6 +393,7 @@ absl::Status StageRuntime::Run(Program& program, int64_t step) {
   running_ = &program;
   loss_sum_ = 0;
   correct_ = 0;
+  predictions_ = 0;
   for (int i = 0; i < program.code.instructions_size(); ++i) {
     const ir::Instruction& in = program.code.instructions(i);
     absl::Status s;
@@ -429,10 +440,11 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
   // predictions, so every rank reports the same numbers.
   EvalResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
-  torch::Tensor sums = torch::zeros({2}, torch::kFloat64);
+  torch::Tensor sums = torch::zeros({3}, torch::kFloat64);
   if (stage_ == num_stages_ - 1) {
     sums[0] = loss_sum_;
     sums[1] = static_cast<double>(correct_);
+    sums[2] = static_cast<double>(predictions_);
   }
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{sums};
@@ -440,7 +452,8 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
     if (!s.ok()) return Annotate(s, absl::StrCat(who, " eval batch ", index + 1, " all-reduce"));
   }
   result.loss = sums[0].item<double>() / m_ / dp_;
-  if (plan_.model().loss() == ir::CROSS_ENTROPY) result.accuracy = sums[1].item<double>() / result.samples;
+  // Per prediction: a sample of a classifier, a position of a sequence model.
+  if (plan_.model().loss() == ir::CROSS_ENTROPY) result.accuracy = sums[1].item<double>() / sums[2].item<double>();
   return result;
 }
 
@@ -525,6 +538,7 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
         loss_sum_ += Loss(x, slot.labels).item<double>();
         if (plan_.model().loss() == ir::CROSS_ENTROPY) {
           correct_ += x.reshape({-1, x.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
+          predictions_ += x.numel() / x.size(-1);
         }
         if (options_.keep_predictions) {
           predicted_.push_back(x.detach().clone());
@@ -779,9 +793,11 @@ absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::
   }
   for (const std::string& name : optimizer_->StateNames()) {
     torch::Tensor local = optimizer_->LocalState(name);
-    torch::Tensor all = torch::empty({local.numel() * dp_});
-    absl::Status s = transport_->AllGather(local, all, dp_group_, options_.timeout);
+    // Only replica 0 (which writes the stage's files) holds the whole state, briefly.
+    torch::Tensor all = replica_ == 0 ? torch::empty({local.numel() * dp_}) : torch::Tensor();
+    absl::Status s = transport_->Gather(local, all, dp_group_[0], dp_group_, options_.timeout);
     if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
+    if (replica_ != 0) continue;
     int64_t off = 0;
     for (size_t i = 0; i < unique_params_.size(); ++i) {
       const int64_t n = unique_params_[i].numel();

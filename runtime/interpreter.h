@@ -48,7 +48,8 @@ struct StepResult {
 struct EvalResult {
   // Mean loss over micro-batches and replicas; the same on every rank.
   double loss = 0;
-  // CROSS_ENTROPY: the fraction of samples whose largest output is the label; MSE: -1.
+  // CROSS_ENTROPY: the fraction of predictions (samples of a classifier, positions of a
+  // sequence model) whose largest output is the label; MSE: -1.
   double accuracy = -1;
   int64_t samples = 0;
 };
@@ -99,8 +100,8 @@ class StageRuntime {
   // The optimizer (null when this stage does not train).
   const StageOptimizer* optimizer() const { return optimizer_.get(); }
   // The whole optimizer state of this stage: for each of DistinctParameters(), its
-  // state tensors by name. Sharded (ZeRO-1): gathers the replicas' slices, so this is
-  // collective among the stage's replicas.
+  // state tensors by name. Sharded (ZeRO-1): gathers the replicas' slices to replica 0,
+  // so this is collective among the stage's replicas, and the others get nothing.
   absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> OptimizerStatePerParameter();
   // Completes a checkpoint load, after every SetParameter: sets the optimizer state
   // (flattened as above; empty keeps it fresh) and step count, each replica keeping its
@@ -175,7 +176,7 @@ class StageRuntime {
   std::map<std::tuple<int, int, int>, PendingOp> pending_;
   std::vector<int> dp_group_, world_group_;
   double loss_sum_ = 0;
-  int64_t correct_ = 0;
+  int64_t correct_ = 0, predictions_ = 0;
   std::vector<torch::Tensor> predicted_, predicted_labels_;
   double last_grad_norm_ = 0;
   int64_t executed_ = 0;

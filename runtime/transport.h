@@ -40,6 +40,9 @@ class Transport {
   // into `output` (group size x that length).
   virtual absl::Status AllGather(const at::Tensor& input, at::Tensor& output, const std::vector<int>& group,
                                  absl::Duration timeout) = 0;
+  // Like AllGather, but only `root` (a member) receives: `output` is used on root only.
+  virtual absl::Status Gather(const at::Tensor& input, at::Tensor& output, int root, const std::vector<int>& group,
+                              absl::Duration timeout) = 0;
   virtual absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group,
                                  absl::Duration timeout) = 0;
   virtual absl::Status Barrier(const std::vector<int>& group, absl::Duration timeout) = 0;

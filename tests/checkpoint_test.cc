@@ -221,6 +221,24 @@ TEST(Zero1, TrainsLikeUnshardedWithHalfTheOptimizerStatePerRank) {
     EXPECT_EQ(state_bytes(a.output), params * 2 * 4) << a.output;
     EXPECT_EQ(state_bytes(b.output), (params + 1) / 2 * 2 * 4) << b.output;
   }
+  // The runtime refuses a sharded step that is not followed by its gather (replicas would
+  // silently diverge).
+  Config zero1{kMlp, 2, 2, 2, "adam"};
+  zero1.zero = 1;
+  auto plan = ir::LoadPlan(Compile(zero1, "z_nogather"));
+  ASSERT_TRUE(plan.ok());
+  for (auto& prog : *plan->mutable_programs()) {
+    auto* ins = prog.mutable_instructions();
+    ins->erase(std::remove_if(ins->begin(), ins->end(), [](const ir::Instruction& in) { return in.has_gather_params(); }),
+               ins->end());
+  }
+  const std::string edited = Tmp("z_nogather_edited.pb");
+  ASSERT_TRUE(ir::SavePlan(*plan, edited).ok());
+  RunResult r = Pprun(edited, 4, "z_nogather", {"--steps", "1"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("sharded optimizer step is never followed by gather_params"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(r.losses.empty());
 }
 
 // ---------------------------------------------------------------------------------
@@ -476,6 +494,13 @@ TEST(Eval, AccuracyRisesAboveChanceAndP2EvaluatesAsP1) {
     // Every rank prints the same result.
     EXPECT_NE(p2.output.find(absl::StrCat("rank ", Ranks(s) - 1, " eval loss: ")), std::string::npos) << p2.output;
   }
+  // A sequence model predicts per position: its accuracy counts positions, not sequences
+  // (11 classes: an untrained model is near 1/11, never above 1).
+  Config lm{kTiedLm, 1, 1, 4, "sgd"};
+  RunResult tokens = Pprun(Compile(lm, "eval_lm"), 1, "eval_lm", {"--eval", "--eval-steps", "2"});
+  ASSERT_EQ(tokens.exit_code, 0) << tokens.output;
+  ASSERT_EQ(tokens.evals.size(), 1u);
+  EXPECT_LT(tokens.evals[0][2], 0.3);
   // Predictions: the last stage's outputs for every evaluated sample, in sample order.
   const std::string pred = Tmp("eval_pred.pt");
   RunResult predicted = Pprun(Compile(Config{kMlp, 2, 2, 2, "adam"}, "eval_pred"), 4, "eval_pred",
@@ -489,6 +514,14 @@ TEST(Eval, AccuracyRisesAboveChanceAndP2EvaluatesAsP1) {
   // Their arg-max agrees with the labels as often as the reported accuracy says.
   const double agree = p->Find("outputs")->tensor.argmax(1).eq(p->Find("labels")->tensor).sum().item<double>() / 48;
   EXPECT_NEAR(agree, predicted.evals[0][2], 1e-9);
+  // In the same sample order as one process writes them.
+  const std::string pred1 = Tmp("eval_pred1.pt");
+  RunResult one_rank = Pprun(plan, 1, "eval_pred1", {"--load", dir, "--eval", "--eval-steps", "3", "--predict", pred1});
+  ASSERT_EQ(one_rank.exit_code, 0) << one_rank.output;
+  auto q = runtime::ReadTorchFile(pred1);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_TRUE(q->Find("labels")->tensor.equal(p->Find("labels")->tensor));
+  EXPECT_TRUE(q->Find("outputs")->tensor.allclose(p->Find("outputs")->tensor, 1e-5, 1e-6));
 }
 
 // ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,8 +46,20 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
       auto out_shape = BatchShape(plan, StageOutput(plan, s));
       st.activation_bytes = int64_t(prog.num_slots()) * (Bytes(in_shape, StageInput(plan, s).dtype()) +
                                                           Bytes(out_shape, StageOutput(plan, s).dtype()));
-      for (int l = plan.partition().stages(s).begin(); l < plan.partition().stages(s).end(); ++l)
-        st.params += plan.model().layers(l).param_count();
+      // Distinct parameters: a weight tied between layers of this stage counts once.
+      std::set<std::string> ties;
+      for (int l = plan.partition().stages(s).begin(); l < plan.partition().stages(s).end(); ++l) {
+        const ir::LayerSpec& layer = plan.model().layers(l);
+        st.params += layer.param_count();
+        if (!layer.tie_key().empty() && !ties.insert(layer.tie_key()).second) {
+          auto info = ir::InferLayer(layer, l == 0 ? plan.model().input() : plan.model().layers(l - 1).output());
+          if (info.ok()) {
+            int64_t weight = 1;
+            for (int64_t d : info->weight_shape) weight *= d;
+            st.params -= weight;
+          }
+        }
+      }
     }
     bool trains = false, sharded = false;
     for (const auto& in : prog.instructions()) {

@@ -18,7 +18,7 @@ struct StageStats {
   int64_t activation_bytes = 0;  // num_slots * (stage input + output) per micro-batch
   int64_t bytes_sent = 0;        // per step, per replica
   int busy = 0;                  // time units computing
-  int64_t params = 0;
+  int64_t params = 0;  // distinct: a weight tied within the stage counts once
   // Optimizer state per rank of this stage (float32: Adam/AdamW keep 2 values per
   // parameter, SGD with momentum 1, plain SGD none): as the plan runs, i.e. divided over
   // the data-parallel replicas when its optimizer step is sharded (ZeRO stage 1), and

@@ -98,7 +98,10 @@ bool SlotOf(const Instruction& in, int* mb, int* slot) {
 
 class Verifier {
  public:
-  explicit Verifier(const ir::Plan& plan) : plan_(plan) {}
+  // `lowered` / `comm_lowered`: require loads / communication even if the programs have
+  // none (eval programs must be as lowered as the training programs they accompany).
+  explicit Verifier(const ir::Plan& plan, bool lowered = false, bool comm_lowered = false)
+      : plan_(plan), lowered_(lowered), comm_lowered_(comm_lowered) {}
 
   absl::Status Run() {
     CheckTopologyAndPartition();
@@ -585,6 +588,13 @@ absl::Status VerifyPlan(const ir::Plan& plan) {
   ir::Plan eval = plan;
   eval.clear_eval_programs();
   *eval.mutable_programs() = plan.eval_programs();
+  bool lowered = false, comm_lowered = false;
+  for (const auto& prog : plan.programs()) {
+    for (const auto& in : prog.instructions()) {
+      lowered |= in.has_load_micro_batch();
+      comm_lowered |= in.has_wait();
+    }
+  }
   for (const auto& prog : eval.programs()) {
     for (int i = 0; i < prog.instructions_size(); ++i) {
       const auto& in = prog.instructions(i);
@@ -595,7 +605,7 @@ absl::Status VerifyPlan(const ir::Plan& plan) {
       }
     }
   }
-  absl::Status s = Verifier(eval).Run();
+  absl::Status s = Verifier(eval, lowered, comm_lowered).Run();
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("eval programs: ", s.message()));
   return absl::OkStatus();
 }
