@@ -1,5 +1,7 @@
 #include "compiler/deepspeed_config.h"
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ir/limits.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 
@@ -23,21 +26,31 @@ class Reader {
     return absl::InvalidArgumentError(absl::StrCat(where_, ": '", key, "' ", what));
   }
 
-  // Positive integer or absent (0).
-  absl::StatusOr<int64_t> PositiveInt(const json& obj, const std::string& key, const std::string& path) {
+  // An integer in [1, max] (read as int64, never truncated), or absent (0).
+  absl::StatusOr<int64_t> PositiveInt(const json& obj, const std::string& key, const std::string& path,
+                                      int64_t max = std::numeric_limits<int64_t>::max()) {
     if (!obj.contains(key) || obj[key].is_null()) return 0;
     const json& v = obj[key];
-    if (!v.is_number_integer()) return Bad(path, absl::StrCat("must be an integer, got ", v.dump()));
+    if (!v.is_number_integer() ||
+        (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))) {
+      return Bad(path, absl::StrCat("must be an integer, got ", v.dump()));
+    }
     int64_t n = v.get<int64_t>();
-    if (n < 1) return Bad(path, absl::StrCat("must be >= 1, got ", n));
+    if (n < 1 || n > max) return Bad(path, absl::StrCat("must be in [1, ", max, "], got ", n));
     return n;
   }
 
-  absl::StatusOr<double> Number(const json& obj, const std::string& key, const std::string& path, double dflt) {
+  // A finite number in [lo, hi) (or [lo, inf)), or `dflt` when absent.
+  absl::StatusOr<double> Number(const json& obj, const std::string& key, const std::string& path, double dflt,
+                                double lo = 0, double hi = INFINITY) {
     if (!obj.contains(key)) return dflt;
     const json& v = obj[key];
     if (!v.is_number()) return Bad(path, absl::StrCat("must be a number, got ", v.dump()));
-    return v.get<double>();
+    const double x = v.get<double>();
+    if (!std::isfinite(x) || x < lo || x >= hi) {
+      return Bad(path, absl::StrCat("must be finite and in [", lo, ", ", hi, "), got ", v.dump()));
+    }
+    return x;
   }
 
   void Warn(const std::string& msg) { out_->warnings.push_back(absl::StrCat(where_, ": ", msg)); }
@@ -62,15 +75,18 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
   json root;
   try {
     root = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax errors, and numbers out of range (1e309)
     return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", e.what()));
   }
   if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": the config must be a JSON object"));
   if (data_parallel < 1) return absl::InvalidArgumentError("data-parallel degree must be >= 1");
 
-  ASSIGN_OR_RETURN(int64_t tbs, r.PositiveInt(root, "train_batch_size", "train_batch_size"));
-  ASSIGN_OR_RETURN(int64_t mbs, r.PositiveInt(root, "train_micro_batch_size_per_gpu", "train_micro_batch_size_per_gpu"));
-  ASSIGN_OR_RETURN(int64_t gas, r.PositiveInt(root, "gradient_accumulation_steps", "gradient_accumulation_steps"));
+  ASSIGN_OR_RETURN(int64_t tbs, r.PositiveInt(root, "train_batch_size", "train_batch_size",
+                                              ir::kMaxMicroBatchSize * ir::kMaxMicroBatches * ir::kMaxDataParallel));
+  ASSIGN_OR_RETURN(int64_t mbs, r.PositiveInt(root, "train_micro_batch_size_per_gpu", "train_micro_batch_size_per_gpu",
+                                              ir::kMaxMicroBatchSize));
+  ASSIGN_OR_RETURN(int64_t gas, r.PositiveInt(root, "gradient_accumulation_steps", "gradient_accumulation_steps",
+                                              ir::kMaxMicroBatches));
   const int64_t d = data_parallel;
   auto divide = [&](int64_t num, int64_t den, const std::string& key) -> absl::StatusOr<int64_t> {
     if (num % den != 0) {
@@ -101,6 +117,13 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": either train_batch_size or train_micro_batch_size_per_gpu must be given"));
   }
+  if (mbs > ir::kMaxMicroBatchSize) {
+    return r.Bad("train_micro_batch_size_per_gpu", absl::StrCat("comes out at ", mbs, ", more than ", ir::kMaxMicroBatchSize));
+  }
+  if (gas > ir::kMaxMicroBatches) {
+    return r.Bad("gradient_accumulation_steps", absl::StrCat("comes out at ", gas, ", more than ", ir::kMaxMicroBatches,
+                                                             " micro-batches per step"));
+  }
   out.train_batch_size = tbs;
   out.config.set_micro_batch_size(static_cast<int>(mbs));
   out.config.set_micro_batches(static_cast<int>(gas));
@@ -117,7 +140,7 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
 
   auto* opt = out.config.mutable_optimizer();
   opt->set_type("sgd");
-  opt->set_lr(0.001);
+  opt->set_lr(0.001);  // DeepSpeed's default learning rate
   if (root.contains("optimizer")) {
     const json& o = root["optimizer"];
     if (!o.is_object()) return r.Bad("optimizer", "must be an object");
@@ -133,11 +156,13 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
       const json& p = o["params"];
       if (!p.is_object()) return r.Bad("optimizer.params", "must be an object");
       r.WarnUnknown(p, {"lr", "betas", "eps", "weight_decay", "momentum"}, "optimizer.params.");
+      // As torch.optim validates them; what is absent keeps PyTorch's default.
       ASSIGN_OR_RETURN(double lr, r.Number(p, "lr", "optimizer.params.lr", 0.001));
-      if (lr <= 0) return r.Bad("optimizer.params.lr", "must be > 0");
       opt->set_lr(lr);
-      ASSIGN_OR_RETURN(double eps, r.Number(p, "eps", "optimizer.params.eps", 0));
-      opt->set_eps(eps);
+      if (p.contains("eps")) {
+        ASSIGN_OR_RETURN(double eps, r.Number(p, "eps", "optimizer.params.eps", 0));
+        opt->set_eps(eps);
+      }
       ASSIGN_OR_RETURN(double wd, r.Number(p, "weight_decay", "optimizer.params.weight_decay", 0));
       opt->set_weight_decay(wd);
       ASSIGN_OR_RETURN(double momentum, r.Number(p, "momentum", "optimizer.params.momentum", 0));
@@ -146,6 +171,12 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
         const json& b = p["betas"];
         if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number()) {
           return r.Bad("optimizer.params.betas", absl::StrCat("must be a list of two numbers, got ", b.dump()));
+        }
+        for (int k = 0; k < 2; ++k) {
+          const double beta = b[k].get<double>();
+          if (!(beta >= 0 && beta < 1)) {
+            return r.Bad("optimizer.params.betas", absl::StrCat("must be in [0, 1), got ", b.dump()));
+          }
         }
         opt->set_beta1(b[0].get<double>());
         opt->set_beta2(b[1].get<double>());

@@ -1,12 +1,15 @@
 #include "ir/layer_shapes.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "ir/limits.h"
 #include "ir/status_macros.h"
 
 namespace ppc::ir {
@@ -33,6 +36,40 @@ absl::Status NeedFloat(const LayerSpec& layer, const TensorSpec& in) {
   return absl::OkStatus();
 }
 
+int64_t Product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;  // callers keep each product within kMaxTensorElements
+  return n;
+}
+
+// A parameter count: the product of the weight's dimensions plus a bias, checked.
+absl::StatusOr<int64_t> Params(const LayerSpec& l, const std::vector<int64_t>& weight, int64_t bias) {
+  int64_t n = 1;
+  for (int64_t d : weight) {
+    if (!CheckedMul(n, d, &n) || n > kMaxParameters) {
+      return Bad(l, absl::StrCat("more than ", kMaxParameters, " parameters"));
+    }
+  }
+  if (!CheckedAdd(n, bias, &n) || n > kMaxParameters) return Bad(l, absl::StrCat("more than ", kMaxParameters, " parameters"));
+  return n;
+}
+
+// PyTorch's output size of a convolution or pooling window along one dimension:
+// floor((in + 2p - d(k-1) - 1) / s) + 1, or ceil with ceil_mode (a window may not start
+// in the right padding).
+absl::StatusOr<int64_t> WindowOutput(const LayerSpec& l, const TensorSpec& in, int64_t size, int64_t k, int64_t s,
+                                     int64_t p, int64_t d, bool ceil_mode) {
+  const int64_t span = d * (k - 1) + 1;  // attrs are <= kMaxDim: no overflow
+  const int64_t room = size + 2 * p - span;
+  if (room < 0) {
+    return Bad(l, absl::StrCat("kernel ", k, " (dilation ", d, ", padding ", p, ") does not fit input ",
+                               ShapeString(in), ": the output would be empty"));
+  }
+  int64_t out = (ceil_mode ? (room + s - 1) / s : room / s) + 1;
+  if (ceil_mode && (out - 1) * s >= size + p) --out;
+  return out;
+}
+
 absl::StatusOr<LayerShapeInfo> Linear(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
   ASSIGN_OR_RETURN(int64_t in_f, IntAttr(l, "in_features"));
@@ -42,7 +79,8 @@ absl::StatusOr<LayerShapeInfo> Linear(const LayerSpec& l, const TensorSpec& in) 
     return Bad(l, absl::StrCat("in_features=", in_f, " does not match input ", ShapeString(in)));
   auto dims = Dims(in);
   dims.back() = out_f;
-  return LayerShapeInfo{Spec(dims), in_f * out_f + (bias ? out_f : 0), {out_f, in_f}};
+  ASSIGN_OR_RETURN(int64_t params, Params(l, {out_f, in_f}, bias ? out_f : 0));
+  return LayerShapeInfo{Spec(dims), params, {out_f, in_f}};
 }
 
 absl::StatusOr<LayerShapeInfo> Conv2d(const LayerSpec& l, const TensorSpec& in) {
@@ -51,30 +89,34 @@ absl::StatusOr<LayerShapeInfo> Conv2d(const LayerSpec& l, const TensorSpec& in) 
   ASSIGN_OR_RETURN(int64_t cout, IntAttr(l, "out_channels"));
   ASSIGN_OR_RETURN(auto k, IntsAttr(l, "kernel_size", 2));
   ASSIGN_OR_RETURN(auto st, IntsAttr(l, "stride", 2, 1));
-  ASSIGN_OR_RETURN(auto pad, IntsAttr(l, "padding", 2, 0));
+  ASSIGN_OR_RETURN(auto pad, IntsAttr(l, "padding", 2, 0, /*min=*/0));
+  ASSIGN_OR_RETURN(auto dil, IntsAttr(l, "dilation", 2, 1));
   ASSIGN_OR_RETURN(bool bias, BoolAttr(l, "bias", true));
   if (in.shape_size() != 3 || in.shape(0) != cin)
     return Bad(l, absl::StrCat("expects input [", cin, ",H,W], got ", ShapeString(in)));
   std::vector<int64_t> out{cout, 0, 0};
   for (int i = 0; i < 2; ++i) {
-    int64_t o = (in.shape(1 + i) + 2 * pad[i] - k[i]) / st[i] + 1;
-    if (o <= 0) return Bad(l, "output would be empty for input " + ShapeString(in));
-    out[1 + i] = o;
+    ASSIGN_OR_RETURN(out[1 + i], WindowOutput(l, in, in.shape(1 + i), k[i], st[i], pad[i], dil[i], false));
   }
-  return LayerShapeInfo{Spec(out), cout * cin * k[0] * k[1] + (bias ? cout : 0), {cout, cin, k[0], k[1]}};
+  ASSIGN_OR_RETURN(int64_t params, Params(l, {cout, cin, k[0], k[1]}, bias ? cout : 0));
+  return LayerShapeInfo{Spec(out), params, {cout, cin, k[0], k[1]}};
 }
 
 absl::StatusOr<LayerShapeInfo> MaxPool2d(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
   ASSIGN_OR_RETURN(auto k, IntsAttr(l, "kernel_size", 2));
   ASSIGN_OR_RETURN(auto st, IntsAttr(l, "stride", 2, k[0]));
-  ASSIGN_OR_RETURN(auto pad, IntsAttr(l, "padding", 2, 0));
+  ASSIGN_OR_RETURN(auto pad, IntsAttr(l, "padding", 2, 0, /*min=*/0));
+  ASSIGN_OR_RETURN(auto dil, IntsAttr(l, "dilation", 2, 1));
+  ASSIGN_OR_RETURN(bool ceil_mode, BoolAttr(l, "ceil_mode", false));
   if (in.shape_size() != 3) return Bad(l, "expects input [C,H,W], got " + ShapeString(in));
   std::vector<int64_t> out{in.shape(0), 0, 0};
   for (int i = 0; i < 2; ++i) {
-    int64_t o = (in.shape(1 + i) + 2 * pad[i] - k[i]) / st[i] + 1;
-    if (o <= 0) return Bad(l, "output would be empty for input " + ShapeString(in));
-    out[1 + i] = o;
+    // PyTorch: "pad should be at most half of kernel size" (kernel // 2).
+    if (pad[i] > k[i] / 2) {
+      return Bad(l, absl::StrCat("padding ", pad[i], " is more than half the kernel ", k[i]));
+    }
+    ASSIGN_OR_RETURN(out[1 + i], WindowOutput(l, in, in.shape(1 + i), k[i], st[i], pad[i], dil[i], ceil_mode));
   }
   return LayerShapeInfo{Spec(out), 0, {}};
 }
@@ -94,11 +136,12 @@ absl::StatusOr<LayerShapeInfo> Elementwise(const LayerSpec& l, const TensorSpec&
 absl::StatusOr<LayerShapeInfo> Dropout(const LayerSpec& l, const TensorSpec& in) {
   RETURN_IF_ERROR(NeedFloat(l, in));
   ASSIGN_OR_RETURN(double p, FloatAttr(l, "p", 0.5));
-  if (p < 0 || p >= 1) return Bad(l, absl::StrCat("p=", p, " must be in [0, 1)"));
+  if (!(p >= 0 && p < 1)) return Bad(l, absl::StrCat("p=", p, " must be in [0, 1)"));
   return LayerShapeInfo{in, 0, {}};
 }
 
 absl::StatusOr<LayerShapeInfo> Flatten(const LayerSpec& l, const TensorSpec& in) {
+  if (in.shape_size() < 1) return Bad(l, "expects at least one dimension");
   return LayerShapeInfo{Spec({NumElements(in)}, in.dtype()), 0, {}};
 }
 
@@ -107,7 +150,7 @@ absl::StatusOr<LayerShapeInfo> LayerNorm(const LayerSpec& l, const TensorSpec& i
   if (in.shape_size() < 1) return Bad(l, "expects at least one dimension");
   ASSIGN_OR_RETURN(int64_t n, IntAttr(l, "normalized_shape", in.shape(in.shape_size() - 1)));
   ASSIGN_OR_RETURN(double eps, FloatAttr(l, "eps", 1e-5));
-  (void)eps;
+  if (!(eps >= 0 && eps < 1e300)) return Bad(l, absl::StrCat("eps=", eps, " must be finite and >= 0"));
   if (n != in.shape(in.shape_size() - 1))
     return Bad(l, absl::StrCat("normalized_shape=", n, " does not match input ", ShapeString(in)));
   return LayerShapeInfo{in, 2 * n, {n}};
@@ -117,9 +160,11 @@ absl::StatusOr<LayerShapeInfo> Embedding(const LayerSpec& l, const TensorSpec& i
   ASSIGN_OR_RETURN(int64_t num, IntAttr(l, "num_embeddings"));
   ASSIGN_OR_RETURN(int64_t dim, IntAttr(l, "embedding_dim"));
   if (in.dtype() != INT64) return Bad(l, "expects int64 indices, got " + ShapeString(in));
+  if (in.shape_size() + 1 > kMaxTensorRank) return Bad(l, "output would have too many dimensions");
   auto dims = Dims(in);
   dims.push_back(dim);
-  return LayerShapeInfo{Spec(dims), num * dim, {num, dim}};
+  ASSIGN_OR_RETURN(int64_t params, Params(l, {num, dim}, 0));
+  return LayerShapeInfo{Spec(dims), params, {num, dim}};
 }
 
 const std::map<std::string, ShapeFn>& Registry() {
@@ -147,8 +192,33 @@ std::string ShapeString(const TensorSpec& spec) {
 
 int64_t NumElements(const TensorSpec& spec) {
   int64_t n = 1;
-  for (int64_t d : spec.shape()) n *= d;
+  for (int64_t d : spec.shape()) {
+    if (!CheckedMul(n, d, &n)) return -1;
+  }
   return n;
+}
+
+absl::Status CheckTensorSpec(const TensorSpec& spec, const std::string& what) {
+  if (spec.dtype() != FLOAT32 && spec.dtype() != INT64) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has dtype ", DType_Name(spec.dtype()),
+                                                   " (FLOAT32 or INT64)"));
+  }
+  if (spec.shape_size() > kMaxTensorRank) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " ", ShapeString(spec), " has more than ", kMaxTensorRank,
+                                                   " dimensions"));
+  }
+  int64_t n = 1;
+  for (int64_t d : spec.shape()) {
+    if (d < 1 || d > kMaxDim) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", ShapeString(spec), ": every dimension must be in [1, ",
+                                                     kMaxDim, "]"));
+    }
+    if (!CheckedMul(n, d, &n) || n > kMaxTensorElements) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", ShapeString(spec), " has more than ",
+                                                     kMaxTensorElements, " elements"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input) {
@@ -157,20 +227,30 @@ absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSp
     std::vector<std::string> kinds = LayerKinds();
     return Bad(layer, absl::StrCat("unknown layer kind; known kinds: ", absl::StrJoin(kinds, ", ")));
   }
+  RETURN_IF_ERROR(CheckTensorSpec(input, absl::StrCat("layer '", layer.name(), "' input")));
   ASSIGN_OR_RETURN(LayerShapeInfo info, it->second(layer, input));
+  RETURN_IF_ERROR(CheckTensorSpec(info.output, absl::StrCat("layer '", layer.name(), "' (", layer.kind(), ") output")));
   // Forward cost estimate: multiply-adds for layers with a weight (each output element
   // reads one weight row / filter), element operations for the rest.
   const int64_t out = NumElements(info.output);
   const std::string& kind = layer.kind();
+  // Saturating: an estimate, never an overflow.
+  auto mul = [](std::initializer_list<int64_t> factors) {
+    int64_t n = 1;
+    for (int64_t f : factors) {
+      if (!CheckedMul(n, f, &n)) return std::numeric_limits<int64_t>::max();
+    }
+    return n;
+  };
   if (kind == "Linear") {
-    info.flops = out * info.weight_shape[1];
+    info.flops = mul({out, info.weight_shape[1]});
   } else if (kind == "Conv2d") {
-    info.flops = out * info.weight_shape[1] * info.weight_shape[2] * info.weight_shape[3];
+    info.flops = mul({out, info.weight_shape[1], info.weight_shape[2], info.weight_shape[3]});
   } else if (kind == "MaxPool2d") {
     auto k = IntsAttr(layer, "kernel_size", 2);
-    info.flops = out * (k.ok() ? (*k)[0] * (*k)[1] : 1);
+    info.flops = mul({out, k.ok() ? (*k)[0] : 1, k.ok() ? (*k)[1] : 1});
   } else if (kind == "LayerNorm") {
-    info.flops = 5 * out;
+    info.flops = mul({5, out});
   } else {
     info.flops = std::max(out, NumElements(input));
   }
@@ -184,14 +264,18 @@ std::vector<std::string> LayerKinds() {
 }
 
 absl::StatusOr<int64_t> IntAttr(const LayerSpec& layer, const std::string& key,
-                                std::optional<int64_t> default_value) {
+                                std::optional<int64_t> default_value, int64_t min_value) {
   auto it = layer.attrs().find(key);
   if (it == layer.attrs().end()) {
     if (default_value) return *default_value;
     return Bad(layer, "missing attribute '" + key + "'");
   }
   if (it->second.value_case() != AttrValue::kI) return Bad(layer, "attribute '" + key + "' must be an int");
-  return it->second.i();
+  const int64_t v = it->second.i();
+  if (v < min_value || v > kMaxDim) {
+    return Bad(layer, absl::StrCat("attribute '", key, "' is ", v, "; it must be in [", min_value, ", ", kMaxDim, "]"));
+  }
+  return v;
 }
 
 absl::StatusOr<double> FloatAttr(const LayerSpec& layer, const std::string& key,
@@ -201,9 +285,16 @@ absl::StatusOr<double> FloatAttr(const LayerSpec& layer, const std::string& key,
     if (default_value) return *default_value;
     return Bad(layer, "missing attribute '" + key + "'");
   }
-  if (it->second.value_case() == AttrValue::kI) return static_cast<double>(it->second.i());
-  if (it->second.value_case() != AttrValue::kF) return Bad(layer, "attribute '" + key + "' must be a float");
-  return it->second.f();
+  double v;
+  if (it->second.value_case() == AttrValue::kI) {
+    v = static_cast<double>(it->second.i());
+  } else if (it->second.value_case() == AttrValue::kF) {
+    v = it->second.f();
+  } else {
+    return Bad(layer, "attribute '" + key + "' must be a float");
+  }
+  if (!std::isfinite(v)) return Bad(layer, absl::StrCat("attribute '", key, "' is ", v, "; it must be finite"));
+  return v;
 }
 
 absl::StatusOr<bool> BoolAttr(const LayerSpec& layer, const std::string& key, bool default_value) {
@@ -214,20 +305,25 @@ absl::StatusOr<bool> BoolAttr(const LayerSpec& layer, const std::string& key, bo
 }
 
 absl::StatusOr<std::vector<int64_t>> IntsAttr(const LayerSpec& layer, const std::string& key, int n,
-                                              std::optional<int64_t> default_value) {
+                                              std::optional<int64_t> default_value, int64_t min_value) {
   auto it = layer.attrs().find(key);
+  std::vector<int64_t> values;
   if (it == layer.attrs().end()) {
-    if (default_value) return std::vector<int64_t>(n, *default_value);
-    return Bad(layer, "missing attribute '" + key + "'");
+    if (!default_value) return Bad(layer, "missing attribute '" + key + "'");
+    values.assign(n, *default_value);
+  } else if (it->second.value_case() == AttrValue::kI) {
+    values.assign(n, it->second.i());
+  } else if (it->second.value_case() == AttrValue::kInts && it->second.ints().values_size() == n) {
+    values.assign(it->second.ints().values().begin(), it->second.ints().values().end());
+  } else {
+    return Bad(layer, absl::StrCat("attribute '", key, "' must be an int or a list of ", n, " ints"));
   }
-  if (it->second.value_case() == AttrValue::kI) return std::vector<int64_t>(n, it->second.i());
-  if (it->second.value_case() == AttrValue::kInts && it->second.ints().values_size() == n) {
-    const auto& v = it->second.ints().values();
-    for (int64_t x : v)
-      if (x <= 0 && key != "padding") return Bad(layer, "attribute '" + key + "' must be positive");
-    return std::vector<int64_t>(v.begin(), v.end());
+  for (int64_t v : values) {
+    if (v < min_value || v > kMaxDim) {
+      return Bad(layer, absl::StrCat("attribute '", key, "' has ", v, "; it must be in [", min_value, ", ", kMaxDim, "]"));
+    }
   }
-  return Bad(layer, absl::StrCat("attribute '", key, "' must be an int or a list of ", n, " ints"));
+  return values;
 }
 
 }  // namespace ppc::ir

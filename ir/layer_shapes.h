@@ -22,24 +22,33 @@ struct LayerShapeInfo {
   int64_t flops = 0;
 };
 
-// Output spec and parameter count of `layer` applied to one sample of `input`.
-// InvalidArgument names the layer, the attribute and the offending shape.
+// Output spec and parameter count of `layer` applied to one sample of `input`, with
+// PyTorch's output-size formulas (floor, padding, dilation, ceil_mode). Every attribute
+// is range-checked, the input and output within the limits (ir/limits.h), and counts
+// overflow-checked. InvalidArgument names the layer, the attribute and the shape.
 absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input);
 
 // Registered kinds, sorted.
 std::vector<std::string> LayerKinds();
 
-// Attribute accessors with defaults; InvalidArgument when the attribute has another type.
+// A per-sample tensor spec: FLOAT32 or INT64, at most kMaxTensorRank dimensions, each in
+// [1, kMaxDim], at most kMaxTensorElements elements. `what` names it in the error.
+absl::Status CheckTensorSpec(const TensorSpec& spec, const std::string& what);
+
+// Attribute accessors with defaults; InvalidArgument when the attribute has another type
+// or (ints) lies outside [min_value, kMaxDim], (floats) is not finite.
 absl::StatusOr<int64_t> IntAttr(const LayerSpec& layer, const std::string& key,
-                                std::optional<int64_t> default_value = std::nullopt);
+                                std::optional<int64_t> default_value = std::nullopt, int64_t min_value = 1);
 absl::StatusOr<double> FloatAttr(const LayerSpec& layer, const std::string& key,
                                  std::optional<double> default_value = std::nullopt);
 absl::StatusOr<bool> BoolAttr(const LayerSpec& layer, const std::string& key, bool default_value);
 // An int or an int list; a single int is repeated `n` times (kernel_size=3 -> {3,3}).
-absl::StatusOr<std::vector<int64_t>> IntsAttr(const LayerSpec& layer, const std::string& key,
-                                              int n, std::optional<int64_t> default_value = std::nullopt);
+absl::StatusOr<std::vector<int64_t>> IntsAttr(const LayerSpec& layer, const std::string& key, int n,
+                                              std::optional<int64_t> default_value = std::nullopt,
+                                              int64_t min_value = 1);
 
 std::string ShapeString(const TensorSpec& spec);
+// The product of the dimensions; -1 if it overflows int64.
 int64_t NumElements(const TensorSpec& spec);
 
 }  // namespace ppc::ir

@@ -156,13 +156,9 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
 }
 
 std::string Fingerprint(const Plan& plan) {
-  uint64_t h = 14695981039346656037ull;
-  h = Fnv1a(Deterministic(plan.model()), h);
-  h = Fnv1a("|topology|", h);
-  h = Fnv1a(Deterministic(plan.topology()), h);
-  h = Fnv1a("|config|", h);
-  h = Fnv1a(Deterministic(plan.config()), h);
-  return absl::StrFormat("%016x", h);
+  Plan content = plan;
+  content.clear_fingerprint();
+  return absl::StrFormat("%016x", Fnv1a(Deterministic(content), Fnv1a("|plan|", 14695981039346656037ull)));
 }
 
 std::string ModelFingerprint(const ModelSpec& model) {
@@ -188,8 +184,8 @@ absl::Status CheckStamp(const Plan& plan, const std::string& where) {
   std::string want = Fingerprint(plan);
   if (plan.fingerprint() != want) {
     return absl::FailedPreconditionError(absl::StrCat(
-        where, ": plan fingerprint ", plan.fingerprint(), " does not match its model, topology and config (",
-        want, "); the plan was edited or corrupted after compilation"));
+        where, ": plan fingerprint ", plan.fingerprint(), " does not match its contents (", want,
+        "); the plan was edited or corrupted after compilation"));
   }
   return absl::OkStatus();
 }

@@ -22,7 +22,8 @@ namespace ppc::ir {
 
 // Bumped on any change an older runtime would misread. Version 1: first release.
 // Version 2: eval programs; ZeRO stage 1 (OptimizerStep.sharded, GatherParams).
-inline constexpr uint32_t kFormatVersion = 2;
+// Version 3: the fingerprint covers the whole plan; Plan.unverified; optional lr/betas/eps.
+inline constexpr uint32_t kFormatVersion = 3;
 
 std::string PrintPlan(const Plan& plan);
 absl::StatusOr<Plan> ParsePlan(const std::string& text);
@@ -30,7 +31,9 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text);
 // One stage's program in assembly form, with instruction indices when `numbered`.
 std::string PrintProgram(const StageProgram& program, bool numbered);
 
-// 16 hex digits over the deterministic serialization of model, topology and config.
+// 16 hex digits over the deterministic serialization of the whole plan but its
+// fingerprint: model, topology, config, partition, programs, eval programs, version and
+// the unverified mark. Any edit changes it.
 std::string Fingerprint(const Plan& plan);
 // 16 hex digits over the model alone (layers, their kinds, attributes and ties, input,
 // label and loss; not measured costs): what a checkpoint must match, whatever the

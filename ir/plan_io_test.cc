@@ -61,7 +61,7 @@ Plan SmallPlan() {
 TEST(PlanText, PrintsAndParsesBackExactly) {
   Plan plan = SmallPlan();
   std::string text = PrintPlan(plan);
-  EXPECT_EQ(text.rfind("ppc-plan v2 fingerprint=", 0), 0u) << text;
+  EXPECT_EQ(text.rfind("ppc-plan v3 fingerprint=", 0), 0u) << text;
   auto parsed = ParsePlan(text);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(PrintPlan(*parsed), text);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
 #include "ir/layer_shapes.h"
+#include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "runtime/cifar10.h"
@@ -79,6 +80,10 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
   rt->rank_ = transport->rank();
   const std::string who = absl::StrCat("rank ", rt->rank_);
   RETURN_IF_ERROR(ir::CheckStamp(plan, who));
+  // The same structural rules the verifier applies, before anything is allocated:
+  // everything below may index, size and allocate from the plan.
+  absl::Status structure = ir::CheckPlanStructure(plan, /*complete=*/true);
+  if (!structure.ok()) return Annotate(structure, absl::StrCat(who, ": cannot load the plan"));
   rt->num_stages_ = plan.topology().num_stages();
   rt->dp_ = plan.topology().data_parallel();
   rt->m_ = plan.config().micro_batches();
@@ -90,15 +95,6 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
   }
   rt->stage_ = rt->rank_ / rt->dp_;
   rt->replica_ = rt->rank_ % rt->dp_;
-  if (plan.programs_size() != rt->num_stages_ || plan.partition().stages_size() != rt->num_stages_) {
-    return absl::InvalidArgumentError(absl::StrCat(who, ": plan has ", plan.programs_size(), " programs and ",
-                                                   plan.partition().stages_size(), " partition ranges for ",
-                                                   rt->num_stages_, " stages; compile it with ppc"));
-  }
-  if (plan.eval_programs_size() != 0 && plan.eval_programs_size() != rt->num_stages_) {
-    return absl::InvalidArgumentError(absl::StrCat(who, ": plan has ", plan.eval_programs_size(), " eval programs for ",
-                                                   rt->num_stages_, " stages; compile it with ppc"));
-  }
   rt->train_.code = plan.programs(rt->stage_);
   for (const auto& in : rt->train_.code.instructions()) rt->train_.training |= in.has_backward();
   if (plan.eval_programs_size() > 0) {
@@ -170,7 +166,6 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   ValidateProgram(train_, problems, tie_groups);
   if (can_eval()) ValidateProgram(eval_, problems, tie_groups);
   checkpoint_interval_ = plan.config().activation_checkpoint_interval();
-  if (checkpoint_interval_ < 0) problems.push_back("activation_checkpoint_interval must be >= 0");
   if (checkpoint_interval_ > 0) {
     for (const auto& in : train_.code.instructions()) {
       if (in.has_backward() && in.backward().part() != ir::FULL) {
@@ -241,12 +236,13 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
 
 void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& problems,
                                    std::vector<std::vector<int>>& tie_groups) {
+  // ir::CheckPlanStructure has checked every index, peer, slot, shape and dtype. What is
+  // left is what this runtime relies on to run: receive buffers, the groups of tied
+  // weights, every post followed by one wait, every sharded step by its gather.
   const ir::StageProgram& code = program.code;
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_, program.eval ? " eval program" : "");
-  const int slots = code.num_slots();
-  if (slots < 1) problems.push_back(absl::StrCat(who, ": program has num_slots=", slots, "; compile it with ppc"));
-  auto& slots_ = program.slots;
-  for (int s = 0; s < std::max(slots, 0); ++s) slots_.push_back(std::make_unique<Slot>());
+  auto& slots = program.slots;
+  for (int s = 0; s < code.num_slots(); ++s) slots.push_back(std::make_unique<Slot>());
   std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
   Program* saved = running_;
   running_ = &program;  // so that Where names the program
@@ -257,58 +253,27 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
     auto post = [&](ir::CommKind kind, int mb, int chunk) {
       if (!posted.insert({kind, mb, chunk}).second) bad("posted again before its wait");
     };
-    int mb = 0, chunk = 0;
-    if (ir::MicroBatchOf(in, &mb, &chunk)) {
-      if (mb < 0 || mb >= m_) bad(absl::StrCat("micro-batch out of range [0, ", m_, ")"));
-      if (chunk != 0) bad("chunk out of range (1 chunk per stage)");
-    }
-    auto check_slot = [&](int slot) {
-      if (slot < 0 || slot >= slots) bad(absl::StrCat("slot out of range [0, ", slots, ")"));
-      return slot >= 0 && slot < slots;
-    };
-    auto check_peer = [&](int peer, int want) {
-      if (peer != want || peer < 0 || peer >= num_stages_) bad(absl::StrCat("peer stage must be ", want));
-    };
     switch (in.op_case()) {
-      case ir::Instruction::kLoadMicroBatch:
-        check_slot(in.load_micro_batch().slot());
-        if (in.load_micro_batch().inputs() && stage_ != 0) bad("only the first stage loads inputs");
-        if (in.load_micro_batch().labels() && stage_ != num_stages_ - 1) bad("only the last stage loads labels");
-        break;
-      case ir::Instruction::kForward: check_slot(in.forward().slot()); break;
-      case ir::Instruction::kBackward:
-        check_slot(in.backward().slot());
-        if (program.eval) bad("an eval program must be forward-only");
-        break;
-      case ir::Instruction::kRecvActivation:
+      case ir::Instruction::kRecvActivation: {
         post(ir::RECV_ACTIVATION, in.recv_activation().micro_batch(), in.recv_activation().chunk());
-        check_peer(in.recv_activation().peer(), stage_ - 1);
-        if (check_slot(in.recv_activation().slot())) {
-          auto& buf = slots_[in.recv_activation().slot()]->recv_act;
-          auto shape = Shape(in.recv_activation());
-          if (buf.defined() && buf.sizes() != at::IntArrayRef(shape)) bad("activation shape differs between micro-batches");
-          buf = torch::empty(shape, Torch(in.recv_activation().dtype()));
-        }
+        auto& buf = slots[in.recv_activation().slot()]->recv_act;
+        auto shape = Shape(in.recv_activation());
+        if (!buf.defined()) buf = torch::empty(shape, Torch(in.recv_activation().dtype()));
         break;
-      case ir::Instruction::kRecvGrad:
+      }
+      case ir::Instruction::kRecvGrad: {
         post(ir::RECV_GRAD, in.recv_grad().micro_batch(), in.recv_grad().chunk());
-        check_peer(in.recv_grad().peer(), stage_ + 1);
-        if (check_slot(in.recv_grad().slot())) {
-          slots_[in.recv_grad().slot()]->recv_grad = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
-        }
+        auto& buf = slots[in.recv_grad().slot()]->recv_grad;
+        if (!buf.defined()) buf = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
         break;
+      }
       case ir::Instruction::kSendActivation:
         post(ir::SEND_ACTIVATION, in.send_activation().micro_batch(), in.send_activation().chunk());
-        check_peer(in.send_activation().peer(), stage_ + 1);
-        check_slot(in.send_activation().slot());
         break;
       case ir::Instruction::kSendGrad:
         post(ir::SEND_GRAD, in.send_grad().micro_batch(), in.send_grad().chunk());
-        check_peer(in.send_grad().peer(), stage_ - 1);
-        check_slot(in.send_grad().slot());
         break;
       case ir::Instruction::kWait:
-        if (in.wait().ops_size() == 0) bad("waits for nothing");
         for (const auto& ref : in.wait().ops()) {
           if (!posted.erase({ref.kind(), ref.micro_batch(), ref.chunk()})) {
             bad(absl::StrCat("waits for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())), " mb=",
@@ -320,39 +285,25 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
         const auto& r = in.reduce_tied_grads();
         if (!tied_.count(r.tie_key())) bad(absl::StrCat("this stage holds no weight tied as '", r.tie_key(), "'"));
         std::vector<int> ranks;
-        for (int s : r.stages()) {
-          if (s < 0 || s >= num_stages_) bad(absl::StrCat("tie stage ", s, " out of range"));
-          ranks.push_back(s * dp_ + replica_);
-        }
+        for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
         std::sort(ranks.begin(), ranks.end());
         tie_groups.push_back(ranks);
         break;
       }
-      case ir::Instruction::kClipGradNorm:
-        if (in.clip_grad_norm().max_norm() <= 0) bad("max_norm must be > 0");
-        if (in.clip_grad_norm().stages_size() != num_stages_) bad("must list every stage");
-        break;
-      case ir::Instruction::kReduceGrads:
-        if (!program.training) bad("reduces gradients in a program without backwards");
-        break;
-      case ir::Instruction::kOptimizerStep: {
-        const bool want = plan_.config().zero_stage() == 1 && dp_ > 1;
-        if (in.optimizer_step().sharded() != want) {
-          bad(want ? "must be sharded (zero_stage 1 with data_parallel > 1)" : "is sharded without ZeRO stage 1");
-        }
+      case ir::Instruction::kOptimizerStep:
         if (!program.training) bad("optimizer step in a program without backwards");
         if (sharded_step) bad("a second sharded step before the gather of the first");
         sharded_step = in.optimizer_step().sharded();
         break;
-      }
       case ir::Instruction::kGatherParams:
-        if (plan_.config().zero_stage() != 1 || dp_ < 2) bad("gathers parameters without ZeRO stage 1");
         if (!program.training) bad("gathers parameters in a program without backwards");
         if (!sharded_step) bad("gathers parameters without a sharded optimizer step before it");
         sharded_step = false;
         break;
-      case ir::Instruction::OP_NOT_SET:
-        bad("empty instruction");
+      case ir::Instruction::kReduceGrads:
+        if (!program.training) bad("reduces gradients in a program without backwards");
+        break;
+      default:
         break;
     }
   }

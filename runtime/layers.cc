@@ -47,19 +47,20 @@ class Linear : public Layer {
 class Conv2d : public Layer {
  public:
   Conv2d(int64_t cin, int64_t cout, std::vector<int64_t> k, std::vector<int64_t> stride, std::vector<int64_t> pad,
-         bool bias, torch::Generator gen)
-      : stride_(stride), pad_(pad) {
+         std::vector<int64_t> dilation, bool bias, torch::Generator gen)
+      : stride_(stride), pad_(pad), dilation_(dilation) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(cin * k[0] * k[1]));
     params_["weight"] = Uniform({cout, cin, k[0], k[1]}, bound, gen);
     if (bias) params_["bias"] = Uniform({cout}, bound, gen);
   }
   torch::Tensor Forward(const torch::Tensor& x, const ForwardContext&) override {
     auto b = params_.find("bias");
-    return torch::conv2d(x, params_["weight"], b == params_.end() ? torch::Tensor() : b->second, stride_, pad_);
+    return torch::conv2d(x, params_["weight"], b == params_.end() ? torch::Tensor() : b->second, stride_, pad_,
+                         dilation_);
   }
 
  private:
-  std::vector<int64_t> stride_, pad_;
+  std::vector<int64_t> stride_, pad_, dilation_;
 };
 
 class Embedding : public Layer {
@@ -126,9 +127,10 @@ const std::map<std::string, Builder>& Registry() {
          ASSIGN_OR_RETURN(int64_t cout, ir::IntAttr(l, "out_channels"));
          ASSIGN_OR_RETURN(auto k, ir::IntsAttr(l, "kernel_size", 2));
          ASSIGN_OR_RETURN(auto st, ir::IntsAttr(l, "stride", 2, 1));
-         ASSIGN_OR_RETURN(auto pad, ir::IntsAttr(l, "padding", 2, 0));
+         ASSIGN_OR_RETURN(auto pad, ir::IntsAttr(l, "padding", 2, 0, /*min_value=*/0));
+         ASSIGN_OR_RETURN(auto dil, ir::IntsAttr(l, "dilation", 2, 1));
          ASSIGN_OR_RETURN(bool bias, ir::BoolAttr(l, "bias", true));
-         return std::make_unique<Conv2d>(cin, cout, k, st, pad, bias, g);
+         return std::make_unique<Conv2d>(cin, cout, k, st, pad, dil, bias, g);
        }},
       {"Dropout",
        [](const ir::LayerSpec& l, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
@@ -166,9 +168,12 @@ const std::map<std::string, Builder>& Registry() {
        [](const ir::LayerSpec& l, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
          ASSIGN_OR_RETURN(auto k, ir::IntsAttr(l, "kernel_size", 2));
          ASSIGN_OR_RETURN(auto st, ir::IntsAttr(l, "stride", 2, k[0]));
-         ASSIGN_OR_RETURN(auto pad, ir::IntsAttr(l, "padding", 2, 0));
-         return std::make_unique<Functional>(
-             [k, st, pad](const torch::Tensor& x) { return torch::max_pool2d(x, k, st, pad); });
+         ASSIGN_OR_RETURN(auto pad, ir::IntsAttr(l, "padding", 2, 0, /*min_value=*/0));
+         ASSIGN_OR_RETURN(auto dil, ir::IntsAttr(l, "dilation", 2, 1));
+         ASSIGN_OR_RETURN(bool ceil_mode, ir::BoolAttr(l, "ceil_mode", false));
+         return std::make_unique<Functional>([k, st, pad, dil, ceil_mode](const torch::Tensor& x) {
+           return torch::max_pool2d(x, k, st, pad, dil, ceil_mode);
+         });
        }},
       {"ReLU",
        [](const ir::LayerSpec&, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {

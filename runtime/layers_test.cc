@@ -2,6 +2,8 @@
 // on every kind: same kinds, same output shapes, same parameter counts.
 #include "runtime/layers.h"
 
+#include <random>
+
 #include "gtest/gtest.h"
 #include "ir/layer_shapes.h"
 
@@ -56,6 +58,100 @@ TEST(Layers, ShapesAndParameterCountsMatchTheCompiler) {
     want.insert(want.end(), info->output.shape().begin(), info->output.shape().end());
     EXPECT_EQ(y.sizes().vec(), want);
   }
+}
+
+// Property: whatever the compiler's shape inference accepts, the runtime runs, with
+// the inferred shape. Random windows (kernel, stride, padding, dilation, ceil_mode) over
+// random small inputs, including ones that leave nothing (which inference must refuse).
+TEST(Layers, EverySpecTheCompilerAcceptsRunsWithTheInferredShape) {
+  std::mt19937 rng(20261125);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int accepted = 0, refused = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    ir::LayerSpec spec;
+    spec.set_name("random");
+    const int kind = trial % 3;
+    const int64_t h = pick(1, 12), w = pick(1, 12), c = pick(1, 3);
+    auto set = [&](const char* key, int64_t v) { (*spec.mutable_attrs())[key].set_i(v); };
+    auto set2 = [&](const char* key, int64_t a, int64_t b) {
+      auto* ints = (*spec.mutable_attrs())[key].mutable_ints();
+      ints->add_values(a);
+      ints->add_values(b);
+    };
+    if (kind == 0) {
+      spec.set_kind("Conv2d");
+      set("in_channels", c);
+      set("out_channels", pick(1, 3));
+      set2("kernel_size", pick(1, 5), pick(1, 5));
+      set2("stride", pick(1, 3), pick(1, 3));
+      set2("padding", pick(0, 2), pick(0, 2));
+      set2("dilation", pick(1, 2), pick(1, 2));
+    } else if (kind == 1) {
+      spec.set_kind("MaxPool2d");
+      set2("kernel_size", pick(1, 4), pick(1, 4));
+      set2("stride", pick(1, 3), pick(1, 3));
+      set2("padding", pick(0, 2), pick(0, 2));
+      set2("dilation", pick(1, 2), pick(1, 2));
+      (*spec.mutable_attrs())["ceil_mode"].set_b(pick(0, 1) == 1);
+    } else {
+      spec.set_kind("AdaptiveAvgPool2d");
+      set2("output_size", pick(1, 5), pick(1, 5));
+    }
+    ir::TensorSpec in;
+    in.set_dtype(ir::FLOAT32);
+    for (int64_t d : {c, h, w}) in.add_shape(d);
+    auto info = ir::InferLayer(spec, in);
+    if (!info.ok()) {
+      ++refused;
+      continue;
+    }
+    ++accepted;
+    SCOPED_TRACE(spec.DebugString() + " input " + ir::ShapeString(in));
+    auto layer = BuildLayer(spec, 0, 1);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    torch::Tensor y;
+    try {
+      y = (*layer)->Forward(torch::randn({2, c, h, w}), ForwardContext{1, 0, 0, true});
+    } catch (const c10::Error& e) {
+      FAIL() << "the compiler accepted what the runtime cannot run: " << e.what_without_backtrace();
+    }
+    std::vector<int64_t> want{2};
+    want.insert(want.end(), info->output.shape().begin(), info->output.shape().end());
+    EXPECT_EQ(y.sizes().vec(), want);
+  }
+  // Both sides of the property were exercised.
+  EXPECT_GT(accepted, 200);
+  EXPECT_GT(refused, 20);
+}
+
+TEST(Layers, AttributesOutsideTheirRangeAreRefusedInEveryForm) {
+  ir::TensorSpec in;
+  in.set_dtype(ir::FLOAT32);
+  for (int64_t d : {3, 8, 8}) in.add_shape(d);
+  auto refused = [&](const char* kind, const char* key, ir::AttrValue value) {
+    ir::LayerSpec spec;
+    spec.set_name("x");
+    spec.set_kind(kind);
+    (*spec.mutable_attrs())["in_channels"].set_i(3);
+    (*spec.mutable_attrs())["out_channels"].set_i(2);
+    (*spec.mutable_attrs())["kernel_size"].set_i(2);
+    (*spec.mutable_attrs())[key] = value;
+    return !ir::InferLayer(spec, in).ok();
+  };
+  ir::AttrValue zero, negative, list_zero;
+  zero.set_i(0);
+  negative.set_i(-3);
+  list_zero.mutable_ints()->add_values(1);
+  list_zero.mutable_ints()->add_values(0);
+  for (const char* kind : {"Conv2d", "MaxPool2d"}) {
+    SCOPED_TRACE(kind);
+    EXPECT_TRUE(refused(kind, "stride", zero));  // was a division by zero
+    EXPECT_TRUE(refused(kind, "stride", list_zero));
+    EXPECT_TRUE(refused(kind, "kernel_size", zero));
+    EXPECT_TRUE(refused(kind, "padding", negative));
+    EXPECT_TRUE(refused(kind, "dilation", zero));
+  }
+  EXPECT_TRUE(refused("Conv2d", "out_channels", negative));
 }
 
 TEST(Layers, InitialWeightsDependOnlyOnSeedAndIndex) {

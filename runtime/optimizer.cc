@@ -1,6 +1,5 @@
 #include "runtime/optimizer.h"
 
-#include <cmath>
 
 #include <torch/optim.h>
 
@@ -20,21 +19,9 @@ absl::StatusOr<std::unique_ptr<StageOptimizer>> StageOptimizer::Create(const ir:
                                                                        int num_shards) {
   auto opt = std::unique_ptr<StageOptimizer>(new StageOptimizer());
   opt->type_ = o.type().empty() ? "sgd" : o.type();
-  // 0 means "not set" in the config; anything else must be a usable number.
-  auto check = [](const char* what, double v) -> absl::Status {
-    if (!std::isfinite(v) || v < 0) return absl::InvalidArgumentError(absl::StrCat("optimizer ", what, " is ", v));
-    return absl::OkStatus();
-  };
-  for (auto [what, v] : {std::pair<const char*, double>{"lr", o.lr()}, {"momentum", o.momentum()},
-                         {"weight_decay", o.weight_decay()}, {"beta1", o.beta1()}, {"beta2", o.beta2()},
-                         {"eps", o.eps()}}) {
-    absl::Status s = check(what, v);
-    if (!s.ok()) return s;
-  }
-  if (o.beta1() >= 1 || o.beta2() >= 1) {
-    return absl::InvalidArgumentError(absl::StrCat("optimizer betas must be < 1, got ", o.beta1(), ", ", o.beta2()));
-  }
-  const double lr = o.lr() > 0 ? o.lr() : 0.01;
+  // ir::CheckPlanStructure has validated the values (as torch.optim does); they are used
+  // as written. Absent betas and eps are PyTorch's defaults.
+  const double lr = o.lr();
   opt->momentum_ = o.momentum();
   opt->params_ = std::move(params);
   for (const auto& p : opt->params_) opt->numel_ += p.numel();
@@ -62,8 +49,8 @@ absl::StatusOr<std::unique_ptr<StageOptimizer>> StageOptimizer::Create(const ir:
     opt->optimizer_ = std::make_unique<torch::optim::SGD>(
         targets, torch::optim::SGDOptions(lr).momentum(o.momentum()).weight_decay(o.weight_decay()));
   } else if (opt->type_ == "adam" || opt->type_ == "adamw") {
-    auto betas = std::make_tuple(o.beta1() > 0 ? o.beta1() : 0.9, o.beta2() > 0 ? o.beta2() : 0.999);
-    const double eps = o.eps() > 0 ? o.eps() : 1e-8;
+    auto betas = std::make_tuple(o.has_beta1() ? o.beta1() : 0.9, o.has_beta2() ? o.beta2() : 0.999);
+    const double eps = o.has_eps() ? o.eps() : 1e-8;
     if (opt->type_ == "adam") {
       opt->optimizer_ = std::make_unique<torch::optim::Adam>(
           targets, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(o.weight_decay()));

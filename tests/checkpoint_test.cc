@@ -232,13 +232,20 @@ TEST(Zero1, TrainsLikeUnshardedWithHalfTheOptimizerStatePerRank) {
     ins->erase(std::remove_if(ins->begin(), ins->end(), [](const ir::Instruction& in) { return in.has_gather_params(); }),
                ins->end());
   }
+  ir::Stamp(*plan);
   const std::string edited = Tmp("z_nogather_edited.pb");
   ASSERT_TRUE(ir::SavePlan(*plan, edited).ok());
   RunResult r = Pprun(edited, 4, "z_nogather", {"--steps", "1"});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("sharded optimizer step is never followed by gather_params"), std::string::npos)
+  EXPECT_NE(r.output.find("sharded optimizer step is never followed by GatherParams"), std::string::npos)
       << r.output;
   EXPECT_TRUE(r.losses.empty());
+  // Even with the verifier skipped, the runtime itself refuses it.
+  RunResult allowed = Pprun(edited, 4, "z_nogather_allowed", {"--steps", "1", "--allow-unverified"});
+  EXPECT_NE(allowed.exit_code, 0);
+  EXPECT_NE(allowed.output.find("sharded optimizer step is never followed by gather_params"), std::string::npos)
+      << allowed.output;
+  EXPECT_TRUE(allowed.losses.empty());
 }
 
 // ---------------------------------------------------------------------------------

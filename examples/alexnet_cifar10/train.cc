@@ -97,6 +97,7 @@ absl::StatusOr<ir::Plan> BuildPlan() {
   ASSIGN_OR_RETURN(PassPipeline pipeline, PassPipeline::Create(text, passes::GlobalPassRegistry()));
   pipeline.set_verifier(passes::VerifyPlan);
   RETURN_IF_ERROR(pipeline.Run(plan, PipelineOptions()).status());
+  RETURN_IF_ERROR(passes::VerifyPlan(plan));
   ir::Stamp(plan);
   std::cerr << "ppc: AlexNet on CIFAR-10 (" << absl::GetFlag(FLAGS_data) << ", " << size << "x" << size << "), "
             << (p == 0 ? "base mode (data-parallel)" : "pipeline mode") << ": " << stages << " stage(s) x " << dp
@@ -107,8 +108,16 @@ absl::StatusOr<ir::Plan> BuildPlan() {
 }
 
 absl::Status RunAsRank(runtime::RunOptions options) {
-  const std::string path = absl::GetFlag(FLAGS_plan_out);
+  // The run's private copy of the plan the launcher verified (never the shared --plan-out,
+  // which another run may be writing).
+  const char* path = std::getenv(kPlanPathEnv);
+  const char* verified = std::getenv(kVerifiedFingerprintEnv);
+  if (path == nullptr || verified == nullptr) return absl::FailedPreconditionError("not started by train's launcher");
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
+  RETURN_IF_ERROR(ir::CheckStamp(plan, path));
+  if (plan.fingerprint() != verified) {
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not the plan the launcher verified"));
+  }
   runtime::RendezvousOptions rv;
   rv.rank = std::atoi(std::getenv("RANK"));
   rv.world_size = std::atoi(std::getenv("WORLD_SIZE"));
@@ -168,8 +177,21 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::cerr << "ppc: plan written to " << path << " (inspect it with: ppc inspect " << path << ")\n";
-  const int nproc = plan->topology().num_stages() * plan->topology().data_parallel();
-  return LaunchLocalRanks(nproc, WithoutFlag(argc, original.data(), "--nproc"), absl::GetFlag(FLAGS_timeout_s));
+  std::string dir;
+  auto private_path = WritePrivatePlan(*plan, &dir);
+  if (!private_path.ok()) {
+    std::cerr << "train: " << private_path.status() << "\n";
+    return 1;
+  }
+  LaunchOptions launch;
+  launch.nproc = plan->topology().num_stages() * plan->topology().data_parallel();
+  launch.args = WithoutFlag(argc, original.data(), "--nproc");
+  launch.timeout_s = absl::GetFlag(FLAGS_timeout_s);
+  launch.env[kPlanPathEnv] = *private_path;
+  launch.env[kVerifiedFingerprintEnv] = plan->fingerprint();
+  const int code = LaunchLocalRanks(launch);
+  RemoveRunDir(dir);
+  return code;
 }
 
 }  // namespace

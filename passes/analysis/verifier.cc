@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
 #include "ir/layer_shapes.h"
+#include "ir/plan_check.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
 
@@ -104,8 +105,11 @@ class Verifier {
       : plan_(plan), lowered_(lowered), comm_lowered_(comm_lowered) {}
 
   absl::Status Run() {
-    CheckTopologyAndPartition();
-    if (plan_.programs_size() > 0 && errors_.empty()) {
+    // The structural rules first (shared with the runtime's load): everything below may
+    // assume indices, peers, slots and shapes in range.
+    RETURN_IF_ERROR(ir::CheckPlanStructure(plan_, /*complete=*/false));
+    sharded_ = plan_.config().zero_stage() == 1 && plan_.topology().data_parallel() > 1;
+    if (plan_.programs_size() > 0) {
       CheckProgramsPresent();
       if (errors_.empty()) {
         for (const auto& prog : plan_.programs()) CheckStage(prog);
@@ -133,48 +137,7 @@ class Verifier {
                         ")");
   }
 
-  void CheckTopologyAndPartition() {
-    const int p = plan_.topology().num_stages();
-    const int zero = plan_.config().zero_stage();
-    if (zero != 0 && zero != 1) {
-      Error(absl::StrCat("config.zero_stage ", zero, " is not supported; pipeline training supports ZeRO stage 0 or 1"));
-    }
-    sharded_ = zero == 1 && plan_.topology().data_parallel() > 1;
-    if (p < 1) Error(absl::StrCat("topology.num_stages must be >= 1, got ", p));
-    if (plan_.topology().data_parallel() < 1) {
-      Error(absl::StrCat("topology.data_parallel must be >= 1, got ", plan_.topology().data_parallel()));
-    }
-    if (plan_.partition().stages_size() == 0) return;
-    if (plan_.partition().stages_size() != p) {
-      Error(absl::StrCat("partition has ", plan_.partition().stages_size(), " stages, topology has ", p));
-      return;
-    }
-    int expect = 0;
-    for (int s = 0; s < p; ++s) {
-      const auto& r = plan_.partition().stages(s);
-      if (r.begin() != expect || r.end() <= r.begin()) {
-        Error(absl::StrCat("partition stage ", s, " is [", r.begin(), ", ", r.end(), "); expected a non-empty range starting at ",
-                           expect));
-        return;
-      }
-      expect = r.end();
-    }
-    if (expect != plan_.model().layers_size()) {
-      Error(absl::StrCat("partition covers layers [0, ", expect, ") of ", plan_.model().layers_size()));
-    }
-    have_shapes_ = RequireShapes(plan_, "verify").ok();
-  }
-
   void CheckProgramsPresent() {
-    const int p = plan_.topology().num_stages();
-    if (plan_.programs_size() != p) {
-      Error(absl::StrCat("plan has ", plan_.programs_size(), " programs for ", p, " stages"));
-      return;
-    }
-    for (int s = 0; s < p; ++s) {
-      if (plan_.programs(s).stage() != s) Error(absl::StrCat("program ", s, " says it is stage ", plan_.programs(s).stage()));
-    }
-    if (plan_.config().micro_batches() < 1) Error("config.micro_batches must be >= 1");
     for (const auto& prog : plan_.programs()) {
       for (const auto& in : prog.instructions()) {
         lowered_ |= in.has_load_micro_batch();
@@ -213,51 +176,10 @@ class Verifier {
     };
     for (int i = 0; i < prog.instructions_size(); ++i) {
       const Instruction& in = prog.instructions(i);
-      int mb = 0, chunk = 0;
-      const bool has_mb = ir::MicroBatchOf(in, &mb, &chunk);
-      if (in.op_case() == Instruction::OP_NOT_SET) {
-        Error(absl::StrCat("stage ", s, " instruction ", i, " is empty"));
-        continue;
-      }
-      if (has_mb) {
-        if (mb < 0 || mb >= m) {
-          Error(absl::StrCat(Where(s, i), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
-          continue;
-        }
-        if (chunk != 0) {
-          Error(absl::StrCat(Where(s, i), ": chunk ", chunk, " is out of range (stage has 1 chunk)"));
-          continue;
-        }
-        int slot = 0;
-        if (SlotOf(in, &mb, &slot)) {
-          if (slot < 0 || (slots > 0 && slot >= slots) || (slots == 0 && slot != 0)) {
-            Error(absl::StrCat(Where(s, i), ": slot ", slot, " is out of range [0, ", std::max(slots, 1), ")"));
-            continue;
-          }
-          touch(slot, mb, i);
-        }
-      }
+      int mb = 0, chunk = 0, slot = 0;
+      if (ir::MicroBatchOf(in, &mb, &chunk) && SlotOf(in, &mb, &slot)) touch(slot, mb, i);
       Comm c;
       if (AsComm(in, &c)) {
-        const bool to_next = c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_GRAD;
-        const int want_peer = to_next ? s + 1 : s - 1;
-        if (c.peer != want_peer || want_peer < 0 || want_peer >= p) {
-          Error(absl::StrCat(Where(s, i), ": peer stage ", c.peer, " is not valid here (want ", want_peer, " of ", p,
-                             " stages)"));
-          continue;
-        }
-        if (have_shapes_) {
-          const bool boundary_out = c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_GRAD;
-          ir::TensorSpec spec = boundary_out ? StageOutput(plan_, s) : StageInput(plan_, s);
-          std::vector<int64_t> want = BatchShape(plan_, spec);
-          ir::DType want_dtype =
-              (c.kind == ir::SEND_ACTIVATION || c.kind == ir::RECV_ACTIVATION) ? spec.dtype() : ir::FLOAT32;
-          if (c.shape != want || c.dtype != want_dtype) {
-            Error(absl::StrCat(Where(s, i), ": shape ", ir::DType_Name(c.dtype), "[", absl::StrJoin(c.shape, ","),
-                               "] does not match the stage boundary ", ir::DType_Name(want_dtype), "[",
-                               absl::StrJoin(want, ","), "]"));
-          }
-        }
         CommKey key{c.kind, c.mb, c.chunk};
         if (posted.count(key)) {
           Error(absl::StrCat(Where(s, i), ": posts ", KindName(c.kind), " mb=", c.mb, " again (first at instruction ",
@@ -287,14 +209,11 @@ class Verifier {
       switch (in.op_case()) {
         case Instruction::kLoadMicroBatch: {
           const auto& l = in.load_micro_batch();
-          if (l.inputs() && !first) Error(absl::StrCat(Where(s, i), ": only the first stage loads inputs"));
-          if (l.labels() && !last) Error(absl::StrCat(Where(s, i), ": only the last stage loads labels"));
           if (l.inputs()) inputs[mb] = true;
           if (l.labels()) labels[mb] = true;
           break;
         }
         case Instruction::kWait: {
-          if (in.wait().ops_size() == 0) Error(absl::StrCat(Where(s, i), ": waits for nothing"));
           for (const auto& ref : in.wait().ops()) {
             CommKey key{ref.kind(), ref.micro_batch(), ref.chunk()};
             if (!posted.count(key)) {
@@ -362,19 +281,10 @@ class Verifier {
           if (in.has_reduce_grads()) {
             if (reduce >= 0) Error(absl::StrCat(Where(s, i), ": reduces gradients twice"));
             reduce = i;
-          } else {
-            CheckTie(s, i, in.reduce_tied_grads());
           }
           break;
         case Instruction::kClipGradNorm: {
           reductions.push_back(i);
-          const auto& c = in.clip_grad_norm();
-          std::set<int> listed(c.stages().begin(), c.stages().end());
-          if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
-              *listed.rbegin() != p - 1) {
-            Error(absl::StrCat(Where(s, i), ": must list every stage 0..", p - 1, " exactly once"));
-          }
-          if (c.max_norm() <= 0) Error(absl::StrCat(Where(s, i), ": max_norm must be > 0"));
           if (reduce >= 0 && i < reduce) Error(absl::StrCat(Where(s, i), ": clips before the data-parallel reduction"));
           clip = i;
           break;
@@ -383,14 +293,9 @@ class Verifier {
           if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
           optimizer = i;
           sharded_step = in.optimizer_step().sharded();
-          if (sharded_step != sharded_) {
-            Error(absl::StrCat(Where(s, i), sharded_ ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
-                                                     : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
-          }
           break;
         case Instruction::kGatherParams:
           if (gather >= 0) Error(absl::StrCat(Where(s, i), ": gathers parameters twice (first at ", gather, ")"));
-          if (in.gather_params().chunk() != 0) Error(absl::StrCat(Where(s, i), ": chunk out of range (1 chunk per stage)"));
           if (optimizer < 0 || !sharded_step) {
             Error(absl::StrCat(Where(s, i), ": gathers parameters without a sharded optimizer step before it"));
           }
@@ -452,20 +357,6 @@ class Verifier {
                              mb0, " still needs it (until instruction ", l0, ")"));
         }
       }
-    }
-  }
-
-  void CheckTie(int s, int i, const ir::ReduceTiedGrads& r) {
-    std::set<int> holders;
-    if (plan_.partition().stages_size() > 0) {
-      for (int st = 0; st < plan_.partition().stages_size(); ++st)
-        for (int l = plan_.partition().stages(st).begin(); l < plan_.partition().stages(st).end(); ++l)
-          if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(st);
-    }
-    std::set<int> listed(r.stages().begin(), r.stages().end());
-    if (holders != listed || !listed.count(s)) {
-      Error(absl::StrCat(Where(s, i), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
-                         "], instruction lists [", absl::StrJoin(listed, ","), "]"));
     }
   }
 

@@ -4,6 +4,7 @@
 //               [--micro-batch-size B] [--schedule 1f1b|gpipe|inference|data-parallel]
 //               [--partition METHOD] [--config C.textproto] --out PLAN
 //   ppc inspect PLAN [--json]
+//   ppc verify PLAN
 //   ppc opt --passes=a,b{k=v} IN OUT
 //   ppc export CHECKPOINT_DIR [--tag T] --out FILE   (runs ppc-export, next to ppc)
 //   ppc --list-passes
@@ -13,8 +14,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <cmath>
 #include <iostream>
+#include <limits>
+#include <optional>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -26,6 +32,7 @@
 #include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
 #include "ir/layer_shapes.h"
+#include "ir/limits.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "passes/analysis/timeline.h"
@@ -37,18 +44,19 @@ ABSL_FLAG(std::string, model, "", "model spec (ppc.ir.ModelSpec text proto)");
 ABSL_FLAG(std::string, config, "", "training config (ppc.ir.TrainingConfig text proto); flags override it");
 ABSL_FLAG(std::string, deepspeed_config, "", "DeepSpeed JSON config (batch sizes, optimizer, clipping, pipeline); "
           "applied after --config, flags override it");
-ABSL_FLAG(int, stages, 1, "pipeline stages P");
-ABSL_FLAG(int, data_parallel, 1, "data-parallel replicas D of each stage");
-ABSL_FLAG(int, micro_batches, 0, "micro-batches per replica per step (default: config, else 1)");
-ABSL_FLAG(int, micro_batch_size, 0, "samples per micro-batch (default: config, else 1)");
+ABSL_FLAG(int64_t, stages, 1, "pipeline stages P");
+ABSL_FLAG(int64_t, data_parallel, 1, "data-parallel replicas D of each stage");
+ABSL_FLAG(std::optional<int64_t>, micro_batches, std::nullopt,
+          "micro-batches per replica per step (default: config, else 1)");
+ABSL_FLAG(std::optional<int64_t>, micro_batch_size, std::nullopt, "samples per micro-batch (default: config, else 1)");
 ABSL_FLAG(std::string, schedule, "", "1f1b | gpipe | inference | data-parallel (default: config, else 1f1b)");
 ABSL_FLAG(std::string, partition, "", "parameters | uniform | type:REGEX | explicit:A:B (default: parameters)");
 ABSL_FLAG(std::string, optimizer, "", "sgd | adam | adamw (default: config, else sgd)");
-ABSL_FLAG(int, zero_stage, -1, "ZeRO stage: 0, or 1 to shard optimizer state over data-parallel replicas "
-          "(default: config, else 0)");
-ABSL_FLAG(double, lr, 0, "learning rate (default: config, else 0.01)");
-ABSL_FLAG(int64_t, seed, -1, "seed for weights, data and dropout (default: config, else 1138)");
-ABSL_FLAG(int, steps, 0, "training steps pprun runs by default (default: config, else 10)");
+ABSL_FLAG(std::optional<int64_t>, zero_stage, std::nullopt,
+          "ZeRO stage: 0, or 1 to shard optimizer state over data-parallel replicas (default: config, else 0)");
+ABSL_FLAG(std::optional<double>, lr, std::nullopt, "learning rate (default: config, else 0.01)");
+ABSL_FLAG(std::optional<int64_t>, seed, std::nullopt, "seed for weights, data and dropout (default: config, else 1138)");
+ABSL_FLAG(std::optional<int64_t>, steps, std::nullopt, "training steps pprun runs by default (default: config, else 10)");
 ABSL_FLAG(std::string, out, "", "where to write the plan (.txt: text form; otherwise binary)");
 ABSL_FLAG(std::string, passes, "", "ppc opt: the pipeline to run; ppc compile: overrides the default pipeline");
 ABSL_FLAG(bool, json, false, "ppc inspect: print JSON");
@@ -92,42 +100,79 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   ir::TrainingConfig* c = plan.mutable_config();
   if (!absl::GetFlag(FLAGS_config).empty()) RETURN_IF_ERROR(ir::ParseTextProtoFile(absl::GetFlag(FLAGS_config), c));
   if (!absl::GetFlag(FLAGS_deepspeed_config).empty()) {
+    const int64_t dp = absl::GetFlag(FLAGS_data_parallel);
+    if (dp < 1 || dp > ir::kMaxDataParallel) return absl::InvalidArgumentError("--data-parallel is out of range");
     ASSIGN_OR_RETURN(DeepSpeedConfig ds, ReadDeepSpeedConfig(absl::GetFlag(FLAGS_deepspeed_config),
-                                                             absl::GetFlag(FLAGS_data_parallel)));
+                                                             static_cast<int>(dp)));
     for (const std::string& w : ds.warnings) std::cerr << "warning: " << w << "\n";
     c->MergeFrom(ds.config);
   }
-  if (absl::GetFlag(FLAGS_micro_batches) > 0) c->set_micro_batches(absl::GetFlag(FLAGS_micro_batches));
-  if (absl::GetFlag(FLAGS_micro_batch_size) > 0) c->set_micro_batch_size(absl::GetFlag(FLAGS_micro_batch_size));
+  // Numeric flags: range-checked, never quietly replaced.
+  auto ranged = [](const char* flag, int64_t v, int64_t lo, int64_t hi) -> absl::Status {
+    if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(ranged("stages", absl::GetFlag(FLAGS_stages), 1, ir::kMaxStages));
+  RETURN_IF_ERROR(ranged("data-parallel", absl::GetFlag(FLAGS_data_parallel), 1, ir::kMaxDataParallel));
+  if (auto v = absl::GetFlag(FLAGS_micro_batches)) {
+    RETURN_IF_ERROR(ranged("micro-batches", *v, 1, ir::kMaxMicroBatches));
+    c->set_micro_batches(static_cast<int>(*v));
+  }
+  if (auto v = absl::GetFlag(FLAGS_micro_batch_size)) {
+    RETURN_IF_ERROR(ranged("micro-batch-size", *v, 1, ir::kMaxMicroBatchSize));
+    c->set_micro_batch_size(static_cast<int>(*v));
+  }
   if (!absl::GetFlag(FLAGS_schedule).empty()) c->set_schedule(absl::GetFlag(FLAGS_schedule));
   if (!absl::GetFlag(FLAGS_partition).empty()) c->set_partition_method(absl::GetFlag(FLAGS_partition));
   if (!absl::GetFlag(FLAGS_optimizer).empty()) c->mutable_optimizer()->set_type(absl::GetFlag(FLAGS_optimizer));
-  if (absl::GetFlag(FLAGS_lr) > 0) c->mutable_optimizer()->set_lr(absl::GetFlag(FLAGS_lr));
-  if (absl::GetFlag(FLAGS_zero_stage) != -1) c->set_zero_stage(absl::GetFlag(FLAGS_zero_stage));
-  if (c->zero_stage() != 0 && c->zero_stage() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("ZeRO stage ", c->zero_stage(), " is not supported with pipeline "
-                                                   "parallelism (as in DeepSpeed); use 0 or 1"));
+  if (auto v = absl::GetFlag(FLAGS_lr)) {
+    if (!std::isfinite(*v) || *v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--lr is ", *v, "; it must be finite and >= 0"));
+    }
+    c->mutable_optimizer()->set_lr(*v);
   }
-  if (absl::GetFlag(FLAGS_seed) >= 0) c->set_seed(absl::GetFlag(FLAGS_seed));
-  if (absl::GetFlag(FLAGS_steps) > 0) c->set_steps(absl::GetFlag(FLAGS_steps));
+  if (auto v = absl::GetFlag(FLAGS_zero_stage)) {
+    if (*v != 0 && *v != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("ZeRO stage ", *v, " is not supported with pipeline "
+                                                     "parallelism (as in DeepSpeed); use 0 or 1"));
+    }
+    c->set_zero_stage(static_cast<int>(*v));
+  }
+  if (auto v = absl::GetFlag(FLAGS_seed)) {
+    RETURN_IF_ERROR(ranged("seed", *v, 0, std::numeric_limits<int64_t>::max()));
+    c->set_seed(static_cast<uint64_t>(*v));
+  }
+  if (auto v = absl::GetFlag(FLAGS_steps)) {
+    RETURN_IF_ERROR(ranged("steps", *v, 1, std::numeric_limits<int32_t>::max()));
+    c->set_steps(static_cast<int>(*v));
+  }
+  // Defaults for what neither the flags nor the configs gave (0 in a config: not given).
   if (c->micro_batches() == 0) c->set_micro_batches(1);
   if (c->micro_batch_size() == 0) c->set_micro_batch_size(1);
   if (c->schedule().empty()) c->set_schedule(absl::GetFlag(FLAGS_stages) == 1 && absl::GetFlag(FLAGS_data_parallel) > 1
                                                  ? "data-parallel" : "1f1b");
   if (c->optimizer().type().empty()) c->mutable_optimizer()->set_type("sgd");
-  if (c->optimizer().lr() == 0) c->mutable_optimizer()->set_lr(0.01);
-  if (c->seed() == 0 && absl::GetFlag(FLAGS_seed) < 0) c->set_seed(1138);
+  if (!c->optimizer().has_lr()) c->mutable_optimizer()->set_lr(0.01);
+  if (c->seed() == 0 && !absl::GetFlag(FLAGS_seed)) c->set_seed(1138);
   if (c->steps() == 0) c->set_steps(10);
-  const std::string& opt = c->optimizer().type();
-  if (opt != "sgd" && opt != "adam" && opt != "adamw") {
-    return absl::InvalidArgumentError(absl::StrCat("optimizer type '", opt, "' is not one of sgd, adam, adamw"));
-  }
-  if (absl::GetFlag(FLAGS_stages) < 1 || absl::GetFlag(FLAGS_data_parallel) < 1) {
-    return absl::InvalidArgumentError("--stages and --data-parallel must be >= 1");
-  }
-  plan.mutable_topology()->set_num_stages(absl::GetFlag(FLAGS_stages));
-  plan.mutable_topology()->set_data_parallel(absl::GetFlag(FLAGS_data_parallel));
+  plan.mutable_topology()->set_num_stages(static_cast<int>(absl::GetFlag(FLAGS_stages)));
+  plan.mutable_topology()->set_data_parallel(static_cast<int>(absl::GetFlag(FLAGS_data_parallel)));
   return plan;
+}
+
+// Stamps the plan for writing. The whole plan is verified once more, whatever the
+// pipeline did: a plan that fails (verification was turned off) is written marked
+// unverified, which pprun refuses unless told --allow-unverified.
+void StampVerified(ir::Plan& plan) {
+  plan.set_unverified(false);
+  absl::Status verified = passes::VerifyPlan(plan);
+  if (!verified.ok()) {
+    plan.set_unverified(true);
+    std::cerr << "ppc: warning: the plan fails verification and is written marked unverified "
+                 "(pprun refuses it without --allow-unverified):\n  "
+              << verified.message() << "\n";
+  }
+  ir::Stamp(plan);
 }
 
 absl::Status Compile() {
@@ -137,7 +182,7 @@ absl::Status Compile() {
     ASSIGN_OR_RETURN(pipeline, passes::DefaultPipeline(plan.config()));
   }
   RETURN_IF_ERROR(RunPipelineText(pipeline, plan));
-  ir::Stamp(plan);
+  StampVerified(plan);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::cout << ir::PrintPlan(plan);
@@ -150,6 +195,19 @@ absl::Status Compile() {
   return absl::OkStatus();
 }
 
+// ppc verify: the stamp, the structural rules and the verifier; OK or every problem.
+absl::Status Verify(const std::string& path) {
+  ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
+  RETURN_IF_ERROR(ir::CheckStamp(plan, path));
+  if (plan.unverified()) {
+    std::cerr << "ppc verify: note: " << path << " is marked unverified (written with verification off)\n";
+  }
+  absl::Status verified = passes::VerifyPlan(plan);
+  if (!verified.ok()) return Annotate(verified, path);
+  std::cout << path << ": verified (fingerprint " << plan.fingerprint() << ")\n";
+  return absl::OkStatus();
+}
+
 std::string HumanBytes(int64_t b) {
   if (b >= (1 << 20)) return absl::StrFormat("%.2f MiB", b / 1048576.0);
   if (b >= 1024) return absl::StrFormat("%.2f KiB", b / 1024.0);
@@ -158,8 +216,25 @@ std::string HumanBytes(int64_t b) {
 
 absl::Status Inspect(const std::string& path) {
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
-  absl::Status verified = passes::VerifyPlan(plan);
+  // A plan that fails its stamp or its checks is described, never analysed: the timeline
+  // and the per-stage figures assume a valid plan.
   absl::Status stamp = ir::CheckStamp(plan, path);
+  absl::Status verified = passes::VerifyPlan(plan);
+  if (!stamp.ok() || !verified.ok()) {
+    const absl::Status& failed = stamp.ok() ? verified : stamp;
+    if (absl::GetFlag(FLAGS_json)) {
+      nlohmann::json j = {{"stats", {{"verified", verified.ok()}, {"fingerprint_ok", stamp.ok()},
+                                     {"unverified_mark", plan.unverified()},
+                                     {"error", std::string(failed.message())}}}};
+      std::cout << j.dump(2) << "\n";
+      return failed;
+    }
+    std::cout << absl::StrFormat("plan %s: model '%s' (%d layers), format v%d, fingerprint %s%s\n", path,
+                                 plan.model().name(), plan.model().layers_size(), plan.format_version(),
+                                 plan.fingerprint(), plan.unverified() ? " (marked unverified)" : "");
+    std::cout << "not analysed: " << failed.message() << "\n";
+    return failed;
+  }
   auto timeline = passes::SimulateTimeline(plan);
   if (absl::GetFlag(FLAGS_json)) {
     ASSIGN_OR_RETURN(std::string plan_json, ir::PlanToJson(plan));
@@ -251,7 +326,7 @@ absl::Status Opt(const std::string& in, const std::string& out) {
   if (pipeline.empty()) return absl::InvalidArgumentError("ppc opt needs --passes=a,b{k=v},...");
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(in));
   RETURN_IF_ERROR(RunPipelineText(pipeline, plan));
-  ir::Stamp(plan);
+  StampVerified(plan);
   return ir::SavePlan(plan, out);
 }
 
@@ -285,6 +360,7 @@ int Main(int argc, char** argv) {
       "  ppc compile --model M.textproto --stages P [--data-parallel D] [--micro-batches M]\n"
       "              [--micro-batch-size B] [--schedule 1f1b|gpipe|inference|data-parallel] --out PLAN\n"
       "  ppc inspect PLAN [--json]\n"
+      "  ppc verify PLAN\n"
       "  ppc opt --passes=a,b{k=v} IN OUT\n"
       "  ppc export CHECKPOINT_DIR [--tag T] --out FILE [--model M.textproto]\n"
       "  ppc --list-passes");
@@ -305,6 +381,8 @@ int Main(int argc, char** argv) {
     status = Compile();
   } else if (cmd == "inspect" && args.size() == 3) {
     status = Inspect(args[2]);
+  } else if (cmd == "verify" && args.size() == 3) {
+    status = Verify(args[2]);
   } else if (cmd == "opt" && args.size() == 4) {
     status = Opt(args[2], args[3]);
   } else if (cmd == "list-passes") {

@@ -1,0 +1,33 @@
+// The structural rules of a plan: one set, used by the compiler's verifier (before it
+// judges the schedule) and by the runtime's load (before it allocates anything).
+//
+//  - topology, config and optimizer values in range (ir/limits.h; optimizer values as
+//    torch.optim validates them), never defaulted;
+//  - the model: every layer kind known, every attribute in range, recorded shapes and
+//    parameter counts equal to shape inference, tied weights of one shape, sizes within
+//    the limits with every product overflow-checked;
+//  - the partition: contiguous, non-empty stage ranges covering every layer;
+//  - every instruction of every program (and eval program): micro-batch, chunk, slot and
+//    peer in range, loads on the right stages, sends and receives of the stage
+//    boundary's shape and dtype, reductions over the stages that hold the weight, a
+//    sharded step exactly when ZeRO-1 applies.
+//
+// It does not judge the schedule (order, liveness, matching, deadlock): that is the
+// verifier's (passes/analysis/verifier.h). Errors are InvalidArgument and list every
+// problem found (at most 25), each naming the field or the stage and instruction.
+#ifndef PPC_IR_PLAN_CHECK_H_
+#define PPC_IR_PLAN_CHECK_H_
+
+#include "absl/status/status.h"
+#include "ir/program.pb.h"
+
+namespace ppc::ir {
+
+// `complete`: what a runtime needs (inferred shapes, a partition and one program per
+// stage) must be there. Without it, parts a compilation has not produced yet may be
+// missing, but what is there must obey the rules.
+absl::Status CheckPlanStructure(const Plan& plan, bool complete);
+
+}  // namespace ppc::ir
+
+#endif  // PPC_IR_PLAN_CHECK_H_
