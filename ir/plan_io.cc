@@ -1,5 +1,11 @@
 #include "ir/plan_io.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -190,12 +196,40 @@ absl::Status CheckStamp(const Plan& plan, const std::string& where) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for reading"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int e = errno;
+    std::string msg = absl::StrCat("cannot open '", path, "' for reading: ", std::strerror(e));
+    return e == ENOENT ? absl::NotFoundError(msg) : absl::PermissionDeniedError(msg);
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  if (st.st_size > max_bytes) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is ", st.st_size, " bytes; more than the ", max_bytes, " this file may have"));
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t r = read(fd, out.data() + done, out.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int e = errno;
+      close(fd);
+      return absl::DataLossError(absl::StrCat("cannot read '", path, "': ", std::strerror(e)));
+    }
+    if (r == 0) break;  // shrank while reading
+    done += static_cast<size_t>(r);
+  }
+  close(fd);
+  out.resize(done);
+  return out;
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& contents) {

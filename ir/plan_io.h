@@ -54,7 +54,9 @@ absl::StatusOr<std::string> PlanToJson(const Plan& plan);
 absl::StatusOr<std::string> MessageToJson(const google::protobuf::Message& msg);
 absl::Status JsonToMessage(const std::string& json, const std::string& where, google::protobuf::Message* msg);
 
-absl::StatusOr<std::string> ReadFile(const std::string& path);
+// A regular file of at most `max_bytes` (FIFOs, devices and directories are errors,
+// never a hang or an endless read).
+absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes = int64_t{1} << 34);
 absl::Status WriteFile(const std::string& path, const std::string& contents);
 
 // Parses a protobuf text-format message from a file; errors name the path and line.

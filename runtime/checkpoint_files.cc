@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "ir/plan_io.h"
 #include "ir/status_macros.h"
 
 namespace ppc::runtime {
@@ -154,35 +155,7 @@ absl::StatusOr<FileRecord> WriteDurable(const std::string& path, absl::string_vi
 }
 
 absl::StatusOr<std::string> ReadBoundedFile(const std::string& path, int64_t max_bytes) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return Errno("cannot open", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
-  }
-  if (st.st_size > max_bytes) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", path, "' is ", st.st_size, " bytes; a file like this is at most ", max_bytes));
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t r = read(fd, out.data() + done, out.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      absl::Status s = Errno("cannot read", path);
-      close(fd);
-      return s;
-    }
-    if (r == 0) break;  // shrank while reading
-    done += static_cast<size_t>(r);
-  }
-  close(fd);
-  out.resize(done);
-  return out;
+  return ir::ReadFile(path, max_bytes);
 }
 
 absl::StatusOr<json> JsonFields::Parse(const std::string& text, const std::string& where) {

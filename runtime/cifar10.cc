@@ -8,6 +8,7 @@
 #include <torch/nn/functional/upsampling.h>
 
 #include "absl/strings/str_cat.h"
+#include "ir/plan_io.h"
 #include "runtime/layers.h"
 
 namespace ppc::runtime {
@@ -37,9 +38,16 @@ absl::StatusOr<std::unique_ptr<Cifar10Data>> Cifar10Data::Open(const std::string
     for (int i = 1; i <= 5; ++i) files.push_back(absl::StrCat(dir, "/data_batch_", i, ".bin"));
   }
   for (const std::string& path : files) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat("CIFAR-10 file '", path, "' is missing or unreadable"));
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // A regular file of at most 1 GiB (CIFAR-10's are 30 MB): a directory, a FIFO or a
+    // device is an error, never a hang or an endless read.
+    auto read = ir::ReadFile(path, int64_t{1} << 30);
+    if (!read.ok()) {
+      if (absl::IsNotFound(read.status())) {
+        return absl::NotFoundError(absl::StrCat("CIFAR-10 file '", path, "' is missing or unreadable"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat("CIFAR-10 file: ", read.status().message()));
+    }
+    const std::string& bytes = *read;
     if (bytes.empty()) return absl::DataLossError(absl::StrCat("CIFAR-10 file '", path, "' is empty"));
     if (bytes.size() % kCifarRecordBytes != 0) {
       return absl::DataLossError(absl::StrCat("CIFAR-10 file '", path, "' is truncated: ", bytes.size(),

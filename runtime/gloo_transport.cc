@@ -73,7 +73,7 @@ class GlooTransport : public Transport {
   absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
                             absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
-    return TorchCall([&] { pg->allreduce(tensors)->wait(Ms(timeout)); });
+    return Named("all-reduce", group, TorchCall([&] { pg->allreduce(tensors)->wait(Ms(timeout)); }));
   }
 
   absl::Status AllGather(const at::Tensor& input, at::Tensor& output, const std::vector<int>& group,
@@ -87,7 +87,7 @@ class GlooTransport : public Transport {
     std::vector<std::vector<at::Tensor>> outputs(1);
     for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(output.narrow(0, int64_t(r) * n, n));
     std::vector<at::Tensor> inputs{input.contiguous()};
-    return TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); });
+    return Named("all-gather", group, TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); }));
   }
 
   absl::Status Gather(const at::Tensor& input, at::Tensor& output, int root, const std::vector<int>& group,
@@ -108,7 +108,7 @@ class GlooTransport : public Transport {
     std::vector<at::Tensor> inputs{input.contiguous()};
     c10d::GatherOptions o;
     o.rootRank = static_cast<int>(it - group.begin());
-    return TorchCall([&] { pg->gather(outputs, inputs, o)->wait(Ms(timeout)); });
+    return Named("gather", group, TorchCall([&] { pg->gather(outputs, inputs, o)->wait(Ms(timeout)); }));
   }
 
   absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group, absl::Duration timeout) override {
@@ -118,17 +118,23 @@ class GlooTransport : public Transport {
     std::vector<at::Tensor> t{tensor};
     c10d::BroadcastOptions o;
     o.rootRank = static_cast<int>(it - group.begin());
-    return TorchCall([&] { pg->broadcast(t, o)->wait(Ms(timeout)); });
+    return Named("broadcast", group, TorchCall([&] { pg->broadcast(t, o)->wait(Ms(timeout)); }));
   }
 
   absl::Status Barrier(const std::vector<int>& group, absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
     // Gloo's barrier ignores per-call timeouts; a one-element all-reduce honours them.
     std::vector<at::Tensor> t{at::zeros({1})};
-    return TorchCall([&] { pg->allreduce(t)->wait(Ms(timeout)); });
+    return Named("barrier", group, TorchCall([&] { pg->allreduce(t)->wait(Ms(timeout)); }));
   }
 
  private:
+  // A failed collective names its group: one of those ranks died or stalled.
+  static absl::Status Named(const char* op, const std::vector<int>& group, absl::Status s) {
+    if (s.ok()) return s;
+    return Annotate(s, absl::StrCat(op, " over ranks [", absl::StrJoin(group, ","), "] (one of them died or stalled)"));
+  }
+
   c10d::ProcessGroupGloo* World() {
     std::vector<int> all(world_);
     for (int r = 0; r < world_; ++r) all[r] = r;
@@ -201,6 +207,26 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
   if (!s.ok()) {
     return Annotate(s, absl::StrCat("rank ", options.rank, ": rendezvous at ", options.master_addr, ":",
                                     options.master_port));
+  }
+  // Every rank announces itself, then waits for all the others: a rank that never comes
+  // (dead, or not started) is named, instead of a bare timeout deep in Gloo.
+  if (options.world_size > 1) {
+    const std::string mine = absl::StrCat("ppc/joined/", options.rank);
+    absl::Status joined = TorchCall([&] { store->set(mine, std::vector<uint8_t>{1}); });
+    std::vector<std::string> keys;
+    for (int r = 0; r < options.world_size; ++r) keys.push_back(absl::StrCat("ppc/joined/", r));
+    if (joined.ok()) joined = TorchCall([&] { store->wait(keys, Ms(options.timeout)); });
+    if (!joined.ok()) {
+      std::vector<int> missing;
+      for (int r = 0; r < options.world_size; ++r) {
+        bool there = false;
+        if (TorchCall([&] { there = store->check({keys[r]}); }).ok() && !there) missing.push_back(r);
+      }
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank ", options.rank, ": rendezvous at ", options.master_addr, ":", options.master_port, ": rank(s) [",
+          absl::StrJoin(missing, ", "), "] of ", options.world_size, " did not arrive within ",
+          absl::FormatDuration(options.timeout), " (dead, or never started)"));
+    }
   }
   auto t = std::make_unique<GlooTransport>(store, options.rank, options.world_size, options.master_addr);
   absl::Status init = t->Init(options.timeout);

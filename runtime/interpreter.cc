@@ -1,6 +1,9 @@
 #include "runtime/interpreter.h"
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
 #include <set>
 #include <tuple>
 
@@ -9,9 +12,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
 #include "ir/layer_shapes.h"
+#include "ir/limits.h"
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
@@ -112,6 +117,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
   const auto& range = plan.partition().stages(stage_);
   const uint64_t seed = plan.config().seed();
+  RETURN_IF_ERROR(CheckMemory(plan, who));
   // Layers, with tied weights shared within the stage and initialised from the
   // first layer of each tie group, wherever that layer lives.
   std::map<std::string, int> first_of_tie;
@@ -230,6 +236,60 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   for (const auto& g : all_groups) {
     absl::Status s = transport_->CreateGroup(g, options_.timeout);
     if (!s.ok()) return Annotate(s, absl::StrCat(who, ": creating group [", absl::StrJoin(g, ","), "]"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Bytes of memory the machine can still give (MemAvailable + SwapFree), or -1.
+int64_t AvailableMemory() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  int64_t total = -1;
+  while (std::getline(in, line)) {
+    long long kb;
+    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kb) == 1 || std::sscanf(line.c_str(), "SwapFree: %lld kB", &kb) == 1) {
+      total = std::max<int64_t>(total, 0) + kb * 1024;
+    }
+  }
+  return total;
+}
+
+}  // namespace
+
+absl::Status StageRuntime::CheckMemory(const ir::Plan& plan, const std::string& who) const {
+  // Saturating arithmetic: an estimate, sized from the plan before any allocation.
+  auto mul = [](int64_t a, int64_t b) {
+    int64_t r;
+    return ir::CheckedMul(a, b, &r) ? r : std::numeric_limits<int64_t>::max();
+  };
+  auto add = [](int64_t a, int64_t b) {
+    int64_t r;
+    return ir::CheckedAdd(a, b, &r) ? r : std::numeric_limits<int64_t>::max();
+  };
+  const auto& range = plan.partition().stages(stage_);
+  const int64_t mbs = plan.config().micro_batch_size();
+  int64_t params = 0, activations = mul(mbs, ir::NumElements(range.begin() == 0 ? plan.model().input()
+                                                                                 : plan.model().layers(range.begin() - 1).output()));
+  for (int l = range.begin(); l < range.end(); ++l) {
+    params = add(params, plan.model().layers(l).param_count());
+    activations = add(activations, mul(mbs, ir::NumElements(plan.model().layers(l).output())));
+  }
+  const auto& o = plan.config().optimizer();
+  int64_t state = (o.type() == "adam" || o.type() == "adamw") ? mul(2, params) : o.momentum() != 0 ? params : 0;
+  if (plan.config().zero_stage() == 1) state /= std::max(1, dp_);
+  // Parameters (briefly twice while they move into the flat buffer), gradients, optimizer
+  // state, and every live micro-batch's activations, in float32.
+  const int64_t bytes = mul(4, add(add(mul(3, params), state), mul(std::max(1, train_.code.num_slots()), activations)));
+  const int64_t available = AvailableMemory();
+  if (available >= 0 && bytes > available) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s needs about %.1f GiB (%d parameters with their gradients and %s optimizer state, activations of %d "
+        "micro-batches of %d) but the machine has %.1f GiB available; use more stages, a smaller "
+        "micro_batch_size or fewer micro-batches in flight",
+        who, bytes / 1073741824.0, params, o.type().empty() ? "sgd" : o.type(), train_.code.num_slots(), mbs,
+        available / 1073741824.0));
   }
   return absl::OkStatus();
 }

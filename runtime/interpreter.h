@@ -130,6 +130,8 @@ class StageRuntime {
   };
   absl::Status Execute(const ir::Instruction& in, int64_t step);
   absl::Status Validate(const ir::Plan& plan);
+  // ResourceExhausted when this rank's estimated memory exceeds what the machine has.
+  absl::Status CheckMemory(const ir::Plan& plan, const std::string& who) const;
   // Checks one program's instructions and allocates its buffers.
   void ValidateProgram(Program& program, std::vector<std::string>& problems,
                        std::vector<std::vector<int>>& tie_groups);

@@ -19,6 +19,7 @@
 #include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
 #include "google/protobuf/text_format.h"
+#include "ir/layer_shapes.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "passes/analysis/verifier.h"
@@ -74,7 +75,29 @@ absl::StatusOr<ir::Plan> BuildPlan() {
     return absl::InternalError("built-in AlexNet spec does not parse");
   }
   const int size = absl::GetFlag(FLAGS_image_size);
-  if (size < 32) return absl::InvalidArgumentError(absl::StrCat("--image-size ", size, " is too small (min 32)"));
+  // The true minimum: the smallest side every layer of the model can take (output sizes
+  // only grow with the input, so a binary search finds it).
+  auto fits = [&](int side) {
+    ir::TensorSpec x;
+    x.set_dtype(ir::FLOAT32);
+    for (int d : {3, side, side}) x.add_shape(d);
+    for (const auto& layer : plan.model().layers()) {
+      auto info = ir::InferLayer(layer, x);
+      if (!info.ok()) return false;
+      x = info->output;
+    }
+    return true;
+  };
+  if (size > 4096) return absl::InvalidArgumentError(absl::StrCat("--image-size ", size, " is more than 4096"));
+  if (size < 1 || !fits(size)) {
+    int lo = 1, hi = 4096;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (fits(mid)) hi = mid; else lo = mid + 1;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("--image-size ", size, " is too small for AlexNet: the smallest that works is ", lo));
+  }
   plan.mutable_model()->mutable_input()->set_shape(1, size);
   plan.mutable_model()->mutable_input()->set_shape(2, size);
 
@@ -152,6 +175,9 @@ int Main(int argc, char** argv) {
   if (flags.ok() && absl::GetFlag(FLAGS_print_every) < 0) flags = absl::InvalidArgumentError("--print-every must be >= 0");
   if (flags.ok() && absl::GetFlag(FLAGS_nproc) < 0) flags = absl::InvalidArgumentError("--nproc must be >= 0");
   if (flags.ok() && absl::GetFlag(FLAGS_timeout_s) < 1) flags = absl::InvalidArgumentError("--timeout-s must be >= 1");
+  if (flags.ok() && absl::GetFlag(FLAGS_data).empty()) {
+    flags = absl::InvalidArgumentError("--data is empty; give 'synthetic' or a CIFAR-10 directory");
+  }
   if (!flags.ok()) {
     std::cerr << "train: " << flags.message() << "\n";
     return 2;
