@@ -165,7 +165,8 @@ class Checker {
     const int p = plan_.topology().num_stages();
     const auto& part = plan_.partition();
     if (part.stages_size() == 0) {
-      if (complete_) Error("the plan has no partition; compile it with ppc");
+      // Programs are written for a partition: they may not come without one.
+      if (complete_ || plan_.programs_size() > 0) Error("the plan has no partition; compile it with ppc");
       return;
     }
     if (part.stages_size() != p) {

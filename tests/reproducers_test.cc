@@ -1,0 +1,334 @@
+// Every input that once crashed, hung or silently did the wrong thing, as a regression
+// test: each ends in a clear error (exit status 1 or 2, never a signal) that names the
+// field, the file or the rule, and nothing runs that the checks refused.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gtest/gtest.h"
+#include "ir/plan_io.h"
+#include "tests/pprun_util.h"
+
+namespace ppc {
+namespace {
+
+namespace fs = std::filesystem;
+using e2e::CompileTo;
+using e2e::Exec;
+using e2e::kPprun;
+using e2e::RunResult;
+using e2e::Tmp;
+
+const char kPpc[] = "tools/ppc/ppc";
+const char kTrain[] = "examples/alexnet_cifar10/train";
+const char kMlp[] = "examples/mlp/mlp.textproto";
+
+ir::Plan Mlp(int stages, const std::string& optimizer = "sgd") {
+  ir::Plan plan;
+  EXPECT_TRUE(ir::ParseTextProtoFile(kMlp, plan.mutable_model()).ok());
+  plan.mutable_topology()->set_num_stages(stages);
+  plan.mutable_topology()->set_data_parallel(1);
+  auto* c = plan.mutable_config();
+  c->set_micro_batches(2);
+  c->set_micro_batch_size(2);
+  c->set_schedule("1f1b");
+  c->set_seed(1);
+  c->set_steps(2);
+  c->mutable_optimizer()->set_type(optimizer);
+  c->mutable_optimizer()->set_lr(0.1);
+  return plan;
+}
+
+// A clean error: an exit status (not a signal, not success) and every fragment.
+void ExpectCleanError(const RunResult& r, const std::vector<std::string>& fragments) {
+  EXPECT_GE(r.exit_code, 1) << "a signal or success:\n" << r.output;
+  EXPECT_LE(r.exit_code, 2) << r.output;
+  for (const auto& f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << "want '" << f << "' in\n" << r.output;
+  EXPECT_EQ(r.output.find("step:"), std::string::npos) << "nothing may run:\n" << r.output;
+}
+
+// Compiles, lets `edit` change the plan, re-stamps it (so only the rules can catch it)
+// and saves it.
+std::string Tampered(ir::Plan plan, const std::string& name, const std::function<void(ir::Plan&)>& edit) {
+  auto loaded = ir::LoadPlan(CompileTo(std::move(plan), name));
+  EXPECT_TRUE(loaded.ok());
+  edit(*loaded);
+  ir::Stamp(*loaded);
+  const std::string path = Tmp(name + "_tampered.pb");
+  EXPECT_TRUE(ir::SavePlan(*loaded, path).ok());
+  return path;
+}
+
+int Find(const ir::Plan& plan, int s, const std::function<bool(const ir::Instruction&)>& pred) {
+  for (int i = 0; i < plan.programs(s).instructions_size(); ++i)
+    if (pred(plan.programs(s).instructions(i))) return i;
+  return -1;
+}
+
+void Erase(ir::Plan& plan, int s, int i) {
+  auto* ins = plan.mutable_programs(s)->mutable_instructions();
+  ins->erase(ins->begin() + i);
+}
+
+// --- pprun runs nothing the verifier rejects -----------------------------------------
+
+TEST(Reproducers, PprunRefusesPlansTheVerifierRejects) {
+  auto no_step = Tampered(Mlp(2), "no_step", [](ir::Plan& p) {
+    Erase(p, 1, Find(p, 1, [](const ir::Instruction& in) { return in.has_optimizer_step(); }));
+  });
+  ExpectCleanError(Exec({kPprun, no_step, "--nproc", "2"}),
+                   {"the verifier rejects the plan", "stage 1: training plan has no optimizer step"});
+  auto no_backward = Tampered(Mlp(2), "no_backward", [](ir::Plan& p) {
+    Erase(p, 0, Find(p, 0, [](const ir::Instruction& in) { return in.has_backward(); }));
+  });
+  ExpectCleanError(Exec({kPprun, no_backward, "--nproc", "2"}), {"is never (fully) backwarded"});
+  auto twice = Tampered(Mlp(2), "twice", [](ir::Plan& p) {
+    const int i = Find(p, 0, [](const ir::Instruction& in) { return in.has_forward(); });
+    *p.mutable_programs(0)->add_instructions() = p.programs(0).instructions(i);
+  });
+  ExpectCleanError(Exec({kPprun, twice, "--nproc", "2"}), {"forwards micro-batch 0 a second time"});
+}
+
+TEST(Reproducers, AnEditWithoutRestampingIsDetected) {
+  auto path = CompileTo(Mlp(2), "edited");
+  auto plan = ir::LoadPlan(path);
+  plan->mutable_partition()->mutable_stages(0)->set_end(3);  // the partition, not just the config
+  plan->mutable_partition()->mutable_stages(1)->set_begin(3);
+  ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
+  ExpectCleanError(Exec({kPprun, path, "--nproc", "2"}), {"does not match its contents"});
+  RunResult inspect = Exec({kPpc, "inspect", path});
+  ExpectCleanError(inspect, {"does not match its contents", "not analysed"});
+}
+
+TEST(Reproducers, VerificationTurnedOffMarksThePlanUnverified) {
+  // Text plan with stage 1's optimizer_step deleted, re-written by ppc opt with
+  // verification off: marked unverified, refused by pprun.
+  auto path = CompileTo(Mlp(2), "unverified");
+  auto plan = ir::LoadPlan(path);
+  Erase(*plan, 1, Find(*plan, 1, [](const ir::Instruction& in) { return in.has_optimizer_step(); }));
+  const std::string text = Tmp("unverified.txt"), out = Tmp("unverified_out.pb");
+  ASSERT_TRUE(ir::SavePlan(*plan, text).ok());
+  RunResult opt = Exec({kPpc, "opt", "--noverify_each", "--passes=verify", "--disable-passes=verify", text, out});
+  EXPECT_EQ(opt.exit_code, 0) << opt.output;
+  EXPECT_NE(opt.output.find("written marked unverified"), std::string::npos) << opt.output;
+  ExpectCleanError(Exec({kPprun, out, "--nproc", "2"}), {"is marked unverified", "--allow-unverified"});
+  ExpectCleanError(Exec({kPpc, "verify", out}), {"training plan has no optimizer step"});
+}
+
+TEST(Reproducers, AbsurdSizesAndValuesAreRefusedInMilliseconds) {
+  auto huge = Tampered(Mlp(2), "huge_m", [](ir::Plan& p) { p.mutable_config()->set_micro_batches(1000000000); });
+  const auto start = std::chrono::steady_clock::now();
+  ExpectCleanError(Exec({kPprun, huge, "--nproc", "2"}), {"config.micro_batches is 1000000000; it must be in [1, 65536]"});
+  ExpectCleanError(Exec({kPpc, "inspect", huge}), {"config.micro_batches is 1000000000"});
+  ExpectCleanError(Exec({kPpc, "opt", "--passes=verify", huge, Tmp("huge_out.pb")}), {"config.micro_batches"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10);
+  auto nan_lr = Tampered(Mlp(2), "nan_lr", [](ir::Plan& p) { p.mutable_config()->mutable_optimizer()->set_lr(NAN); });
+  ExpectCleanError(Exec({kPprun, nan_lr, "--nproc", "2"}), {"config.optimizer.lr is nan; it must be finite"});
+}
+
+TEST(Reproducers, ABrokenPartitionIsAnErrorEverywhere) {
+  for (auto [name, begin, end] : {std::tuple<const char*, int, int>{"end100", 4, 100}, {"negative", -3, 8}}) {
+    SCOPED_TRACE(name);
+    auto path = Tampered(Mlp(2), name, [b = begin, e = end](ir::Plan& p) {
+      p.mutable_partition()->mutable_stages(1)->set_begin(b);
+      p.mutable_partition()->mutable_stages(1)->set_end(e);
+    });
+    ExpectCleanError(Exec({kPpc, "inspect", path}), {"partition stage 1 is [", "not analysed"});
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}), {"partition stage 1 is ["});
+  }
+  auto deleted = Tampered(Mlp(2), "deleted_layer", [](ir::Plan& p) {
+    p.mutable_model()->mutable_layers()->RemoveLast();
+  });
+  ExpectCleanError(Exec({kPpc, "inspect", deleted}), {"not analysed"});
+  ExpectCleanError(Exec({kPprun, deleted, "--nproc", "2", "--allow-unverified"}), {"cannot load the plan"});
+}
+
+TEST(Reproducers, RuntimeLoadRefusesWhatWouldHaveAborted) {
+  // Each with --allow-unverified: the runtime's own structural checks must catch them.
+  const std::vector<std::pair<std::string, std::function<void(ir::Plan&)>>> cases = {
+      {"negative recv shape",
+       [](ir::Plan& p) {
+         p.mutable_programs(1)
+             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
+             ->mutable_recv_activation()
+             ->set_shape(1, -5);
+       }},
+      {"huge recv shape",
+       [](ir::Plan& p) {
+         p.mutable_programs(1)
+             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
+             ->mutable_recv_activation()
+             ->set_shape(1, int64_t{1} << 40);
+       }},
+      {"num_slots 1e9", [](ir::Plan& p) { p.mutable_programs(0)->set_num_slots(1000000000); }},
+      {"both ends of a send wrong",
+       [](ir::Plan& p) {
+         p.mutable_programs(1)
+             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
+             ->mutable_recv_activation()
+             ->set_shape(1, 7);
+         p.mutable_programs(0)
+             ->mutable_instructions(Find(p, 0, [](const ir::Instruction& in) { return in.has_send_activation(); }))
+             ->mutable_send_activation()
+             ->set_shape(1, 7);
+       }},
+  };
+  for (const auto& [name, edit] : cases) {
+    SCOPED_TRACE(name);
+    auto path = Tampered(Mlp(2), absl::StrReplaceAll(name, {{" ", "_"}}), edit);
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}), {"cannot load the plan"});
+  }
+}
+
+TEST(Reproducers, TheVerifierAppliesTheRuntimesRules) {
+  const std::vector<std::tuple<std::string, std::function<void(ir::Plan&)>, std::string>> cases = {
+      {"num_slots -1", [](ir::Plan& p) { p.mutable_programs(0)->set_num_slots(-1); }, "num_slots is -1"},
+      {"no partition", [](ir::Plan& p) { p.clear_partition(); }, "the plan has no partition"},
+      {"unknown optimizer", [](ir::Plan& p) { p.mutable_config()->mutable_optimizer()->set_type("lamb"); },
+       "config.optimizer.type 'lamb' is not one of sgd, adam, adamw"},
+      {"unknown layer kind", [](ir::Plan& p) { p.mutable_model()->mutable_layers(1)->set_kind("Swish"); },
+       "unknown layer kind"},
+      {"wrong param_count", [](ir::Plan& p) { p.mutable_model()->mutable_layers(0)->set_param_count(7); },
+       "param_count 7 is not the layer's 2112"},
+      {"negative checkpoint interval", [](ir::Plan& p) { p.mutable_config()->set_activation_checkpoint_interval(-2); },
+       "config.activation_checkpoint_interval is -2"},
+  };
+  for (const auto& [name, edit, message] : cases) {
+    SCOPED_TRACE(name);
+    auto path = Tampered(Mlp(2), absl::StrReplaceAll(name, {{" ", "_"}}), edit);
+    ExpectCleanError(Exec({kPpc, "verify", path}), {message});
+  }
+}
+
+// --- model specs, flags and configs --------------------------------------------------
+
+std::string ConvSpec(const std::string& name, const std::string& attrs, const std::string& input = "3 shape: 8 shape: 8") {
+  const std::string path = Tmp(name + ".textproto");
+  EXPECT_TRUE(ir::WriteFile(path, absl::StrCat("name: \"c\" layers { name: \"l\" kind: \"Conv2d\" ", attrs,
+                                               " } layers { name: \"f\" kind: \"Flatten\" } input { shape: ", input,
+                                               " dtype: FLOAT32 } loss: MSE"))
+                  .ok());
+  return path;
+}
+
+std::string LinearSpec(const std::string& name, int64_t in, int64_t out) {
+  const std::string path = Tmp(name + ".textproto");
+  EXPECT_TRUE(ir::WriteFile(path, absl::StrCat("name: \"l\" layers { name: \"fc\" kind: \"Linear\" attrs { key: "
+                                               "\"in_features\" value { i: ", in, " } } attrs { key: \"out_features\" "
+                                               "value { i: ", out, " } } } input { shape: ", in,
+                                               " dtype: FLOAT32 } loss: MSE"))
+                  .ok());
+  return path;
+}
+
+TEST(Reproducers, ModelSpecsOutOfRangeAreCompileErrors) {
+  const std::string conv = R"(attrs { key: "in_channels" value { i: 3 } } attrs { key: "out_channels" value { i: 2 } } )";
+  const std::vector<std::pair<std::string, std::string>> specs = {
+      {ConvSpec("stride0", conv + R"(attrs { key: "kernel_size" value { i: 3 } } attrs { key: "stride" value { i: 0 } })"),
+       "attribute 'stride' has 0"},
+      {ConvSpec("kernel0", conv + R"(attrs { key: "kernel_size" value { i: 0 } })"), "attribute 'kernel_size' has 0"},
+      {ConvSpec("zero_dim", conv + R"(attrs { key: "kernel_size" value { i: 3 } })", "3 shape: 0 shape: 8"),
+       "every dimension must be in [1, "},
+      {LinearSpec("neg_out", 32, -64), "attribute 'out_features' is -64"},
+      // The 3e12-parameter Linear of the report, and one whose count overflows int64.
+      {LinearSpec("three_tera", 1000000, 3000000), "more than 1099511627776 parameters"},
+      {LinearSpec("overflow", 1000000000, 1000000000), "more than 1099511627776 parameters"},
+  };
+  for (const auto& [path, message] : specs) {
+    SCOPED_TRACE(path);
+    RunResult r = Exec({kPpc, "compile", "--model", path, "--out", Tmp("spec.pb")});
+    ExpectCleanError(r, {message});
+  }
+}
+
+TEST(Reproducers, NumericFlagsAreRangeChecked) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--micro-batches", "-1"}, "--micro-batches is -1"},
+      {{"--micro-batch-size", "-8"}, "--micro-batch-size is -8"},
+      {{"--micro-batch-size", "2147483647"}, "--micro-batch-size is 2147483647"},
+      {{"--lr", "-1"}, "--lr is -1"},
+      {{"--lr", "nan"}, "--lr is nan"},
+      {{"--lr", "inf"}, "--lr is inf"},
+      {{"--seed", "-5"}, "--seed is -5"},
+      {{"--steps", "-1"}, "--steps is -1"},
+      {{"--stages", "0"}, "--stages is 0"},
+  };
+  for (const auto& [flags, message] : cases) {
+    SCOPED_TRACE(message);
+    std::vector<std::string> args{kPpc, "compile", "--model", kMlp, "--out", Tmp("flags.pb")};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ExpectCleanError(Exec(args), {message});
+  }
+  const std::string plan = CompileTo(Mlp(2), "flags_plan");
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "0"}), {"--nproc is 0"});
+  ExpectCleanError(Exec({kPprun, plan, "--steps", "-1"}), {"--steps is -1"});
+  ExpectCleanError(Exec({kPprun, plan, "--timeout-s", "0"}), {"--timeout-s is 0"});
+  ExpectCleanError(Exec({kPprun, plan}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}),
+                   {"MASTER_PORT='70000' is not an integer in [1, 65535]"});
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "2", "--data", ""}), {"--data is empty"});
+}
+
+TEST(Reproducers, DeepSpeedConfigNumbersAreCheckedNotTruncated) {
+  auto ds = [](const std::string& name, const std::string& json) {
+    const std::string path = Tmp(name + ".json");
+    EXPECT_TRUE(ir::WriteFile(path, json).ok());
+    return Exec({kPpc, "compile", "--model", kMlp, "--stages", "2", "--deepspeed_config", path, "--out",
+                 Tmp(name + ".txt")});
+  };
+  ExpectCleanError(ds("lr309", R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"lr": 1e309}}})"),
+                   {"not valid JSON"});
+  ExpectCleanError(ds("tbs", R"({"train_batch_size": 4294967304, "train_micro_batch_size_per_gpu": 8})"),
+                   {"gradient_accumulation_steps' comes out at 536870913"});
+  ExpectCleanError(ds("eps", R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"eps": -1}}})"),
+                   {"optimizer.params.eps' must be finite and in [0"});
+  ExpectCleanError(ds("beta", R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"betas": [1.5, 0.9]}}})"),
+                   {"optimizer.params.betas' must be in [0, 1)"});
+  ExpectCleanError(ds("wd", R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"weight_decay": -0.1}}})"),
+                   {"optimizer.params.weight_decay'"});
+  // Betas of 0 are a choice, not a missing value: kept.
+  RunResult zero = ds("zero_betas", R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"betas": [0, 0]}}})");
+  ASSERT_EQ(zero.exit_code, 0) << zero.output;
+  const std::string text = *ir::ReadFile(Tmp("zero_betas.txt"));
+  EXPECT_NE(text.find("beta1: 0"), std::string::npos) << text.substr(0, 2000);
+  EXPECT_NE(text.find("beta2: 0"), std::string::npos);
+}
+
+TEST(Reproducers, CifarFilesMustBeRegularFiles) {
+  const std::string dir = Tmp("cifar_bad");
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/data_batch_1.bin");  // a directory where a file should be
+  RunResult r = Exec({kTrain, "-p", "1", "--steps", "1", "--image-size", "64", "--data", dir, "--plan-out",
+                      Tmp("cifar_bad.pb")});
+  ExpectCleanError(r, {"data_batch_1.bin' is not a regular file"});
+  fs::remove_all(dir + "/data_batch_1.bin");
+  ASSERT_EQ(mkfifo((dir + "/data_batch_1.bin").c_str(), 0644), 0);  // used to hang in open
+  const auto start = std::chrono::steady_clock::now();
+  r = Exec({kTrain, "-p", "1", "--steps", "1", "--image-size", "64", "--data", dir, "--plan-out", Tmp("cifar_bad.pb")});
+  ExpectCleanError(r, {"data_batch_1.bin' is not a regular file"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+  fs::remove(dir + "/data_batch_1.bin");
+  fs::create_symlink("/dev/zero", dir + "/data_batch_1.bin");  // used to read forever
+  r = Exec({kTrain, "-p", "1", "--steps", "1", "--image-size", "64", "--data", dir, "--plan-out", Tmp("cifar_bad.pb")});
+  ExpectCleanError(r, {"data_batch_1.bin' is not a regular file"});
+  ExpectCleanError(Exec({kTrain, "--data", "", "--plan-out", Tmp("cifar_bad.pb")}), {"--data is empty"});
+  ExpectCleanError(Exec({kTrain, "--image-size", "48", "--plan-out", Tmp("cifar_bad.pb")}),
+                   {"--image-size 48 is too small for AlexNet: the smallest that works is 63"});
+}
+
+TEST(Reproducers, APlanTooLargeForTheMachineIsRefusedBeforeAllocating) {
+  // 1e11 parameters: within the format's limits, far beyond any machine here.
+  const std::string plan = Tmp("too_large.pb");
+  RunResult compiled = Exec({kPpc, "compile", "--model", LinearSpec("too_large", 100000, 1000000), "--out", plan});
+  ASSERT_EQ(compiled.exit_code, 0) << compiled.output;
+  const auto start = std::chrono::steady_clock::now();
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "1"}), {"needs about", "GiB", "available"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+}
+
+}  // namespace
+}  // namespace ppc
