@@ -1,5 +1,7 @@
 #include "runtime/interpreter.h"
 
+#include <signal.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -407,6 +409,12 @@ absl::Status StageRuntime::Run(Program& program, int64_t step) {
   predictions_ = 0;
   for (int i = 0; i < program.code.instructions_size(); ++i) {
     const ir::Instruction& in = program.code.instructions(i);
+    if (options_.fault_signal != 0 && &program == &train_ && step == options_.fault_step &&
+        in.op_case() == options_.fault_op) {
+      std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: signal %d at instruction %d of step %lld\n", rank_,
+                   options_.fault_signal, i, static_cast<long long>(step + 1));
+      raise(options_.fault_signal);
+    }
     absl::Status s;
     absl::Status thrown = TorchCall([&] { s = Execute(in, step); });
     if (!thrown.ok()) s = thrown;

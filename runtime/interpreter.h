@@ -37,6 +37,11 @@ struct RuntimeOptions {
   // The run will evaluate: Load checks that it can and opens the held-out data, so that
   // a missing test set is reported before training, not after it.
   bool evaluates = false;
+  // Testing (PPRUN_FAULT_INJECT, runtime/runner.cc): raise `fault_signal` before the
+  // first instruction of kind `fault_op` of training step `fault_step` (0-based).
+  int64_t fault_step = -1;
+  int fault_op = 0;
+  int fault_signal = 0;
 };
 
 struct StepResult {

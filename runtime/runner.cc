@@ -1,5 +1,6 @@
 #include "runtime/runner.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,19 +36,32 @@ absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::s
 
 namespace {
 
-// PPRUN_FAULT_INJECT="RANK:STEP" makes that rank exit abruptly at the start of that
-// (1-based) step, "RANK:save:STEP" halfway through writing its first file of the
-// checkpoint saved after that step: testing hooks for dead peers and torn saves.
+// Testing hooks, PPRUN_FAULT_INJECT:
+//   "RANK:STEP"               that rank exits abruptly at the start of that (1-based) step;
+//   "RANK:save:STEP"          it dies halfway through writing its first file of the
+//                             checkpoint saved after that step;
+//   "RANK:PHASE:STEP:SIGNAL"  it raises SIGNAL (KILL, TERM, STOP) to itself at PHASE of
+//                             that step: rendezvous (before joining; STEP is ignored),
+//                             forward (its first forward), reduce (the data-parallel
+//                             gradient reduction) or optimizer (the optimizer step).
 struct Fault {
   int rank = -1, step = -1;
   bool in_save = false;
+  std::string phase;
+  int signal = 0;
 };
 
 Fault InjectedFault() {
   Fault f;
   const char* spec = std::getenv("PPRUN_FAULT_INJECT");
   if (spec == nullptr) return f;
-  if (std::sscanf(spec, "%d:save:%d", &f.rank, &f.step) == 2) {
+  char phase[16] = {0}, sig[8] = {0};
+  if (std::sscanf(spec, "%d:%15[a-z]:%d:%7[A-Z]", &f.rank, phase, &f.step, sig) == 4) {
+    f.phase = phase;
+    f.signal = std::string(sig) == "KILL" ? SIGKILL : std::string(sig) == "TERM" ? SIGTERM
+             : std::string(sig) == "STOP" ? SIGSTOP : 0;
+    if (f.signal == 0) f = Fault();
+  } else if (std::sscanf(spec, "%d:save:%d", &f.rank, &f.step) == 2) {
     f.in_save = true;
   } else if (std::sscanf(spec, "%d:%d", &f.rank, &f.step) != 2) {
     f = Fault();
@@ -56,7 +70,7 @@ Fault InjectedFault() {
 }
 
 void MaybeInjectFault(const Fault& fault, int rank, int step) {
-  if (!fault.in_save && fault.rank == rank && fault.step == step) {
+  if (!fault.in_save && fault.phase.empty() && fault.rank == rank && fault.step == step) {
     std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: exiting at step %d\n", rank, step);
     std::_Exit(3);
   }
@@ -125,7 +139,15 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
                                    const RunOptions& options) {
   SetThreads();
   const Fault fault = InjectedFault();
+  if (fault.phase == "rendezvous" && fault.rank == rendezvous.rank) raise(fault.signal);
   RuntimeOptions runtime = options.runtime;
+  if (!fault.phase.empty() && fault.phase != "rendezvous" && fault.rank == rendezvous.rank) {
+    runtime.fault_step = fault.step - 1;
+    runtime.fault_signal = fault.signal;
+    runtime.fault_op = fault.phase == "forward"  ? ir::Instruction::kForward
+                       : fault.phase == "reduce" ? ir::Instruction::kReduceGrads
+                                                 : ir::Instruction::kOptimizerStep;
+  }
   runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
   runtime.evaluates = options.eval_only || options.eval_every > 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));

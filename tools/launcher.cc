@@ -173,7 +173,10 @@ int LaunchLocalRanks(const LaunchOptions& options) {
           killed.push_back(r);
         }
       }
-      if (!killed.empty()) Say(absl::StrCat("launcher: killed rank(s) ", absl::StrJoin(killed, ", "), " still running"));
+      if (!killed.empty()) {
+        Say(absl::StrCat("launcher: killed rank(s) ", absl::StrJoin(killed, ", "),
+                         forwarded != 0 ? " still running" : " still running after the failure (stalled or hung)"));
+      }
       deadline.reset();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
