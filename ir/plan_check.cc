@@ -192,7 +192,7 @@ class Checker {
   }
 
   // [micro_batch_size] + the per-sample tensor entering (input) or leaving stage s.
-  TensorSpec Boundary(int s, bool output) const {
+  const TensorSpec& Boundary(int s, bool output) const {
     const auto& r = plan_.partition().stages(s);
     if (!output) return r.begin() == 0 ? plan_.model().input() : plan_.model().layers(r.begin() - 1).output();
     return plan_.model().layers(r.end() - 1).output();
@@ -202,22 +202,25 @@ class Checker {
     return absl::StrCat(kind, "stage ", s, " instruction ", i, " (", PrintInstruction(in), ")");
   }
 
-  template <typename Comm>
-  void CheckComm(const std::string& where, const Comm& c, int s, bool towards_next, bool activation) {
+  template <typename Comm, typename Where>
+  void CheckComm(const Where& where, const Comm& c, int s, bool towards_next, bool activation) {
     const int p = plan_.topology().num_stages();
     const int want = towards_next ? s + 1 : s - 1;
     if (c.peer() != want || want < 0 || want >= p) {
-      Error(absl::StrCat(where, ": peer stage ", c.peer(), " is not valid here (want ", want, " of ", p, " stages)"));
+      Error(absl::StrCat(where(), ": peer stage ", c.peer(), " is not valid here (want ", want, " of ", p, " stages)"));
       return;
     }
     if (!partitioned_ || !inferred_) return;
     // Sends to the next stage and receives from it carry this stage's output boundary.
-    const TensorSpec spec = Boundary(s, towards_next);
-    std::vector<int64_t> want_shape{plan_.config().micro_batch_size()};
-    want_shape.insert(want_shape.end(), spec.shape().begin(), spec.shape().end());
+    const TensorSpec& spec = Boundary(s, towards_next);
     const DType want_dtype = activation ? spec.dtype() : FLOAT32;
-    if (std::vector<int64_t>(c.shape().begin(), c.shape().end()) != want_shape || c.dtype() != want_dtype) {
-      Error(absl::StrCat(where, ": shape ", DType_Name(c.dtype()), "[", absl::StrJoin(c.shape(), ","),
+    bool same = c.dtype() == want_dtype && c.shape_size() == spec.shape_size() + 1 &&
+                c.shape(0) == plan_.config().micro_batch_size();
+    for (int d = 0; same && d < spec.shape_size(); ++d) same = c.shape(d + 1) == spec.shape(d);
+    if (!same) {
+      std::vector<int64_t> want_shape{plan_.config().micro_batch_size()};
+      want_shape.insert(want_shape.end(), spec.shape().begin(), spec.shape().end());
+      Error(absl::StrCat(where(), ": shape ", DType_Name(c.dtype()), "[", absl::StrJoin(c.shape(), ","),
                          "] does not match the stage boundary ", DType_Name(want_dtype), "[",
                          absl::StrJoin(want_shape, ","), "]"));
     }
@@ -249,29 +252,30 @@ class Checker {
           Error(absl::StrCat(kind, "stage ", s, " instruction ", i, " is empty"));
           continue;
         }
-        const std::string where = Where(kind, s, i, in);
+        // Built only when an error is reported: formatting every instruction dominates otherwise.
+        auto where = [&] { return Where(kind, s, i, in); };
         int mb = 0, chunk = 0;
         if (MicroBatchOf(in, &mb, &chunk)) {
-          if (mb < 0 || mb >= m) Error(absl::StrCat(where, ": micro-batch ", mb, " is out of range [0, ", m, ")"));
-          if (chunk != 0) Error(absl::StrCat(where, ": chunk ", chunk, " is out of range (stage has 1 chunk)"));
+          if (mb < 0 || mb >= m) Error(absl::StrCat(where(), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
+          if (chunk != 0) Error(absl::StrCat(where(), ": chunk ", chunk, " is out of range (stage has 1 chunk)"));
         }
         auto slot = [&](int v) {
           if (v < 0 || v >= std::max(slots, 1)) {
-            Error(absl::StrCat(where, ": slot ", v, " is out of range [0, ", std::max(slots, 1), ")"));
+            Error(absl::StrCat(where(), ": slot ", v, " is out of range [0, ", std::max(slots, 1), ")"));
           }
         };
         switch (in.op_case()) {
           case Instruction::kLoadMicroBatch:
             slot(in.load_micro_batch().slot());
-            if (in.load_micro_batch().inputs() && s != 0) Error(absl::StrCat(where, ": only the first stage loads inputs"));
+            if (in.load_micro_batch().inputs() && s != 0) Error(absl::StrCat(where(), ": only the first stage loads inputs"));
             if (in.load_micro_batch().labels() && s != p - 1) {
-              Error(absl::StrCat(where, ": only the last stage loads labels"));
+              Error(absl::StrCat(where(), ": only the last stage loads labels"));
             }
             break;
           case Instruction::kForward: slot(in.forward().slot()); break;
           case Instruction::kBackward:
             slot(in.backward().slot());
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           case Instruction::kSendActivation:
             slot(in.send_activation().slot());
@@ -290,11 +294,11 @@ class Checker {
             CheckComm(where, in.recv_grad(), s, true, false);
             break;
           case Instruction::kWait:
-            if (in.wait().ops_size() == 0) Error(absl::StrCat(where, ": waits for nothing"));
+            if (in.wait().ops_size() == 0) Error(absl::StrCat(where(), ": waits for nothing"));
             for (const auto& ref : in.wait().ops()) {
               if (ref.kind() < SEND_ACTIVATION || ref.kind() > RECV_GRAD || ref.micro_batch() < 0 ||
                   ref.micro_batch() >= m || ref.chunk() != 0) {
-                Error(absl::StrCat(where, ": waits for an operation that cannot exist"));
+                Error(absl::StrCat(where(), ": waits for an operation that cannot exist"));
               }
             }
             break;
@@ -309,40 +313,40 @@ class Checker {
             const std::set<int> listed(r.stages().begin(), r.stages().end());
             if (r.tie_key().empty() || (partitioned_ && (holders != listed || !listed.count(s))) ||
                 static_cast<int>(listed.size()) != r.stages_size()) {
-              Error(absl::StrCat(where, ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
+              Error(absl::StrCat(where(), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
                                  "], instruction lists [", absl::StrJoin(r.stages(), ","), "]"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           }
           case Instruction::kReduceGrads:
-            if (in.reduce_grads().chunk() != 0) Error(absl::StrCat(where, ": chunk out of range (1 chunk per stage)"));
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (in.reduce_grads().chunk() != 0) Error(absl::StrCat(where(), ": chunk out of range (1 chunk per stage)"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           case Instruction::kClipGradNorm: {
             const auto& c = in.clip_grad_norm();
             std::set<int> listed(c.stages().begin(), c.stages().end());
             if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
                 *listed.rbegin() != p - 1) {
-              Error(absl::StrCat(where, ": must list every stage 0..", p - 1, " exactly once"));
+              Error(absl::StrCat(where(), ": must list every stage 0..", p - 1, " exactly once"));
             }
             if (!(std::isfinite(c.max_norm()) && c.max_norm() > 0)) {
-              Error(absl::StrCat(where, ": max_norm must be finite and > 0"));
+              Error(absl::StrCat(where(), ": max_norm must be finite and > 0"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           }
           case Instruction::kOptimizerStep:
             if (in.optimizer_step().sharded() != sharded) {
-              Error(absl::StrCat(where, sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
+              Error(absl::StrCat(where(), sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
                                                 : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           case Instruction::kGatherParams:
-            if (in.gather_params().chunk() != 0) Error(absl::StrCat(where, ": chunk out of range (1 chunk per stage)"));
-            if (!sharded) Error(absl::StrCat(where, ": gathers parameters but the plan's optimizer is not sharded"));
-            if (!kind.empty()) Error(absl::StrCat(where, ": an eval program must be forward-only"));
+            if (in.gather_params().chunk() != 0) Error(absl::StrCat(where(), ": chunk out of range (1 chunk per stage)"));
+            if (!sharded) Error(absl::StrCat(where(), ": gathers parameters but the plan's optimizer is not sharded"));
+            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
             break;
           case Instruction::OP_NOT_SET:
             break;
