@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   const long inputs = std::stol(flags["--inputs"]);
   const long timeout_ms = std::stol(flags["--timeout-ms"]);
   Mutator mutator(std::stoull(flags["--seed"]), corpus);
-  long clean = 0, crashes = 0, hangs = 0;
+  long clean = 0, crashes = 0, hangs = 0, accepted_reproducers = 0;
   for (long n = 0; n < inputs; ++n) {
     // The seeds themselves first, then mutations of them.
     const std::string input = n < static_cast<long>(corpus.size()) ? corpus[n] : mutator.Next();
@@ -172,9 +172,13 @@ int main(int argc, char** argv) {
       }
     } else if (WEXITSTATUS(status) == 1) {
       ++clean;
+    } else if (n < static_cast<long>(files.size()) && files[n].filename().string().rfind("repro_", 0) == 0) {
+      // A seed named repro_* is an input that once crashed or ran wrongly: it must be refused.
+      ++accepted_reproducers;
+      std::fprintf(stderr, "reproducer %s was accepted; it must be refused with an error\n", files[n].c_str());
     }
   }
   std::printf("target %s: inputs %ld, clean errors %ld, crashes %ld, hangs %ld\n", flags["--target"].c_str(), inputs,
               clean, crashes, hangs);
-  return crashes + hangs > 0 ? 1 : 0;
+  return crashes + hangs + accepted_reproducers > 0 ? 1 : 0;
 }
