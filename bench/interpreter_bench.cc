@@ -93,7 +93,10 @@ double Interpreter(const ir::Plan& plan, runtime::Transport* transport, int step
 
 int Main(int argc, char** argv) {
   std::vector<std::string> storage;
-  NormalizeFlagNames(argc, argv, storage);
+  if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", "interpreter_bench", e.c_str());
+    return 2;
+  }
   absl::ParseCommandLine(argc, argv);
   const int steps = absl::GetFlag(FLAGS_steps), repeats = absl::GetFlag(FLAGS_repeats);
   torch::set_num_threads(1);

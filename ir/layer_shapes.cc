@@ -167,21 +167,42 @@ absl::StatusOr<LayerShapeInfo> Embedding(const LayerSpec& l, const TensorSpec& i
   return LayerShapeInfo{Spec(dims), params, {num, dim}};
 }
 
-const std::map<std::string, ShapeFn>& Registry() {
-  static const auto* registry = new std::map<std::string, ShapeFn>{
-      {"AdaptiveAvgPool2d", AdaptiveAvgPool2d},
-      {"Conv2d", Conv2d},
-      {"Dropout", Dropout},
-      {"Embedding", Embedding},
-      {"Flatten", Flatten},
-      {"GELU", Elementwise},
-      {"LayerNorm", LayerNorm},
-      {"Linear", Linear},
-      {"MaxPool2d", MaxPool2d},
-      {"ReLU", Elementwise},
-      {"Tanh", Elementwise},
+// A kind's shape function and every attribute it (and the runtime's builder,
+// runtime/layers.cc) reads, optional ones included: any other key is refused, so a
+// misspelled attribute cannot leave its default in place.
+struct KindInfo {
+  ShapeFn infer;
+  std::vector<std::string> attrs;  // sorted
+};
+
+const std::map<std::string, KindInfo>& Registry() {
+  static const auto* registry = new std::map<std::string, KindInfo>{
+      {"AdaptiveAvgPool2d", {AdaptiveAvgPool2d, {"output_size"}}},
+      {"Conv2d",
+       {Conv2d, {"bias", "dilation", "in_channels", "kernel_size", "out_channels", "padding", "stride"}}},
+      {"Dropout", {Dropout, {"p"}}},
+      {"Embedding", {Embedding, {"embedding_dim", "num_embeddings"}}},
+      {"Flatten", {Flatten, {}}},
+      {"GELU", {Elementwise, {}}},
+      {"LayerNorm", {LayerNorm, {"eps", "normalized_shape"}}},
+      {"Linear", {Linear, {"bias", "in_features", "out_features"}}},
+      {"MaxPool2d", {MaxPool2d, {"ceil_mode", "dilation", "kernel_size", "padding", "stride"}}},
+      {"ReLU", {Elementwise, {}}},
+      {"Tanh", {Elementwise, {}}},
   };
   return *registry;
+}
+
+// InvalidArgument naming every attribute key of `layer` its kind does not read.
+absl::Status CheckAttributeKeys(const LayerSpec& layer, const std::vector<std::string>& known) {
+  std::vector<std::string> unknown;
+  for (const auto& [key, value] : layer.attrs()) {
+    if (!std::binary_search(known.begin(), known.end(), key)) unknown.push_back(absl::StrCat("'", key, "'"));
+  }
+  if (unknown.empty()) return absl::OkStatus();
+  std::sort(unknown.begin(), unknown.end());  // map order is unspecified
+  return Bad(layer, absl::StrCat("unknown attribute", unknown.size() == 1 ? " " : "s ", absl::StrJoin(unknown, ", "),
+                                 " (known: ", known.empty() ? "none" : absl::StrJoin(known, ", "), ")"));
 }
 
 }  // namespace
@@ -227,8 +248,9 @@ absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSp
     std::vector<std::string> kinds = LayerKinds();
     return Bad(layer, absl::StrCat("unknown layer kind; known kinds: ", absl::StrJoin(kinds, ", ")));
   }
+  RETURN_IF_ERROR(CheckAttributeKeys(layer, it->second.attrs));
   RETURN_IF_ERROR(CheckTensorSpec(input, absl::StrCat("layer '", layer.name(), "' input")));
-  ASSIGN_OR_RETURN(LayerShapeInfo info, it->second(layer, input));
+  ASSIGN_OR_RETURN(LayerShapeInfo info, it->second.infer(layer, input));
   RETURN_IF_ERROR(CheckTensorSpec(info.output, absl::StrCat("layer '", layer.name(), "' (", layer.kind(), ") output")));
   // Forward cost estimate: multiply-adds for layers with a weight (each output element
   // reads one weight row / filter), element operations for the rest.
@@ -259,8 +281,13 @@ absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSp
 
 std::vector<std::string> LayerKinds() {
   std::vector<std::string> kinds;
-  for (const auto& [k, fn] : Registry()) kinds.push_back(k);
+  for (const auto& [k, info] : Registry()) kinds.push_back(k);
   return kinds;
+}
+
+std::vector<std::string> LayerAttributes(const std::string& kind) {
+  auto it = Registry().find(kind);
+  return it == Registry().end() ? std::vector<std::string>{} : it->second.attrs;
 }
 
 absl::StatusOr<int64_t> IntAttr(const LayerSpec& layer, const std::string& key,

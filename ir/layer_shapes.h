@@ -25,11 +25,16 @@ struct LayerShapeInfo {
 // Output spec and parameter count of `layer` applied to one sample of `input`, with
 // PyTorch's output-size formulas (floor, padding, dilation, ceil_mode). Every attribute
 // is range-checked, the input and output within the limits (ir/limits.h), and counts
-// overflow-checked. InvalidArgument names the layer, the attribute and the shape.
+// overflow-checked. An attribute key the kind does not read (LayerAttributes) is refused,
+// never ignored. InvalidArgument names the layer, the attribute and the shape.
 absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input);
 
 // Registered kinds, sorted.
 std::vector<std::string> LayerKinds();
+
+// Every attribute key `kind` reads, optional ones included, sorted; empty for a kind
+// without attributes or an unknown kind.
+std::vector<std::string> LayerAttributes(const std::string& kind);
 
 // A per-sample tensor spec: FLOAT32 or INT64, at most kMaxTensorRank dimensions, each in
 // [1, kMaxDim], at most kMaxTensorElements elements. `what` names it in the error.

@@ -1,5 +1,6 @@
 #include "ir/plan_check.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -69,11 +70,19 @@ class Checker {
     const auto& c = plan_.config();
     InRange("config.micro_batches", c.micro_batches(), 1, kMaxMicroBatches);
     InRange("config.micro_batch_size", c.micro_batch_size(), 1, kMaxMicroBatchSize);
-    InRange("config.steps", c.steps(), 0, std::numeric_limits<int32_t>::max());
+    // 0 in a spec means "not given" (ppc fills it); a complete plan says how many steps it runs.
+    InRange("config.steps", c.steps(), complete_ ? 1 : 0, std::numeric_limits<int32_t>::max());
     InRange("config.steps_per_print", c.steps_per_print(), 0, std::numeric_limits<int32_t>::max());
     InRange("config.activation_checkpoint_interval", c.activation_checkpoint_interval(), 0, kMaxLayers);
     InRange("config.zero_stage", c.zero_stage(), 0, 1);
     Real("config.gradient_clipping", c.gradient_clipping(), 0);
+    if (c.schedule().empty()) {
+      if (complete_) {
+        Error(absl::StrCat("config.schedule is missing; it must be one of ", absl::StrJoin(kSchedules, ", ")));
+      }
+    } else if (std::find(kSchedules.begin(), kSchedules.end(), c.schedule()) == kSchedules.end()) {
+      Error(absl::StrCat("config.schedule '", c.schedule(), "' is not one of ", absl::StrJoin(kSchedules, ", ")));
+    }
     const auto& o = c.optimizer();
     if (o.type() != "" && o.type() != "sgd" && o.type() != "adam" && o.type() != "adamw") {
       Error(absl::StrCat("config.optimizer.type '", o.type(), "' is not one of sgd, adam, adamw"));
@@ -109,8 +118,16 @@ class Checker {
     bool all_recorded = true;
     std::map<std::string, std::pair<int, std::vector<int64_t>>> ties;  // key -> first layer, weight shape
     const int64_t mbs = std::max(1, plan_.config().micro_batch_size());
+    std::map<std::string, int> names;  // name -> first layer
     for (int l = 0; l < m.layers_size(); ++l) {
       const LayerSpec& layer = m.layers(l);
+      // Checkpoints and exports key parameters by layer name.
+      if (layer.name().empty()) {
+        Error(absl::StrCat("model layer ", l, " (", layer.kind(), "): name is empty; every layer needs a unique name"));
+      } else if (auto [it, first] = names.emplace(layer.name(), l); !first) {
+        Error(absl::StrCat("model layer ", l, " '", layer.name(), "': name is also layer ", it->second,
+                           "'s; layer names must be unique"));
+      }
       auto info = InferLayer(layer, current);
       if (!info.ok()) {
         Error(absl::StrCat("model layer ", l, ": ", info.status().message()));

@@ -2,8 +2,10 @@
 // judges the schedule) and by the runtime's load (before it allocates anything).
 //
 //  - topology, config and optimizer values in range (ir/limits.h; optimizer values as
-//    torch.optim validates them), never defaulted;
-//  - the model: every layer kind known, every attribute in range, recorded shapes and
+//    torch.optim validates them), never defaulted; config.schedule one of kSchedules;
+//    config.micro_batches and micro_batch_size >= 1, and in a complete plan steps >= 1;
+//  - the model: layer names non-empty and unique, every layer kind known, every
+//    attribute key one its kind reads and every attribute in range, recorded shapes and
 //    parameter counts equal to shape inference, tied weights of one shape, sizes within
 //    the limits with every product overflow-checked;
 //  - the partition: contiguous, non-empty stage ranges covering every layer;
@@ -18,10 +20,16 @@
 #ifndef PPC_IR_PLAN_CHECK_H_
 #define PPC_IR_PLAN_CHECK_H_
 
+#include <array>
+
 #include "absl/status/status.h"
 #include "ir/program.pb.h"
 
 namespace ppc::ir {
+
+// The schedules the compiler knows (passes/registry.cc registers "schedule-<name>" for
+// each); config.schedule must name one of them.
+inline constexpr std::array<const char*, 4> kSchedules = {"1f1b", "data-parallel", "gpipe", "inference"};
 
 // `complete`: what a runtime needs (inferred shapes, a partition and one program per
 // stage) must be there. Without it, parts a compilation has not produced yet may be

@@ -232,17 +232,72 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes)
   return out;
 }
 
+absl::Status CheckOutputPath(const std::string& path, const std::string& what) {
+  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ": the path is empty"));
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    const char* kind = S_ISREG(st.st_mode)    ? nullptr
+                       : S_ISDIR(st.st_mode)  ? "a directory"
+                       : S_ISLNK(st.st_mode)  ? "a symbolic link"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                     : "not a regular file";
+    if (kind != nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, ": '", path, "' is ", kind, "; give the path of a regular file to create or replace"));
+    }
+    if (access(path.c_str(), W_OK) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat(what, ": '", path, "' is not writable: ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  } else if (errno != ENOENT) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": cannot check '", path, "': ", std::strerror(errno)));
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(absl::StrCat(what, ": the directory of '", path, "' does not exist"));
+  }
+  if (access(dir.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(what, ": cannot create files in '", dir, "': ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  RETURN_IF_ERROR(CheckOutputPath(path, "output"));
   // Write to a temporary file and rename, so a failure never leaves half a file.
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::NotFoundError(absl::StrCat("cannot open '", path, "' for writing"));
-    out << contents;
-    if (!out.flush()) return absl::DataLossError(absl::StrCat("short write to '", path, "'"));
+  std::string tmp = path + ".tmp-XXXXXX";
+  const int fd = mkstemp(tmp.data());
+  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create a file next to '", path, "': ",
+                                                              std::strerror(errno)));
+  auto fail = [&](const std::string& what) {
+    const int e = errno;
+    close(fd);
+    unlink(tmp.c_str());
+    return absl::DataLossError(absl::StrCat(what, " '", path, "': ", std::strerror(e)));
+  };
+  size_t done = 0;
+  while (done < contents.size()) {
+    const ssize_t w = write(fd, contents.data() + done, contents.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return fail("cannot write");
+    done += static_cast<size_t>(w);
+  }
+  // mkstemp creates 0600; a plan is as readable as any file the user creates.
+  const mode_t mask = umask(0);
+  umask(mask);
+  fchmod(fd, 0666 & ~mask);
+  if (close(fd) != 0) {
+    unlink(tmp.c_str());
+    return absl::DataLossError(absl::StrCat("cannot close '", tmp, "': ", std::strerror(errno)));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::DataLossError(absl::StrCat("cannot rename '", tmp, "' to '", path, "'"));
+    const int e = errno;
+    unlink(tmp.c_str());
+    return absl::DataLossError(absl::StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(e)));
   }
   return absl::OkStatus();
 }

@@ -57,7 +57,15 @@ absl::Status JsonToMessage(const std::string& json, const std::string& where, go
 // A regular file of at most `max_bytes` (FIFOs, devices and directories are errors,
 // never a hang or an endless read).
 absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes = int64_t{1} << 34);
+// Writes through a temporary file in the same directory and a rename; checks the path
+// with CheckOutputPath first and removes the temporary file on any failure.
 absl::Status WriteFile(const std::string& path, const std::string& contents);
+
+// An output path ppc may create or replace: not empty, its directory exists, and if
+// something is there already it is a regular file (never a directory, a device, a FIFO,
+// a socket or a symbolic link, which a rename would replace or a write would block on).
+// `what` names the flag or file in the error, e.g. "--out".
+absl::Status CheckOutputPath(const std::string& path, const std::string& what);
 
 // Parses a protobuf text-format message from a file; errors name the path and line.
 absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* msg);

@@ -189,5 +189,36 @@ TEST(LayerShapes, RejectsMismatchesNamingLayerAndShape) {
   EXPECT_EQ(emb->param_count, 30);
 }
 
+
+TEST(LayerShapes, RefusesAttributeKeysTheKindDoesNotRead) {
+  // A misspelled key would otherwise leave the default in place (p=0.5, bias=true).
+  LayerSpec drop = Layer("Dropout", {});
+  drop.set_name("drop");
+  (*drop.mutable_attrs())["q"].set_f(0.1);
+  auto d = InferLayer(drop, Spec({4}));
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("layer 'drop' (Dropout): unknown attribute 'q' (known: p)"), std::string::npos)
+      << d.status();
+  LayerSpec fc = Layer("Linear", {{"in_features", 4}, {"out_features", 2}});
+  (*fc.mutable_attrs())["biass"].set_b(false);
+  auto f = InferLayer(fc, Spec({4}));
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(f.status().message().find("unknown attribute 'biass' (known: bias, in_features, out_features)"),
+            std::string::npos)
+      << f.status();
+  auto relu = InferLayer(Layer("ReLU", {{"inplace", 1}}), Spec({4}));
+  EXPECT_NE(relu.status().message().find("unknown attribute 'inplace' (known: none)"), std::string::npos)
+      << relu.status();
+  // Every key a kind lists is read, not refused as unknown.
+  for (const std::string& kind : LayerKinds()) {
+    for (const std::string& key : LayerAttributes(kind)) {
+      auto status = InferLayer(Layer(kind, {{key, 1}}), Spec({4})).status();
+      EXPECT_EQ(status.message().find("unknown attribute"), std::string::npos) << kind << "." << key << ": " << status;
+    }
+  }
+  EXPECT_EQ(LayerAttributes("Conv2d"), (std::vector<std::string>{"bias", "dilation", "in_channels", "kernel_size",
+                                                                  "out_channels", "padding", "stride"}));
+}
+
 }  // namespace
 }  // namespace ppc::ir

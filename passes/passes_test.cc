@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "ir/instruction_text.h"
+#include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "passes/analysis/timeline.h"
 #include "passes/analysis/verifier.h"
@@ -300,6 +301,72 @@ TEST(Verifier, RejectsOutOfRangeIndices) {
   plan.mutable_programs(0)->mutable_instructions(i)->mutable_forward()->set_micro_batch(7);
   std::string msg = VerifyMessage(plan);
   EXPECT_NE(msg.find("micro-batch 7 is out of range [0, 2)"), std::string::npos) << msg;
+}
+
+// The structural rules the compiler's verifier and the runtime's load share
+// (ir/plan_check.h): what a red-team pass found accepted with a default in its place.
+absl::Status Structure(const ir::Plan& plan) { return ir::CheckPlanStructure(plan, /*complete=*/true); }
+
+void ExpectRefused(const absl::Status& status, const std::string& want) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_NE(status.message().find(want), std::string::npos) << status;
+}
+
+TEST(PlanStructure, CompiledPlansPassTheRuntimesChecks) {
+  for (const char* s : {"1f1b", "gpipe", "inference"}) {
+    ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, s));
+    EXPECT_TRUE(Structure(plan).ok()) << s << ": " << Structure(plan);
+  }
+  EXPECT_TRUE(Structure(MustCompile(MlpPlan(1, 2, 2, "data-parallel"))).ok());
+}
+
+TEST(PlanStructure, RefusesUnknownLayerAttributes) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  (*plan.mutable_model()->mutable_layers(2)->mutable_attrs())["biass"].set_b(false);
+  ExpectRefused(Structure(plan), "model layer 2: layer 'fc1' (Linear): unknown attribute 'biass' "
+                                 "(known: bias, in_features, out_features)");
+  // The compiler refuses it too, naming the key.
+  ir::Plan spec = MlpPlan(2, 1, 2, "1f1b");
+  ir::LayerSpec* drop = spec.mutable_model()->mutable_layers(1);
+  drop->set_name("drop");
+  drop->set_kind("Dropout");
+  (*drop->mutable_attrs())["q"].set_f(0.1);
+  ExpectRefused(Compile(spec).status(), "layer 'drop' (Dropout): unknown attribute 'q' (known: p)");
+}
+
+TEST(PlanStructure, RefusesDuplicateAndEmptyLayerNames) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  plan.mutable_model()->mutable_layers(3)->set_name("fc0");
+  ExpectRefused(Structure(plan), "model layer 3 'fc0': name is also layer 0's; layer names must be unique");
+  ExpectRefused(VerifyPlan(plan), "name is also layer 0's");
+  plan.mutable_model()->mutable_layers(3)->set_name("");
+  ExpectRefused(Structure(plan), "model layer 3 (ReLU): name is empty");
+}
+
+TEST(PlanStructure, RefusesAScheduleTheCompilerDoesNotKnow) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  plan.mutable_config()->set_schedule("zzz");
+  ExpectRefused(Structure(plan), "config.schedule 'zzz' is not one of 1f1b, data-parallel, gpipe, inference");
+  ExpectRefused(VerifyPlan(plan), "config.schedule 'zzz'");
+  plan.mutable_config()->clear_schedule();
+  ExpectRefused(Structure(plan), "config.schedule is missing");
+  // Every name the rules accept is one the compiler has a schedule pass for.
+  for (const char* name : ir::kSchedules) {
+    EXPECT_NE(GlobalPassRegistry().Find(absl::StrCat("schedule-", name)), nullptr) << name;
+  }
+}
+
+TEST(PlanStructure, CompletePlansGiveStepsAndBatchSettings) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  plan.mutable_config()->set_steps(0);
+  ExpectRefused(Structure(plan), "config.steps is 0; it must be in [1, ");
+  EXPECT_TRUE(ir::CheckPlanStructure(plan, /*complete=*/false).ok());  // a spec: ppc fills it
+  plan.mutable_config()->set_steps(1);
+  plan.mutable_config()->set_micro_batches(0);
+  ExpectRefused(Structure(plan), "config.micro_batches is 0; it must be in [1, ");
+  plan.mutable_config()->set_micro_batches(2);
+  plan.mutable_config()->set_micro_batch_size(0);
+  ExpectRefused(Structure(plan), "config.micro_batch_size is 0; it must be in [1, ");
 }
 
 }  // namespace

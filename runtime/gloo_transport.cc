@@ -212,7 +212,8 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
   // (dead, or not started) is named, instead of a bare timeout deep in Gloo.
   if (options.world_size > 1) {
     const std::string mine = absl::StrCat("ppc/joined/", options.rank);
-    absl::Status joined = TorchCall([&] { store->set(mine, std::vector<uint8_t>{1}); });
+    const std::vector<uint8_t> fingerprint(options.plan_fingerprint.begin(), options.plan_fingerprint.end());
+    absl::Status joined = TorchCall([&] { store->set(mine, fingerprint); });
     std::vector<std::string> keys;
     for (int r = 0; r < options.world_size; ++r) keys.push_back(absl::StrCat("ppc/joined/", r));
     if (joined.ok()) joined = TorchCall([&] { store->wait(keys, Ms(options.timeout)); });
@@ -226,6 +227,22 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
           "rank ", options.rank, ": rendezvous at ", options.master_addr, ":", options.master_port, ": rank(s) [",
           absl::StrJoin(missing, ", "), "] of ", options.world_size, " did not arrive within ",
           absl::FormatDuration(options.timeout), " (dead, or never started)"));
+    }
+    // Same plan everywhere, or nobody starts: different programs would exchange
+    // mismatched messages (an abort deep in Gloo, or a hang).
+    std::vector<std::string> others;
+    for (int r = 0; r < options.world_size; ++r) {
+      std::vector<uint8_t> theirs;
+      absl::Status got = TorchCall([&] { theirs = store->get(keys[r]); });
+      if (!got.ok()) return Annotate(got, absl::StrCat("rank ", options.rank, ": rendezvous: reading rank ", r));
+      if (theirs != fingerprint && others.size() < 8) {
+        others.push_back(absl::StrCat("rank ", r, " runs ", theirs.empty() ? "?" : std::string(theirs.begin(), theirs.end())));
+      }
+    }
+    if (!others.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", options.rank, ": rendezvous: the ranks run different plans (this one: fingerprint ",
+          options.plan_fingerprint, "; ", absl::StrJoin(others, ", "), "); start every rank with the same plan file"));
     }
   }
   auto t = std::make_unique<GlooTransport>(store, options.rank, options.world_size, options.master_addr);

@@ -23,6 +23,8 @@ struct RendezvousOptions {
   // launcher hosts it.
   bool rank0_hosts_store = true;
   absl::Duration timeout = absl::Seconds(120);
+  // Every rank must run the same plan: ranks compare this at the rendezvous.
+  std::string plan_fingerprint;
 };
 
 absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousOptions& options);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "runtime/checkpoint.h"
 #include "runtime/torch_file.h"
@@ -135,8 +137,30 @@ absl::StatusOr<EvalResult> Evaluate(StageRuntime& rt, int batches) {
 
 }  // namespace
 
+absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                            const RunOptions& options);
+
 absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
                                    const RunOptions& options) {
+  // The interpreter turns LibTorch and Gloo errors into statuses where it calls them; this
+  // is the net for the rest (an allocation failing mid-step): an error, never an abort.
+  try {
+    return RunRankUnguarded(plan, rendezvous, options);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("rank ", rendezvous.rank, ": out of memory (an allocation failed while running the plan)"));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    if (what.size() > 2000) what = what.substr(0, 2000) + "...";
+    const bool oom = what.find("can't allocate memory") != std::string::npos ||
+                     what.find("out of memory") != std::string::npos;
+    const std::string msg = absl::StrCat("rank ", rendezvous.rank, ": ", oom ? "out of memory: " : "", what);
+    return oom ? absl::ResourceExhaustedError(msg) : absl::InternalError(msg);
+  }
+}
+
+absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                            const RunOptions& options) {
   SetThreads();
   const Fault fault = InjectedFault();
   if (fault.phase == "rendezvous" && fault.rank == rendezvous.rank) raise(fault.signal);
@@ -150,7 +174,9 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
   }
   runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
   runtime.evaluates = options.eval_only || options.eval_every > 0;
-  ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(rendezvous));
+  RendezvousOptions joining = rendezvous;
+  joining.plan_fingerprint = ir::Fingerprint(plan);
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(joining));
   ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), runtime));
   const int rank = transport->rank();
   const bool leader = rank == 0;
@@ -197,9 +223,19 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
 
   std::FILE* metrics = nullptr;
   if (leader && !options.metrics_out.empty()) {
+    RETURN_IF_ERROR(ir::CheckOutputPath(options.metrics_out, "--metrics-out"));
     metrics = std::fopen(options.metrics_out.c_str(), "w");
-    if (metrics == nullptr) return absl::NotFoundError(absl::StrCat("cannot write metrics to '", options.metrics_out, "'"));
+    if (metrics == nullptr) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("--metrics-out: cannot write '", options.metrics_out, "': ", std::strerror(errno)));
+    }
   }
+  // A metrics line that did not reach the file is an error, not a silent loss.
+  auto metrics_written = [&]() -> absl::Status {
+    if (metrics == nullptr || (std::fflush(metrics) == 0 && !std::ferror(metrics))) return absl::OkStatus();
+    return absl::DataLossError(
+        absl::StrCat("--metrics-out: cannot write '", options.metrics_out, "': ", std::strerror(errno)));
+  };
   struct Closer {
     std::FILE*& f;
     ~Closer() {
@@ -215,6 +251,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
     std::fflush(stdout);
     if (metrics) std::fprintf(metrics, "eval %lld %.17g %.17g %lld\n", static_cast<long long>(start), e.loss, e.accuracy,
                               static_cast<long long>(e.samples));
+    RETURN_IF_ERROR(metrics_written());
     if (!options.predict_path.empty()) {
       auto predictions = rt->GatherPredictions();
       absl::Status written = predictions.status();
@@ -261,7 +298,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
       }
       if (metrics) {
         std::fprintf(metrics, "%lld %.17g %.3f\n", static_cast<long long>(rec.step), rec.loss, rec.samples_per_s);
-        std::fflush(metrics);
+        RETURN_IF_ERROR(metrics_written());
       }
       if (!options.save_dir.empty() && options.save_every > 0 && rec.step % options.save_every == 0) {
         RETURN_IF_ERROR(save(rec.step));
@@ -278,7 +315,7 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
         if (metrics) {
           std::fprintf(metrics, "eval %lld %.17g %.17g %lld\n", static_cast<long long>(rec.step), e.loss, e.accuracy,
                        static_cast<long long>(e.samples));
-          std::fflush(metrics);
+          RETURN_IF_ERROR(metrics_written());
         }
       }
     }
@@ -300,6 +337,14 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
                 rank, rt->stage(), rt->replica(), static_cast<long long>(rt->ParameterBytes()),
                 static_cast<long long>(rt->OptimizerStateBytes()), static_cast<long long>(PeakRss()));
     std::fflush(stdout);
+  }
+  if (metrics != nullptr) {
+    std::FILE* f = metrics;
+    metrics = nullptr;
+    if (std::fclose(f) != 0) {
+      return absl::DataLossError(
+          absl::StrCat("--metrics-out: cannot write '", options.metrics_out, "': ", std::strerror(errno)));
+    }
   }
   return records;
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -328,6 +329,108 @@ TEST(Reproducers, APlanTooLargeForTheMachineIsRefusedBeforeAllocating) {
   const auto start = std::chrono::steady_clock::now();
   ExpectCleanError(Exec({kPprun, plan, "--nproc", "1"}), {"needs about", "GiB", "available"});
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+}
+
+// --- the second round (a red-team pass over the tools) --------------------------------
+
+TEST(Reproducers, OutputPathsNeverReplaceDevicesFifosLinksOrDirectories) {
+  const std::string fifo = Tmp("out_fifo"), link = Tmp("out_link"), dir = Tmp("out_dir");
+  fs::remove(fifo);
+  fs::remove(link);
+  fs::create_directories(dir);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  fs::create_symlink("/dev/null", link);  // `--out /dev/null` once replaced the machine's /dev/null
+  for (const std::string& out : {fifo, link, dir}) {
+    SCOPED_TRACE(out);
+    RunResult r = Exec({kPpc, "compile", "--model", kMlp, "--stages", "2", "--out", out});
+    ExpectCleanError(r, {"give the path of a regular file"});
+  }
+  struct stat st;
+  ASSERT_EQ(lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  ASSERT_EQ(lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ExpectCleanError(Exec({kTrain, "--plan-out", dir, "--steps", "1"}), {"is a directory"});
+  for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path())) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << e.path();
+  }
+  // A FIFO as --metrics-out used to block the run forever.
+  auto plan = CompileTo(Mlp(1), "metrics_fifo");
+  const auto start = std::chrono::steady_clock::now();
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--metrics-out", fifo}), {"--metrics-out", "is a FIFO"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
+}
+
+TEST(Reproducers, TheEnvironmentCannotVouchForAPlan) {
+  auto twice = Tampered(Mlp(2), "env_twice", [](ir::Plan& p) {
+    const int i = Find(p, 0, [](const ir::Instruction& in) { return in.has_forward(); });
+    *p.mutable_programs(0)->add_instructions() = p.programs(0).instructions(i);
+  });
+  auto plan = ir::LoadPlan(twice);
+  ASSERT_TRUE(plan.ok());
+  ExpectCleanError(Exec({kPprun, twice, "--nproc", "2"},
+                        {{"PPRUN_VERIFIED_FINGERPRINT", plan->fingerprint()}, {"PPRUN_LAUNCHED", "1"}}),
+                   {"the verifier rejects the plan"});
+}
+
+TEST(Reproducers, RanksStartedWithDifferentPlansRefuseAtTheRendezvous) {
+  // Each plan valid; before, the ranks exchanged mismatched messages and aborted in Gloo.
+  ir::Plan other = Mlp(2);
+  other.mutable_config()->set_micro_batch_size(3);
+  const std::string a = CompileTo(Mlp(2), "mismatch_a"), b = CompileTo(other, "mismatch_b");
+  const int port = 20000 + getpid() % 20000;
+  std::map<std::string, std::string> env{{"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                                         {"MASTER_PORT", std::to_string(port)}};
+  RunResult r1;
+  std::thread t([&] {
+    auto e = env;
+    e["RANK"] = "1";
+    r1 = Exec({kPprun, b, "--quiet", "--timeout-s", "20"}, e);
+  });
+  env["RANK"] = "0";
+  RunResult r0 = Exec({kPprun, a, "--quiet", "--timeout-s", "20"}, env);
+  t.join();
+  for (const RunResult* r : {&r0, &r1}) ExpectCleanError(*r, {"the ranks run different plans", "same plan file"});
+}
+
+TEST(Reproducers, PprunRunsOnlyPlansItCanRunToTheEnd) {
+  // Every optimizer step deleted: once "verified" (it looked like an unlowered plan) and
+  // trained with the weights never changing.
+  auto no_steps = Tampered(Mlp(2), "no_steps", [](ir::Plan& p) {
+    for (int s = 0; s < 2; ++s) Erase(p, s, Find(p, s, [](const ir::Instruction& in) { return in.has_optimizer_step(); }));
+  });
+  ExpectCleanError(Exec({kPprun, no_steps, "--nproc", "2"}), {"training plan has no optimizer step"});
+  ExpectCleanError(Exec({kPpc, "verify", no_steps}), {"training plan has no optimizer step"});
+  // Every load deleted: failed mid-run.
+  auto no_loads = Tampered(Mlp(2), "no_loads", [](ir::Plan& p) {
+    for (int s = 0; s < 2; ++s) {
+      for (int i; (i = Find(p, s, [](const ir::Instruction& in) { return in.has_load_micro_batch(); })) >= 0;) {
+        Erase(p, s, i);
+      }
+    }
+  });
+  ExpectCleanError(Exec({kPprun, no_loads, "--nproc", "2"}), {"were not loaded"});
+  // An intermediate plan (scheduled, not lowered) is correct but not runnable.
+  const std::string spec_plan = Tmp("intermediate_in.txt"), scheduled = Tmp("intermediate.txt");
+  ir::Plan in = Mlp(2);
+  ir::Stamp(in);
+  ASSERT_TRUE(ir::SavePlan(in, spec_plan).ok());
+  RunResult opt = Exec({kPpc, "opt", "--passes=infer-shapes,partition,schedule-gpipe", spec_plan, scheduled});
+  ASSERT_EQ(opt.exit_code, 0) << opt.output;
+  ExpectCleanError(Exec({kPpc, "verify", scheduled}), {"not one pprun can run"});
+  ExpectCleanError(Exec({kPprun, scheduled, "--nproc", "2"}), {scheduled});
+}
+
+TEST(Reproducers, FlagsGivenTwiceOrEmptyAreErrors) {
+  ExpectCleanError(Exec({kPpc, "compile", "--model", kMlp, "--stages", "4", "--stages", "2", "--out", Tmp("twice.pb")}),
+                   {"--stages is given twice"});
+  ExpectCleanError(Exec({kPpc, "compile", "--model", kMlp, "--stages=2", "--out="}), {"--out is empty"});
+  auto plan = CompileTo(Mlp(1), "empty_flags");
+  for (const char* flag : {"--load", "--tag", "--predict", "--export", "--metrics-out", "--nproc"}) {
+    SCOPED_TRACE(flag);
+    ExpectCleanError(Exec({kPprun, plan, flag, ""}), {absl::StrCat(flag, " is empty")});
+  }
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--steps", "1", "--steps", "2"}), {"--steps is given twice"});
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "ir/plan_io.h"
 
 ABSL_FLAG(std::string, save_dir, "", "save checkpoints here (DeepSpeed's layout; DIR/latest names the newest)");
 ABSL_FLAG(int, save_every, 0, "with --save-dir: also save after every N steps (default: only after the last step)");
@@ -28,19 +29,10 @@ absl::Status Bad(const std::string& flag, const std::string& what) {
 }
 
 // An output file: its directory must exist, and what is there already must be a
-// regular file (never a directory, a FIFO or a device, which would be replaced).
+// regular file (never a directory, a FIFO, a device or a link, which would be replaced).
 absl::Status CheckOutputFile(const std::string& flag, const std::string& path) {
   if (path.empty()) return absl::OkStatus();
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return Bad(flag, absl::StrCat("'", path, "' is a directory"));
-  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
-    return Bad(flag, absl::StrCat("'", path, "' exists and is not a regular file"));
-  }
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
-    return Bad(flag, absl::StrCat("'", path, "': directory '", parent.string(), "' does not exist"));
-  }
-  return absl::OkStatus();
+  return ir::CheckOutputPath(path, "--" + flag);
 }
 
 }  // namespace

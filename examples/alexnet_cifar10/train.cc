@@ -8,6 +8,7 @@
 // 1F1B, partition by parameters. P = 0: base mode (train_base): plain data-parallel
 // training over N ranks. The plan is compiled with ppc's passes, left on disk for
 // `ppc inspect`, and run by N local ranks exactly as `pprun PLAN --nproc N` would.
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
@@ -120,7 +121,7 @@ absl::StatusOr<ir::Plan> BuildPlan() {
   ASSIGN_OR_RETURN(PassPipeline pipeline, PassPipeline::Create(text, passes::GlobalPassRegistry()));
   pipeline.set_verifier(passes::VerifyPlan);
   RETURN_IF_ERROR(pipeline.Run(plan, PipelineOptions()).status());
-  RETURN_IF_ERROR(passes::VerifyPlan(plan));
+  RETURN_IF_ERROR(passes::VerifyRunnablePlan(plan));
   ir::Stamp(plan);
   std::cerr << "ppc: AlexNet on CIFAR-10 (" << absl::GetFlag(FLAGS_data) << ", " << size << "x" << size << "), "
             << (p == 0 ? "base mode (data-parallel)" : "pipeline mode") << ": " << stages << " stage(s) x " << dp
@@ -141,6 +142,10 @@ absl::Status RunAsRank(runtime::RunOptions options) {
   if (plan.fingerprint() != verified) {
     return absl::FailedPreconditionError(absl::StrCat(path, " is not the plan the launcher verified"));
   }
+  // The environment is not proof: each rank verifies the plan it runs itself.
+  if (absl::Status v = passes::VerifyRunnablePlan(plan); !v.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the verifier rejects the plan:\n  ", v.message()));
+  }
   runtime::RendezvousOptions rv;
   rv.rank = std::atoi(std::getenv("RANK"));
   rv.world_size = std::atoi(std::getenv("WORLD_SIZE"));
@@ -160,7 +165,10 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(std::string("AlexNet on CIFAR-10 with pipeline (P > 0) or data-parallel (P = 0) training\n") +
                                kRunFlagsUsage);
   std::vector<std::string> storage;
-  NormalizeFlagNames(argc, argv, storage);
+  if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", "train", e.c_str());
+    return 2;
+  }
   // The seed's short options.
   for (int i = 1; i < argc; ++i) {
     if (storage[i] == "-p") storage[i] = "--pipeline_parallel_size";
@@ -194,7 +202,7 @@ int Main(int argc, char** argv) {
   auto plan = BuildPlan();
   if (!plan.ok()) {
     std::cerr << "train: " << plan.status() << "\n";
-    return plan.status().code() == absl::StatusCode::kUnimplemented ? 3 : 1;
+    return plan.status().code() == absl::StatusCode::kUnimplemented ? 2 : 1;
   }
   const std::string path = absl::GetFlag(FLAGS_plan_out);
   absl::Status saved = ir::SavePlan(*plan, path);

@@ -101,8 +101,9 @@ class Verifier {
  public:
   // `lowered` / `comm_lowered`: require loads / communication even if the programs have
   // none (eval programs must be as lowered as the training programs they accompany).
-  explicit Verifier(const ir::Plan& plan, bool lowered = false, bool comm_lowered = false)
-      : plan_(plan), lowered_(lowered), comm_lowered_(comm_lowered) {}
+  // `training`: require backwards and optimizer steps even if the programs have none.
+  explicit Verifier(const ir::Plan& plan, bool lowered = false, bool comm_lowered = false, bool training = false)
+      : plan_(plan), lowered_(lowered), comm_lowered_(comm_lowered), training_(training), has_optimizer_(training) {}
 
   absl::Status Run() {
     // The structural rules first (shared with the runtime's load): everything below may
@@ -472,14 +473,26 @@ class Verifier {
 
 }  // namespace
 
-absl::Status VerifyPlan(const ir::Plan& plan) {
-  RETURN_IF_ERROR(Verifier(plan).Run());
+namespace {
+
+// `runnable`: the plan must be what pprun can run (fully lowered; a training schedule has
+// its backwards and optimizer steps) rather than any correct stage of compilation.
+absl::Status Verify(const ir::Plan& plan, bool runnable) {
+  const bool multi = plan.topology().num_stages() > 1;
+  if (runnable) {
+    RETURN_IF_ERROR(ir::CheckPlanStructure(plan, /*complete=*/true));
+    RETURN_IF_ERROR(Verifier(plan, /*lowered=*/true, /*comm_lowered=*/multi,
+                             /*training=*/plan.config().schedule() != "inference")
+                        .Run());
+  } else {
+    RETURN_IF_ERROR(Verifier(plan).Run());
+  }
   if (plan.eval_programs_size() == 0) return absl::OkStatus();
   // The eval programs are a forward-only plan of their own over the same partition.
   ir::Plan eval = plan;
   eval.clear_eval_programs();
   *eval.mutable_programs() = plan.eval_programs();
-  bool lowered = false, comm_lowered = false;
+  bool lowered = runnable, comm_lowered = runnable && multi;
   for (const auto& prog : plan.programs()) {
     for (const auto& in : prog.instructions()) {
       lowered |= in.has_load_micro_batch();
@@ -500,6 +513,12 @@ absl::Status VerifyPlan(const ir::Plan& plan) {
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("eval programs: ", s.message()));
   return absl::OkStatus();
 }
+
+}  // namespace
+
+absl::Status VerifyPlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*/false); }
+
+absl::Status VerifyRunnablePlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*/true); }
 
 absl::StatusOr<bool> VerifyPass::Run(ir::Plan& plan) {
   RETURN_IF_ERROR(VerifyPlan(plan));

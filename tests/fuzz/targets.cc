@@ -45,6 +45,10 @@ int PlanTarget(const uint8_t* data, size_t size) {
   (void)ir::CheckStamp(plan, "fuzz");
   (void)ir::CheckPlanStructure(plan, /*complete=*/true);
   if (!passes::VerifyPlan(plan).ok()) return 1;
+  // What pprun accepts, the runtime's load accepts.
+  if (passes::VerifyRunnablePlan(plan).ok()) {
+    Require(ir::CheckPlanStructure(plan, /*complete=*/true).ok(), "a runnable plan passes the runtime's checks");
+  }
   // What ppc inspect does with a verified plan.
   (void)passes::SimulateTimeline(plan);
   const std::string text = ir::PrintPlan(plan);

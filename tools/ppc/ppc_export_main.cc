@@ -7,6 +7,7 @@
 // DIR is what pprun --save-dir wrote (the tag in DIR/latest unless --tag), or a
 // DeepSpeed layer_XX-model_states.pt directory, which needs --model to name its layers.
 // Every file is checked against the checkpoint's manifest first.
+#include <cstdio>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -28,6 +29,7 @@ namespace {
 absl::Status Export(const std::string& dir) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out FILE is required");
+  RETURN_IF_ERROR(ir::CheckOutputPath(out, "--out"));
   ASSIGN_OR_RETURN(std::string tag_dir, runtime::ResolveCheckpoint(dir, absl::GetFlag(FLAGS_tag)));
   ir::ModelSpec model;
   const std::string model_path = absl::GetFlag(FLAGS_model);
@@ -42,7 +44,10 @@ int Main(int argc, char** argv) {
       "write a checkpoint's model as one PyTorch state dict.\n"
       "  ppc export DIR [--tag T] --out FILE [--model M.textproto]");
   std::vector<std::string> storage;
-  NormalizeFlagNames(argc, argv, storage);
+  if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", "ppc export", e.c_str());
+    return 2;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::cerr << absl::ProgramUsageMessage() << "\n";

@@ -10,6 +10,7 @@
 //   ppc --list-passes
 //
 // Flags are defined here only; they become a Plan (model, topology, config) at the edge.
+#include <cstdio>
 #include <unistd.h>
 
 #include <cerrno>
@@ -204,6 +205,11 @@ absl::Status Verify(const std::string& path) {
   }
   absl::Status verified = passes::VerifyPlan(plan);
   if (!verified.ok()) return Annotate(verified, path);
+  // Correct so far; `verified` means pprun can run it.
+  absl::Status runnable = passes::VerifyRunnablePlan(plan);
+  if (!runnable.ok()) {
+    return Annotate(runnable, absl::StrCat(path, ": a correct intermediate plan, but not one pprun can run"));
+  }
   std::cout << path << ": verified (fingerprint " << plan.fingerprint() << ")\n";
   return absl::OkStatus();
 }
@@ -365,7 +371,10 @@ int Main(int argc, char** argv) {
       "  ppc export CHECKPOINT_DIR [--tag T] --out FILE [--model M.textproto]\n"
       "  ppc --list-passes");
   std::vector<std::string> storage;
-  NormalizeFlagNames(argc, argv, storage);
+  if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", "ppc", e.c_str());
+    return 2;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_list_passes)) {
     ListPasses();

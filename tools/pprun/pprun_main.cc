@@ -11,6 +11,7 @@
 // rank under another launcher). A plan written with verification off is refused unless
 // --allow-unverified, which still applies the structural checks. Rank 0 prints
 // "step N loss L samples/s X" per step.
+#include <cstdio>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -71,14 +72,13 @@ absl::StatusOr<int64_t> EnvInt(const char* name, std::optional<int64_t> fallback
 // The gate every plan passes before a rank runs it.
 absl::Status CheckPlanForRun(const ir::Plan& plan, const std::string& path) {
   RETURN_IF_ERROR(ir::CheckStamp(plan, path));
-  // Under pprun's own launcher: the launcher verified exactly this plan.
-  if (const char* verified = std::getenv(kVerifiedFingerprintEnv)) {
-    if (plan.fingerprint() != verified) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": fingerprint ", plan.fingerprint(),
-                                                        " is not that of the plan the launcher verified (", verified,
-                                                        ")"));
-    }
-    return absl::OkStatus();
+  // Under pprun's own launcher: the launcher verified this plan; a rank refuses any other.
+  // The rank still applies every check below itself: an environment variable is not proof.
+  const char* launcher_fp = std::getenv(kVerifiedFingerprintEnv);
+  if (launcher_fp != nullptr && std::getenv(kLaunchedEnv) != nullptr && plan.fingerprint() != launcher_fp) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": fingerprint ", plan.fingerprint(),
+                                                      " is not that of the plan the launcher verified (", launcher_fp,
+                                                      ")"));
   }
   if (absl::GetFlag(FLAGS_allow_unverified)) {
     absl::Status structure = ir::CheckPlanStructure(plan, /*complete=*/true);
@@ -90,7 +90,7 @@ absl::Status CheckPlanForRun(const ir::Plan& plan, const std::string& path) {
         path, ": the plan is marked unverified (it was written with verification off); verify it with "
               "`ppc verify`, or pass --allow-unverified to run it anyway"));
   }
-  absl::Status verified = passes::VerifyPlan(plan);
+  absl::Status verified = passes::VerifyRunnablePlan(plan);
   if (!verified.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": the verifier rejects the plan, so it does not run "
                                                          "(--allow-unverified to run it anyway):\n  ",
@@ -137,6 +137,10 @@ absl::Status RunOneRank(std::string plan_path, runtime::RunOptions options) {
 // Verifies the plan once, then starts `nproc` local ranks of this program on a private
 // copy of it.
 int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
+  // Inherited values would describe another run; this launcher sets its own for its ranks.
+  unsetenv(kVerifiedFingerprintEnv);
+  unsetenv(kPlanPathEnv);
+  unsetenv(kLaunchedEnv);
   auto plan = ir::LoadPlan(plan_path);
   if (!plan.ok()) {
     Say(absl::StrCat("pprun: ", plan.status().ToString()));
@@ -177,7 +181,10 @@ int Main(int argc, char** argv) {
       "  pprun PLAN [--steps S]             one rank; reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT\n" +
       std::string(kRunFlagsUsage));
   std::vector<std::string> storage;
-  NormalizeFlagNames(argc, argv, storage);
+  if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
+    std::fprintf(stderr, "%s: %s\n", "pprun", e.c_str());
+    return 2;
+  }
   std::vector<char*> original(argv, argv + argc);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
