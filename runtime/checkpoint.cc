@@ -20,6 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "ir/limits.h"
+#include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "runtime/checkpoint_files.h"
@@ -120,8 +122,39 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> LayerTensors(const PyValue&
   return out;
 }
 
+// Parameters must be finite: a NaN or an infinity in a weight is a corrupt checkpoint
+// (training on it only produces NaN losses). This project's layers keep no buffers, so
+// every tensor of a model file is a parameter (LayerTensors refuses any other name).
+absl::Status CheckFinite(const std::string& path, const std::string& name, const torch::Tensor& t,
+                         const std::string& what) {
+  if (torch::isfinite(t).all().item<bool>()) return absl::OkStatus();
+  const int64_t nan = torch::isnan(t).sum().item<int64_t>();
+  const int64_t inf = torch::isinf(t).sum().item<int64_t>();
+  return absl::DataLossError(absl::StrCat(path, ": tensor '", name, "' has non-finite values (", nan, " NaN, ", inf,
+                                          " infinite of ", t.numel(), " as float32) for ", what));
+}
+
+absl::Status CheckFinite(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,
+                         const std::string& what) {
+  for (const auto& [name, t] : tensors) RETURN_IF_ERROR(CheckFinite(path, name, t, what));
+  return absl::OkStatus();
+}
+
+constexpr char kRngKind[] = "counter-based";
+constexpr char kSynthetic[] = "synthetic";
+constexpr char kCifar10[] = "cifar10";
+
+// The data source a position describes ("cifar10" for a finite data set).
+const char* SourceOf(const DataPosition& p) { return p.dataset_size > 0 ? kCifar10 : kSynthetic; }
+
+std::string DescribeSource(const DataPosition& p) {
+  return p.dataset_size > 0 ? absl::StrCat("CIFAR-10 data ('", kCifar10, "', ", p.dataset_size, " training samples)")
+                            : absl::StrCat("synthetic data ('", kSynthetic, "')");
+}
+
 // What job.json says, checked.
 struct Job {
+  std::string tag;
   int64_t step = 0;
   std::string fingerprint;
   uint64_t seed = 0;
@@ -130,9 +163,15 @@ struct Job {
   int64_t optimizer_steps = 0;
   std::vector<std::string> optimizer_state;
   ir::ModelSpec model;
+  ir::TrainingConfig config;
 };
 
-absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& where) {
+// Parses DIR/<tag>/job.json and checks every field: its type, its range, and its
+// consistency with the other fields (the stored model, config, topology and partition
+// must form a valid plan; the step, the RNG and data positions and the optimizer's step
+// count must agree). It says nothing about the run loading it: Load compares.
+absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& tag_dir) {
+  const std::string where = tag_dir + "/" + kJobFile;
   ASSIGN_OR_RETURN(json j, JsonFields::Parse(text, where));
   JsonFields f(j, where);
   Job job;
@@ -145,37 +184,216 @@ absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& where) 
     return absl::FailedPreconditionError(absl::StrCat(where, ": checkpoint version ", version,
                                                       " (this build reads version ", kCheckpointVersion, ")"));
   }
-  ASSIGN_OR_RETURN(job.step, f.Int("step"));
-  ASSIGN_OR_RETURN(job.fingerprint, f.String("model_fingerprint"));
-  ASSIGN_OR_RETURN(JsonFields rng, f.Object("rng"));
-  ASSIGN_OR_RETURN(job.seed, rng.Uint("seed"));
-  if (f.Has("data")) {
-    ASSIGN_OR_RETURN(JsonFields d, f.Object("data"));
-    DataPosition p;
-    ASSIGN_OR_RETURN(p.samples, d.Int("samples"));
-    ASSIGN_OR_RETURN(p.epoch, d.Int("epoch"));
-    ASSIGN_OR_RETURN(p.cursor, d.Int("cursor"));
-    ASSIGN_OR_RETURN(p.dataset_size, d.Int("dataset_size"));
-    ASSIGN_OR_RETURN(p.shuffle_seed, d.Uint("shuffle_seed"));
-    if (p.dataset_size > 0 && (p.epoch != p.samples / p.dataset_size || p.cursor != p.samples % p.dataset_size)) {
-      return absl::DataLossError(absl::StrCat(where, ": data position (samples ", p.samples, ", epoch ", p.epoch,
-                                              ", cursor ", p.cursor, ") is inconsistent for ", p.dataset_size,
-                                              " samples"));
-    }
-    job.data = p;
+  RETURN_IF_ERROR(f.Only({"format", "version", "tag", "step", "model_fingerprint", "num_layers", "data", "rng",
+                          "optimizer", "zero_stage", "topology", "config", "model"}));
+  ASSIGN_OR_RETURN(job.tag, f.String("tag"));
+  if (!IsDirectoryOfTag(tag_dir, job.tag)) {
+    return f.Bad("tag", absl::StrCat("is '", Printable(job.tag), "' but the checkpoint's directory is '",
+                                     Printable(TagOfDirectory(tag_dir)),
+                                     "' (a checkpoint's tag is the name of its directory)"));
   }
-  ASSIGN_OR_RETURN(JsonFields o, f.Object("optimizer"));
-  ASSIGN_OR_RETURN(job.optimizer, o.String("type"));
-  ASSIGN_OR_RETURN(job.optimizer_steps, o.Int("steps"));
-  ASSIGN_OR_RETURN(job.optimizer_state, o.Strings("state"));
+  ASSIGN_OR_RETURN(job.step, f.Int("step"));
+
+  // The model, and the config it was trained with.
+  ASSIGN_OR_RETURN(job.fingerprint, f.String("model_fingerprint"));
   ASSIGN_OR_RETURN(JsonFields model, f.Object("model"));
-  RETURN_IF_ERROR(ir::JsonToMessage(model.value().dump(), absl::StrCat(where, " 'model'"), &job.model));
+  if (absl::Status s = ir::JsonToMessage(model.value().dump(), absl::StrCat(where, " 'model'"), &job.model); !s.ok()) {
+    return absl::DataLossError(s.message());
+  }
   // The recorded fingerprint is of the recorded model: an edited model is caught here.
   if (ir::ModelFingerprint(job.model) != job.fingerprint) {
     return absl::DataLossError(absl::StrCat(where, ": 'model' does not match its 'model_fingerprint' ",
                                             Printable(job.fingerprint)));
   }
+  const int64_t layers = job.model.layers_size();
+  ASSIGN_OR_RETURN(int64_t num_layers, f.Int("num_layers"));
+  if (num_layers != layers) {
+    return f.Bad("num_layers", absl::StrCat("is ", num_layers, " but its 'model' has ", layers, " layers"));
+  }
+  ASSIGN_OR_RETURN(JsonFields config, f.Object("config"));
+  if (absl::Status s = ir::JsonToMessage(config.value().dump(), absl::StrCat(where, " 'config'"), &job.config);
+      !s.ok()) {
+    return absl::DataLossError(s.message());
+  }
+  ASSIGN_OR_RETURN(int64_t zero_stage, f.Int("zero_stage"));
+  if (zero_stage > 1) return f.Bad("zero_stage", absl::StrCat("is ", zero_stage, "; it must be 0 or 1"));
+  if (zero_stage != job.config.zero_stage()) {
+    return f.Bad("zero_stage", absl::StrCat("is ", zero_stage, " but 'config' says zero_stage ",
+                                            job.config.zero_stage()));
+  }
+
+  // The topology and partition it was saved with: valid for the stored model (a load
+  // may use any other; re-partitioning is supported).
+  ir::Plan saved;
+  *saved.mutable_model() = job.model;
+  *saved.mutable_config() = job.config;
+  ASSIGN_OR_RETURN(JsonFields topology, f.Object("topology"));
+  RETURN_IF_ERROR(topology.Only({"num_stages", "data_parallel", "partition", "schedule"}));
+  ASSIGN_OR_RETURN(int64_t num_stages, topology.Int("num_stages", 1));
+  if (num_stages > layers || num_stages > ir::kMaxStages) {
+    return topology.Bad("num_stages", absl::StrCat("is ", num_stages, " but the model has ", layers,
+                                                   " layers (every stage holds at least one)"));
+  }
+  ASSIGN_OR_RETURN(int64_t data_parallel, topology.Int("data_parallel", 1));
+  if (data_parallel > ir::kMaxDataParallel) {
+    return topology.Bad("data_parallel", absl::StrCat("is ", data_parallel, "; at most ", ir::kMaxDataParallel));
+  }
+  saved.mutable_topology()->set_num_stages(static_cast<int>(num_stages));
+  saved.mutable_topology()->set_data_parallel(static_cast<int>(data_parallel));
+  if (!topology.Has("partition")) return topology.Bad("partition", "is missing");
+  const json& partition = topology.value()["partition"];
+  if (!partition.is_array() || static_cast<int64_t>(partition.size()) != num_stages) {
+    return topology.Bad("partition", absl::StrCat("must be a list of ", num_stages, " [begin, end] layer ranges (",
+                                                  "one per stage), not ", Printable(partition.dump())));
+  }
+  int64_t next = 0;
+  for (size_t s = 0; s < partition.size(); ++s) {
+    const json& r = partition[s];
+    const bool pair = r.is_array() && r.size() == 2 && r[0].is_number_integer() && r[1].is_number_integer();
+    const int64_t begin = pair ? r[0].get<int64_t>() : -1, end = pair ? r[1].get<int64_t>() : -1;
+    if (!pair || begin != next || end <= begin || end > layers) {
+      return topology.Bad("partition", absl::StrCat("stage ", s, " is ", Printable(r.dump()),
+                                                    "; each stage must be a non-empty range [begin, end) of layers "
+                                                    "starting where the previous one ended (",
+                                                    next, "), within the model's ", layers, " layers"));
+    }
+    auto* range = saved.mutable_partition()->add_stages();
+    range->set_begin(static_cast<int>(begin));
+    range->set_end(static_cast<int>(end));
+    next = end;
+  }
+  if (next != layers) {
+    return topology.Bad("partition", absl::StrCat("covers layers [0, ", next, ") of the model's ", layers));
+  }
+  ASSIGN_OR_RETURN(std::string schedule, topology.String("schedule"));
+  if (schedule != job.config.schedule()) {
+    return topology.Bad("schedule", absl::StrCat("is '", Printable(schedule), "' but 'config' says '",
+                                                 Printable(job.config.schedule()), "'"));
+  }
+  if (absl::Status valid = ir::CheckPlanStructure(saved, /*complete=*/false); !valid.ok()) {
+    return absl::DataLossError(absl::StrCat(where, ": the plan it was saved with ('model', 'config', 'topology') is "
+                                            "invalid: ", valid.message()));
+  }
+
+  // RNG: counter-based, so the seed and the next step are its whole state.
+  ASSIGN_OR_RETURN(JsonFields rng, f.Object("rng"));
+  RETURN_IF_ERROR(rng.Only({"kind", "seed", "next_step"}));
+  ASSIGN_OR_RETURN(std::string kind, rng.String("kind"));
+  if (kind != kRngKind) {
+    return rng.Bad("kind", absl::StrCat("is '", Printable(kind), "'; this build's randomness is '", kRngKind, "'"));
+  }
+  ASSIGN_OR_RETURN(job.seed, rng.Uint("seed"));
+  if (job.seed != job.config.seed()) {
+    return rng.Bad("seed", absl::StrCat("is ", job.seed, " but 'config' says seed ", job.config.seed()));
+  }
+  ASSIGN_OR_RETURN(int64_t next_step, rng.Int("next_step"));
+  if (next_step != job.step) {
+    return rng.Bad("next_step", absl::StrCat("is ", next_step, " but 'step' is ", job.step,
+                                             " (the RNG continues with the step after the last completed one)"));
+  }
+
+  // Where the training data stood.
+  ASSIGN_OR_RETURN(JsonFields d, f.Object("data"));
+  RETURN_IF_ERROR(d.Only({"source", "samples", "epoch", "cursor", "dataset_size", "shuffle_seed"}));
+  DataPosition p;
+  ASSIGN_OR_RETURN(std::string source, d.String("source"));
+  ASSIGN_OR_RETURN(p.samples, d.Int("samples"));
+  ASSIGN_OR_RETURN(p.epoch, d.Int("epoch"));
+  ASSIGN_OR_RETURN(p.cursor, d.Int("cursor"));
+  ASSIGN_OR_RETURN(p.dataset_size, d.Int("dataset_size"));
+  ASSIGN_OR_RETURN(p.shuffle_seed, d.Uint("shuffle_seed"));
+  if (source != kSynthetic && source != kCifar10) {
+    return d.Bad("source", absl::StrCat("is '", Printable(source), "'; it must be '", kSynthetic, "' or '", kCifar10,
+                                        "'"));
+  }
+  if (source != SourceOf(p)) {
+    return d.Bad("source", absl::StrCat("is '", source, "' but 'dataset_size' is ", p.dataset_size, " (",
+                                        kSynthetic, " data has none, ", kCifar10, " data a positive size)"));
+  }
+  if (p.dataset_size > 0 && (p.epoch != p.samples / p.dataset_size || p.cursor != p.samples % p.dataset_size)) {
+    return absl::DataLossError(absl::StrCat(where, ": data position (samples ", p.samples, ", epoch ", p.epoch,
+                                            ", cursor ", p.cursor, ") is inconsistent for ", p.dataset_size,
+                                            " samples"));
+  }
+  if (p.dataset_size == 0) {
+    // Synthetic samples are a function of (seed, step): the position follows from them.
+    int64_t global_batch = 0, samples = 0;
+    const bool fits = ir::CheckedMul(int64_t{job.config.micro_batches()} * job.config.micro_batch_size(),
+                                     data_parallel, &global_batch) &&
+                      ir::CheckedMul(job.step, global_batch, &samples);
+    if (!fits || p.samples != samples || p.epoch != 0 || p.cursor != 0 || p.shuffle_seed != job.seed) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": synthetic data position (samples ", p.samples, ", epoch ", p.epoch, ", cursor ", p.cursor,
+          ", shuffle_seed ", p.shuffle_seed, ") is inconsistent with step ", job.step, " of ", global_batch,
+          " samples and seed ", job.seed, " (expected samples ", samples, ", epoch 0, cursor 0, shuffle_seed ",
+          job.seed, ")"));
+    }
+  }
+  job.data = p;
+
+  // The optimizer.
+  ASSIGN_OR_RETURN(JsonFields o, f.Object("optimizer"));
+  RETURN_IF_ERROR(o.Only({"type", "steps", "state"}));
+  ASSIGN_OR_RETURN(job.optimizer, o.String("type"));
+  ASSIGN_OR_RETURN(job.optimizer_steps, o.Int("steps"));
+  ASSIGN_OR_RETURN(job.optimizer_state, o.Strings("state"));
+  std::vector<std::string> names;  // the state the type keeps
+  if (job.optimizer == "adam" || job.optimizer == "adamw") {
+    names = {"exp_avg", "exp_avg_sq"};
+  } else if (job.optimizer == "sgd") {
+    names = {"momentum_buffer"};
+  } else {
+    return o.Bad("type", absl::StrCat("is '", Printable(job.optimizer), "'; it must be sgd, adam or adamw"));
+  }
+  const std::string configured = job.config.optimizer().type().empty() ? "sgd" : job.config.optimizer().type();
+  if (job.optimizer != configured) {
+    return o.Bad("type", absl::StrCat("is '", job.optimizer, "' but 'config' says '", Printable(configured), "'"));
+  }
+  std::set<std::string> seen;
+  for (const std::string& n : job.optimizer_state) {
+    if (std::find(names.begin(), names.end(), n) == names.end()) {
+      return o.Bad("state", absl::StrCat("names '", Printable(n), "', which is not ", job.optimizer, " state (",
+                                         absl::StrJoin(names, ", "), ")"));
+    }
+    if (!seen.insert(n).second) return o.Bad("state", absl::StrCat("names '", n, "' twice"));
+  }
+  // The optimizer has stepped once per completed step (a plan that does not train keeps
+  // no optimizer: no steps, no state).
+  if (job.optimizer_steps != job.step && !(job.optimizer_steps == 0 && job.optimizer_state.empty())) {
+    return o.Bad("steps", absl::StrCat("is ", job.optimizer_steps, " but 'step' is ", job.step,
+                                       " (one optimizer step per training step)"));
+  }
   return job;
+}
+
+// The manifest of a checkpoint of `model` lists a model file for every layer (ppc writes
+// one even for a layer without parameters), optimizer files only for layers with
+// parameters (when `counts_known`: the model's param_count fields are those of a
+// compiled plan), and no file of a layer the model does not have.
+absl::Status CheckManifestCoversModel(const CheckpointReader& reader, const ir::ModelSpec& model, bool counts_known) {
+  if (!reader.has_manifest()) return absl::OkStatus();
+  const std::string path = reader.dir() + "/" + kManifestFile;
+  const int layers = model.layers_size();
+  for (const auto& [name, r] : reader.manifest()) {
+    int layer = -1;
+    char kind[8] = {0};
+    if (name == kJobFile || std::sscanf(name.c_str(), "layer_%d-%5[a-z]_states.pt", &layer, kind) != 2) continue;
+    if (layer >= layers) {
+      return absl::DataLossError(absl::StrCat(path, ": lists '", name, "', but the model has ", layers,
+                                              " layers (0..", layers - 1, ")"));
+    }
+    if (counts_known && std::string(kind) == "optim" && model.layers(layer).param_count() == 0) {
+      return absl::DataLossError(absl::StrCat(path, ": lists '", name, "', but ", LayerWhat(model, layer),
+                                              " has no parameters"));
+    }
+  }
+  for (int l = 0; l < layers; ++l) {
+    if (!reader.manifest().count(LayerFile(l, "model"))) {
+      return absl::DataLossError(absl::StrCat(path, ": does not list '", LayerFile(l, "model"), "' (",
+                                              LayerWhat(model, l), "); a ppc checkpoint has one for every layer"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // A random number chosen by rank 0 and known to every rank.
@@ -376,7 +594,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
         job["model_fingerprint"] = ir::ModelFingerprint(plan.model());
         job["num_layers"] = plan.model().layers_size();
         const DataPosition pos = rt.DataPositionAt(step);
-        job["data"] = {{"source", pos.dataset_size > 0 ? "cifar10" : "synthetic"},
+        job["data"] = {{"source", SourceOf(pos)},
                        {"samples", pos.samples},
                        {"epoch", pos.epoch},
                        {"cursor", pos.cursor},
@@ -384,7 +602,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
                        {"shuffle_seed", pos.shuffle_seed}};
         // Randomness is counter-based: a pure function of these and the micro-batch and
         // layer, so resuming at `next_step` redraws exactly what an uninterrupted run would.
-        job["rng"] = {{"kind", "counter-based"}, {"seed", plan.config().seed()}, {"next_step", step}};
+        job["rng"] = {{"kind", kRngKind}, {"seed", plan.config().seed()}, {"next_step", step}};
         const StageOptimizer* opt = rt.optimizer();
         json names = json::array();
         if (opt != nullptr) {
@@ -408,7 +626,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
         files[r.name] = {{"bytes", r.bytes}, {"crc32", absl::StrFormat("%08x", r.crc32)}};
       }
       json manifest = {{"format", "ppc-checkpoint-manifest"}, {"version", kCheckpointVersion}, {"tag", tag},
-                       {"checksum", "crc32 (zlib)"}, {"files", files}};
+                       {"checksum", kChecksumAlgorithm}, {"files", files}};
       RETURN_IF_ERROR(WriteDurable(staging + "/" + kManifestFile, manifest.dump(2) + "\n", false).status());
       // Into place: swap with an earlier checkpoint of the same tag atomically, else rename.
       if (fs::exists(final_dir, ec)) {
@@ -444,7 +662,7 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
   Job job;
   if (!out.imported) {
     ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJobFile));
-    ASSIGN_OR_RETURN(job, ParseJob(text, out.tag_dir + "/" + kJobFile));
+    ASSIGN_OR_RETURN(job, ParseJob(text, out.tag_dir));
     const std::string want = ir::ModelFingerprint(model);
     if (job.fingerprint != want) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -452,8 +670,29 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
           " layers, fingerprint ", job.fingerprint, "), not of this plan's model '", model.name(), "' (",
           model.layers_size(), " layers, fingerprint ", want, ")"));
     }
+    RETURN_IF_ERROR(CheckManifestCoversModel(reader, model, /*counts_known=*/true));
     out.step = job.step;
     out.data = job.data;
+    // The data position continues only on the data it was taken on. The first and the
+    // last stage read data and know the run's (the others follow them: every rank agrees
+    // on the outcome of the load).
+    const bool reads_data = rt.stage() == 0 || rt.stage() == plan.topology().num_stages() - 1;
+    if (reads_data && job.data && !options.module_only) {
+      const DataPosition run = rt.DataPositionAt(0);
+      if (std::string(SourceOf(*job.data)) != SourceOf(run)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            out.tag_dir, "/", kJobFile, ": 'data' 'source': the checkpoint was trained on ", DescribeSource(*job.data),
+            ", this run reads ", DescribeSource(run), "; resume with the same data (--data), or pass "
+            "--load-module-only to load the weights alone"));
+      }
+      if (job.data->dataset_size != run.dataset_size) {
+        out.notes.push_back(absl::StrCat("the checkpoint's training set had ", job.data->dataset_size,
+                                         " samples, this run's has ", run.dataset_size, ": training continues after ",
+                                         job.data->samples, " samples drawn, at sample ",
+                                         job.data->samples % run.dataset_size, " of epoch ",
+                                         job.data->samples / run.dataset_size, " of the new set"));
+      }
+    }
     if (job.seed != plan.config().seed()) {
       out.notes.push_back(absl::StrCat("the checkpoint was trained with seed ", job.seed, ", this plan's is ",
                                        plan.config().seed(), ": dropout masks and synthetic data continue with ",
@@ -505,7 +744,9 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
       }
       return dict.status();
     }
-    ASSIGN_OR_RETURN(auto tensors, LayerTensors(**dict, out.tag_dir + "/" + file, want, may_lack, LayerWhat(model, l)));
+    const std::string path = out.tag_dir + "/" + file;
+    ASSIGN_OR_RETURN(auto tensors, LayerTensors(**dict, path, want, may_lack, LayerWhat(model, l)));
+    RETURN_IF_ERROR(CheckFinite(path, tensors, LayerWhat(model, l)));
     for (auto& [name, t] : tensors) values[{l, name}] = t;
   }
   for (const auto& p : rt.Parameters()) {
@@ -521,7 +762,10 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
         return absl::InvalidArgumentError(absl::StrCat(out.tag_dir, "/", file, ": no tied 'weight' of shape ",
                                                        Shape(p.value.sizes()), " for ", LayerWhat(model, p.layer)));
       }
-      it = values.emplace(std::make_pair(p.layer, p.name), w->tensor.to(torch::kFloat32)).first;
+      torch::Tensor tied = w->tensor.to(torch::kFloat32);
+      RETURN_IF_ERROR(CheckFinite(absl::StrCat(out.tag_dir, "/", file), "weight", tied,
+                                  absl::StrCat(LayerWhat(model, owner), " (tied to ", LayerWhat(model, p.layer), ")")));
+      it = values.emplace(std::make_pair(p.layer, p.name), tied).first;
     }
     RETURN_IF_ERROR(rt.SetParameter(p.layer, p.name, it->second));
   }
@@ -638,9 +882,11 @@ absl::Status Export(const std::string& tag_dir, const ir::ModelSpec* model_arg, 
   ir::ModelSpec model;
   if (reader.manifest().count(kJobFile)) {
     ASSIGN_OR_RETURN(std::string text, reader.Bytes(kJobFile));
-    ASSIGN_OR_RETURN(Job job, ParseJob(text, tag_dir + "/" + kJobFile));
+    ASSIGN_OR_RETURN(Job job, ParseJob(text, tag_dir));
     model = job.model;
+    RETURN_IF_ERROR(CheckManifestCoversModel(reader, model, /*counts_known=*/true));
   } else if (model_arg != nullptr) {
+    RETURN_IF_ERROR(CheckManifestCoversModel(reader, *model_arg, /*counts_known=*/false));
     model = *model_arg;
     for (const auto& e : fs::directory_iterator(tag_dir, ec)) {
       int layer;
@@ -684,6 +930,7 @@ absl::Status Export(const std::string& tag_dir, const ir::ModelSpec* model_arg, 
     auto dict = reader.Dict(file);
     if (dict.ok()) {
       ASSIGN_OR_RETURN(tensors, LayerTensors(**dict, tag_dir + "/" + file, want, may_lack, LayerWhat(model, l)));
+      RETURN_IF_ERROR(CheckFinite(tag_dir + "/" + file, tensors, LayerWhat(model, l)));
     } else if (!absl::IsNotFound(dict.status()) || want.size() != may_lack.size()) {
       return dict.status();
     }
@@ -696,6 +943,7 @@ absl::Status Export(const std::string& tag_dir, const ir::ModelSpec* model_arg, 
                                                 Shape(layer->params()["weight"].sizes())));
       }
       tensors["weight"] = w->tensor.to(torch::kFloat32);
+      RETURN_IF_ERROR(CheckFinite(tag_dir + "/" + owner_file, "weight", tensors["weight"], LayerWhat(model, l)));
     }
     // "weight" first, as PyTorch lists a module's parameters.
     if (tensors.count("weight")) RETURN_IF_ERROR(add(prefix + ".weight", tensors["weight"]));

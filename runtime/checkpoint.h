@@ -59,7 +59,13 @@ struct LoadedCheckpoint {
 };
 
 // Loads this rank's layers (and optimizer state) into `rt`, verifying every file it
-// reads against the manifest. Errors name the file and what is wrong. Not collective:
+// reads against the manifest. job.json and manifest.json are checked field by field
+// (range and consistency: the stored topology and partition must be valid for the stored
+// model, `rng.next_step` and the optimizer's steps must equal `step`, the data source must
+// be the run's unless `module_only`), and every weight must be finite. Errors name the
+// file, the field or tensor, and what is wrong: DataLoss for corrupt or impossible
+// contents, FailedPrecondition for a version or checksum algorithm this build does not
+// read, InvalidArgument for a checkpoint that does not fit the run. Not collective:
 // follow with AgreeOnStatus so that every rank stops if one fails.
 absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(StageRuntime& rt, const ir::Plan& plan, const LoadOptions& options);
 

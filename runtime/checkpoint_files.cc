@@ -92,6 +92,25 @@ std::string Printable(absl::string_view s, size_t max) {
   return escaped;
 }
 
+std::string TagOfDirectory(const std::string& tag_dir) {
+  const fs::path p = fs::path(tag_dir).lexically_normal();
+  std::string name = p.filename().string();
+  if (name.empty() && p.has_parent_path()) name = p.parent_path().filename().string();  // "DIR/tag/"
+  if (name.empty() || name == "." || name == "..") {
+    std::error_code ec;
+    const fs::path c = fs::weakly_canonical(tag_dir, ec);
+    if (!ec) name = c.filename().string();
+  }
+  return name;
+}
+
+bool IsDirectoryOfTag(const std::string& tag_dir, const std::string& tag) {
+  if (TagOfDirectory(tag_dir) == tag) return true;
+  std::error_code ec;
+  const fs::path c = fs::canonical(tag_dir, ec);
+  return !ec && c.filename().string() == tag;
+}
+
 uint32_t Crc32(absl::string_view bytes) {
   return static_cast<uint32_t>(
       crc32_z(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
@@ -168,6 +187,20 @@ absl::Status JsonFields::Bad(const char* key, const std::string& what) const {
   return absl::DataLossError(absl::StrCat(where_, ": '", key, "' ", what));
 }
 
+absl::Status JsonFields::Only(std::initializer_list<const char*> keys) const {
+  for (const auto& [key, value] : j_.items()) {
+    bool known = false;
+    for (const char* k : keys) known |= key == k;
+    if (!known) {
+      std::string expected;
+      for (const char* k : keys) absl::StrAppend(&expected, expected.empty() ? "" : ", ", k);
+      return absl::DataLossError(absl::StrCat(where_, ": unexpected field '", Printable(key), "' (a version ",
+                                              kCheckpointVersion, " checkpoint has ", expected, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int64_t> JsonFields::Int(const char* key, int64_t min) const {
   if (!j_.contains(key)) return Bad(key, "is missing");
   const json& v = j_[key];
@@ -233,6 +266,20 @@ absl::StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& tag_d
                                                         version, " (this build reads ppc-checkpoint-manifest version ",
                                                         kCheckpointVersion, ")"));
     }
+    RETURN_IF_ERROR(fields.Only({"format", "version", "tag", "checksum", "files"}));
+    ASSIGN_OR_RETURN(std::string tag, fields.String("tag"));
+    if (!IsDirectoryOfTag(tag_dir, tag)) {
+      return absl::DataLossError(absl::StrCat(manifest, ": 'tag' is '", Printable(tag),
+                                              "' but the checkpoint's directory is '",
+                                              Printable(TagOfDirectory(tag_dir)),
+                                              "' (a checkpoint's tag is the name of its directory)"));
+    }
+    ASSIGN_OR_RETURN(std::string checksum, fields.String("checksum"));
+    if (checksum != kChecksumAlgorithm) {
+      return absl::FailedPreconditionError(absl::StrCat(manifest, ": 'checksum' is '", Printable(checksum),
+                                                        "'; this build writes and verifies '", kChecksumAlgorithm,
+                                                        "' only"));
+    }
     if (!m.contains("files") || !m["files"].is_object() || m["files"].empty()) {
       return absl::DataLossError(absl::StrCat(manifest, ": 'files' must be an object listing the files"));
     }
@@ -243,6 +290,7 @@ absl::StatusOr<CheckpointReader> CheckpointReader::Open(const std::string& tag_d
       }
       if (!e.is_object()) return absl::DataLossError(absl::StrCat(manifest, ": entry '", name, "' is not an object"));
       JsonFields entry(e, absl::StrCat(manifest, " entry '", name, "'"));
+      RETURN_IF_ERROR(entry.Only({"bytes", "crc32"}));
       FileRecord rec{name, 0, 0};
       ASSIGN_OR_RETURN(rec.bytes, entry.Int("bytes"));
       ASSIGN_OR_RETURN(std::string crc, entry.String("crc32"));

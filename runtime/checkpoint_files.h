@@ -4,6 +4,7 @@
 #ifndef PPC_RUNTIME_CHECKPOINT_FILES_H_
 #define PPC_RUNTIME_CHECKPOINT_FILES_H_
 
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ inline constexpr char kManifestFile[] = "manifest.json";
 inline constexpr char kJobFile[] = "job.json";
 inline constexpr char kLatestFile[] = "latest";
 inline constexpr int kCheckpointVersion = 1;
+// manifest.json's "checksum": the one algorithm this build writes and verifies.
+inline constexpr char kChecksumAlgorithm[] = "crc32 (zlib)";
 
 // layer_XX-<kind>_states.pt, XX the global layer index in at least two digits.
 std::string LayerFile(int layer, const char* kind);
@@ -31,6 +34,11 @@ bool ValidTag(const std::string& tag);
 bool IsStagingName(const std::string& name);
 // For messages: bytes outside printable ASCII as \xHH, cut to `max` characters.
 std::string Printable(absl::string_view s, size_t max = 80);
+// The tag a checkpoint directory stands for: its name ("DIR/global_step5/" and "." inside
+// it included).
+std::string TagOfDirectory(const std::string& tag_dir);
+// Whether `tag_dir` is the directory of `tag`: named so, or a link to a directory named so.
+bool IsDirectoryOfTag(const std::string& tag_dir, const std::string& tag);
 
 struct FileRecord {
   std::string name;
@@ -60,18 +68,22 @@ class JsonFields {
   absl::StatusOr<std::string> String(const char* key) const;
   absl::StatusOr<JsonFields> Object(const char* key) const;
   absl::StatusOr<std::vector<std::string>> Strings(const char* key) const;
+  // DataLoss unless every key of the object is one of `keys` (nothing is ignored).
+  absl::Status Only(std::initializer_list<const char*> keys) const;
   const nlohmann::json& value() const { return j_; }
   const std::string& where() const { return where_; }
+  // DataLoss "<where>: '<key>' <what>".
+  absl::Status Bad(const char* key, const std::string& what) const;
 
  private:
-  absl::Status Bad(const char* key, const std::string& what) const;
   const nlohmann::json& j_;
   std::string where_;
 };
 
-// Reads the files of one checkpoint directory. With a manifest, Open checks that every
-// listed file exists with its size, and Bytes() checks the crc32 of what it reads;
-// without one (an import) files are read as they are.
+// Reads the files of one checkpoint directory. With a manifest, Open checks its fields
+// (format, version, the tag of its directory, the checksum algorithm, no other fields)
+// and that every listed file exists with its size, and Bytes() checks the crc32 of what
+// it reads; without one (an import) files are read as they are.
 class CheckpointReader {
  public:
   static absl::StatusOr<CheckpointReader> Open(const std::string& tag_dir);

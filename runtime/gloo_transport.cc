@@ -239,6 +239,14 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
         others.push_back(absl::StrCat("rank ", r, " runs ", theirs.empty() ? "?" : std::string(theirs.begin(), theirs.end())));
       }
     }
+    // Everyone compares before anyone leaves: the store may live in rank 0, and a rank
+    // that left early would take it away from the others' comparison.
+    const std::string compared = absl::StrCat("ppc/compared/", options.rank);
+    absl::Status done = TorchCall([&] { store->set(compared, std::vector<uint8_t>{1}); });
+    std::vector<std::string> compared_keys;
+    for (int r = 0; r < options.world_size; ++r) compared_keys.push_back(absl::StrCat("ppc/compared/", r));
+    if (done.ok()) done = TorchCall([&] { store->wait(compared_keys, Ms(options.timeout)); });
+    if (!done.ok()) return Annotate(done, absl::StrCat("rank ", options.rank, ": rendezvous: comparing plans"));
     if (!others.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "rank ", options.rank, ": rendezvous: the ranks run different plans (this one: fingerprint ",

@@ -49,6 +49,7 @@ namespace {
 struct Fault {
   int rank = -1, step = -1;
   bool in_save = false;
+  bool malformed = false;  // set but not one of the forms below: an error
   std::string phase;
   int signal = 0;
 };
@@ -57,16 +58,31 @@ Fault InjectedFault() {
   Fault f;
   const char* spec = std::getenv("PPRUN_FAULT_INJECT");
   if (spec == nullptr) return f;
+  // Whole-string matches only: a malformed hook is refused loudly (it is a test's intent).
   char phase[16] = {0}, sig[8] = {0};
-  if (std::sscanf(spec, "%d:%15[a-z]:%d:%7[A-Z]", &f.rank, phase, &f.step, sig) == 4) {
+  int used = 0;
+  const size_t n = std::strlen(spec);
+  if (std::sscanf(spec, "%d:%15[a-z]:%d:%7[A-Z]%n", &f.rank, phase, &f.step, sig, &used) == 4 &&
+      static_cast<size_t>(used) == n) {
     f.phase = phase;
     f.signal = std::string(sig) == "KILL" ? SIGKILL : std::string(sig) == "TERM" ? SIGTERM
              : std::string(sig) == "STOP" ? SIGSTOP : 0;
-    if (f.signal == 0) f = Fault();
-  } else if (std::sscanf(spec, "%d:save:%d", &f.rank, &f.step) == 2) {
+    if (f.signal == 0 || (f.phase != "rendezvous" && f.phase != "forward" && f.phase != "reduce" &&
+                          f.phase != "optimizer")) {
+      f = Fault();
+      f.malformed = true;
+    }
+  } else if (used = 0, std::sscanf(spec, "%d:save:%d%n", &f.rank, &f.step, &used) == 2 &&
+                           static_cast<size_t>(used) == n) {
     f.in_save = true;
-  } else if (std::sscanf(spec, "%d:%d", &f.rank, &f.step) != 2) {
+  } else if (used = 0, !(std::sscanf(spec, "%d:%d%n", &f.rank, &f.step, &used) == 2 &&
+                         static_cast<size_t>(used) == n)) {
     f = Fault();
+    f.malformed = true;
+  }
+  if (f.rank < 0 || f.step < 0) {
+    f = Fault();
+    f.malformed = true;
   }
   return f;
 }
@@ -163,6 +179,12 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const Rendezvo
                                             const RunOptions& options) {
   SetThreads();
   const Fault fault = InjectedFault();
+  if (fault.malformed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PPRUN_FAULT_INJECT='", std::getenv("PPRUN_FAULT_INJECT"),
+        "' is not RANK:STEP, RANK:save:STEP or RANK:PHASE:STEP:SIGNAL (PHASE rendezvous|forward|reduce|optimizer, "
+        "SIGNAL KILL|TERM|STOP)"));
+  }
   if (fault.phase == "rendezvous" && fault.rank == rendezvous.rank) raise(fault.signal);
   RuntimeOptions runtime = options.runtime;
   if (!fault.phase.empty() && fault.phase != "rendezvous" && fault.rank == rendezvous.rank) {

@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -444,6 +446,228 @@ TEST_F(BadCheckpoint, AFifoIsAnErrorNotAHang) {
   ExpectLoadError(dir, {"latest' is not a regular file"});
 }
 
+// A copy of a model file's tensors with one value of `name` set to `value`, written with
+// a consistent manifest entry, so that the damage reaches the finiteness check.
+void PoisonTensor(const std::string& tag_dir, const std::string& file, const std::string& name, float value) {
+  auto dict = runtime::ReadTorchFile(tag_dir + "/" + file);
+  ASSERT_TRUE(dict.ok()) << dict.status();
+  c10::Dict<std::string, at::Tensor> out;
+  bool found = false;
+  for (const auto& [k, v] : dict->dict) {
+    at::Tensor t = v->tensor.clone();
+    if (k->s == name) {
+      t.view({-1})[t.numel() / 2].fill_(value);
+      found = true;
+    }
+    out.insert(k->s, t);
+  }
+  ASSERT_TRUE(found) << file << " has no '" << name << "'";
+  auto bytes = runtime::SerializeTorchFile(out);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  ReplaceConsistently(tag_dir, file, std::string(bytes->begin(), bytes->end()));
+}
+
+TEST_F(BadCheckpoint, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
+  std::string dir = Copy("nan_weight");
+  PoisonTensor(dir + "/global_step2", "layer_02-model_states.pt", "weight", NAN);
+  ExpectLoadError(dir, {"global_step2/layer_02-model_states.pt: tensor 'weight' has non-finite values "
+                        "(1 NaN, 0 infinite",
+                        "layer 2 'fc2' (Linear)"});
+  // Without the optimizer state too (the weights alone are loaded), and by export.
+  ExpectLoadError(dir, {"layer_02-model_states.pt: tensor 'weight' has non-finite values"}, {"--load-module-only"});
+  RunResult exported = Exec({"tools/ppc/ppc", "export", dir, "--out", Tmp("bad_nan_export.pt")});
+  EXPECT_NE(exported.exit_code, 0);
+  EXPECT_NE(exported.output.find("layer_02-model_states.pt: tensor 'weight' has non-finite values"), std::string::npos)
+      << exported.output;
+  dir = Copy("inf_bias");
+  PoisonTensor(dir + "/global_step2", "layer_07-model_states.pt", "bias", -INFINITY);
+  ExpectLoadError(dir, {"global_step2/layer_07-model_states.pt: tensor 'bias' has non-finite values "
+                        "(0 NaN, 1 infinite"});
+  // An import (no manifest, no job file) is checked as well.
+  dir = Copy("nan_import");
+  PoisonTensor(dir + "/global_step2", "layer_00-model_states.pt", "bias", NAN);
+  fs::remove(dir + "/global_step2/manifest.json");
+  fs::remove(dir + "/global_step2/job.json");
+  ExpectLoadError(dir, {"layer_00-model_states.pt: tensor 'bias' has non-finite values"});
+}
+
+// An edit of job.json or manifest.json and the error it must cause. The cases the
+// red-team report names are loaded by pprun (the resume path); the others go through
+// `ppc export`, which reads and checks the same files in one short process.
+struct JobEdit {
+  const char* name;
+  std::function<void(nlohmann::json&)> edit;
+  std::string error;
+  bool via_load = false;
+};
+
+// `ppc export` of the checkpoint fails (exit status 1) with `fragment` in its output.
+void ExpectExportError(const std::string& dir, const std::string& fragment) {
+  const std::string out = Tmp("bad_export.pt");
+  RunResult r = Exec({"tools/ppc/ppc", "export", dir, "--out", out});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(fragment), std::string::npos) << "want '" << fragment << "' in\n" << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(BadCheckpoint, ImpossibleTopologyOrPartitionInJobFile) {
+  using J = nlohmann::json;
+  const std::vector<JobEdit> edits = {
+      {"num_layers", [](J& j) { j["num_layers"] = 9; },
+       "job.json: 'num_layers' is 9 but its 'model' has 8 layers", true},
+      {"stages3", [](J& j) { j["topology"]["num_stages"] = 3; },
+       "job.json topology: 'partition' must be a list of 3 [begin, end] layer ranges", true},
+      {"stages99", [](J& j) { j["topology"]["num_stages"] = 99; },
+       "job.json topology: 'num_stages' is 99 but the model has 8 layers", true},
+      {"stages0", [](J& j) { j["topology"]["num_stages"] = 0; },
+       "job.json topology: 'num_stages' must be >= 1, not 0", true},
+      {"stages_str", [](J& j) { j["topology"]["num_stages"] = "two"; },
+       "job.json topology: 'num_stages' must be an integer, not \"two\""},
+      {"partition_range", [](J& j) { j["topology"]["partition"] = J::parse("[[0,99],[-1,8]]"); },
+       "job.json topology: 'partition' stage 0 is [0,99]; each stage must be a non-empty range", true},
+      {"partition_gap", [](J& j) { j["topology"]["partition"] = J::parse("[[0,3],[4,8]]"); },
+       "job.json topology: 'partition' stage 1 is [4,8]"},
+      {"partition_short", [](J& j) { j["topology"]["partition"] = J::parse("[[0,3],[3,7]]"); },
+       "job.json topology: 'partition' covers layers [0, 7) of the model's 8"},
+      {"dp0", [](J& j) { j["topology"]["data_parallel"] = 0; },
+       "job.json topology: 'data_parallel' must be >= 1, not 0"},
+      {"schedule", [](J& j) { j["topology"]["schedule"] = "gpipe"; },
+       "job.json topology: 'schedule' is 'gpipe' but 'config' says '1f1b'"},
+      {"zero7", [](J& j) { j["zero_stage"] = 7; }, "job.json: 'zero_stage' is 7; it must be 0 or 1", true},
+      {"zero1", [](J& j) { j["zero_stage"] = 1; }, "job.json: 'zero_stage' is 1 but 'config' says zero_stage 0"},
+      {"config", [](J& j) { j["config"]["micro_batches"] = 0; },
+       "job.json: the plan it was saved with ('model', 'config', 'topology') is invalid: config.micro_batches is 0"},
+  };
+  for (const auto& e : edits) {
+    SCOPED_TRACE(e.name);
+    std::string dir = Copy(std::string("job_") + e.name);
+    EditJob(dir + "/global_step2", e.edit);
+    if (e.via_load) {
+      ExpectLoadError(dir, {e.error});
+    } else {
+      ExpectExportError(dir, e.error);
+    }
+  }
+}
+
+TEST_F(BadCheckpoint, ImpossibleStepRngOptimizerOrTagInJobFile) {
+  using J = nlohmann::json;
+  const std::vector<JobEdit> edits = {
+      {"next_step_negative", [](J& j) { j["rng"]["next_step"] = -1; },
+       "job.json rng: 'next_step' must be >= 0, not -1", true},
+      {"next_step", [](J& j) { j["rng"]["next_step"] = 5; }, "job.json rng: 'next_step' is 5 but 'step' is 2"},
+      {"step", [](J& j) { j["step"] = 3; }, "job.json rng: 'next_step' is 2 but 'step' is 3"},
+      {"rng_kind", [](J& j) { j["rng"]["kind"] = "mt19937"; },
+       "job.json rng: 'kind' is 'mt19937'; this build's randomness is 'counter-based'"},
+      {"rng_seed", [](J& j) { j["rng"]["seed"] = 7; }, "job.json rng: 'seed' is 7 but 'config' says seed 1138"},
+      {"opt_type", [](J& j) { j["optimizer"]["type"] = "lamb"; },
+       "job.json optimizer: 'type' is 'lamb'; it must be sgd, adam or adamw"},
+      {"opt_config", [](J& j) { j["optimizer"]["type"] = "adamw"; },
+       "job.json optimizer: 'type' is 'adamw' but 'config' says 'adam'"},
+      {"opt_steps", [](J& j) { j["optimizer"]["steps"] = 1; }, "job.json optimizer: 'steps' is 1 but 'step' is 2"},
+      {"opt_state", [](J& j) { j["optimizer"]["state"] = {"exp_avg", "momentum_buffer"}; },
+       "job.json optimizer: 'state' names 'momentum_buffer', which is not adam state"},
+      {"tag", [](J& j) { j["tag"] = "global_step9"; },
+       "job.json: 'tag' is 'global_step9' but the checkpoint's directory is 'global_step2'", true},
+      {"unknown", [](J& j) { j["extra"] = 1; }, "job.json: unexpected field 'extra'"},
+  };
+  for (const auto& e : edits) {
+    SCOPED_TRACE(e.name);
+    std::string dir = Copy(std::string("job_") + e.name);
+    EditJob(dir + "/global_step2", e.edit);
+    if (e.via_load) {
+      ExpectLoadError(dir, {e.error});
+    } else {
+      ExpectExportError(dir, e.error);
+    }
+  }
+}
+
+TEST_F(BadCheckpoint, ImpossibleOrForeignDataPositionInJobFile) {
+  using J = nlohmann::json;
+  const std::vector<JobEdit> edits = {
+      {"source", [](J& j) { j["data"]["source"] = "cifar"; },
+       "job.json data: 'source' is 'cifar'; it must be 'synthetic' or 'cifar10'", true},
+      {"source_size", [](J& j) { j["data"]["source"] = "cifar10"; },
+       "job.json data: 'source' is 'cifar10' but 'dataset_size' is 0"},
+      {"samples", [](J& j) { j["data"]["samples"] = 31; },
+       "job.json: synthetic data position (samples 31, epoch 0, cursor 0, shuffle_seed 1138) is inconsistent with step "
+       "2 of 16 samples"},
+      {"no_data", [](J& j) { j.erase("data"); }, "job.json: 'data' is missing"},
+      {"data_field", [](J& j) { j["data"]["offset"] = 3; }, "job.json data: unexpected field 'offset'"},
+  };
+  for (const auto& e : edits) {
+    SCOPED_TRACE(e.name);
+    std::string dir = Copy(std::string("job_") + e.name);
+    EditJob(dir + "/global_step2", e.edit);
+    if (e.via_load) {
+      ExpectLoadError(dir, {e.error});
+    } else {
+      ExpectExportError(dir, e.error);
+    }
+  }
+  // A consistent CIFAR-10 position (2 steps x 16 of 50 samples) on a synthetic run: the
+  // position means nothing here. Refused, unless only the weights are loaded.
+  std::string dir = Copy("job_cifar_on_synthetic");
+  EditJob(dir + "/global_step2", [](J& j) {
+    j["data"] = {{"source", "cifar10"}, {"samples", 32}, {"epoch", 0}, {"cursor", 32}, {"dataset_size", 50},
+                 {"shuffle_seed", 1138}};
+  });
+  ExpectLoadError(dir, {"job.json: 'data' 'source': the checkpoint was trained on CIFAR-10 data ('cifar10', 50 "
+                        "training samples), this run reads synthetic data ('synthetic')",
+                        "--load-module-only"});
+  RunResult r = Pprun(*plan_, 2, "bad_cifar_module_only", {"--steps", "3", "--load", dir, "--load-module-only"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.losses.size(), 3u);
+}
+
+void EditManifest(const std::string& tag_dir, const std::function<void(nlohmann::json&)>& edit) {
+  auto manifest = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/manifest.json"));
+  edit(manifest);
+  ASSERT_TRUE(ir::WriteFile(tag_dir + "/manifest.json", manifest.dump(2)).ok());
+}
+
+TEST_F(BadCheckpoint, ImpossibleManifest) {
+  using J = nlohmann::json;
+  const std::vector<JobEdit> edits = {
+      {"tag", [](J& m) { m["tag"] = "global_step9"; },
+       "manifest.json: 'tag' is 'global_step9' but the checkpoint's directory is 'global_step2'", true},
+      {"checksum", [](J& m) { m["checksum"] = "sha256"; },
+       "manifest.json: 'checksum' is 'sha256'; this build writes and verifies 'crc32 (zlib)' only", true},
+      {"no_checksum", [](J& m) { m.erase("checksum"); }, "manifest.json: 'checksum' is missing"},
+      {"unknown", [](J& m) { m["signature"] = "x"; }, "manifest.json: unexpected field 'signature'"},
+      {"entry_field", [](J& m) { m["files"]["job.json"]["sha256"] = "x"; },
+       "manifest.json entry 'job.json': unexpected field 'sha256'"},
+      {"unlisted", [](J& m) { m["files"].erase("layer_01-model_states.pt"); },
+       "manifest.json: does not list 'layer_01-model_states.pt' (layer 1 'act1' (ReLU))"},
+  };
+  for (const auto& e : edits) {
+    SCOPED_TRACE(e.name);
+    std::string dir = Copy(std::string("manifest_") + e.name);
+    EditManifest(dir + "/global_step2", e.edit);
+    if (e.via_load) {
+      ExpectLoadError(dir, {e.error});
+    } else {
+      ExpectExportError(dir, e.error);
+    }
+  }
+  // Files of layers the model does not have, or optimizer state of a layer without parameters.
+  std::string dir = Copy("manifest_layer9");
+  ReplaceConsistently(dir + "/global_step2", "layer_09-model_states.pt",
+                      *ir::ReadFile(dir + "/global_step2/layer_07-model_states.pt"));
+  ExpectLoadError(dir, {"manifest.json: lists 'layer_09-model_states.pt', but the model has 8 layers (0..7)"});
+  dir = Copy("manifest_relu_optim");
+  ReplaceConsistently(dir + "/global_step2", "layer_01-optim_states.pt",
+                      *ir::ReadFile(dir + "/global_step2/layer_00-optim_states.pt"));
+  ExpectExportError(dir,
+                    "manifest.json: lists 'layer_01-optim_states.pt', but layer 1 'act1' (ReLU) has no parameters");
+  // A checkpoint's tag is its directory's name: a renamed copy is another tag's checkpoint.
+  dir = Copy("manifest_renamed");
+  fs::rename(dir + "/global_step2", dir + "/renamed");
+  ExpectLoadError(dir, {"manifest.json: 'tag' is 'global_step2' but the checkpoint's directory is 'renamed'"},
+                  {"--tag", "renamed"});
+}
+
 TEST(SafeOutputs, SavesAndExportsNeverReplaceWhatIsNotTheirs) {
   const std::string plan = Compile(Config{kMlp, 2, 1, 4, "sgd"}, "safe");
   // A user's file where the checkpoint's tag would go.
@@ -461,7 +685,7 @@ TEST(SafeOutputs, SavesAndExportsNeverReplaceWhatIsNotTheirs) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
   RunResult e = Pprun(plan, 2, "safe_export", {"--steps", "1", "--export", fifo});
   EXPECT_EQ(e.exit_code, 2);
-  EXPECT_NE(e.output.find("--export '" + fifo + "' exists and is not a regular file"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("--export: '" + fifo + "' is a FIFO"), std::string::npos) << e.output;
   EXPECT_TRUE(fs::is_fifo(fifo));
 }
 

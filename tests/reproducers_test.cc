@@ -433,5 +433,28 @@ TEST(Reproducers, FlagsGivenTwiceOrEmptyAreErrors) {
   ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--steps", "1", "--steps", "2"}), {"--steps is given twice"});
 }
 
+TEST(Reproducers, ZeroAndMalformedValuesAreNotDefaults) {
+  auto plan = CompileTo(Mlp(1), "zero_values");
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--steps", "0"}), {"--steps is 0; it must be in [1,"});
+  ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--print-every", "0"}), {"--print-every is 0"});
+  ExpectCleanError(Exec({kTrain, "--seed", "-1", "--plan-out", Tmp("seed.pb")}), {"--seed must be >= 0"});
+  for (const char* hook : {"garbage", "5:1:extra", "-1:1", "0:forward:1:SEGV", "0:lunch:1:KILL"}) {
+    SCOPED_TRACE(hook);
+    ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--steps", "1"}, {{"PPRUN_FAULT_INJECT", hook}}),
+                     {"PPRUN_FAULT_INJECT=", "is not RANK:STEP"});
+  }
+  // ppc opt on an edited plan says so (and verifies and stamps the edited contents).
+  const std::string text = Tmp("edited_for_opt.txt"), out = Tmp("edited_for_opt_out.txt");
+  auto loaded = ir::LoadPlan(plan);
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_TRUE(ir::SavePlan(*loaded, text).ok());
+  std::string body = *ir::ReadFile(text);
+  body = absl::StrReplaceAll(body, {{"lr: 0.1", "lr: 0.5"}});
+  std::ofstream(text, std::ios::trunc) << body;
+  RunResult opt = Exec({kPpc, "opt", "--passes=verify", text, out});
+  EXPECT_EQ(opt.exit_code, 0) << opt.output;
+  EXPECT_NE(opt.output.find("was edited after it was stamped"), std::string::npos) << opt.output;
+}
+
 }  // namespace
 }  // namespace ppc

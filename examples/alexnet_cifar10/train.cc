@@ -180,6 +180,7 @@ int Main(int argc, char** argv) {
   runtime::RunOptions options;
   absl::Status flags = ApplyRunFlags(&options);
   if (flags.ok() && absl::GetFlag(FLAGS_steps) < 1) flags = absl::InvalidArgumentError("--steps must be >= 1");
+  if (flags.ok() && absl::GetFlag(FLAGS_seed) < 0) flags = absl::InvalidArgumentError("--seed must be >= 0 (as ppc's)");
   if (flags.ok() && absl::GetFlag(FLAGS_print_every) < 0) flags = absl::InvalidArgumentError("--print-every must be >= 0");
   if (flags.ok() && absl::GetFlag(FLAGS_nproc) < 0) flags = absl::InvalidArgumentError("--nproc must be >= 0");
   if (flags.ok() && absl::GetFlag(FLAGS_timeout_s) < 1) flags = absl::InvalidArgumentError("--timeout-s must be >= 1");
@@ -198,6 +199,10 @@ int Main(int argc, char** argv) {
       return 1;
     }
     return 0;
+  }
+  if (absl::Status out = ir::CheckOutputPath(absl::GetFlag(FLAGS_plan_out), "--plan-out"); !out.ok()) {
+    std::cerr << "train: " << out.message() << "\n";
+    return 2;
   }
   auto plan = BuildPlan();
   if (!plan.ok()) {

@@ -177,6 +177,8 @@ void StampVerified(ir::Plan& plan) {
 }
 
 absl::Status Compile() {
+  // Checked first: a compile is not wasted on an output that cannot be written.
+  if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) RETURN_IF_ERROR(ir::CheckOutputPath(out, "--out"));
   ASSIGN_OR_RETURN(ir::Plan plan, PlanFromFlags());
   std::string pipeline = absl::GetFlag(FLAGS_passes);
   if (pipeline.empty()) {
@@ -330,7 +332,15 @@ absl::Status Inspect(const std::string& path) {
 absl::Status Opt(const std::string& in, const std::string& out) {
   const std::string pipeline = absl::GetFlag(FLAGS_passes);
   if (pipeline.empty()) return absl::InvalidArgumentError("ppc opt needs --passes=a,b{k=v},...");
+  RETURN_IF_ERROR(ir::CheckOutputPath(out, "OUT"));
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(in));
+  // An input edited after it was stamped is allowed (editing text plans is a way to
+  // experiment), but never silently: the output is re-verified and stamped anew.
+  if (!plan.fingerprint().empty() && !ir::CheckStamp(plan, in).ok()) {
+    std::cerr << "ppc opt: note: " << in << " was edited after it was stamped (its fingerprint "
+              << plan.fingerprint() << " does not match its contents); " << out
+              << " is verified and stamped from the edited contents\n";
+  }
   RETURN_IF_ERROR(RunPipelineText(pipeline, plan));
   StampVerified(plan);
   return ir::SavePlan(plan, out);

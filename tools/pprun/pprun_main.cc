@@ -36,12 +36,13 @@
 
 ABSL_FLAG(std::optional<int64_t>, nproc, std::nullopt,
           "start this many local ranks (without it, this process is one rank: read RANK etc.)");
-ABSL_FLAG(int64_t, steps, 0, "training steps (default: the plan's config.steps)");
+ABSL_FLAG(std::optional<int64_t>, steps, std::nullopt, "training steps (default: the plan's config.steps)");
 ABSL_FLAG(int64_t, timeout_s, 120, "seconds any wait may block before failing");
 ABSL_FLAG(std::string, metrics_out, "", "rank 0 writes 'step loss samples_per_s' lines here");
 ABSL_FLAG(std::string, dump_weights, "", "after the last step, write every parameter as raw float32 into this dir");
 ABSL_FLAG(bool, quiet, false, "do not print per-step lines");
-ABSL_FLAG(int64_t, print_every, 0, "print every N steps (default: the plan's steps_per_print, else every step)");
+ABSL_FLAG(std::optional<int64_t>, print_every, std::nullopt,
+          "print every N steps (default: the plan's steps_per_print, else every step)");
 ABSL_FLAG(std::string, data, "synthetic", "'synthetic' or a directory with CIFAR-10's binary files");
 ABSL_FLAG(bool, allow_unverified, false,
           "run a plan marked unverified, or one the verifier rejects (the structural checks still apply)");
@@ -124,11 +125,11 @@ absl::Status RunOneRank(std::string plan_path, runtime::RunOptions options) {
   rv.master_port = static_cast<int>(port);
   rv.rank0_hosts_store = std::getenv(kLaunchedEnv) == nullptr;
   rv.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
-  options.steps = static_cast<int>(absl::GetFlag(FLAGS_steps));
+  options.steps = static_cast<int>(absl::GetFlag(FLAGS_steps).value_or(0));  // 0: the plan's
   options.metrics_out = absl::GetFlag(FLAGS_metrics_out);
   options.dump_weights = absl::GetFlag(FLAGS_dump_weights);
   options.print = !absl::GetFlag(FLAGS_quiet);
-  options.print_every = static_cast<int>(absl::GetFlag(FLAGS_print_every));
+  options.print_every = static_cast<int>(absl::GetFlag(FLAGS_print_every).value_or(0));  // 0: the plan's
   options.runtime.data = absl::GetFlag(FLAGS_data);
   options.runtime.timeout = rv.timeout;
   return runtime::RunRank(plan, rv, options).status();
@@ -199,8 +200,8 @@ int Main(int argc, char** argv) {
       flags = absl::InvalidArgumentError(absl::StrCat("--", flag, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
     }
   };
-  ranged("steps", absl::GetFlag(FLAGS_steps), 0, std::numeric_limits<int32_t>::max());
-  ranged("print-every", absl::GetFlag(FLAGS_print_every), 0, std::numeric_limits<int32_t>::max());
+  if (auto v = absl::GetFlag(FLAGS_steps)) ranged("steps", *v, 1, std::numeric_limits<int32_t>::max());
+  if (auto v = absl::GetFlag(FLAGS_print_every)) ranged("print-every", *v, 1, std::numeric_limits<int32_t>::max());
   ranged("timeout-s", absl::GetFlag(FLAGS_timeout_s), 1, 86400);
   if (auto n = absl::GetFlag(FLAGS_nproc)) ranged("nproc", *n, 1, ir::kMaxRanks);
   if (flags.ok() && absl::GetFlag(FLAGS_data).empty()) {
