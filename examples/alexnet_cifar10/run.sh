@@ -9,5 +9,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tools/setup.sh
 bazel build //examples/alexnet_cifar10:train //tools/ppc 2>&1 | grep -vE 'linux-sandbox|^INFO|^Loading|^Analyzing' || true
-bazel-bin/examples/alexnet_cifar10/train --pipeline-parallel-size 2 --steps 3 --print-every 1 \
-  --deepspeed_config examples/alexnet_cifar10/ds_config.json "$@"
+# Defaults for what the caller did not give (a flag given twice is an error).
+args=()
+given() {
+  local f alt="--$(echo "${1#--}" | tr - _)"
+  for f in "${@:2}"; do
+    [[ "$f" == "$1" || "$f" == "$1="* || "$f" == "$alt" || "$f" == "$alt="* ]] && return 0
+  done
+  return 1
+}
+given --pipeline-parallel-size "$@" || given -p "$@" || args+=(--pipeline-parallel-size 2)
+given --steps "$@" || args+=(--steps 3)
+given --print-every "$@" || args+=(--print-every 1)
+given --deepspeed-config "$@" || args+=(--deepspeed_config examples/alexnet_cifar10/ds_config.json)
+bazel-bin/examples/alexnet_cifar10/train "${args[@]}" "$@"
