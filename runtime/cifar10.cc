@@ -20,9 +20,14 @@ absl::StatusOr<std::unique_ptr<Cifar10Data>> Cifar10Data::Open(const std::string
                                                                int mbs, int64_t global_batch, uint64_t seed,
                                                                bool shuffle) {
   struct stat st;
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+  if (stat(dir.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("CIFAR-10 directory '", dir, "' does not exist (want data_batch_1.bin ... "
                                             "data_batch_5.bin from the binary version of CIFAR-10)"));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--data '", dir, "' is not a directory (give 'synthetic', or the directory holding data_batch_1.bin ... "
+        "data_batch_5.bin and test_batch.bin)"));
   }
   if (image_size < 8) return absl::InvalidArgumentError(absl::StrCat("image size ", image_size, " is too small"));
   auto d = std::unique_ptr<Cifar10Data>(new Cifar10Data());

@@ -104,6 +104,9 @@ TEST(Cifar10, ClearErrorsNameTheFileAndRecord) {
   auto missing = Cifar10Data::Open("/nonexistent/cifar", false, 32, 1, 1, 1);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("'/nonexistent/cifar' does not exist"), std::string::npos);
+  auto device = Cifar10Data::Open("/dev/zero", false, 32, 4, 4, 1, false);
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(device.status().message().find("'/dev/zero' is not a directory"), std::string::npos) << device.status();
 
   std::string dir = WriteDataset("truncated", 3);
   {

@@ -106,6 +106,7 @@ absl::Status RunOneRank(std::string plan_path, runtime::RunOptions options) {
     plan_path = private_path;
   }
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(plan_path));
+  RETURN_IF_ERROR(ir::CheckStamp(plan, plan_path));
   runtime::RendezvousOptions rv;
   ASSIGN_OR_RETURN(int64_t world, EnvInt("WORLD_SIZE", 1, 1, ir::kMaxRanks));
   ASSIGN_OR_RETURN(int64_t rank, EnvInt("RANK", 0, 0, world - 1));
@@ -145,6 +146,11 @@ int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
   auto plan = ir::LoadPlan(plan_path);
   if (!plan.ok()) {
     Say(absl::StrCat("pprun: ", plan.status().ToString()));
+    return 1;
+  }
+  // The stamp first: the figures of an edited plan mean nothing.
+  if (absl::Status stamp = ir::CheckStamp(*plan, plan_path); !stamp.ok()) {
+    Say(absl::StrCat("pprun: ", stamp.ToString()));
     return 1;
   }
   const int64_t want = int64_t{plan->topology().num_stages()} * plan->topology().data_parallel();
