@@ -4,6 +4,8 @@
 #include <limits>
 #include <set>
 
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -73,10 +75,26 @@ absl::StatusOr<DeepSpeedConfig> ParseDeepSpeedConfig(const std::string& text, in
   DeepSpeedConfig out;
   Reader r(where, &out);
   json root;
+  // A key given twice in one object: JSON parsers keep one of them silently (nlohmann the
+  // last, Python's json the last); which one was meant is anyone's guess, so it is an error.
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  json::parser_callback_t note_keys = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) keys.emplace_back();
+    if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (event == json::parse_event_t::key && !keys.empty() && parsed.is_string() &&
+        !keys.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
+      duplicate = parsed.get<std::string>();
+    }
+    return true;
+  };
   try {
-    root = json::parse(text);
+    root = json::parse(text, note_keys);
   } catch (const json::exception& e) {  // syntax errors, and numbers out of range (1e309)
     return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", e.what()));
+  }
+  if (!duplicate.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": key '", duplicate, "' is given twice in one object"));
   }
   if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": the config must be a JSON object"));
   if (data_parallel < 1) return absl::InvalidArgumentError("data-parallel degree must be >= 1");

@@ -108,3 +108,25 @@ TEST(DeepSpeedConfig, ZeroStage0Or1AndNothingElse) {
 
 }  // namespace
 }  // namespace ppc
+
+namespace ppc {
+namespace {
+
+TEST(DeepSpeedConfig, AKeyGivenTwiceIsAnError) {
+  auto top = ParseDeepSpeedConfig(R"({"train_batch_size": 8, "train_batch_size": 16})", 1, "ds.json");
+  ASSERT_FALSE(top.ok());
+  EXPECT_NE(top.status().message().find("ds.json: key 'train_batch_size' is given twice"), std::string::npos)
+      << top.status();
+  auto nested = ParseDeepSpeedConfig(
+      R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"lr": 0.1, "lr": 10}}})", 1, "ds.json");
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.status().message().find("key 'lr' is given twice"), std::string::npos) << nested.status();
+  // The same key in different objects is fine.
+  auto fine = ParseDeepSpeedConfig(
+      R"({"train_batch_size": 8, "optimizer": {"type": "Adam", "params": {"lr": 0.1}}, "scheduler": {"params": {"lr": 1}}})",
+      1, "ds.json");
+  EXPECT_TRUE(fine.ok()) << fine.status();
+}
+
+}  // namespace
+}  // namespace ppc
