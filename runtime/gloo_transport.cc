@@ -1,5 +1,6 @@
 #include "runtime/gloo_transport.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -247,6 +248,15 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
     for (int r = 0; r < options.world_size; ++r) compared_keys.push_back(absl::StrCat("ppc/compared/", r));
     if (done.ok()) done = TorchCall([&] { store->wait(compared_keys, Ms(options.timeout)); });
     if (!done.ok()) return Annotate(done, absl::StrCat("rank ", options.rank, ": rendezvous: comparing plans"));
+    if (!others.empty() && options.rank == 0 && options.rank0_hosts_store) {
+      // This rank hosts the store: it stays until every rank has had its answer.
+      (void)TorchCall([&] { store->set(absl::StrCat("ppc/left/", options.rank), std::vector<uint8_t>{1}); });
+      std::vector<std::string> left_keys;
+      for (int r = 1; r < options.world_size; ++r) left_keys.push_back(absl::StrCat("ppc/left/", r));
+      (void)TorchCall([&] { store->wait(left_keys, Ms(std::min(options.timeout, absl::Seconds(10)))); });
+    } else if (!others.empty()) {
+      (void)TorchCall([&] { store->set(absl::StrCat("ppc/left/", options.rank), std::vector<uint8_t>{1}); });
+    }
     if (!others.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "rank ", options.rank, ": rendezvous: the ranks run different plans (this one: fingerprint ",

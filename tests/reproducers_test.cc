@@ -1,6 +1,9 @@
 // Every input that once crashed, hung or silently did the wrong thing, as a regression
 // test: each ends in a clear error (exit status 1 or 2, never a signal) that names the
 // field, the file or the rule, and nothing runs that the checks refused.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -378,7 +381,19 @@ TEST(Reproducers, RanksStartedWithDifferentPlansRefuseAtTheRendezvous) {
   ir::Plan other = Mlp(2);
   other.mutable_config()->set_micro_batch_size(3);
   const std::string a = CompileTo(Mlp(2), "mismatch_a"), b = CompileTo(other, "mismatch_b");
-  const int port = 20000 + getpid() % 20000;
+  // A port free right now (the kernel's pick), for rank 0 to host the store on.
+  int port = 0;
+  {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port = ntohs(addr.sin_port);
+    close(fd);
+  }
   std::map<std::string, std::string> env{{"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
                                          {"MASTER_PORT", std::to_string(port)}};
   RunResult r1;
@@ -443,6 +458,16 @@ TEST(Reproducers, ZeroAndMalformedValuesAreNotDefaults) {
     ExpectCleanError(Exec({kPprun, plan, "--nproc", "1", "--steps", "1"}, {{"PPRUN_FAULT_INJECT", hook}}),
                      {"PPRUN_FAULT_INJECT=", "is not RANK:STEP"});
   }
+  // A count written as 0 in a --config file was read as "not given".
+  const std::string config = Tmp("zero_config.txt");
+  std::ofstream(config, std::ios::trunc) << "seed: 3\nmicro_batches: 0\n";
+  ExpectCleanError(Exec({kPpc, "compile", "--model", kMlp, "--stages", "1", "--config", config, "--out",
+                         Tmp("zero_config.pb")}),
+                   {"zero_config.txt:2: micro_batches is 0; it must be >= 1"});
+  std::ofstream(config, std::ios::trunc) << "steps: 0\n";
+  ExpectCleanError(Exec({kPpc, "compile", "--model", kMlp, "--stages", "1", "--config", config, "--out",
+                         Tmp("zero_config.pb")}),
+                   {"steps is 0"});
   // ppc opt on an edited plan says so (and verifies and stamps the edited contents).
   const std::string text = Tmp("edited_for_opt.txt"), out = Tmp("edited_for_opt_out.txt");
   auto loaded = ir::LoadPlan(plan);

@@ -34,6 +34,7 @@
 #include "compiler/pass_pipeline.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
+#include "google/protobuf/text_format.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "passes/analysis/timeline.h"
@@ -99,7 +100,26 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   if (model.empty()) return absl::InvalidArgumentError("--model is required (a ppc.ir.ModelSpec text proto)");
   RETURN_IF_ERROR(ir::ParseTextProtoFile(model, plan.mutable_model()));
   ir::TrainingConfig* c = plan.mutable_config();
-  if (!absl::GetFlag(FLAGS_config).empty()) RETURN_IF_ERROR(ir::ParseTextProtoFile(absl::GetFlag(FLAGS_config), c));
+  if (const std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    RETURN_IF_ERROR(ir::ParseTextProtoFile(path, c));
+    // In a config, an absent count means "the default"; a count written as 0 is an error,
+    // not the default (proto3 alone cannot tell them apart; the parser's locations can).
+    ASSIGN_OR_RETURN(std::string text, ir::ReadFile(path));
+    google::protobuf::TextFormat::Parser parser;
+    google::protobuf::TextFormat::ParseInfoTree where;
+    parser.WriteLocationsTo(&where);
+    ir::TrainingConfig again;
+    if (parser.ParseFromString(text, &again)) {
+      for (const char* name : {"micro_batches", "micro_batch_size", "steps"}) {
+        const auto* field = again.GetDescriptor()->FindFieldByName(name);
+        const auto at = where.GetLocation(field, -1);
+        if (at.line >= 0 && again.GetReflection()->GetInt32(again, field) == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ":", at.line + 1, ": ", name,
+                                                         " is 0; it must be >= 1 (leave it out for the default)"));
+        }
+      }
+    }
+  }
   if (!absl::GetFlag(FLAGS_deepspeed_config).empty()) {
     const int64_t dp = absl::GetFlag(FLAGS_data_parallel);
     if (dp < 1 || dp > ir::kMaxDataParallel) return absl::InvalidArgumentError("--data-parallel is out of range");
