@@ -10,7 +10,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
@@ -22,44 +21,6 @@ ABSL_FLAG(int, repeats, 5, "timed runs per plan (the median is printed)");
 
 namespace ppc {
 namespace {
-
-// `blocks` Linear(64, 64) + ReLU blocks and a head: 2 * blocks + 1 layers.
-ir::Plan DeepMlp(int blocks, int stages, int micro_batches) {
-  ir::Plan plan;
-  auto* m = plan.mutable_model();
-  m->set_name("deep_mlp");
-  m->mutable_input()->add_shape(64);
-  m->mutable_input()->set_dtype(ir::FLOAT32);
-  m->mutable_label()->set_dtype(ir::INT64);
-  m->set_loss(ir::CROSS_ENTROPY);
-  m->set_num_classes(10);
-  for (int b = 0; b < blocks; ++b) {
-    auto* fc = m->add_layers();
-    fc->set_name(absl::StrCat("fc", b));
-    fc->set_kind("Linear");
-    (*fc->mutable_attrs())["in_features"].set_i(64);
-    (*fc->mutable_attrs())["out_features"].set_i(64);
-    auto* act = m->add_layers();
-    act->set_name(absl::StrCat("relu", b));
-    act->set_kind("ReLU");
-  }
-  auto* head = m->add_layers();
-  head->set_name("head");
-  head->set_kind("Linear");
-  (*head->mutable_attrs())["in_features"].set_i(64);
-  (*head->mutable_attrs())["out_features"].set_i(10);
-  plan.mutable_topology()->set_num_stages(stages);
-  plan.mutable_topology()->set_data_parallel(1);
-  auto* c = plan.mutable_config();
-  c->set_micro_batches(micro_batches);
-  c->set_micro_batch_size(8);
-  c->set_schedule("1f1b");
-  c->set_seed(1);
-  c->set_steps(1);
-  c->mutable_optimizer()->set_type("sgd");
-  c->mutable_optimizer()->set_lr(0.1);
-  return plan;
-}
 
 ir::Plan AlexNet(int stages, int data_parallel, int micro_batches) {
   ir::Plan plan;
@@ -123,7 +84,8 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|\n");
   ppc::Row("AlexNet P=2 M=32 (the seed's config)", ppc::AlexNet(2, 1, 32), repeats);
   ppc::Row("AlexNet P=2 x D=2 M=16", ppc::AlexNet(2, 2, 16), repeats);
-  ppc::Row("129-layer MLP P=64 M=512", ppc::DeepMlp(64, 64, 512), repeats);
-  ppc::Row("129-layer MLP P=64 M=4096", ppc::DeepMlp(64, 64, 4096), repeats);
+  ppc::Row("129-layer MLP P=64 M=512", ppc::passes::MlpPlan(64, 1, 512, "1f1b", std::vector<int>(65, 64)), repeats);
+  ppc::Row("129-layer MLP P=64 M=4096", ppc::passes::MlpPlan(64, 1, 4096, "1f1b", std::vector<int>(65, 64)),
+           repeats);
   return 0;
 }

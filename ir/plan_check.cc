@@ -11,13 +11,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
+#include "ir/error_list.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
 
 namespace ppc::ir {
 namespace {
 
-constexpr int kMaxErrors = 25;
 
 class Checker {
  public:
@@ -32,20 +32,11 @@ class Checker {
       CheckPrograms(plan_.programs(), "");
       CheckPrograms(plan_.eval_programs(), "eval ");
     }
-    if (errors_.empty()) return absl::OkStatus();
-    std::string msg = absl::StrJoin(errors_, "\n  ");
-    if (truncated_) absl::StrAppend(&msg, "\n  ... (more errors not shown)");
-    return absl::InvalidArgumentError(absl::StrCat(errors_.size() == 1 ? "" : "plan has errors:\n  ", msg));
+    return errors_.ToStatus();
   }
 
  private:
-  void Error(std::string msg) {
-    if (static_cast<int>(errors_.size()) >= kMaxErrors) {
-      truncated_ = true;
-      return;
-    }
-    errors_.push_back(std::move(msg));
-  }
+  void Error(std::string msg) { errors_.Add(std::move(msg)); }
 
   bool InRange(const std::string& field, int64_t v, int64_t lo, int64_t hi) {
     if (v >= lo && v <= hi) return true;
@@ -376,8 +367,7 @@ class Checker {
   const bool complete_;
   bool inferred_ = false;
   bool partitioned_ = false;
-  std::vector<std::string> errors_;
-  bool truncated_ = false;
+  ErrorList errors_;
 };
 
 }  // namespace

@@ -305,6 +305,8 @@ TEST(CrashSafety, ARankKilledWhileWritingLeavesThePreviousCheckpoint) {
 // ---------------------------------------------------------------------------------
 // Bad checkpoints.
 
+struct JobEdit;  // below, with the edits
+
 class BadCheckpoint : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -330,6 +332,10 @@ class BadCheckpoint : public ::testing::Test {
     for (const auto& f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << "want '" << f << "' in\n" << r.output;
     EXPECT_EQ(r.losses.size(), 0u) << "no step may run from a bad checkpoint";
   }
+  // Applies each edit (with `apply`: EditJob or EditManifest) to a fresh copy of the good
+  // checkpoint and expects its error, by a resume or by `ppc export`.
+  void ExpectEditsRefused(const std::string& prefix, const std::vector<JobEdit>& edits,
+                          void (*apply)(const std::string&, const std::function<void(nlohmann::json&)>&));
   static std::string* plan_;
   static std::string* good_;
 };
@@ -411,6 +417,13 @@ void EditJob(const std::string& tag_dir, const std::function<void(nlohmann::json
   auto job = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/job.json"));
   edit(job);
   ReplaceConsistently(tag_dir, "job.json", job.dump(2));
+}
+
+// The manifest edited as is (its own entries are not checksummed).
+void EditManifest(const std::string& tag_dir, const std::function<void(nlohmann::json&)>& edit) {
+  auto manifest = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/manifest.json"));
+  edit(manifest);
+  ASSERT_TRUE(ir::WriteFile(tag_dir + "/manifest.json", manifest.dump(2)).ok());
 }
 
 TEST_F(BadCheckpoint, JobFileOfWrongTypesOrInconsistentOptimizerState) {
@@ -510,6 +523,20 @@ void ExpectExportError(const std::string& dir, const std::string& fragment) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+void BadCheckpoint::ExpectEditsRefused(const std::string& prefix, const std::vector<JobEdit>& edits,
+                                       void (*apply)(const std::string&, const std::function<void(nlohmann::json&)>&)) {
+  for (const auto& e : edits) {
+    SCOPED_TRACE(e.name);
+    const std::string dir = Copy(prefix + e.name);
+    apply(dir + "/global_step2", e.edit);
+    if (e.via_load) {
+      ExpectLoadError(dir, {e.error});
+    } else {
+      ExpectExportError(dir, e.error);
+    }
+  }
+}
+
 TEST_F(BadCheckpoint, ImpossibleTopologyOrPartitionInJobFile) {
   using J = nlohmann::json;
   const std::vector<JobEdit> edits = {
@@ -538,16 +565,7 @@ TEST_F(BadCheckpoint, ImpossibleTopologyOrPartitionInJobFile) {
       {"config", [](J& j) { j["config"]["micro_batches"] = 0; },
        "job.json: the plan it was saved with ('model', 'config', 'topology') is invalid: config.micro_batches is 0"},
   };
-  for (const auto& e : edits) {
-    SCOPED_TRACE(e.name);
-    std::string dir = Copy(std::string("job_") + e.name);
-    EditJob(dir + "/global_step2", e.edit);
-    if (e.via_load) {
-      ExpectLoadError(dir, {e.error});
-    } else {
-      ExpectExportError(dir, e.error);
-    }
-  }
+  ExpectEditsRefused("job_", edits, EditJob);
 }
 
 TEST_F(BadCheckpoint, ImpossibleStepRngOptimizerOrTagInJobFile) {
@@ -571,16 +589,7 @@ TEST_F(BadCheckpoint, ImpossibleStepRngOptimizerOrTagInJobFile) {
        "job.json: 'tag' is 'global_step9' but the checkpoint's directory is 'global_step2'", true},
       {"unknown", [](J& j) { j["extra"] = 1; }, "job.json: unexpected field 'extra'"},
   };
-  for (const auto& e : edits) {
-    SCOPED_TRACE(e.name);
-    std::string dir = Copy(std::string("job_") + e.name);
-    EditJob(dir + "/global_step2", e.edit);
-    if (e.via_load) {
-      ExpectLoadError(dir, {e.error});
-    } else {
-      ExpectExportError(dir, e.error);
-    }
-  }
+  ExpectEditsRefused("job_", edits, EditJob);
 }
 
 TEST_F(BadCheckpoint, ImpossibleOrForeignDataPositionInJobFile) {
@@ -596,16 +605,7 @@ TEST_F(BadCheckpoint, ImpossibleOrForeignDataPositionInJobFile) {
       {"no_data", [](J& j) { j.erase("data"); }, "job.json: 'data' is missing"},
       {"data_field", [](J& j) { j["data"]["offset"] = 3; }, "job.json data: unexpected field 'offset'"},
   };
-  for (const auto& e : edits) {
-    SCOPED_TRACE(e.name);
-    std::string dir = Copy(std::string("job_") + e.name);
-    EditJob(dir + "/global_step2", e.edit);
-    if (e.via_load) {
-      ExpectLoadError(dir, {e.error});
-    } else {
-      ExpectExportError(dir, e.error);
-    }
-  }
+  ExpectEditsRefused("job_", edits, EditJob);
   // A consistent CIFAR-10 position (2 steps x 16 of 50 samples) on a synthetic run: the
   // position means nothing here. Refused, unless only the weights are loaded.
   std::string dir = Copy("job_cifar_on_synthetic");
@@ -619,12 +619,6 @@ TEST_F(BadCheckpoint, ImpossibleOrForeignDataPositionInJobFile) {
   RunResult r = Pprun(*plan_, 2, "bad_cifar_module_only", {"--steps", "3", "--load", dir, "--load-module-only"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.losses.size(), 3u);
-}
-
-void EditManifest(const std::string& tag_dir, const std::function<void(nlohmann::json&)>& edit) {
-  auto manifest = nlohmann::json::parse(*ir::ReadFile(tag_dir + "/manifest.json"));
-  edit(manifest);
-  ASSERT_TRUE(ir::WriteFile(tag_dir + "/manifest.json", manifest.dump(2)).ok());
 }
 
 TEST_F(BadCheckpoint, ImpossibleManifest) {
@@ -641,16 +635,7 @@ TEST_F(BadCheckpoint, ImpossibleManifest) {
       {"unlisted", [](J& m) { m["files"].erase("layer_01-model_states.pt"); },
        "manifest.json: does not list 'layer_01-model_states.pt' (layer 1 'act1' (ReLU))"},
   };
-  for (const auto& e : edits) {
-    SCOPED_TRACE(e.name);
-    std::string dir = Copy(std::string("manifest_") + e.name);
-    EditManifest(dir + "/global_step2", e.edit);
-    if (e.via_load) {
-      ExpectLoadError(dir, {e.error});
-    } else {
-      ExpectExportError(dir, e.error);
-    }
-  }
+  ExpectEditsRefused("manifest_", edits, EditManifest);
   // Files of layers the model does not have, or optimizer state of a layer without parameters.
   std::string dir = Copy("manifest_layer9");
   ReplaceConsistently(dir + "/global_step2", "layer_09-model_states.pt",

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "ir/instruction_text.h"
 #include "ir/layer_shapes.h"
+#include "ir/error_list.h"
 #include "ir/plan_check.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
@@ -21,7 +22,6 @@ namespace {
 using ir::CommKind;
 using ir::Instruction;
 
-constexpr int kMaxErrors = 25;
 
 // A posted communication as identified by Wait: kind, micro-batch, chunk.
 using CommKey = std::tuple<int, int, int>;
@@ -118,20 +118,11 @@ class Verifier {
       }
       if (errors_.empty()) Simulate();
     }
-    if (errors_.empty()) return absl::OkStatus();
-    std::string msg = absl::StrJoin(errors_, "\n  ");
-    if (truncated_) absl::StrAppend(&msg, "\n  ... (more errors not shown)");
-    return absl::InvalidArgumentError(absl::StrCat(errors_.size() == 1 ? "" : "plan has errors:\n  ", msg));
+    return errors_.ToStatus();
   }
 
  private:
-  void Error(std::string msg) {
-    if (static_cast<int>(errors_.size()) >= kMaxErrors) {
-      truncated_ = true;
-      return;
-    }
-    errors_.push_back(std::move(msg));
-  }
+  void Error(std::string msg) { errors_.Add(std::move(msg)); }
 
   std::string Where(int s, int i) {
     return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(plan_.programs(s).instructions(i)),
@@ -461,8 +452,7 @@ class Verifier {
   }
 
   const ir::Plan& plan_;
-  std::vector<std::string> errors_;
-  bool truncated_ = false;
+  ir::ErrorList errors_;
   bool have_shapes_ = false;
   bool lowered_ = false;       // loads inserted: check inputs/labels are loaded
   bool comm_lowered_ = false;  // p2p inserted: check activations/gradients arrive
