@@ -113,6 +113,13 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
         !absl::StartsWith(head[2], "fingerprint=")) {
       return absl::InvalidArgumentError(absl::StrCat("line 1: bad plan header '", lines[0], "'"));
     }
+    if (version != kFormatVersion) {
+      // Older formats do not parse as this one (v3 had a per-stage partition and four
+      // transfer instructions): say so instead of reporting their first unknown field.
+      return absl::FailedPreconditionError(absl::StrCat("line 1: plan format version ", version,
+                                                        " is not supported (this build reads version ",
+                                                        kFormatVersion, "); recompile the plan with this ppc"));
+    }
     plan.set_format_version(version);
     plan.set_fingerprint(std::string(absl::StripPrefix(head[2], "fingerprint=")));
   }
