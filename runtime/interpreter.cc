@@ -22,21 +22,22 @@
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
 #include "runtime/cifar10.h"
 #include "runtime/torch_status.h"
 
 namespace ppc::runtime {
 
+// The state of one (virtual stage, micro-batch) while it is live.
 struct StageRuntime::Slot {
-  torch::Tensor input;       // stage input (requires grad on stages > 0)
-  torch::Tensor output;      // stage output, or the scaled loss on the last stage
+  std::vector<torch::Tensor> inputs;      // the virtual stage's input group (FLOAT32 ones require grad)
+  std::vector<torch::Tensor> outputs;     // its output group, or {scaled loss} on the last virtual stage
   torch::Tensor labels;
-  torch::Tensor recv_act;    // preallocated receive buffer for the input
-  torch::Tensor recv_grad;   // preallocated receive buffer for d(loss)/d(output)
-  torch::Tensor send_grad;   // d(loss)/d(input), kept alive until its send completes
-  // With activation checkpointing: the input of every checkpointed chunk of layers
-  // and the context to recompute it with.
-  std::vector<torch::Tensor> chunk_inputs;
+  std::vector<torch::Tensor> grad_in;     // received gradients of the FLOAT32 outputs, in order
+  std::vector<torch::Tensor> grad_out;    // gradients of the FLOAT32 inputs, to send
+  // With activation checkpointing: the input group of every segment of layers and the
+  // context to recompute it with.
+  std::vector<std::vector<torch::Tensor>> segment_inputs;
   ForwardContext ctx;
 };
 
@@ -44,14 +45,18 @@ namespace {
 
 at::ScalarType Torch(ir::DType d) { return d == ir::INT64 ? torch::kInt64 : torch::kFloat32; }
 
-// Between a pair of ranks, activations and gradients of one micro-batch and chunk
-// never share a tag.
-uint32_t ActTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2) * 64 + chunk); }
-uint32_t GradTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2 + 1) * 64 + chunk); }
+std::vector<int64_t> BatchShape(int64_t batch, const ir::TensorSpec& spec) {
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), spec.shape().begin(), spec.shape().end());
+  return shape;
+}
 
-template <typename M>
-std::vector<int64_t> Shape(const M& m) {
-  return {m.shape().begin(), m.shape().end()};
+// The FLOAT32 members of a group (what gradients flow through), in order.
+std::vector<torch::Tensor> Differentiable(const std::vector<torch::Tensor>& group) {
+  std::vector<torch::Tensor> out;
+  for (const auto& t : group)
+    if (t.is_floating_point()) out.push_back(t);
+  return out;
 }
 
 }  // namespace
@@ -59,22 +64,17 @@ std::vector<int64_t> Shape(const M& m) {
 StageRuntime::~StageRuntime() = default;
 
 std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t step) const {
-  int mb = -1, chunk = 0;
-  ir::MicroBatchOf(in, &mb, &chunk);
   // step < 0: at load. Steps are printed 1-based, as pprun's per-step lines.
   std::string s = absl::StrCat("rank ", rank_, " stage ", stage_);
   if (step >= 0) absl::StrAppend(&s, " step ", step + 1);
   absl::StrAppend(&s, running_ != nullptr && running_->eval ? " eval instruction " : " instruction ",
                   index, " (", ir::PrintInstruction(in), ")");
-  int peer = -1;
-  switch (in.op_case()) {
-    case ir::Instruction::kSendActivation: peer = in.send_activation().peer(); break;
-    case ir::Instruction::kRecvActivation: peer = in.recv_activation().peer(); break;
-    case ir::Instruction::kSendGrad: peer = in.send_grad().peer(); break;
-    case ir::Instruction::kRecvGrad: peer = in.recv_grad().peer(); break;
-    default: break;
+  if (in.has_send() || in.has_recv()) {
+    const bool send = in.has_send();
+    const int peer = grid_.PeerStage(send, send ? in.send().direction() : in.recv().direction(),
+                                     send ? in.send().boundary() : in.recv().boundary());
+    absl::StrAppend(&s, " peer stage ", peer, " rank ", grid_.Rank(peer, replica_));
   }
-  if (peer >= 0) absl::StrAppend(&s, " peer stage ", peer, " rank ", peer * dp_ + replica_);
   return s;
 }
 
@@ -94,16 +94,23 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
   rt->num_stages_ = plan.topology().num_stages();
   rt->dp_ = plan.topology().data_parallel();
   rt->m_ = plan.config().micro_batches();
-  const int world = rt->num_stages_ * rt->dp_;
+  auto grid = ir::Grid::Of(plan);
+  if (!grid.ok()) return Annotate(grid.status(), absl::StrCat(who, ": cannot load the plan"));
+  rt->grid_ = *grid;
+  const int world = rt->grid_.world_size();
   if (world != transport->world_size()) {
     return absl::InvalidArgumentError(absl::StrCat(who, ": the plan needs ", world, " ranks (", rt->num_stages_,
                                                    " stages x ", rt->dp_, " data-parallel) but the world has ",
                                                    transport->world_size()));
   }
-  rt->stage_ = rt->rank_ / rt->dp_;
-  rt->replica_ = rt->rank_ % rt->dp_;
+  rt->stage_ = rt->grid_.StageOfRank(rt->rank_);
+  rt->replica_ = rt->grid_.ReplicaOfRank(rt->rank_);
+  rt->first_ = rt->grid_.StageOf(0) == rt->stage_;
+  rt->last_ = rt->grid_.StageOf(rt->grid_.virtual_stages() - 1) == rt->stage_;
   rt->train_.code = plan.programs(rt->stage_);
-  for (const auto& in : rt->train_.code.instructions()) rt->train_.training |= in.has_backward();
+  for (const auto& in : rt->train_.code.instructions()) {
+    rt->train_.training |= in.has_compute() && in.compute().kind() != ir::FORWARD;
+  }
   if (plan.eval_programs_size() > 0) {
     rt->eval_.code = plan.eval_programs(rt->stage_);
   } else if (!rt->train_.training) {
@@ -117,9 +124,19 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
 absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   std::vector<std::string> problems;
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
-  const auto& range = plan.partition().stages(stage_);
   const uint64_t seed = plan.config().seed();
   RETURN_IF_ERROR(CheckMemory(plan, who));
+  // This stage's virtual stages, in chunk order (ascending layers).
+  for (int c = 0; c < grid_.chunks(); ++c) {
+    const int v = grid_.VirtualOf(stage_, c);
+    const auto& vs = plan.placement().virtual_stages(v);
+    chunks_.push_back({v, vs.begin(), vs.end(), 0, 0});
+  }
+  auto holds = [&](int layer) {
+    for (const Chunk& c : chunks_)
+      if (layer >= c.begin && layer < c.end) return true;
+    return false;
+  };
   // Layers, with tied weights shared within the stage and initialised from the
   // first layer of each tie group, wherever that layer lives.
   std::map<std::string, int> first_of_tie;
@@ -127,7 +144,9 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
     const auto& key = plan.model().layers(l).tie_key();
     if (!key.empty() && !first_of_tie.count(key)) first_of_tie[key] = l;
   }
-  for (int l = range.begin(); l < range.end(); ++l) {
+  for (Chunk& chunk : chunks_) {
+  chunk.first_layer = static_cast<int>(layers_.size());
+  for (int l = chunk.begin; l < chunk.end; ++l) {
     const ir::LayerSpec& spec = plan.model().layers(l);
     auto layer = BuildLayer(spec, l, seed);
     if (!layer.ok()) {
@@ -155,7 +174,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         }
         it = tied_.emplace(spec.tie_key(), w).first;
       }
-      if (first_of_tie[spec.tie_key()] < range.begin()) not_owned_.insert(it->second.unsafeGetTensorImpl());
+      if (!holds(first_of_tie[spec.tie_key()])) not_owned_.insert(it->second.unsafeGetTensorImpl());
       if (it->second.sizes() != (*layer)->params()["weight"].sizes()) {
         problems.push_back(absl::StrCat("layer ", l, " tie '", spec.tie_key(), "' weight shape differs"));
       } else {
@@ -164,10 +183,18 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
     }
     layers_.push_back(*std::move(layer));
   }
+  chunk.end_layer = static_cast<int>(layers_.size());
+  }
   std::set<const void*> seen;
   for (auto& layer : layers_)
     for (auto& [name, p] : layer->params())
       if (seen.insert(p.unsafeGetTensorImpl()).second) unique_params_.push_back(p);
+  for (Chunk& chunk : chunks_) {
+    std::set<const void*> in_chunk;
+    for (int l = chunk.first_layer; l < chunk.end_layer; ++l)
+      for (auto& [name, p] : layers_[l]->params())
+        if (in_chunk.insert(p.unsafeGetTensorImpl()).second) chunk.params.push_back(p);
+  }
 
   // Instructions of the training program and, when there is one, the eval program.
   std::vector<std::vector<int>> tie_groups;
@@ -176,7 +203,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   checkpoint_interval_ = plan.config().activation_checkpoint_interval();
   if (checkpoint_interval_ > 0) {
     for (const auto& in : train_.code.instructions()) {
-      if (in.has_backward() && in.backward().part() != ir::FULL) {
+      if (in.has_compute() && (in.compute().kind() == ir::BACKWARD_INPUT || in.compute().kind() == ir::BACKWARD_WEIGHT)) {
         problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
         break;
       }
@@ -187,8 +214,8 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
   }
 
-  // Data on the first and last stages.
-  if (stage_ == 0 || stage_ == num_stages_ - 1) {
+  // Data on the stages of the first and last virtual stages.
+  if (first_ || last_) {
     auto data = OpenData(/*eval=*/false);
     if (!data.ok()) return Annotate(data.status(), who);
     data_ = *std::move(data);
@@ -221,9 +248,9 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   // Communication groups, every rank creating its groups in one global order so that
   // group construction cannot deadlock: the data-parallel group of each stage, then
   // tie groups (sorted).
-  for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
-  for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
-  for (int s = 0; s < num_stages_; ++s) pipeline_group_.push_back(s * dp_ + replica_);
+  world_group_ = grid_.World();
+  dp_group_ = grid_.DataParallelGroup(stage_);
+  pipeline_group_ = grid_.PipelineGroup(replica_);
   std::vector<std::vector<int>> all_groups;
   if (dp_ > 1) all_groups.push_back(dp_group_);
   bool clips = false;
@@ -270,13 +297,16 @@ absl::Status StageRuntime::CheckMemory(const ir::Plan& plan, const std::string& 
     int64_t r;
     return ir::CheckedAdd(a, b, &r) ? r : std::numeric_limits<int64_t>::max();
   };
-  const auto& range = plan.partition().stages(stage_);
   const int64_t mbs = plan.config().micro_batch_size();
-  int64_t params = 0, activations = mul(mbs, ir::NumElements(range.begin() == 0 ? plan.model().input()
-                                                                                 : plan.model().layers(range.begin() - 1).output()));
-  for (int l = range.begin(); l < range.end(); ++l) {
-    params = add(params, plan.model().layers(l).param_count());
-    activations = add(activations, mul(mbs, ir::NumElements(plan.model().layers(l).output())));
+  int64_t params = 0, activations = 0;
+  for (int c = 0; c < grid_.chunks(); ++c) {
+    const auto& vs = plan.placement().virtual_stages(grid_.VirtualOf(stage_, c));
+    int64_t chunk_activations = vs.begin() == 0 ? mul(mbs, ir::NumElements(plan.model().input())) : 0;
+    for (int l = vs.begin(); l < vs.end(); ++l) {
+      params = add(params, plan.model().layers(l).param_count());
+      for (const auto& t : plan.model().layers(l).outputs()) chunk_activations = add(chunk_activations, mul(mbs, ir::NumElements(t)));
+    }
+    activations = std::max(activations, chunk_activations);
   }
   const auto& o = plan.config().optimizer();
   int64_t state = (o.type() == "adam" || o.type() == "adamw") ? mul(2, params) : o.momentum() != 0 ? params : 0;
@@ -298,58 +328,41 @@ absl::Status StageRuntime::CheckMemory(const ir::Plan& plan, const std::string& 
 
 void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& problems,
                                    std::vector<std::vector<int>>& tie_groups) {
-  // ir::CheckPlanStructure has checked every index, peer, slot, shape and dtype. What is
-  // left is what this runtime relies on to run: receive buffers, the groups of tied
-  // weights, every post followed by one wait, every sharded step by its gather.
+  // ir::CheckPlanStructure has checked every index, virtual stage, boundary and slot.
+  // What is left is what this runtime relies on to run: the groups of tied weights,
+  // every post followed by one wait, every sharded step by its gather.
   const ir::StageProgram& code = program.code;
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_, program.eval ? " eval program" : "");
   auto& slots = program.slots;
   for (int s = 0; s < code.num_slots(); ++s) slots.push_back(std::make_unique<Slot>());
-  std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
+  std::set<CommKey> posted;  // not yet waited
   Program* saved = running_;
   running_ = &program;  // so that Where names the program
   bool sharded_step = false;  // a sharded step not yet followed by its gather
   for (int i = 0; i < code.instructions_size(); ++i) {
     const ir::Instruction& in = code.instructions(i);
     auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
-    auto post = [&](ir::CommKind kind, int mb, int chunk) {
-      if (!posted.insert({kind, mb, chunk}).second) bad("posted again before its wait");
-    };
     switch (in.op_case()) {
-      case ir::Instruction::kRecvActivation: {
-        post(ir::RECV_ACTIVATION, in.recv_activation().micro_batch(), in.recv_activation().chunk());
-        auto& buf = slots[in.recv_activation().slot()]->recv_act;
-        auto shape = Shape(in.recv_activation());
-        if (!buf.defined()) buf = torch::empty(shape, Torch(in.recv_activation().dtype()));
+      case ir::Instruction::kSend:
+      case ir::Instruction::kRecv: {
+        const bool send = in.has_send();
+        CommKey key{send, send ? in.send().direction() : in.recv().direction(),
+                    send ? in.send().boundary() : in.recv().boundary(),
+                    send ? in.send().micro_batch() : in.recv().micro_batch()};
+        if (!posted.insert(key).second) bad("posted again before its wait");
         break;
       }
-      case ir::Instruction::kRecvGrad: {
-        post(ir::RECV_GRAD, in.recv_grad().micro_batch(), in.recv_grad().chunk());
-        auto& buf = slots[in.recv_grad().slot()]->recv_grad;
-        if (!buf.defined()) buf = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
-        break;
-      }
-      case ir::Instruction::kSendActivation:
-        post(ir::SEND_ACTIVATION, in.send_activation().micro_batch(), in.send_activation().chunk());
-        break;
-      case ir::Instruction::kSendGrad:
-        post(ir::SEND_GRAD, in.send_grad().micro_batch(), in.send_grad().chunk());
-        break;
       case ir::Instruction::kWait:
         for (const auto& ref : in.wait().ops()) {
-          if (!posted.erase({ref.kind(), ref.micro_batch(), ref.chunk()})) {
-            bad(absl::StrCat("waits for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())), " mb=",
-                             ref.micro_batch(), " which is not posted before it (or is waited twice)"));
+          if (!posted.erase(CommKey{ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()})) {
+            bad(absl::StrCat("waits for ", ir::CommRefText(ref), " which is not posted before it (or is waited twice)"));
           }
         }
         break;
       case ir::Instruction::kReduceTiedGrads: {
         const auto& r = in.reduce_tied_grads();
         if (!tied_.count(r.tie_key())) bad(absl::StrCat("this stage holds no weight tied as '", r.tie_key(), "'"));
-        std::vector<int> ranks;
-        for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
-        std::sort(ranks.begin(), ranks.end());
-        tie_groups.push_back(ranks);
+        tie_groups.push_back(grid_.StagesGroup({r.stages().begin(), r.stages().end()}, replica_));
         break;
       }
       case ir::Instruction::kOptimizerStep:
@@ -374,9 +387,13 @@ void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& p
     problems.push_back(absl::StrCat(who, ": the sharded optimizer step is never followed by gather_params, so the "
                                     "replicas' parameters would diverge"));
   }
-  for (const auto& [kind, mb, chunk] : posted) {
-    problems.push_back(absl::StrCat(who, ": ", absl::AsciiStrToLower(ir::CommKind_Name(ir::CommKind(kind))), " mb=", mb,
-                                    " is posted but never waited for"));
+  for (const auto& [send, direction, boundary, mb] : posted) {
+    ir::CommRef ref;
+    ref.set_send(send);
+    ref.set_direction(static_cast<ir::Direction>(direction));
+    ref.set_boundary(boundary);
+    ref.set_micro_batch(mb);
+    problems.push_back(absl::StrCat(who, ": ", ir::CommRefText(ref), " is posted but never waited for"));
   }
 }
 
@@ -385,7 +402,7 @@ absl::StatusOr<std::unique_ptr<DataSource>> StageRuntime::OpenData(bool eval) co
   const uint64_t seed = plan.config().seed();
   const int64_t global_batch = int64_t(m_) * plan.config().micro_batch_size() * dp_;
   if (options_.data.empty() || options_.data == "synthetic") {
-    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->outputs(0),
                                                       plan.config().micro_batch_size(), global_batch, seed, eval));
     return std::unique_ptr<DataSource>(std::move(data));
   }
@@ -407,6 +424,10 @@ absl::Status StageRuntime::Run(Program& program, int64_t step) {
   loss_sum_ = 0;
   correct_ = 0;
   predictions_ = 0;
+  // Transfers between two ranks match by order: each direction of each pair counts its
+  // messages from 0 in every run of a program, on both sides, and uses the count as tag.
+  send_seq_.clear();
+  recv_seq_.clear();
   for (int i = 0; i < program.code.instructions_size(); ++i) {
     const ir::Instruction& in = program.code.instructions(i);
     if (options_.fault_signal != 0 && &program == &train_ && step == options_.fault_step &&
@@ -431,7 +452,7 @@ absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
   StepResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
   torch::Tensor loss = torch::zeros({1}, torch::kFloat64);
-  if (stage_ == num_stages_ - 1) loss[0] = loss_sum_ / m_ / dp_;
+  if (last_) loss[0] = loss_sum_ / m_ / dp_;
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{loss};
     absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
@@ -449,7 +470,7 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
     return absl::FailedPreconditionError(absl::StrCat(who, ": the plan has no forward-only program to evaluate with "
                                                       "(recompile it: training plans carry eval programs)"));
   }
-  if ((stage_ == 0 || stage_ == num_stages_ - 1) && eval_data_ == nullptr) {
+  if ((first_ || last_) && eval_data_ == nullptr) {
     auto data = OpenData(/*eval=*/true);
     if (!data.ok()) return Annotate(data.status(), absl::StrCat(who, ": evaluation data"));
     eval_data_ = *std::move(data);
@@ -460,7 +481,7 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
   EvalResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
   torch::Tensor sums = torch::zeros({3}, torch::kFloat64);
-  if (stage_ == num_stages_ - 1) {
+  if (last_) {
     sums[0] = loss_sum_;
     sums[1] = static_cast<double>(correct_);
     sums[2] = static_cast<double>(predictions_);
@@ -477,7 +498,7 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
 }
 
 absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
-  if (stage_ != num_stages_ - 1) return std::optional<Predictions>();
+  if (!last_) return std::optional<Predictions>();
   if (predicted_.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("rank ", rank_, ": no predictions were kept"));
   }
@@ -511,166 +532,253 @@ absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
   return std::optional<Predictions>(std::move(p));
 }
 
-absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
-  // Indices, slots, peers and shapes were validated by Load.
-  auto& slots_ = running_->slots;
+const StageRuntime::Chunk& StageRuntime::ChunkOf(int virtual_stage) const {
+  return chunks_[grid_.ChunkOf(virtual_stage)];
+}
+
+std::vector<torch::Tensor> StageRuntime::RunLayers(int begin, int end, std::vector<torch::Tensor> x,
+                                                   const ForwardContext& ctx) {
+  for (int l = begin; l < end; ++l) x = layers_[l]->ForwardGroup(std::move(x), ctx);
+  return x;
+}
+
+absl::Status StageRuntime::Forward(const ir::Compute& c, Slot& slot, int64_t step) {
   const bool training = running_->training;
+  const Chunk& chunk = ChunkOf(c.virtual_stage());
+  const bool last = grid_.IsLast(c.virtual_stage());
+  // Dropout only while training.
+  ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + c.micro_batch(), training};
+  std::optional<torch::NoGradGuard> no_grad;
+  if (!training) no_grad.emplace();
+  slot.ctx = ctx;
+  std::vector<torch::Tensor> x = slot.inputs;
+  if (checkpoint_interval_ > 0 && training) {
+    // Keep only each segment's inputs; the backward recomputes the segment. Dropout
+    // masks are a pure function of (seed, step, micro-batch, layer), so recomputation matches.
+    torch::NoGradGuard no_grad_segments;
+    slot.segment_inputs.clear();
+    for (int b = chunk.first_layer; b < chunk.end_layer; b += checkpoint_interval_) {
+      slot.segment_inputs.push_back(x);
+      x = RunLayers(b, std::min(chunk.end_layer, b + checkpoint_interval_), std::move(x), ctx);
+    }
+    if (last) {
+      loss_sum_ += Loss(x[0], slot.labels).item<double>();
+      slot.outputs.clear();
+    } else {
+      slot.outputs = std::move(x);
+    }
+    return absl::OkStatus();
+  }
+  x = RunLayers(chunk.first_layer, chunk.end_layer, std::move(x), ctx);
+  if (last && running_->eval) {
+    const torch::Tensor& y = x[0];
+    loss_sum_ += Loss(y, slot.labels).item<double>();
+    if (plan_.model().loss() == ir::CROSS_ENTROPY) {
+      correct_ += y.reshape({-1, y.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
+      predictions_ += y.numel() / y.size(-1);
+    }
+    if (options_.keep_predictions) {
+      predicted_.push_back(y.detach().clone());
+      predicted_labels_.push_back(slot.labels);
+    }
+    slot.outputs.clear();
+  } else if (last) {
+    torch::Tensor loss = Loss(x[0], slot.labels);
+    loss_sum_ += loss.item<double>();
+    // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
+    slot.outputs = {loss / m_};
+  } else {
+    slot.outputs = std::move(x);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Backward(const ir::Compute& c, Slot& slot) {
+  const Chunk& chunk = ChunkOf(c.virtual_stage());
+  const bool last = grid_.IsLast(c.virtual_stage());
+  // The roots and their incoming gradients: the scaled loss on the last virtual stage,
+  // else every FLOAT32 output that depends on something trainable.
+  auto roots = [&](const std::vector<torch::Tensor>& outputs, std::vector<torch::Tensor>* grads) {
+    std::vector<torch::Tensor> out;
+    if (last) return std::vector<torch::Tensor>{outputs[0]};
+    const std::vector<torch::Tensor> floats = Differentiable(outputs);
+    for (size_t k = 0; k < floats.size(); ++k) {
+      if (!floats[k].requires_grad()) continue;
+      out.push_back(floats[k]);
+      grads->push_back(slot.grad_in[k]);
+    }
+    return out;
+  };
+  // Gradients of the FLOAT32 inputs, zeros where an input did not matter.
+  auto input_grads = [&](const std::vector<torch::Tensor>& inputs, std::vector<torch::Tensor> grads) {
+    std::vector<torch::Tensor> out;
+    for (size_t k = 0; k < inputs.size(); ++k) out.push_back(grads[k].defined() ? grads[k] : torch::zeros_like(inputs[k]));
+    return out;
+  };
+  const bool has_input_grad = !grid_.IsFirst(c.virtual_stage());
+  if (checkpoint_interval_ > 0) {
+    // Recompute segment by segment from the last, back-propagating through each.
+    std::vector<torch::Tensor> grad = slot.grad_in;
+    const int segments = static_cast<int>(slot.segment_inputs.size());
+    for (int k = segments - 1; k >= 0; --k) {
+      std::vector<torch::Tensor> x = slot.segment_inputs[k];
+      if (k > 0) {
+        for (auto& t : x) t = t.is_floating_point() ? t.detach().requires_grad_(true) : t;
+      } else {
+        x = slot.inputs;
+      }
+      const int begin = chunk.first_layer + k * checkpoint_interval_;
+      std::vector<torch::Tensor> y = RunLayers(begin, std::min(chunk.end_layer, begin + checkpoint_interval_), x, slot.ctx);
+      if (k == segments - 1 && last) {
+        torch::autograd::backward({Loss(y[0], slot.labels) / m_});
+      } else {
+        std::vector<torch::Tensor> roots_k, grads_k;
+        const std::vector<torch::Tensor> floats = Differentiable(y);
+        for (size_t j = 0; j < floats.size(); ++j) {
+          if (!floats[j].requires_grad()) continue;
+          roots_k.push_back(floats[j]);
+          grads_k.push_back(grad[j]);
+        }
+        if (!roots_k.empty()) torch::autograd::backward(roots_k, grads_k);
+      }
+      if (k > 0) {
+        grad.clear();
+        for (const auto& t : Differentiable(x)) grad.push_back(t.grad().defined() ? t.grad() : torch::zeros_like(t));
+      }
+    }
+    if (has_input_grad) {
+      std::vector<torch::Tensor> grads;
+      const auto floats = Differentiable(slot.inputs);
+      for (const auto& t : floats) grads.push_back(t.grad());
+      slot.grad_out = input_grads(floats, grads);
+    }
+    slot.segment_inputs.clear();
+    slot.outputs.clear();
+    return absl::OkStatus();
+  }
+  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> outs = roots(slot.outputs, &grads);
+  const std::vector<torch::Tensor> inputs = has_input_grad ? Differentiable(slot.inputs) : std::vector<torch::Tensor>{};
+  switch (c.kind()) {
+    case ir::BACKWARD: {
+      if (!outs.empty()) torch::autograd::backward(outs, grads);
+      std::vector<torch::Tensor> in_grads;
+      for (const auto& t : inputs) in_grads.push_back(t.grad());
+      slot.grad_out = input_grads(inputs, in_grads);
+      slot.outputs.clear();
+      break;
+    }
+    case ir::BACKWARD_INPUT: {
+      std::vector<torch::Tensor> in_grads(inputs.size());
+      if (!outs.empty() && !inputs.empty()) {
+        in_grads = torch::autograd::grad(outs, inputs, grads, /*retain_graph=*/true, /*create_graph=*/false,
+                                         /*allow_unused=*/true);
+      }
+      slot.grad_out = input_grads(inputs, in_grads);
+      break;
+    }
+    default: {  // BACKWARD_WEIGHT: this virtual stage's parameters only
+      if (!outs.empty() && !chunk.params.empty()) {
+        auto w = torch::autograd::grad(outs, chunk.params, grads, /*retain_graph=*/false, /*create_graph=*/false,
+                                       /*allow_unused=*/true);
+        // Accumulated in place: every .grad is a view of flat_grads_.
+        for (size_t k = 0; k < w.size(); ++k) {
+          if (w[k].defined()) chunk.params[k].mutable_grad().add_(w[k]);
+        }
+      }
+      slot.outputs.clear();
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Post(bool send, ir::Direction direction, int boundary, int mb, int slot_index) {
+  Slot& slot = *running_->slots[slot_index];
+  const int peer_stage = grid_.PeerStage(send, direction, boundary);
+  const int peer = grid_.Rank(peer_stage, replica_);
+  PendingOp op;
+  op.slot = slot_index;
+  op.peer_stage = peer_stage;
+  if (send) {
+    // The op keeps its own reference to the data until its Wait: the slot may move on.
+    for (const auto& t : direction == ir::ACTIVATION ? slot.outputs : slot.grad_out) {
+      op.tensors.push_back(t.detach().contiguous());
+    }
+  } else {
+    const int64_t mbs = plan_.config().micro_batch_size();
+    for (const auto& spec : plan_.boundaries(boundary).tensors()) {
+      if (direction == ir::GRADIENT && spec.dtype() != ir::FLOAT32) continue;
+      op.tensors.push_back(torch::empty(BatchShape(mbs, spec), spec.dtype() == ir::INT64 ? torch::kInt64 : torch::kFloat32));
+    }
+  }
+  for (auto& t : op.tensors) {
+    uint32_t& seq = send ? send_seq_[peer] : recv_seq_[peer];
+    ASSIGN_OR_RETURN(Transport::Handle h, send ? transport_->PostSend(t, peer, seq) : transport_->PostRecv(t, peer, seq));
+    ++seq;
+    op.handles.push_back(h);
+  }
+  pending_[CommKey{send, direction, boundary, mb}] = std::move(op);
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
+  // Indices, slots, virtual stages and boundaries were validated by Load.
+  auto& slots = running_->slots;
   switch (in.op_case()) {
     case ir::Instruction::kLoadMicroBatch: {
       const auto& l = in.load_micro_batch();
-      Slot& slot = *slots_[l.slot()];
+      Slot& slot = *slots[l.slot()];
       DataSource* data = running_->eval ? eval_data_.get() : data_.get();
       ASSIGN_OR_RETURN(MicroBatch b, data->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
-      if (l.inputs()) slot.input = b.inputs;
+      if (l.inputs()) slot.inputs = {b.inputs};
       if (l.labels()) slot.labels = b.labels;
       return absl::OkStatus();
     }
-    case ir::Instruction::kForward: {
-      const auto& f = in.forward();
-      Slot& slot = *slots_[f.slot()];
-      // Dropout only while training.
-      ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training};
-      std::optional<torch::NoGradGuard> no_grad;
-      if (!training) no_grad.emplace();
-      slot.ctx = ctx;
-      torch::Tensor x = slot.input;
-      const bool last = stage_ == num_stages_ - 1;
-      if (checkpoint_interval_ > 0 && training) {
-        // Keep only each chunk's input; Backward recomputes the chunk. Dropout masks are
-        // a pure function of (seed, step, micro-batch, layer), so recomputation matches.
-        torch::NoGradGuard no_grad_chunks;
-        slot.chunk_inputs.clear();
-        for (size_t b = 0; b < layers_.size(); b += checkpoint_interval_) {
-          slot.chunk_inputs.push_back(x);
-          x = RunLayers(b, std::min(layers_.size(), b + checkpoint_interval_), x, ctx);
-        }
-        if (last) {
-          loss_sum_ += Loss(x, slot.labels).item<double>();
-          slot.output = torch::Tensor();
-        } else {
-          slot.output = x;
-        }
-        return absl::OkStatus();
-      }
-      x = RunLayers(0, layers_.size(), x, ctx);
-      if (last && running_->eval) {
-        loss_sum_ += Loss(x, slot.labels).item<double>();
-        if (plan_.model().loss() == ir::CROSS_ENTROPY) {
-          correct_ += x.reshape({-1, x.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
-          predictions_ += x.numel() / x.size(-1);
-        }
-        if (options_.keep_predictions) {
-          predicted_.push_back(x.detach().clone());
-          predicted_labels_.push_back(slot.labels);
-        }
-        slot.output = torch::Tensor();
-      } else if (last) {
-        torch::Tensor loss = Loss(x, slot.labels);
-        loss_sum_ += loss.item<double>();
-        // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
-        slot.output = loss / m_;
-      } else {
-        slot.output = x;
-      }
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kBackward: {
-      const auto& b = in.backward();
-      Slot& slot = *slots_[b.slot()];
-      const bool last = stage_ == num_stages_ - 1;
-      const bool has_input_grad = stage_ > 0;
-      std::vector<torch::Tensor> grad_out;
-      if (!last) grad_out.push_back(slot.recv_grad);
-      if (checkpoint_interval_ > 0) {
-        // Recompute chunk by chunk from the last, back-propagating through each.
-        torch::Tensor grad = last ? torch::Tensor() : slot.recv_grad;
-        const int chunks = static_cast<int>(slot.chunk_inputs.size());
-        for (int c = chunks - 1; c >= 0; --c) {
-          torch::Tensor x = c == 0 ? slot.input : slot.chunk_inputs[c].detach().requires_grad_(true);
-          size_t begin = size_t(c) * checkpoint_interval_;
-          torch::Tensor y = RunLayers(begin, std::min(layers_.size(), begin + checkpoint_interval_), x, slot.ctx);
-          if (c == chunks - 1 && last) {
-            torch::autograd::backward({Loss(y, slot.labels) / m_});
-          } else {
-            torch::autograd::backward({y}, {grad});
-          }
-          if (c > 0) grad = x.grad();
-        }
-        if (has_input_grad) slot.send_grad = slot.input.grad();
-        slot.chunk_inputs.clear();
-        slot.output = torch::Tensor();
-        return absl::OkStatus();
-      }
-      if (b.part() == ir::FULL) {
-        torch::autograd::backward({slot.output}, grad_out);
-        if (has_input_grad) slot.send_grad = slot.input.grad();
-        slot.output = torch::Tensor();
-      } else if (b.part() == ir::INPUT_ONLY) {
-        if (has_input_grad) {
-          slot.send_grad = torch::autograd::grad({slot.output}, {slot.input}, grad_out, /*retain_graph=*/true)[0];
-        }
-      } else {
-        auto grads = torch::autograd::grad({slot.output}, unique_params_, grad_out, /*retain_graph=*/false,
-                                           /*create_graph=*/false, /*allow_unused=*/true);
-        // Accumulated in place: every .grad is a view of flat_grads_.
-        for (size_t k = 0; k < grads.size(); ++k) {
-          if (grads[k].defined()) unique_params_[k].mutable_grad().add_(grads[k]);
-        }
-        slot.output = torch::Tensor();
-      }
-      return absl::OkStatus();
+    case ir::Instruction::kCompute: {
+      const auto& c = in.compute();
+      Slot& slot = *slots[c.slot()];
+      if (c.kind() == ir::FORWARD) return Forward(c, slot, step);
+      return Backward(c, slot);
     }
     // Posts never block; the Wait that the verifier placed completes them.
-    case ir::Instruction::kSendActivation: {
-      const auto& c = in.send_activation();
-      Slot& slot = *slots_[c.slot()];
-      slot.output = slot.output.contiguous();
-      torch::Tensor data = slot.output.detach();
-      return Post(ir::SEND_ACTIVATION, c, data, ActTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kSendGrad: {
-      const auto& c = in.send_grad();
-      Slot& slot = *slots_[c.slot()];
-      slot.send_grad = slot.send_grad.contiguous();
-      return Post(ir::SEND_GRAD, c, slot.send_grad, GradTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kRecvActivation: {
-      const auto& c = in.recv_activation();
-      return Post(ir::RECV_ACTIVATION, c, slots_[c.slot()]->recv_act, ActTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kRecvGrad: {
-      const auto& c = in.recv_grad();
-      return Post(ir::RECV_GRAD, c, slots_[c.slot()]->recv_grad, GradTag(c.micro_batch(), c.chunk()));
-    }
+    case ir::Instruction::kSend:
+      return Post(true, in.send().direction(), in.send().boundary(), in.send().micro_batch(), in.send().slot());
+    case ir::Instruction::kRecv:
+      return Post(false, in.recv().direction(), in.recv().boundary(), in.recv().micro_batch(), in.recv().slot());
     case ir::Instruction::kWait: {
       for (const auto& ref : in.wait().ops()) {
-        auto it = pending_.find({ref.kind(), ref.micro_batch(), ref.chunk()});
+        auto it = pending_.find(CommKey{ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()});
         // Load checked that every wait follows its post.
         if (it == pending_.end()) return absl::InternalError("unreachable: wait without a post passed Load");
-        const PendingOp op = it->second;
+        PendingOp op = std::move(it->second);
         pending_.erase(it);
-        absl::Status waited = transport_->Wait(op.handle, options_.timeout);
-        if (!waited.ok()) {
-          return Annotate(waited, absl::StrCat("waiting for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())),
-                                               " mb=", ref.micro_batch(), " with peer stage ", op.peer, " rank ",
-                                               op.peer * dp_ + replica_));
+        for (Transport::Handle h : op.handles) {
+          absl::Status waited = transport_->Wait(h, options_.timeout);
+          if (!waited.ok()) {
+            return Annotate(waited, absl::StrCat("waiting for ", ir::CommRefText(ref), " with peer stage ",
+                                                 op.peer_stage, " rank ", grid_.Rank(op.peer_stage, replica_)));
+          }
         }
-        const int slot_index = op.slot;
-        if (ref.kind() == ir::RECV_ACTIVATION) {
-          Slot& slot = *slots_[slot_index];
-          slot.input = slot.recv_act.detach();
-          if (slot.input.is_floating_point() && training) slot.input.requires_grad_(true);
+        if (ref.send()) continue;
+        Slot& slot = *slots[op.slot];
+        if (ref.direction() == ir::ACTIVATION) {
+          slot.inputs = std::move(op.tensors);
+          if (running_->training) {
+            for (auto& t : slot.inputs)
+              if (t.is_floating_point()) t.requires_grad_(true);
+          }
+        } else {
+          slot.grad_in = std::move(op.tensors);
         }
       }
       return absl::OkStatus();
     }
     case ir::Instruction::kReduceTiedGrads: {
       const auto& r = in.reduce_tied_grads();
-      std::vector<int> ranks;
-      for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
-      std::sort(ranks.begin(), ranks.end());
       std::vector<at::Tensor> t{tied_.at(r.tie_key()).grad()};
-      return transport_->AllReduceSum(t, ranks, options_.timeout);
+      return transport_->AllReduceSum(t, grid_.StagesGroup({r.stages().begin(), r.stages().end()}, replica_),
+                                      options_.timeout);
     }
     case ir::Instruction::kReduceGrads: {
       // Every gradient is a view of flat_grads_: one all-reduce, in place.
@@ -721,26 +829,18 @@ absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
   return absl::InternalError("unreachable: empty instruction passed Load");
 }
 
-template <typename CommInstruction>
-absl::Status StageRuntime::Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag) {
-  const int peer_rank = c.peer() * dp_ + replica_;
-  const bool send = kind == ir::SEND_ACTIVATION || kind == ir::SEND_GRAD;
-  ASSIGN_OR_RETURN(Transport::Handle h, send ? transport_->PostSend(tensor, peer_rank, tag)
-                                            : transport_->PostRecv(tensor, peer_rank, tag));
-  pending_[{kind, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-  return absl::OkStatus();
-}
-
-torch::Tensor StageRuntime::RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx) {
-  for (size_t l = begin; l < end; ++l) x = layers_[l]->Forward(x, ctx);
-  return x;
-}
-
 torch::Tensor StageRuntime::Loss(const torch::Tensor& out, const torch::Tensor& labels) {
   if (plan_.model().loss() == ir::CROSS_ENTROPY) {
     return torch::nn::functional::cross_entropy(out.reshape({-1, out.size(-1)}), labels.reshape({-1}));
   }
   return torch::mse_loss(out, labels);
+}
+
+std::vector<int> StageRuntime::HeldLayers() const {
+  std::vector<int> out;
+  for (const Chunk& c : chunks_)
+    for (int l = c.begin; l < c.end; ++l) out.push_back(l);
+  return out;
 }
 
 std::vector<NamedParameter> StageRuntime::Parameters() const {
@@ -775,6 +875,8 @@ void StageRuntime::Flatten(int64_t size) {
   for (const void* impl : not_owned_) not_owned.insert(moved.at(impl).unsafeGetTensorImpl());
   not_owned_ = std::move(not_owned);
   for (auto& p : unique_params_) rebind(p);
+  for (auto& chunk : chunks_)
+    for (auto& p : chunk.params) rebind(p);
 }
 
 std::vector<NamedParameter> StageRuntime::DistinctParameters() const {

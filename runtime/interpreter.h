@@ -1,8 +1,10 @@
-// The per-rank interpreter. Load validates the whole plan for this rank once (stamp,
-// world size, every index, shape and peer of its stage's training and eval programs),
-// builds the stage's layers with deterministic weights, allocates buffers and creates
-// communication groups, reporting every problem at once. RunStep and RunEval are then
-// flat loops over a program that trust what Load checked.
+// The per-rank interpreter. Load validates the plan for this rank once (stamp, world
+// size, the structural rules of ir/plan_check.h, its stage's training and eval
+// programs), builds the layers of the stage's virtual stages with deterministic
+// weights, allocates slots and creates communication groups, reporting every problem at
+// once. RunStep and RunEval are then flat loops over a program that trust what Load
+// checked. Transfers between two ranks are matched by order: each direction of each
+// pair numbers its messages from 0 in every run of a program, and the number is the tag.
 #ifndef PPC_RUNTIME_INTERPRETER_H_
 #define PPC_RUNTIME_INTERPRETER_H_
 
@@ -11,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <torch/types.h>
@@ -18,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ir/program.pb.h"
+#include "ir/topology.h"
 #include "runtime/data.h"
 #include "runtime/layers.h"
 #include "runtime/optimizer.h"
@@ -94,6 +98,8 @@ class StageRuntime {
   int stage() const { return stage_; }
   int replica() const { return replica_; }
   Transport* transport() const { return transport_; }
+  // Global indices of the layers this stage holds (all its virtual stages), ascending.
+  std::vector<int> HeldLayers() const;
   // This stage's parameters, by global layer index (a tied weight appears per layer).
   std::vector<NamedParameter> Parameters() const;
   // Each distinct parameter once, with the first layer of this stage that holds it, in
@@ -133,7 +139,26 @@ class StageRuntime {
     bool training = false;  // has backwards: forwards keep the autograd graph
     bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
   };
+  // This stage's virtual stages, in chunk order: layers_[first_layer, end_layer) are
+  // global layers [begin, end); params: their distinct parameters.
+  struct Chunk {
+    int virtual_stage, begin, end;
+    int first_layer, end_layer;
+    std::vector<torch::Tensor> params;
+  };
+  // A posted transfer, by (send, direction, boundary, micro-batch).
+  using CommKey = std::tuple<bool, int, int, int>;
+  struct PendingOp {
+    std::vector<Transport::Handle> handles;  // one per tensor of the boundary
+    std::vector<torch::Tensor> tensors;      // kept alive until the Wait
+    int slot = 0;
+    int peer_stage = 0;
+  };
   absl::Status Execute(const ir::Instruction& in, int64_t step);
+  absl::Status Forward(const ir::Compute& c, Slot& slot, int64_t step);
+  absl::Status Backward(const ir::Compute& c, Slot& slot);
+  absl::Status Post(bool send, ir::Direction direction, int boundary, int micro_batch, int slot);
+  const Chunk& ChunkOf(int virtual_stage) const;
   absl::Status Validate(const ir::Plan& plan);
   // ResourceExhausted when this rank's estimated memory exceeds what the machine has.
   absl::Status CheckMemory(const ir::Plan& plan, const std::string& who) const;
@@ -151,6 +176,10 @@ class StageRuntime {
   Transport* transport_ = nullptr;
   RuntimeOptions options_;
   int rank_ = 0, stage_ = 0, replica_ = 0, num_stages_ = 1, dp_ = 1, m_ = 1;
+  ir::Grid grid_{1, 1, 1};
+  // This stage runs the first / last virtual stage (loads inputs / labels, computes the loss).
+  bool first_ = false, last_ = false;
+  std::vector<Chunk> chunks_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<torch::Tensor> unique_params_;
   std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
@@ -160,10 +189,7 @@ class StageRuntime {
   std::vector<int> pipeline_group_;  // ranks of this replica's stages
   // Layers per activation checkpoint (0: keep all activations).
   int checkpoint_interval_ = 0;
-  // Posts a send or receive of `tensor` to the peer stage's rank of this replica.
-  template <typename CommInstruction>
-  absl::Status Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag);
-  torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
+  std::vector<torch::Tensor> RunLayers(int begin, int end, std::vector<torch::Tensor> x, const ForwardContext& ctx);
   torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
   std::unique_ptr<StageOptimizer> optimizer_;
   // The stage's distinct parameters and their gradients, flattened in unique_params_
@@ -174,13 +200,9 @@ class StageRuntime {
   // Moves unique_params_ into the flat buffers (`size` values) and rebinds every layer.
   void Flatten(int64_t size);
   std::unique_ptr<DataSource> data_, eval_data_;
-  struct PendingOp {
-    Transport::Handle handle;
-    int slot;
-    int peer;  // stage
-  };
-  // Posted, not yet waited operations by (kind, micro-batch, chunk).
-  std::map<std::tuple<int, int, int>, PendingOp> pending_;
+  std::map<CommKey, PendingOp> pending_;
+  // Messages posted so far in this run of a program, per peer rank (the tags).
+  std::map<int, uint32_t> send_seq_, recv_seq_;
   std::vector<int> dp_group_, world_group_;
   double loss_sum_ = 0;
   int64_t correct_ = 0, predictions_ = 0;

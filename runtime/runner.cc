@@ -190,7 +190,7 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const Rendezvo
   if (!fault.phase.empty() && fault.phase != "rendezvous" && fault.rank == rendezvous.rank) {
     runtime.fault_step = fault.step - 1;
     runtime.fault_signal = fault.signal;
-    runtime.fault_op = fault.phase == "forward"  ? ir::Instruction::kForward
+    runtime.fault_op = fault.phase == "forward"  ? ir::Instruction::kCompute
                        : fault.phase == "reduce" ? ir::Instruction::kReduceGrads
                                                  : ir::Instruction::kOptimizerStep;
   }
