@@ -303,19 +303,20 @@ TEST(Pprun, ReportsEveryProblemAtOnceAndRunsNothingUnverified) {
   std::string path = CompileTo(MlpPlan(1, 1, 2, "1f1b", "sgd"), "broken");
   auto plan = ir::LoadPlan(path);
   auto* prog = plan->mutable_programs(0);
-  prog->mutable_instructions(1)->mutable_forward()->set_slot(5);
-  prog->mutable_instructions(2)->mutable_backward()->set_micro_batch(9);
+  prog->mutable_instructions(1)->mutable_compute()->set_slot(5);
+  prog->mutable_instructions(2)->mutable_compute()->set_micro_batch(9);
   ir::Instruction* wait = prog->add_instructions();
-  wait->mutable_wait()->add_ops()->set_kind(ir::RECV_GRAD);
+  wait->mutable_wait()->add_ops()->set_direction(ir::GRADIENT);  // no boundary at P = 1
   ir::Stamp(*plan);  // a consistent stamp: only the rules can catch it
   ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
   RunResult r = Exec({kPprun, path, "--nproc", "1"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("the verifier rejects the plan, so it does not run"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("stage 0 instruction 1 (forward mb=0 chunk=0 slot=5): slot 5 is out of range [0, 1)"),
+  EXPECT_NE(r.output.find("stage 0 instruction 1 (compute kind=FORWARD vs=0 mb=0 slot=5): slot 5 is out of range [0, 1)"),
             std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("instruction 2 (backward mb=9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("instruction 2 (compute kind=BACKWARD vs=0 mb=9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("waits for a transfer that cannot exist"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("step:"), std::string::npos) << "no rank may start";
   // --allow-unverified skips the verifier but not the structural rules of the load.
   RunResult allowed = Exec({kPprun, path, "--nproc", "1", "--allow-unverified"});

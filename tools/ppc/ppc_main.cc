@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <cmath>
@@ -356,9 +357,8 @@ std::string JsonNumber(double x) {
 // plan's own cost model (passes/analysis/simulate.h).
 absl::StatusOr<passes::Timeline> TimelineOf(const ir::Plan& plan, bool unit_costs) {
   if (unit_costs) return passes::SimulateTimeline(plan, passes::CostModel::Unit(plan));
-  absl::StatusOr<passes::CostModel> costs = passes::CostModel::FromPlan(plan);
-  if (!costs.ok()) return Annotate(costs.status(), "no cost model from the plan (--unit-costs simulates without one)");
-  return passes::SimulateTimeline(plan, *costs);
+  ASSIGN_OR_RETURN(passes::CostModel costs, passes::CostModel::FromPlan(plan));
+  return passes::SimulateTimeline(plan, costs);
 }
 
 std::string CostsText(bool unit_costs) {
@@ -436,10 +436,13 @@ absl::Status Inspect(const std::string& path) {
     return failed;
   }
   const ir::Grid& grid = *grid_or;
+  // Before the partition pass the plan has no placement (and no boundaries) to show.
+  const bool placed = plan.placement().virtual_stages_size() == grid.virtual_stages();
+  const int boundaries = placed ? std::min(plan.boundaries_size(), grid.boundaries()) : 0;
   // Virtual stages of each pipeline stage, in chunk order.
   std::vector<std::vector<int>> stage_vs(grid.stages());
   for (int s = 0; s < grid.stages(); ++s) {
-    for (int k = 0; k < grid.chunks(); ++k) stage_vs[s].push_back(grid.VirtualOf(s, k));
+    for (int k = 0; placed && k < grid.chunks(); ++k) stage_vs[s].push_back(grid.VirtualOf(s, k));
   }
   const bool unit_costs = absl::GetFlag(FLAGS_unit_costs);
   absl::StatusOr<passes::Timeline> timeline = TimelineOf(plan, unit_costs);
@@ -484,7 +487,7 @@ absl::Status Inspect(const std::string& path) {
       st.push_back(absl::StrCat(stage, "}"));
     }
     std::vector<std::string> bs;
-    for (int b = 0; b < plan.boundaries_size(); ++b) {
+    for (int b = 0; b < boundaries; ++b) {
       const int from = grid.SenderOf(ir::ACTIVATION, b), to = grid.ReceiverOf(ir::ACTIVATION, b);
       bs.push_back(absl::StrFormat(
           "{\"boundary\": %d, \"from_virtual_stage\": %d, \"to_virtual_stage\": %d, \"from_stage\": %d, "
@@ -507,8 +510,8 @@ absl::Status Inspect(const std::string& path) {
       int64_t{c.micro_batches()} * c.micro_batch_size() * t.data_parallel(), c.optimizer().type(), c.optimizer().lr(),
       c.seed(), plan.format_version(), ir::PlanLevel_Name(plan.level()), plan.fingerprint(),
       stamp.ok() ? "matches" : "MISMATCH", verified.ok() ? "ok" : std::string(verified.message()));
-  std::cout << "placement:\n";
-  for (int s = 0; s < grid.stages(); ++s) {
+  std::cout << (placed ? "placement:\n" : "placement: none yet (the partition pass places the virtual stages)\n");
+  for (int s = 0; placed && s < grid.stages(); ++s) {
     std::cout << absl::StrFormat("  stage %d (%s):\n", s, RanksText(grid, s));
     for (int v : stage_vs[s]) {
       const ir::VirtualStage& r = placement.virtual_stages(v);
@@ -519,9 +522,9 @@ absl::Status Inspect(const std::string& path) {
                                    LayerParams(plan, r));
     }
   }
-  if (plan.boundaries_size() > 0) {
+  if (boundaries > 0) {
     std::cout << "boundaries (activations forward, gradients of the FLOAT32 tensors back; per micro-batch):\n";
-    for (int b = 0; b < plan.boundaries_size(); ++b) {
+    for (int b = 0; b < boundaries; ++b) {
       const int from = grid.SenderOf(ir::ACTIVATION, b), to = grid.ReceiverOf(ir::ACTIVATION, b);
       std::cout << absl::StrFormat("  b%d: virtual stage %d -> %d (stage %d -> %d): %s; %s forward, %s back\n", b, from,
                                    to, grid.StageOf(from), grid.StageOf(to), TensorsText(plan.boundaries(b).tensors()),
