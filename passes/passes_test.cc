@@ -681,24 +681,29 @@ TEST(Verifier, RejectsOverwritingALiveBuffer) {
                   "needs it");
 }
 
-TEST(Verifier, RejectsReusingASlotBeforeItsSendCompleted) {
-  // 1F1B P=2 M=4: stage 0 reuses slot 0 for micro-batch 2 once the activation send of
-  // micro-batch 0 (which reads slot 0) is waited for. Waiting later reuses it too early.
+TEST(Verifier, RejectsReusingASlotTooEarly) {
+  // 1F1B P=2 M=4: stage 0 holds micro-batch 1 in slot 1 until its backward, and reuses
+  // slot 0 (free after the backward of micro-batch 0) for micro-batch 2. Putting
+  // micro-batch 2 in slot 1 instead reuses that slot before micro-batch 1 is done.
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
-  const int wait = Find(plan, 0, "wait ops=[send/activation/0/0]");
-  ASSERT_GE(wait, 0);
-  MoveAfter(plan, 0, wait, FindOp(plan, 0, "0F2"));
-  int first = -1;  // the first instruction that puts micro-batch 2 in slot 0
-  for (int i = 0; i < plan.programs(0).instructions_size() && first < 0; ++i) {
+  int first = -1;  // the first instruction that puts micro-batch 2 in a slot
+  for (int i = 0; i < plan.programs(0).instructions_size(); ++i) {
+    ir::Instruction& in = *plan.mutable_programs(0)->mutable_instructions(i);
     int mb, slot;
-    const auto& in = plan.programs(0).instructions(i);
-    if (ir::MicroBatchOf(in, &mb) && ir::SlotOf(in, &slot) && mb == 2 && slot == 0) first = i;
+    if (!ir::MicroBatchOf(in, &mb) || !ir::SlotOf(in, &slot) || mb != 2) continue;
+    ASSERT_EQ(slot, 0) << ir::PrintInstruction(in);
+    if (first < 0) first = i;
+    if (in.has_compute()) in.mutable_compute()->set_slot(1);
+    if (in.has_load_micro_batch()) in.mutable_load_micro_batch()->set_slot(1);
+    if (in.has_send()) in.mutable_send()->set_slot(1);
+    if (in.has_recv()) in.mutable_recv()->set_slot(1);
   }
   ASSERT_GE(first, 0);
+  const int b1 = FindOp(plan, 0, "0B1");
+  ASSERT_GT(b1, first);
   std::string msg = VerifyMessage(plan);
-  EXPECT_HAS(msg, absl::StrCat(Where(plan, 0, first), ": overwrites slot 0 with virtual stage 0 micro-batch 2 while ",
-                               "virtual stage 0 micro-batch 0 still needs it (until instruction ",
-                               Find(plan, 0, "wait ops=[send/activation/0/0]"), ")"));
+  EXPECT_HAS(msg, absl::StrCat(Where(plan, 0, first), ": overwrites slot 1 with virtual stage 0 micro-batch 2 while ",
+                               "virtual stage 0 micro-batch 1 still needs it (until instruction ", b1, ")"));
 }
 
 TEST(Verifier, RejectsBackwardBeforeForwardAndMissingMicroBatches) {
