@@ -20,8 +20,9 @@
 //   PPC_REGENERATE_GOLDEN=1 bazel run //passes:golden_test
 // (`bazel run` runs the test binary in the workspace environment and sets
 // BUILD_WORKSPACE_DIRECTORY, so the files are written in the source tree; the older
-// `bazel run //passes:golden_test -- --update` does the same.) Under `bazel test` the
-// variable is ignored: the sandbox has no writable source tree.
+// `bazel run //passes:golden_test -- --update` does the same.) Asking for it anywhere
+// else (e.g. `bazel test --test_env=PPC_REGENERATE_GOLDEN=1`) fails: a sandbox has no
+// source tree to write to.
 #include <dirent.h>
 
 #include <algorithm>
@@ -87,7 +88,8 @@ TEST(Golden, EveryCaseMatches) {
   const bool regenerate = update || (env != nullptr && std::strcmp(env, "") != 0 && std::strcmp(env, "0") != 0);
   const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY");
   if (regenerate && ws == nullptr) {
-    GTEST_SKIP() << "PPC_REGENERATE_GOLDEN needs `bazel run` (BUILD_WORKSPACE_DIRECTORY is not set)";
+    FAIL() << "PPC_REGENERATE_GOLDEN needs `bazel run //passes:golden_test` (BUILD_WORKSPACE_DIRECTORY is not "
+              "set, so there is no source tree to write to)";
   }
   const std::string dir = regenerate ? std::string(ws) + "/passes/testdata" : "passes/testdata";
   std::vector<std::string> cases = Cases(dir);

@@ -120,9 +120,13 @@ TEST(Interleaved1F1B, CompiledPlansVerify) {
         EXPECT_TRUE(VerifyRunnablePlan(*plan).ok()) << VerifyRunnablePlan(*plan);
         EXPECT_EQ(plan->placement().chunks_per_stage(), 2);
         ASSERT_EQ(plan->placement().virtual_stages_size(), 2 * p);
+        auto grid = ir::Grid::Of(*plan);
+        ASSERT_TRUE(grid.ok()) << grid.status();
         for (int v = 0; v < 2 * p; ++v) {
           EXPECT_EQ(plan->placement().virtual_stages(v).stage(), v % p);
           EXPECT_EQ(plan->placement().virtual_stages(v).chunk(), v / p);
+          // The numbering MegatronOrder assumes: v = chunk * P + stage.
+          EXPECT_EQ(grid->VirtualOf(v % p, v / p), v);
         }
         // The eval programs run the same placement forward-only, and verify too.
         EXPECT_EQ(plan->eval_programs_size(), p);
@@ -149,26 +153,5 @@ TEST(Interleaved1F1B, BubbleAtUnitCostsIsPMinus1OverVMPlusPMinus1) {
   }
 }
 
-}  // namespace
-}  // namespace ppc::passes
-
-#include <iostream>
-#include "ir/plan_io.h"
-namespace ppc::passes {
-namespace {
-TEST(Debug, Print) {
-  for (const char* sched : {"1f1b", "gpipe", "inference", "data-parallel"})
-    for (int p : {1, 2, 3, 4})
-      for (int d : {1, 2})
-        for (int m : {1, 2, 4, 5, 8}) {
-          if (std::string(sched) == "data-parallel" && p > 1) continue;
-          auto out = Compile(MlpPlan(p, d, m, sched));
-          if (!out.ok()) std::cout << sched << " P=" << p << " D=" << d << " M=" << m << ": " << out.status() << "\n";
-          ir::Plan pl = MlpPlan(p, d, m, sched);
-          CanonicalizeConfig(pl.topology(), pl.mutable_config());
-          auto lo = RunPipeline(pl, "infer-shapes,partition,schedule-" + std::string(sched) + ",assign-buffers,lower,lower-eval");
-          if (!lo.ok()) std::cout << "  (no place-comm) " << sched << " P=" << p << " D=" << d << " M=" << m << ": " << lo.status() << "\n";
-        }
-}
 }  // namespace
 }  // namespace ppc::passes

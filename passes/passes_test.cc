@@ -14,6 +14,7 @@
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "passes/analysis/simulate.h"
+#include "passes/analysis/timeline.h"
 #include "passes/analysis/verifier.h"
 #include "passes/registry.h"
 #include "passes/test_util.h"
@@ -229,7 +230,9 @@ TEST(PlanLevel, EachLoweringPassLeavesItsLevel) {
     // Below LOWERED a program holds compute ops only.
     for (const auto& prog : plan.programs()) {
       for (const auto& in : prog.instructions()) {
-        if (level != ir::LOWERED) EXPECT_TRUE(in.has_compute()) << pipeline << ": " << ir::PrintInstruction(in);
+        if (level != ir::LOWERED) {
+          EXPECT_TRUE(in.has_compute()) << pipeline << ": " << ir::PrintInstruction(in);
+        }
       }
     }
   }
@@ -311,6 +314,32 @@ TEST(Simulate, BubbleFractionOf1F1BIsPMinus1OverMPlusPMinus1) {
   EXPECT_EQ(TransferBytes(plan, ir::GRADIENT, 0), 2 * 16 * 4);
   ASSERT_FALSE(sim->compute[0].empty());
   EXPECT_EQ(sim->compute[0][0].label, "0F0");
+}
+
+TEST(Timeline, ChartsAndCountsA1F1BPlan) {
+  ir::Plan plan = MustCompile(MlpPlan(4, 1, 8, "1f1b", kWide));
+  auto t = SimulateTimeline(plan);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_NEAR(t->makespan, (8 + 3) * 3, 1e-9);
+  EXPECT_NEAR(t->bubble_fraction, 3.0 / 11.0, 1e-9);
+  // Stage 0 sends 8 activations of [2,16] float32 per step.
+  EXPECT_EQ(t->stages[0].bytes_sent, 8 * 2 * 16 * 4);
+  EXPECT_EQ(t->stages[0].num_slots, 4);
+  EXPECT_EQ(t->stages[0].peak_live_slots, 4);
+  const std::string chart = RenderTimeline(*t);
+  EXPECT_TRUE(absl::StartsWith(chart, "stage 0  |0F0|0F1|0F2|0F3|")) << chart;
+}
+
+TEST(Timeline, CountsATiedWeightOncePerStage) {
+  // MlpPlan with widths {4, 4, 4}: fc0 4x4+4, fc1 4x4+4, head 4x4+4. Tie fc0 and fc1.
+  ir::Plan plan = MlpPlan(1, 1, 2, "1f1b", {4, 4, 4});
+  plan.mutable_model()->mutable_layers(0)->set_tie_key("t");
+  plan.mutable_model()->mutable_layers(2)->set_tie_key("t");
+  plan.mutable_config()->mutable_optimizer()->set_type("adam");
+  auto t = SimulateTimeline(MustCompile(plan));
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->stages[0].params, 3 * 20 - 16);
+  EXPECT_EQ(t->stages[0].optimizer_state_bytes, (3 * 20 - 16) * 2 * 4);
 }
 
 // ---------------------------------------------------------------------------------
@@ -471,44 +500,104 @@ TEST(Lower, SumsTiedGradientsOverTheStagesHoldingACopy) {
   EXPECT_NE(s.message().find("tie 'embed' is held by stages [0,1], instruction lists [0]"), std::string::npos) << s;
 }
 
-TEST(PlaceComm, PostsReceivesEarlierAndStillVerifies) {
-  // 1F1B, P = 4, M = 8: stages 1..3 receive activations; in the steady state every
-  // forward but the first follows a backward.
+// 1F1B, P = 4, M = 8, before and after place-comm (each verified by the pipeline).
+struct Placed {
+  ir::Plan lowered, placed;
+};
+Placed PlaceComm1F1B(int p, int m) {
+  Placed out;
+  out.lowered = MustRun(MlpPlan(p, 1, m, "1f1b", kWide), Lowering("1f1b"));
+  auto placed = RunPipeline(out.lowered, "place-comm");
+  EXPECT_TRUE(placed.ok()) << placed.status();
+  if (placed.ok()) out.placed = *placed;
+  return out;
+}
+
+// The compute op before instruction i of stage s; -1 if none.
+int PrecedingCompute(const ir::Plan& plan, int s, int i) {
+  int prev = i - 1;
+  while (prev >= 0 && !plan.programs(s).instructions(prev).has_compute()) --prev;
+  return prev;
+}
+
+TEST(PlaceComm, MovesReceivesOnlyAndStillVerifies) {
   const int p = 4, m = 8;
-  ir::Plan lowered = MustRun(MlpPlan(p, 1, m, "1f1b", kWide), Lowering("1f1b"));
-  auto placed = RunPipeline(lowered, "place-comm");
-  ASSERT_TRUE(placed.ok()) << placed.status();
-  EXPECT_TRUE(VerifyRunnablePlan(*placed).ok()) << VerifyRunnablePlan(*placed);
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  EXPECT_TRUE(VerifyRunnablePlan(r.placed).ok()) << VerifyRunnablePlan(r.placed);
+  bool moved = false;
   for (int s = 0; s < p; ++s) {
-    EXPECT_EQ(ComputeOrder(*placed, s), ComputeOrder(lowered, s)) << "place-comm moves receives only";
-    EXPECT_EQ(placed->programs(s).instructions_size(), lowered.programs(s).instructions_size());
+    EXPECT_EQ(ComputeOrder(r.placed, s), ComputeOrder(r.lowered, s));
+    // Everything but the receives keeps its relative order.
+    std::vector<std::string> a, b;
+    for (const auto& in : r.lowered.programs(s).instructions())
+      if (!in.has_recv()) a.push_back(ir::PrintInstruction(in));
+    for (const auto& in : r.placed.programs(s).instructions())
+      if (!in.has_recv()) b.push_back(ir::PrintInstruction(in));
+    EXPECT_EQ(a, b) << "stage " << s;
+    moved |= ir::PrintProgram(r.placed.programs(s), false) != ir::PrintProgram(r.lowered.programs(s), false);
   }
+  EXPECT_TRUE(moved);
+}
+
+TEST(PlaceComm, IsIdempotent) {
+  // Running it again changes nothing: every receive is already as early as it can be
+  // (`ppc opt --passes=place-comm` on a compiled plan is a no-op).
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  auto again = RunPipeline(r.placed, "place-comm");
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (int s = 0; s < p; ++s) {
+    EXPECT_EQ(ir::PrintProgram(again->programs(s), true), ir::PrintProgram(r.placed.programs(s), true))
+        << "stage " << s;
+  }
+}
+
+TEST(PlaceComm, PostsGradientReceivesBeforeThePrecedingComputeOp) {
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  for (int s = 0; s + 1 < p; ++s) {
+    for (int k = 1; k < m; ++k) {
+      SCOPED_TRACE(absl::StrCat("stage ", s, " backward of micro-batch ", k));
+      const std::string b = absl::StrCat(s, "B", k);
+      // Lowered: the receive right before the backward, after the compute op before it.
+      const int lb = FindOp(r.lowered, s, b), lr = Find(r.lowered, s, RecvText(ir::GRADIENT, s, k));
+      ASSERT_GE(lr, 0);
+      EXPECT_GT(lr, PrecedingCompute(r.lowered, s, lb));
+      // Placed: posted before that compute op; its wait still right before the backward.
+      const int pb = FindOp(r.placed, s, b), pr = Find(r.placed, s, RecvText(ir::GRADIENT, s, k));
+      EXPECT_LT(pr, PrecedingCompute(r.placed, s, pb)) << ir::PrintProgram(r.placed.programs(s), true);
+      EXPECT_TRUE(absl::StartsWith(ir::PrintInstruction(r.placed.programs(s).instructions(pb - 1)),
+                                   absl::StrCat("wait ops=[recv/gradient/", s, "/", k)));
+    }
+  }
+}
+
+TEST(PlaceComm, PostsActivationReceivesBeforeThePrecedingComputeOp) {
+  // In the 1F1B steady state every forward but the first follows a backward; its
+  // activation receive should be posted before that backward, so that the transfer
+  // overlaps it.
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
   for (int s = 1; s < p; ++s) {
     const int warmup = p - s - 1;
     for (int k = warmup + 1; k < m; ++k) {
       SCOPED_TRACE(absl::StrCat("stage ", s, " forward of micro-batch ", k));
       const std::string f = absl::StrCat(s, "F", k);
-      // In the lowering the receive sits right before the forward (with its wait), after
-      // the compute op preceding it ...
-      const int lf = FindOp(lowered, s, f);
-      const int lr = Find(lowered, s, RecvText(ir::ACTIVATION, s - 1, k));
-      int lprev = lf - 1;
-      while (lprev >= 0 && !lowered.programs(s).instructions(lprev).has_compute()) --lprev;
+      const int lf = FindOp(r.lowered, s, f), lr = Find(r.lowered, s, RecvText(ir::ACTIVATION, s - 1, k));
       ASSERT_GE(lr, 0);
-      EXPECT_GT(lr, lprev);
-      EXPECT_LT(lr, lf);
-      // ... place-comm posts it before the compute op preceding that forward (a backward).
-      const int pf = FindOp(*placed, s, f);
-      int prev = pf - 1;
-      while (prev >= 0 && !placed->programs(s).instructions(prev).has_compute()) --prev;
+      EXPECT_GT(lr, PrecedingCompute(r.lowered, s, lf));
+      const int pf = FindOp(r.placed, s, f), prev = PrecedingCompute(r.placed, s, pf);
       ASSERT_GE(prev, 0);
-      EXPECT_EQ(placed->programs(s).instructions(prev).compute().kind(), ir::BACKWARD);
-      const int pr = Find(*placed, s, RecvText(ir::ACTIVATION, s - 1, k));
+      EXPECT_EQ(r.placed.programs(s).instructions(prev).compute().kind(), ir::BACKWARD);
+      const int pr = Find(r.placed, s, RecvText(ir::ACTIVATION, s - 1, k));
       EXPECT_LT(pr, prev) << "recv at " << pr << ", preceding compute op "
-                          << ir::OpName(placed->programs(s).instructions(prev)) << " at " << prev << "\n"
-                          << ir::PrintProgram(placed->programs(s), true);
-      // Its wait stays right before the forward.
-      EXPECT_EQ(ir::PrintInstruction(placed->programs(s).instructions(pf - 1)),
+                          << ir::OpName(r.placed.programs(s).instructions(prev)) << " at " << prev << "\n"
+                          << ir::PrintProgram(r.placed.programs(s), true);
+      EXPECT_EQ(ir::PrintInstruction(r.placed.programs(s).instructions(pf - 1)),
                 absl::StrCat("wait ops=[recv/activation/", s - 1, "/", k, "]"));
     }
   }
@@ -523,7 +612,9 @@ TEST(Verifier, AcceptsEveryCompiledSchedule) {
       for (int d : {1, 2}) {
         auto plan = Compile(MlpPlan(p, d, 5, s, kWide));
         EXPECT_TRUE(plan.ok()) << s << " P=" << p << " D=" << d << ": " << plan.status();
-        if (plan.ok()) EXPECT_TRUE(VerifyRunnablePlan(*plan).ok()) << VerifyRunnablePlan(*plan);
+        if (plan.ok()) {
+          EXPECT_TRUE(VerifyRunnablePlan(*plan).ok()) << VerifyRunnablePlan(*plan);
+        }
       }
     }
   }
