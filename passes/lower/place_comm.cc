@@ -83,7 +83,9 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& prog) {
   // Each receive moves to just before the instruction at its target; ties keep program
   // order (so receives from one sender stay in order).
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    auto pos = [&](int i) { return std::make_pair(target[i], target[i] == i ? 1 : 0); };
+    // Receives sort before the other instruction at their target, whether they moved or
+    // not, so running the pass again changes nothing.
+    auto pos = [&](int i) { return std::make_pair(target[i], prog.instructions(i).has_recv() ? 0 : 1); };
     return pos(a) < pos(b);
   });
   google::protobuf::RepeatedPtrField<ir::Instruction> out;
