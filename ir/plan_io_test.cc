@@ -37,7 +37,9 @@ TEST(InstructionText, RoundTripsEveryField) {
   std::set<std::string> covered;
   for (const char* line : lines) covered.insert(std::string(line).substr(0, std::string(line).find(' ')));
   const auto* oneof = Instruction::descriptor()->oneof_decl(0);
-  for (int i = 0; i < oneof->field_count(); ++i) EXPECT_TRUE(covered.count(oneof->field(i)->name())) << oneof->field(i)->name();
+  for (int i = 0; i < oneof->field_count(); ++i) {
+    EXPECT_TRUE(covered.count(oneof->field(i)->name())) << oneof->field(i)->name();
+  }
 }
 
 TEST(InstructionText, RejectsUnknownsWithNames) {
