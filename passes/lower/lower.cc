@@ -101,7 +101,6 @@ void InsertReductions(const ir::Plan& plan, const ir::Grid& grid, ir::StageProgr
 
 absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrField<ir::StageProgram>& programs) {
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
-  const int p = grid.stages();
   const int vlast = grid.virtual_stages() - 1;
   // The order in which each receiver takes transfers from each sender: what the
   // sender's posts on that channel must follow.
@@ -210,7 +209,6 @@ absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrFi
     for (const auto& in : prog.instructions()) trains |= in.has_compute() && in.compute().kind() != ir::FORWARD;
     if (trains) InsertReductions(plan, grid, prog);
   }
-  (void)p;
   return absl::OkStatus();
 }
 
