@@ -96,10 +96,12 @@ struct Simulation {
   double bubble_fraction = 0;
   std::vector<std::vector<Span>> compute;  // per pipeline stage, the Compute ops in time order
   std::vector<double> busy;                // per stage, time computing
-  // Per stage: the most slots holding a (virtual stage, micro-batch) at once; a slot
-  // is live from the first to the last instruction that names it for one (virtual
+  // Per stage: the most buffers holding a (virtual stage, micro-batch) at once; one is
+  // live from the first to the last instruction that names its slot for one (virtual
   // stage, micro-batch) (a send or receive names its own end's virtual stage; a load of
-  // inputs virtual stage 0, of labels the last).
+  // inputs virtual stage 0, of labels the last). A receive's buffer is live from its
+  // post, so a receive posted early (place-comm) while its slot's previous occupant is
+  // still live counts as one more.
   std::vector<int> peak_live_slots;
   // Order mismatches, deadlock, unmatched posts; empty when the programs run to the
   // end. With errors, the figures above cover what ran.

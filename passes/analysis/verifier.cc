@@ -171,7 +171,9 @@ class Verifier {
           const int v = send ? grid_.SenderOf(d, b) : grid_.ReceiverOf(d, b);
           const size_t k = idx(v, mb);
           const Role role = RoleOf(send, d);
-          touch(slot, k, i);
+          // A send reads the slot when posted; a receive fills its own buffer and
+          // writes the slot at its wait (below).
+          if (send) touch(slot, k, i);
           if (posted[role][k] >= 0) {
             Error(absl::StrCat(Where(s, i), ": posted again (first at instruction ", posted[role][k], ")"));
             break;

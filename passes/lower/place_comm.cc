@@ -17,74 +17,105 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& prog) {
   const int m = std::max(1, plan.config().micro_batches());
   // The (virtual stage, micro-batch) whose data an instruction touches in its slot.
   auto key_of = [&](int virtual_stage, int mb) { return int64_t{virtual_stage} * m + mb; };
-  // Per slot: the (virtual stage, micro-batch) now using it, and the last instruction
-  // that used it for an earlier one.
-  struct Occupant {
-    int64_t key = -1;
-    int last = -1;       // last use by `key`
-    int free_from = 0;   // first position after the previous occupant's last use
+  auto recv_key = [&](const ir::Recv& r) { return key_of(grid.ReceiverOf(r.direction(), r.boundary()), r.micro_batch()); };
+
+  // Positions are counted in the instructions other than receives ("anchors"): the pass
+  // only moves receives, so the anchors, and so its result, do not depend on where the
+  // receives were; running it again changes nothing.
+  //
+  // Pass 1: each slot's occupants in order, from the uses that touch it: loads, compute
+  // ops, sends (posting reads the slot) and the waits of receives (a receive fills its
+  // own buffer and moves it into the slot at its wait).
+  struct Occupancy {
+    int64_t key;
+    int last = -1;          // anchor of the last use
+    int last_compute = -1;  // anchor of the last compute op
   };
-  std::map<int, Occupant> slots;
-  std::map<int, int> last_recv_target;  // sender stage -> target of its previous receive
-  std::vector<int> target(n);
+  std::map<int, std::vector<Occupancy>> slots;
+  std::map<std::pair<int, int64_t>, int> first_occupancy;  // (slot, key) -> index in slots[slot]
+  std::map<std::tuple<int, int, int>, int> recv_slot;      // (direction, boundary, mb) -> slot
+  std::vector<int> anchor(n);
+  std::vector<bool> anchor_is_wait;
+  int anchors = 0;
   for (int i = 0; i < n; ++i) {
     const ir::Instruction& in = prog.instructions(i);
-    target[i] = i;
-    auto use = [&](int slot, int64_t key) {
-      Occupant& o = slots[slot];
-      if (o.key != key) {
-        if (o.key >= 0) o.free_from = o.last + 1;
-        o.key = key;
+    anchor[i] = anchors;
+    if (in.has_recv()) {
+      recv_slot[{in.recv().direction(), in.recv().boundary(), in.recv().micro_batch()}] = in.recv().slot();
+      continue;
+    }
+    const int a = anchors++;
+    anchor_is_wait.push_back(in.has_wait());
+    auto use = [&](int slot, int64_t key, bool compute) {
+      auto& list = slots[slot];
+      if (list.empty() || list.back().key != key) {
+        first_occupancy.try_emplace({slot, key}, static_cast<int>(list.size()));
+        list.push_back({key});
       }
-      o.last = i;
+      list.back().last = a;
+      if (compute) list.back().last_compute = a;
     };
     switch (in.op_case()) {
       case ir::Instruction::kLoadMicroBatch: {
         // A load is for virtual stage 0 (inputs) or the last (labels).
         const int v = in.load_micro_batch().inputs() ? 0 : grid.virtual_stages() - 1;
-        use(in.load_micro_batch().slot(), key_of(v, in.load_micro_batch().micro_batch()));
+        use(in.load_micro_batch().slot(), key_of(v, in.load_micro_batch().micro_batch()), false);
         break;
       }
       case ir::Instruction::kCompute:
-        use(in.compute().slot(), key_of(in.compute().virtual_stage(), in.compute().micro_batch()));
+        use(in.compute().slot(), key_of(in.compute().virtual_stage(), in.compute().micro_batch()), true);
         break;
       case ir::Instruction::kSend: {
         const auto& s = in.send();
-        const int v = grid.SenderOf(s.direction(), s.boundary());
-        use(s.slot(), key_of(v, s.micro_batch()));
+        use(s.slot(), key_of(grid.SenderOf(s.direction(), s.boundary()), s.micro_batch()), false);
         break;
       }
-      case ir::Instruction::kRecv: {
-        const auto& r = in.recv();
-        const int v = grid.ReceiverOf(r.direction(), r.boundary());
-        const int64_t key = key_of(v, r.micro_batch());
-        const int sender = grid.PeerStage(false, r.direction(), r.boundary());
-        // After the slot's previous occupant is done with it (the receive may precede
-        // this micro-batch's own earlier uses of the slot, e.g. its load or forward) ...
-        int t = 0;
-        if (auto it = slots.find(r.slot()); it != slots.end()) {
-          t = it->second.key == key ? it->second.free_from : it->second.last + 1;
+      case ir::Instruction::kWait:
+        for (const auto& ref : in.wait().ops()) {
+          if (ref.send()) continue;
+          auto it = recv_slot.find({ref.direction(), ref.boundary(), ref.micro_batch()});
+          if (it == recv_slot.end()) continue;  // the verifier reports it
+          use(it->second, key_of(grid.ReceiverOf(ref.direction(), ref.boundary()), ref.micro_batch()), false);
         }
-        // ... and after the previous receive from the same sender (order matching).
-        if (auto it = last_recv_target.find(sender); it != last_recv_target.end()) t = std::max(t, it->second);
-        target[i] = std::min(t, i);
-        // A receive that stays put is followed by the next one from the same sender; one
-        // that moves before instruction T shares T, and the sort keeps them in order.
-        last_recv_target[sender] = target[i] == i ? i + 1 : target[i];
-        use(r.slot(), key);
         break;
-      }
       default:
         break;
     }
   }
+
+  // Pass 2: each receive moves to just before the last compute op of its slot's
+  // previous occupant (so that op overlaps the transfer, and at most one received
+  // buffer per slot waits beside its occupant) and the waits before it, or to the start
+  // when the slot had none;
+  // never before an earlier receive from the same sender (transfers between two ranks
+  // match in order), and never later than it was.
+  std::vector<int> target(n);
+  std::map<int, int> last_target;  // sender stage -> target of its previous receive
+  for (int i = 0; i < n; ++i) {
+    const ir::Instruction& in = prog.instructions(i);
+    target[i] = anchor[i];
+    if (!in.has_recv()) continue;
+    const ir::Recv& r = in.recv();
+    int t = anchor[i];
+    if (auto it = first_occupancy.find({r.slot(), recv_key(r)}); it != first_occupancy.end()) {
+      if (it->second == 0) {
+        t = 0;
+      } else {
+        const Occupancy& prev = slots[r.slot()][it->second - 1];
+        t = prev.last_compute >= 0 ? prev.last_compute : prev.last + 1;
+      }
+      // Ahead of the waits right before that op too, so they stay next to their use.
+      while (t > 0 && anchor_is_wait[t - 1]) --t;
+    }
+    const int sender = grid.PeerStage(false, r.direction(), r.boundary());
+    if (auto it = last_target.find(sender); it != last_target.end()) t = std::max(t, it->second);
+    target[i] = std::min(t, anchor[i]);
+    last_target[sender] = target[i];
+  }
   std::vector<int> order(n);
   for (int i = 0; i < n; ++i) order[i] = i;
-  // Each receive moves to just before the instruction at its target; ties keep program
-  // order (so receives from one sender stay in order).
+  // Receives sort before the instruction at their anchor; ties keep program order.
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    // Receives sort before the other instruction at their target, whether they moved or
-    // not, so running the pass again changes nothing.
     auto pos = [&](int i) { return std::make_pair(target[i], prog.instructions(i).has_recv() ? 0 : 1); };
     return pos(a) < pos(b);
   });
