@@ -198,7 +198,35 @@ class Checker {
       Error(absl::StrCat("model.num_classes is ", m.num_classes(), " but the last layer gives ",
                          ShapeString(current[0]), " (one score per class in the last dimension)"));
     }
+    CheckLabel(m, current[0]);
     inferred_ = all_recorded;  // the recorded shapes are usable for boundary checks
+  }
+
+  // The labels the loss compares the model's output with: CROSS_ENTROPY takes a class
+  // index (INT64) per score vector, so the label's shape is the output's without its last
+  // dimension; MSE takes a FLOAT32 target of the output's shape (or no label spec: the
+  // targets then take the output's shape).
+  void CheckLabel(const ModelSpec& m, const TensorSpec& output) {
+    const TensorSpec& label = m.label();
+    std::vector<int64_t> want(output.shape().begin(), output.shape().end());
+    ir::DType want_dtype = FLOAT32;
+    if (m.loss() == CROSS_ENTROPY) {
+      if (want.empty()) return;  // reported above (no class dimension)
+      want.pop_back();
+      want_dtype = INT64;
+    } else if (m.loss() != MSE || !m.has_label()) {
+      return;
+    }
+    const std::vector<int64_t> got(label.shape().begin(), label.shape().end());
+    if (!m.has_label() || label.dtype() != want_dtype || got != want) {
+      TensorSpec expected;
+      for (int64_t d : want) expected.add_shape(d);
+      expected.set_dtype(want_dtype);
+      Error(absl::StrCat("model.label is ", m.has_label() ? ShapeString(label) : "missing", " but ",
+                         LossKind_Name(m.loss()), " on the last layer's output ", ShapeString(output), " needs ",
+                         ShapeString(expected),
+                         m.loss() == CROSS_ENTROPY ? " (one class index per score vector)" : " (the output's shape)"));
+    }
   }
 
   void CheckPlacement() {

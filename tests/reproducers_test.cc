@@ -269,12 +269,12 @@ TEST(Reproducers, DISABLED_UnverifiedSchedulesFailCleanlyNeverWithASignal) {
   }
 }
 
-// The structural rules check model.input but not model.label: a label spec that cannot
-// be the model's (a negative or wrong dimension, a float label for CROSS_ENTROPY) compiles
-// and verifies, then runs ignoring it or fails at step 1 inside LibTorch (tied_lm with
-// label shape [2]: "Expected input batch_size (5) to match target batch_size (2)").
-// DISABLED until ir/plan_check.cc checks the label against the loss and the last layer.
-TEST(Reproducers, DISABLED_ALabelSpecThatCannotBeTheModelsIsACompileError) {
+// Found by the robustness review of IR v2: a label spec that cannot be the model's (a
+// negative or wrong dimension, a float label for CROSS_ENTROPY) compiled and verified,
+// then ran ignoring it or failed at step 1 inside LibTorch (tied_lm with label shape [2]:
+// "Expected input batch_size (5) to match target batch_size (2)"). The structural rules
+// now check the label against the loss and the last layer's output.
+TEST(Reproducers, ALabelSpecThatCannotBeTheModelsIsACompileError) {
   const std::string spec = *ir::ReadFile(kMlp);
   for (const std::string& label : {"label { shape: -1 dtype: INT64 }", "label { shape: 3 dtype: INT64 }",
                                    "label { dtype: FLOAT32 }", "label { }"}) {
@@ -282,7 +282,7 @@ TEST(Reproducers, DISABLED_ALabelSpecThatCannotBeTheModelsIsACompileError) {
     const std::string path = Tmp("bad_label.textproto");
     ASSERT_TRUE(ir::WriteFile(path, absl::StrReplaceAll(spec, {{"label { dtype: INT64 }", label}})).ok());
     ExpectCleanError(Exec({kPpc, "compile", "--model", path, "--stages", "2", "--out", Tmp("bad_label.pb")}),
-                     {"label"});
+                     {"model.label is ", "CROSS_ENTROPY on the last layer's output FLOAT32[", "needs INT64[]"});
   }
 }
 
