@@ -43,7 +43,8 @@ std::string GroupString(const Group& group) {
 
 class Checker {
  public:
-  Checker(const Plan& plan, bool complete) : plan_(plan), complete_(complete) {}
+  Checker(const Plan& plan, bool complete, int only_stage = -1)
+      : plan_(plan), complete_(complete), only_stage_(only_stage) {}
 
   absl::Status Run() {
     CheckTopology();
@@ -353,6 +354,7 @@ class Checker {
     const int vlast = grid_ ? grid_->virtual_stages() - 1 : 0;
     const int64_t max_slots = std::max<int64_t>(1, int64_t{m} * (grid_ ? grid_->chunks() : 1));
     for (int s = 0; s < p; ++s) {
+      if (only_stage_ >= 0 && s != only_stage_) continue;
       const StageProgram& prog = programs.Get(s);
       if (prog.stage() != s) Error(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage()));
       const int slots = prog.num_slots();
@@ -488,6 +490,7 @@ class Checker {
 
   const Plan& plan_;
   const bool complete_;
+  const int only_stage_;  // >= 0: check that stage's programs only
   bool inferred_ = false;
   bool bounded_ = false;  // the boundary table matches the model
   std::optional<Grid> grid_;  // set once the placement is valid
@@ -497,5 +500,13 @@ class Checker {
 }  // namespace
 
 absl::Status CheckPlanStructure(const Plan& plan, bool complete) { return Checker(plan, complete).Run(); }
+
+absl::Status CheckStageStructure(const Plan& plan, int stage) {
+  const int p = plan.topology().num_stages();
+  if (stage < 0 || stage >= std::max(p, 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("stage ", stage, " is out of range (", p, " stages)"));
+  }
+  return Checker(plan, /*complete=*/true, stage).Run();
+}
 
 }  // namespace ppc::ir

@@ -45,6 +45,11 @@ inline constexpr std::array<const char*, 5> kSchedules = {"1f1b", "data-parallel
 // missing, but what is there must obey the rules.
 absl::Status CheckPlanStructure(const Plan& plan, bool complete);
 
+// What one rank needs before it loads its stage: the rules of a complete plan for
+// everything but the programs of other stages, which it neither checks nor runs (the
+// launcher verifies the whole plan once; each rank then checks only its own programs).
+absl::Status CheckStageStructure(const Plan& plan, int stage);
+
 }  // namespace ppc::ir
 
 #endif  // PPC_IR_PLAN_CHECK_H_

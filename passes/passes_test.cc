@@ -692,6 +692,28 @@ std::string VerifyMessage(const ir::Plan& plan) {
 
 #define EXPECT_HAS(msg, want) EXPECT_NE((msg).find(want), std::string::npos) << "want: " << (want) << "\ngot: " << (msg)
 
+TEST(StructuralRules, ARankChecksItsOwnStageOnly) {
+  // A slot out of range in stage 1's program: the whole-plan check and stage 1's check
+  // report it; stage 0's check (what rank 0 runs at load) neither reads nor reports it.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
+  ASSERT_TRUE(ir::CheckStageStructure(plan, 0).ok());
+  ASSERT_TRUE(ir::CheckStageStructure(plan, 1).ok());
+  for (auto& in : *plan.mutable_programs(1)->mutable_instructions()) {
+    if (in.has_compute()) {
+      in.mutable_compute()->set_slot(99);
+      break;
+    }
+  }
+  EXPECT_HAS(std::string(ir::CheckPlanStructure(plan, true).message()), "slot 99");
+  EXPECT_HAS(std::string(ir::CheckStageStructure(plan, 1).message()), "slot 99");
+  EXPECT_TRUE(ir::CheckStageStructure(plan, 0).ok()) << ir::CheckStageStructure(plan, 0);
+  // The shared parts (model, placement, boundaries) are every rank's.
+  plan.mutable_boundaries(0)->mutable_tensors(0)->set_dtype(ir::INT64);
+  EXPECT_HAS(std::string(ir::CheckStageStructure(plan, 0).message()), "boundary 0");
+  EXPECT_EQ(ir::CheckStageStructure(plan, 2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ir::CheckStageStructure(plan, -1).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Verifier, RejectsADroppedWait) {
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
   Erase(plan, 1, Find(plan, 1, "wait ops=[recv/activation/0/1]"));
