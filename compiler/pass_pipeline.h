@@ -53,7 +53,10 @@ class PassPipeline {
 
   std::string ToString() const { return PrintPipeline(elements_); }
   // Runs every pass in order; returns whether any changed the plan.
-  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options) const;
+  // `verified`, when given, is set to whether the verifier passed the plan as returned
+  // (verify_each on and the verifier ran after the last pass that changed it, or on the
+  // input when none did), so that a caller need not verify it again.
+  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options, bool* verified = nullptr) const;
 
  private:
   std::vector<PipelineElement> elements_;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
@@ -52,7 +54,7 @@ absl::Status ParseTextProto(const std::string& text, int line_offset, const std:
   return absl::OkStatus();
 }
 
-uint64_t Fnv1a(const std::string& bytes, uint64_t h) {
+uint64_t Fnv1a(absl::string_view bytes, uint64_t h) {
   for (unsigned char c : bytes) {
     h ^= c;
     h *= 1099511628211ull;
@@ -169,9 +171,23 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
 }
 
 std::string Fingerprint(const Plan& plan) {
-  Plan content = plan;
-  content.clear_fingerprint();
-  return absl::StrFormat("%016x", Fnv1a(Deterministic(content), Fnv1a("|plan|", 14695981039346656037ull)));
+  // The deterministic bytes of the plan without its fingerprint field, taken without
+  // copying the plan: fields serialize in field-number order and the fingerprint (2)
+  // follows only format_version (1), so they are the whole serialization less the
+  // fingerprint field's bytes, which sit right after format_version's.
+  static_assert(Plan::kFormatVersionFieldNumber == 1 && Plan::kFingerprintFieldNumber == 2,
+                "Fingerprint skips field 2 after field 1");
+  using google::protobuf::io::CodedOutputStream;
+  const std::string bytes = Deterministic(plan);
+  const absl::string_view all(bytes);
+  const size_t head = plan.format_version() == 0 ? 0 : 1 + CodedOutputStream::VarintSize32(plan.format_version());
+  const size_t fp = plan.fingerprint().empty()
+                        ? 0
+                        : 1 + CodedOutputStream::VarintSize64(plan.fingerprint().size()) + plan.fingerprint().size();
+  uint64_t h = Fnv1a("|plan|", 14695981039346656037ull);
+  h = Fnv1a(all.substr(0, head), h);
+  h = Fnv1a(all.substr(std::min(all.size(), head + fp)), h);
+  return absl::StrFormat("%016x", h);
 }
 
 std::string ModelFingerprint(const ModelSpec& model) {

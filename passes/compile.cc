@@ -19,9 +19,9 @@ void CanonicalizeConfig(const ir::Topology& topology, ir::TrainingConfig* c) {
   if (!c->optimizer().has_lr()) c->mutable_optimizer()->set_lr(0.01);
 }
 
-absl::Status StampVerified(ir::Plan& plan) {
+absl::Status StampVerified(ir::Plan& plan, bool already_verified) {
   plan.set_unverified(false);
-  absl::Status verified = VerifyPlan(plan);
+  absl::Status verified = already_verified ? absl::OkStatus() : VerifyPlan(plan);
   plan.set_unverified(!verified.ok());
   ir::Stamp(plan);
   return verified;
@@ -29,8 +29,9 @@ absl::Status StampVerified(ir::Plan& plan) {
 
 absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline, const PipelineOptions& options) {
   ASSIGN_OR_RETURN(PassPipeline p, PassPipeline::Create(pipeline, GlobalPassRegistry(), VerifyPlan));
-  RETURN_IF_ERROR(p.Run(plan, options).status());
-  absl::Status verified = StampVerified(plan);
+  bool pipeline_verified = false;
+  RETURN_IF_ERROR(p.Run(plan, options, &pipeline_verified).status());
+  absl::Status verified = StampVerified(plan, pipeline_verified);
   // With per-pass verification on, the pipeline has already proven the plan.
   if (!verified.ok() && options.verify_each) return verified;
   return plan;

@@ -36,9 +36,10 @@ absl::StatusOr<ir::Plan> CompilePlan(const ir::ModelSpec& model, const ir::Topol
 absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline,
                                      const PipelineOptions& options = {});
 
-// Verifies the whole plan and stamps it; a plan that fails is stamped marked unverified.
-// Returns the verification result.
-absl::Status StampVerified(ir::Plan& plan);
+// Verifies the whole plan (unless `already_verified`: the pipeline's verifier passed it
+// as it is) and stamps it; a plan that fails is stamped marked unverified. Returns the
+// verification result.
+absl::Status StampVerified(ir::Plan& plan, bool already_verified = false);
 
 }  // namespace ppc::passes
 
