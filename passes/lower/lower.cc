@@ -123,7 +123,9 @@ absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrFi
       int slot;
       std::pair<int, int> key;  // (virtual stage, micro-batch) whose slot it read
     };
-    std::vector<Posted> unwaited;                                    // sends posted, not waited
+    std::vector<Posted> unwaited;  // sends posted, in order; waited ones marked below
+    std::vector<bool> waited;
+    std::map<Transfer, size_t> unwaited_at;  // activation send -> its index in `unwaited`
     std::map<int, size_t> next;                                      // receiver -> position in its channel
     std::map<int, std::map<Transfer, std::pair<int, std::pair<int, int>>>> ready;  // receiver -> transfer -> slot, key
     std::set<std::pair<int, int>> grad_received;
@@ -138,7 +140,9 @@ absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrFi
         ir::Instruction send;
         Fill(send.mutable_send(), it->first, it->second.first);
         *out.Add() = send;
+        if (std::get<0>(it->first) == ir::ACTIVATION) unwaited_at[it->first] = unwaited.size();
         unwaited.push_back({it->first, it->second.first, it->second.second});
+        waited.push_back(false);
         r.erase(it);
         ++k;
       }
@@ -169,11 +173,10 @@ absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrFi
         // send is complete, or will be without anything else from this rank.
         if (std::get<0>(t.in) == ir::GRADIENT) {
           const Transfer act{ir::ACTIVATION, std::get<1>(t.in), std::get<2>(t.in)};
-          for (size_t j = 0; j < unwaited.size(); ++j) {
-            if (unwaited[j].transfer != act) continue;
+          if (auto j = unwaited_at.find(act); j != unwaited_at.end()) {
             *wait.mutable_wait()->add_ops() = Ref(true, act);
-            unwaited.erase(unwaited.begin() + j);
-            break;
+            waited[j->second] = true;
+            unwaited_at.erase(j);
           }
         }
         *out.Add() = wait;
@@ -199,11 +202,11 @@ absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrFi
             " from stage ", s, ", which never produces it"));
       }
     }
-    if (!unwaited.empty()) {
-      ir::Instruction wait;
-      for (const Posted& q : unwaited) *wait.mutable_wait()->add_ops() = Ref(true, q.transfer);
-      *out.Add() = wait;
+    ir::Instruction rest;
+    for (size_t j = 0; j < unwaited.size(); ++j) {
+      if (!waited[j]) *rest.mutable_wait()->add_ops() = Ref(true, unwaited[j].transfer);
     }
+    if (rest.has_wait()) *out.Add() = std::move(rest);
     prog.mutable_instructions()->Swap(&out);
     bool trains = false;
     for (const auto& in : prog.instructions()) trains |= in.has_compute() && in.compute().kind() != ir::FORWARD;

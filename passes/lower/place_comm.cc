@@ -5,6 +5,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 #include "passes/plan_util.h"
@@ -31,9 +32,9 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& prog) {
     int last = -1;          // anchor of the last use
     int last_compute = -1;  // anchor of the last compute op
   };
-  std::map<int, std::vector<Occupancy>> slots;
-  std::map<std::pair<int, int64_t>, int> first_occupancy;  // (slot, key) -> index in slots[slot]
-  std::map<std::tuple<int, int, int>, int> recv_slot;      // (direction, boundary, mb) -> slot
+  absl::flat_hash_map<int, std::vector<Occupancy>> slots;
+  absl::flat_hash_map<std::pair<int, int64_t>, int> first_occupancy;  // (slot, key) -> index in slots[slot]
+  absl::flat_hash_map<std::tuple<int, int, int>, int> recv_slot;    // (direction, boundary, mb) -> slot
   std::vector<int> anchor(n);
   std::vector<bool> anchor_is_wait;
   int anchors = 0;
@@ -90,7 +91,7 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& prog) {
   // never before an earlier receive from the same sender (transfers between two ranks
   // match in order), and never later than it was.
   std::vector<int> target(n);
-  std::map<int, int> last_target;  // sender stage -> target of its previous receive
+  absl::flat_hash_map<int, int> last_target;  // sender stage -> target of its previous receive
   for (int i = 0; i < n; ++i) {
     const ir::Instruction& in = prog.instructions(i);
     target[i] = anchor[i];
@@ -121,7 +122,7 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& prog) {
   });
   google::protobuf::RepeatedPtrField<ir::Instruction> out;
   out.Reserve(n);
-  for (int i : order) *out.Add() = prog.instructions(i);
+  for (int i : order) out.Add()->Swap(prog.mutable_instructions(i));
   prog.mutable_instructions()->Swap(&out);
   return absl::OkStatus();
 }
