@@ -361,7 +361,7 @@ absl::StatusOr<Plan> LoadPlan(const std::string& path) {
   if (plan.format_version() != kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": plan format version ", plan.format_version(),
                                                       " is not supported (this build reads version ",
-                                                      kFormatVersion, ")"));
+                                                      kFormatVersion, "); recompile the plan with this ppc"));
   }
   return plan;
 }

@@ -8,11 +8,12 @@ namespace ppc::passes {
 // LOWERED -> LOWERED. Posts each receive early, so the transfer overlaps compute. A
 // receive fills a buffer of its own and moves it into its slot at its Wait, so it can be
 // posted while the slot still holds the previous (virtual stage, micro-batch): the pass
-// moves it to just before that occupant's last compute op (at most one received buffer
-// per slot waits beside its occupant: double buffering) and the waits before that op,
-// never before an earlier receive from the same rank (transfers between two ranks match
-// in order), and never later than it was. Its Wait stays where it was, right before the data is used. Posts never block,
-// so moving them cannot deadlock; the verifier checks it. Idempotent.
+// moves it to just before that occupant's last compute op and the waits right before
+// that op (so at most one receive per slot runs ahead of its occupant: double
+// buffering), never before an earlier receive from the same rank (transfers between two
+// ranks match in order), and never later than it was. Its Wait stays where it was, right
+// before the data is used. Posts never block, so moving them cannot deadlock; the
+// verifier checks it. Idempotent.
 class PlaceComm : public Pass {
  public:
   std::string name() const override { return "place-comm"; }
