@@ -1,19 +1,21 @@
 // The per-rank interpreter. Load validates the plan for this rank once (stamp, world
 // size, the structural rules of ir/plan_check.h, its stage's training and eval
-// programs), builds the layers of the stage's virtual stages with deterministic
-// weights, allocates slots and creates communication groups, reporting every problem at
-// once. RunStep and RunEval are then flat loops over a program that trust what Load
-// checked. Transfers between two ranks are matched by order: each direction of each
-// pair numbers its messages from 0 in every run of a program, and the number is the tag.
+// programs, the order of its channels against its peers' programs), builds the stage's
+// model (runtime/stage_model.h), allocates slots (runtime/slot_table.h), resolves every
+// instruction into a handler bound to the slot, virtual stage and transfer it names, and
+// creates communication groups, reporting every problem at once. RunStep and RunEval are
+// then short loops over the handlers. What Load cannot know (what a slot holds when an
+// instruction runs) the handlers check, so that a plan the verifier would reject fails
+// with an error naming the rank and the instruction, never a crash. Transfers go through
+// runtime/comm_engine.h, the optimizer is runtime/optimizer.h.
 #ifndef PPC_RUNTIME_INTERPRETER_H_
 #define PPC_RUNTIME_INTERPRETER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include <torch/types.h>
@@ -23,11 +25,14 @@
 #include "ir/program.pb.h"
 #include "ir/topology.h"
 #include "runtime/data.h"
-#include "runtime/layers.h"
 #include "runtime/optimizer.h"
+#include "runtime/stage_model.h"
 #include "runtime/transport.h"
 
 namespace ppc::runtime {
+
+class CommEngine;
+struct Slot;
 
 struct RuntimeOptions {
   // Every blocking wait gives up after this long with DeadlineExceeded.
@@ -68,12 +73,6 @@ struct EvalResult {
 struct Predictions {
   torch::Tensor outputs;  // [samples, ...]
   torch::Tensor labels;   // [samples, ...]
-};
-
-struct NamedParameter {
-  int layer;  // global layer index
-  std::string name;
-  torch::Tensor value;
 };
 
 class StageRuntime {
@@ -130,48 +129,29 @@ class StageRuntime {
   double last_grad_norm() const { return last_grad_norm_; }
 
  private:
-  StageRuntime() = default;
-  struct Slot;
-  // One compiled program of this stage with its buffers.
-  struct Program {
-    ir::StageProgram code;
-    std::vector<std::unique_ptr<Slot>> slots;
-    bool training = false;  // has backwards: forwards keep the autograd graph
-    bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
-  };
-  // This stage's virtual stages, in chunk order: layers_[first_layer, end_layer) are
-  // global layers [begin, end); params: their distinct parameters.
-  struct Chunk {
-    int virtual_stage, begin, end;
-    int first_layer, end_layer;
-    std::vector<torch::Tensor> params;
-  };
-  // A posted transfer, by (send, direction, boundary, micro-batch).
-  using CommKey = std::tuple<bool, int, int, int>;
-  struct PendingOp {
-    std::vector<Transport::Handle> handles;  // one per tensor of the boundary
-    std::vector<torch::Tensor> tensors;      // kept alive until the Wait
-    int slot = 0;
-    int peer_stage = 0;
-  };
-  absl::Status Execute(const ir::Instruction& in, int64_t step);
-  absl::Status Forward(const ir::Compute& c, Slot& slot, int64_t step);
-  absl::Status Backward(const ir::Compute& c, Slot& slot);
-  absl::Status Post(bool send, ir::Direction direction, int boundary, int micro_batch, int slot);
-  const Chunk& ChunkOf(int virtual_stage) const;
+  StageRuntime();
+  // One program of this stage, resolved by Load: its code, its slots, and one handler
+  // per instruction bound to what the instruction names (defined in interpreter.cc).
+  struct Program;
+  using Handler = std::function<absl::Status(int64_t step)>;
+
   absl::Status Validate(const ir::Plan& plan);
   // ResourceExhausted when this rank's estimated memory exceeds what the machine has.
   absl::Status CheckMemory(const ir::Plan& plan, const std::string& who) const;
-  // Checks one program's instructions and allocates its buffers.
-  void ValidateProgram(Program& program, std::vector<std::string>& problems,
-                       std::vector<std::vector<int>>& tie_groups);
+  // Checks one program's instructions and resolves each into a handler; what is wrong
+  // goes to `problems`, the tie groups it reduces over to `tie_groups`.
+  void Compile(Program& program, std::vector<std::string>& problems, std::vector<std::vector<int>>& tie_groups);
+  Handler Resolve(Program& program, const ir::Instruction& in);
   absl::StatusOr<std::unique_ptr<DataSource>> OpenData(bool eval) const;
   // Runs `program` once; the loss and accuracy sums it collected stay in the members.
-  absl::Status Run(Program& program, int64_t step);
+  absl::Status Execute(Program& program, int64_t step);
   std::string Where(int index, const ir::Instruction& in, int64_t step) const;
+  // The compute handlers: check what the slot holds, then run the stage's model.
+  absl::Status Forward(const Program& program, Slot& slot, int vs, int mb, int64_t step);
+  absl::Status Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads);
 
   ir::Plan plan_;
-  Program train_, eval_;
+  std::unique_ptr<Program> train_, eval_;
   Program* running_ = nullptr;
   Transport* transport_ = nullptr;
   RuntimeOptions options_;
@@ -179,31 +159,11 @@ class StageRuntime {
   ir::Grid grid_{1, 1, 1};
   // This stage runs the first / last virtual stage (loads inputs / labels, computes the loss).
   bool first_ = false, last_ = false;
-  std::vector<Chunk> chunks_;
-  std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<torch::Tensor> unique_params_;
-  std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
-  // Tied weights whose first holder is an earlier stage: left out of this stage's
-  // share of the global gradient norm, so each tied weight is counted once.
-  std::set<const void*> not_owned_;
-  std::vector<int> pipeline_group_;  // ranks of this replica's stages
-  // Layers per activation checkpoint (0: keep all activations).
-  int checkpoint_interval_ = 0;
-  std::vector<torch::Tensor> RunLayers(int begin, int end, std::vector<torch::Tensor> x, const ForwardContext& ctx);
-  torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
+  std::unique_ptr<StageModel> model_;
+  std::unique_ptr<CommEngine> comm_;
   std::unique_ptr<StageOptimizer> optimizer_;
-  // The stage's distinct parameters and their gradients, flattened in unique_params_
-  // order (padded to a multiple of the replicas when sharded): every parameter and every
-  // .grad is a view of these, so reductions, clipping, sharded steps and gathers work on
-  // one contiguous tensor each.
-  torch::Tensor flat_params_, flat_grads_;
-  // Moves unique_params_ into the flat buffers (`size` values) and rebinds every layer.
-  void Flatten(int64_t size);
   std::unique_ptr<DataSource> data_, eval_data_;
-  std::map<CommKey, PendingOp> pending_;
-  // Messages posted so far in this run of a program, per peer rank (the tags).
-  std::map<int, uint32_t> send_seq_, recv_seq_;
-  std::vector<int> dp_group_, world_group_;
+  std::vector<int> pipeline_group_, dp_group_, world_group_;
   double loss_sum_ = 0;
   int64_t correct_ = 0, predictions_ = 0;
   std::vector<torch::Tensor> predicted_, predicted_labels_;

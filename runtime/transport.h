@@ -1,9 +1,11 @@
 // The transport interface: the only way ranks talk. Point-to-point operations and
-// asynchronous all-reduces are posted without blocking and completed by Wait (so a
-// batch of posts followed by waits cannot deadlock on a blocking transport);
-// collectives run within a group of global ranks. Every blocking call takes a timeout.
-// Implementations: Gloo through LibTorch's c10d (gloo_transport.h); an in-process one
-// whose ranks are threads, for tests (loopback_transport.h); NCCL on GPU later.
+// all-reduces are posted without blocking (PostSend, PostRecv, PostAllReduceSum) and
+// completed by Wait, so a batch of posts followed by waits cannot deadlock on a blocking
+// transport, and an all-reduce can overlap the compute issued between its post and its
+// wait; the other collectives are blocking calls. Collectives run within a group of
+// global ranks. Every call that can wait for a peer takes a timeout. Implementations:
+// Gloo through LibTorch's c10d (gloo_transport.h); an in-process one whose ranks are
+// threads, for tests (loopback_transport.h); NCCL on GPU later.
 //
 // Ordering (the NCCL model). The point-to-point messages of one ordered pair of ranks
 // (sender a -> receiver b) form a channel: the k-th send a posts to b (counting from 0)
@@ -18,6 +20,21 @@
 // Collectives. Every member of a group calls the group's collectives (blocking, or
 // posted) in the same order; a posted all-reduce takes its place in that order when it
 // is posted, not when it is waited for.
+//
+// Completion (the contract a stream-ordered transport can keep). "Complete" means:
+// the operation's results are usable by, and its input buffers may be overwritten by,
+// any work this rank issues afterwards. A CPU transport (Gloo, loopback) finishes the
+// operation before Wait or a blocking collective returns. A stream-ordered one (CUDA
+// with NCCL) may instead enqueue that ordering on the rank's compute stream and return
+// (later kernels then wait on the device, and a host read of a result, such as
+// Tensor::item, synchronizes the stream as LibTorch always does). Such a transport
+// must still bound every wait: when an operation whose Wait returned OK fails or
+// outlives its timeout, it aborts its communicator (so that nothing queued behind the
+// operation waits forever) and reports the error from this rank's next call
+// (DeadlineExceeded or Aborted). Callers treat any error as fatal for the run.
+//
+// Lifetime. Destroying a Transport abandons its operations not yet waited for (a rank
+// that stops on an error does not wait for them); their partners fail instead of hanging.
 //
 // Threads. A Transport object is used by one thread at a time.
 #ifndef PPC_RUNTIME_TRANSPORT_H_
@@ -47,25 +64,26 @@ class Transport {
   virtual absl::Status CreateGroup(const std::vector<int>& ranks, absl::Duration timeout) = 0;
 
   // Posts this rank's next message to / from `peer` (see Ordering above: `tag` is the
-  // channel's sequence number). `tensor` must stay alive and unmodified (send) /
-  // untouched (recv) until Wait; a receive's tensor has the send's number of elements
-  // and dtype.
+  // channel's sequence number); never waits for the peer. `tensor` must stay alive and
+  // unmodified (send) / untouched (recv) until Wait; a receive's tensor has the send's
+  // number of elements and dtype (callers check this before posting: Gloo aborts the
+  // process on a message larger than the receive posted for it).
   virtual absl::StatusOr<Handle> PostSend(const at::Tensor& tensor, int peer, uint32_t tag) = 0;
   virtual absl::StatusOr<Handle> PostRecv(at::Tensor& tensor, int peer, uint32_t tag) = 0;
 
-  // In-place sum over the group's ranks, completed by Wait. The tensors (not the vector)
-  // must stay alive and untouched until Wait.
+  // Posts an in-place sum over the group's ranks, completed by Wait; never waits for the
+  // other members. The tensors (not the vector) must stay alive and untouched until Wait.
   virtual absl::StatusOr<Handle> PostAllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group) = 0;
 
-  // Completes a posted operation; every handle is waited for exactly once, and is gone
-  // afterwards whatever the outcome. After Wait returns OK, the operation's results are
-  // visible to (and its input buffers may be reused by) work this rank issues afterwards
-  // on its compute stream; a CPU transport completes the operation before returning. A
-  // stream-ordered (CUDA/NCCL) implementation may return once that ordering is enqueued.
-  // Past `timeout`: DeadlineExceeded, naming this rank, the peer (or the group) and the
-  // tag; the operation is then abandoned and its tensor must not be relied on.
+  // Completes a posted operation (see Completion above: OK means its results are usable
+  // by the work this rank issues next; a stream-ordered transport may return once that
+  // is enqueued). A handle is waited for at most once, and is gone afterwards whatever
+  // the outcome. Past `timeout`: DeadlineExceeded, naming this rank, the peer (or the
+  // group) and the tag; the operation is then abandoned and its tensor must not be
+  // relied on.
   virtual absl::Status Wait(Handle handle, absl::Duration timeout) = 0;
 
+  // Blocking collectives: complete (as Wait) when they return OK.
   // In-place sum over the group's ranks: PostAllReduceSum, then Wait.
   virtual absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
                                     absl::Duration timeout) {

@@ -229,6 +229,10 @@ TEST(Equivalence, MseLossMatchesOneProcess) {
   auto plan = [](int stages) {
     ir::Plan p = MlpPlan(stages, 1, 4, "gpipe", "sgd");
     p.mutable_model()->set_loss(ir::MSE);
+    // MSE targets have the output's shape: the MLP's head gives 10 values.
+    p.mutable_model()->mutable_label()->clear_shape();
+    p.mutable_model()->mutable_label()->add_shape(10);
+    p.mutable_model()->mutable_label()->set_dtype(ir::FLOAT32);
     p.mutable_config()->mutable_optimizer()->set_lr(0.05);
     return p;
   };

@@ -229,12 +229,16 @@ TEST(Reproducers, RuntimeLoadRefusesWhatWouldHaveAborted) {
 }
 
 // Found by running pprun --allow-unverified on structurally valid schedules that the
-// verifier rejects (the IR v2 port): the runtime must end each with an error, never a
-// signal. DISABLED until the runtime checks what a compute op or a send finds in its
-// slot: today each ends in SIGSEGV (StageRuntime::Backward indexes the empty outputs or
-// received gradients of a slot) or SIGABRT (a send of another size than the receive
-// posted for it makes gloo's I/O thread throw EnforceNotMet, which terminates the rank).
-TEST(Reproducers, DISABLED_UnverifiedSchedulesFailCleanlyNeverWithASignal) {
+// verifier rejects (the IR v2 port): each once ended in SIGSEGV (StageRuntime::Backward
+// indexed the empty outputs or received gradients of a slot) or SIGABRT (a message of
+// another size than the receive posted for it, from a send of the wrong slot or from
+// two ranks that post a channel's transfers in different orders, made gloo's I/O thread
+// throw EnforceNotMet, which terminated the rank), or sent another micro-batch's data.
+// The runtime now checks what each compute op and send finds in its slot (which virtual
+// stage and micro-batch it holds, forward state, received gradients, the boundary's
+// shapes) and fails with FailedPrecondition naming the rank and the instruction; and
+// its load compares the order of each of its channels with the peer's program.
+TEST(Reproducers, UnverifiedSchedulesFailCleanlyNeverWithASignal) {
   ir::Plan interleaved = Mlp(2);
   interleaved.mutable_config()->set_schedule("interleaved-1f1b");
   interleaved.mutable_config()->set_virtual_stages(2);
@@ -242,7 +246,8 @@ TEST(Reproducers, DISABLED_UnverifiedSchedulesFailCleanlyNeverWithASignal) {
   auto forward_of = [](int mb) {
     return [mb](const ir::Instruction& in) { return IsForward(in) && in.compute().micro_batch() == mb; };
   };
-  const std::vector<std::tuple<std::string, ir::Plan, std::function<void(ir::Plan&)>>> cases = {
+  using Case = std::tuple<std::string, ir::Plan, std::function<void(ir::Plan&)>, std::vector<std::string>>;
+  const std::vector<Case> cases = {
       {"backward twice", Mlp(2),
        [](ir::Plan& p) {
          const int i = Find(p, 1, IsBackward);
@@ -250,22 +255,46 @@ TEST(Reproducers, DISABLED_UnverifiedSchedulesFailCleanlyNeverWithASignal) {
          for (int k = p.programs(1).instructions_size() - 1; k > i + 1; --k) {
            p.mutable_programs(1)->mutable_instructions()->SwapElements(k, k - 1);
          }
-       }},
+       },
+       {"FAILED_PRECONDITION", "rank 1 stage 1 step 1 instruction ", "(compute kind=BACKWARD vs=1 mb=0 slot=0)",
+        "virtual stage 1 micro-batch 0 in slot 0 is already backwarded"}},
       {"backward of a micro-batch never forwarded", Mlp(2),
-       [forward_of](ir::Plan& p) { Erase(p, 1, Find(p, 1, forward_of(1))); }},
+       [forward_of](ir::Plan& p) { Erase(p, 1, Find(p, 1, forward_of(1))); },
+       {"FAILED_PRECONDITION", "rank 1 stage 1 step 1 instruction ", "(compute kind=BACKWARD vs=1 mb=1 slot=0)",
+        "virtual stage 1 micro-batch 1 in slot 0 is not forwarded"}},
       {"backward before its gradient is waited for", Mlp(2),
        [](ir::Plan& p) {
          const int i = Find(p, 0, IsBackward);
          ASSERT_TRUE(p.programs(0).instructions(i - 1).has_wait());
          p.mutable_programs(0)->mutable_instructions()->SwapElements(i - 1, i);
-       }},
+       },
+       {"FAILED_PRECONDITION", "rank 0 stage 0 step 1 instruction ", "(compute kind=BACKWARD vs=0 mb=0 slot=0)",
+        "has 0 received gradients, not 1"}},
       {"send from another micro-batch's slot", interleaved,
-       [](ir::Plan& p) { Mutable(p, 0, IsSendActivation)->mutable_send()->set_slot(1); }},
+       [](ir::Plan& p) { Mutable(p, 0, IsSendActivation)->mutable_send()->set_slot(1); },
+       {"FAILED_PRECONDITION", "rank 0 stage 0 step 1 instruction ", "(send direction=ACTIVATION boundary=0 mb=0 slot=1)",
+        "peer stage 1 rank 1", "slot 1 holds ", ", not virtual stage 0 micro-batch 0"}},
+      {"sends in another order than the peer receives them", interleaved,
+       [](ir::Plan& p) {
+         // Stage 0 sends boundary 0's micro-batch 1 after boundary 2's micro-batch 0
+         // (a larger message where stage 1 expects a smaller one).
+         auto is_send = [](int boundary, int mb) {
+           return [=](const ir::Instruction& in) {
+             return IsSendActivation(in) && in.send().boundary() == boundary && in.send().micro_batch() == mb;
+           };
+         };
+         const int i = Find(p, 0, is_send(0, 1)), j = Find(p, 0, is_send(2, 0));
+         ASSERT_LT(i, j);
+         for (int k = i; k < j; ++k) p.mutable_programs(0)->mutable_instructions()->SwapElements(k, k + 1);
+       },
+       {"INVALID_ARGUMENT", "cannot load the plan",
+        "the channel from stage 0 (rank 0) to stage 1 (rank 1) disagrees on the order of its transfers",
+        "(send direction=ACTIVATION boundary=2 mb=0 slot=", "(recv direction=ACTIVATION boundary=0 mb=1 slot="}},
   };
-  for (const auto& [name, plan, edit] : cases) {
+  for (const auto& [name, plan, edit, fragments] : cases) {
     SCOPED_TRACE(name);
     auto path = Tampered(plan, absl::StrReplaceAll(name, {{" ", "_"}, {"'", ""}}), edit);
-    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified", "--timeout-s", "10"}), {"rank "});
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified", "--timeout-s", "10"}), fragments);
   }
 }
 
@@ -276,8 +305,8 @@ TEST(Reproducers, DISABLED_UnverifiedSchedulesFailCleanlyNeverWithASignal) {
 // now check the label against the loss and the last layer's output.
 TEST(Reproducers, ALabelSpecThatCannotBeTheModelsIsACompileError) {
   const std::string spec = *ir::ReadFile(kMlp);
-  for (const std::string& label : {"label { shape: -1 dtype: INT64 }", "label { shape: 3 dtype: INT64 }",
-                                   "label { dtype: FLOAT32 }", "label { }"}) {
+  for (const char* label : {"label { shape: -1 dtype: INT64 }", "label { shape: 3 dtype: INT64 }",
+                            "label { dtype: FLOAT32 }", "label { }"}) {
     SCOPED_TRACE(label);
     const std::string path = Tmp("bad_label.textproto");
     ASSERT_TRUE(ir::WriteFile(path, absl::StrReplaceAll(spec, {{"label { dtype: INT64 }", label}})).ok());
