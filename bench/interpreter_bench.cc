@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "ir/plan_io.h"
+#include "passes/compile.h"
 #include "passes/test_util.h"
 #include "runtime/data.h"
 #include "runtime/gloo_transport.h"
@@ -51,7 +52,7 @@ double PlainLoop(const ir::Plan& plan, int steps) {
     layers.push_back(*runtime::BuildLayer(plan.model().layers(l), l, plan.config().seed()));
     for (auto& [n, p] : layers.back()->params()) params.push_back(p);
   }
-  auto data = *runtime::SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+  auto data = *runtime::SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->outputs(0),
                                               plan.config().micro_batch_size(),
                                               int64_t(plan.config().micro_batches()) * plan.config().micro_batch_size(),
                                               plan.config().seed());
@@ -117,12 +118,11 @@ int Main(int argc, char** argv) {
     ir::Plan plan = passes::MlpPlan(1, 1, c.micro_batches, "1f1b", c.widths);
     plan.mutable_model()->mutable_input()->set_shape(0, c.widths[0]);
     plan.mutable_config()->set_micro_batch_size(c.micro_batch_size);
-    auto compiled = passes::Compile(plan);
+    auto compiled = passes::CompilePlan(plan.model(), plan.topology(), plan.config());
     if (!compiled.ok()) {
       std::fprintf(stderr, "%s\n", std::string(compiled.status().message()).c_str());
       return 1;
     }
-    ir::Stamp(*compiled);
     std::vector<double> plain, interp;
     int64_t instr = 0;
     for (int r = 0; r < repeats; ++r) {

@@ -1,11 +1,13 @@
-// A compiler pass over a Plan. Passes never print, read flags or declare
-// prerequisites: the PassPipeline owns order, dumping, timing and verification.
+// A compiler pass over a Plan. Passes never print, read flags or detect their own
+// changes: the PassPipeline owns order, dumping, timing, change detection (a hash of
+// the plan before and after) and verification. A pass states the plan level it needs
+// (Plan.level) and the level it leaves, and refuses any other input.
 #ifndef PPC_COMPILER_PASS_H_
 #define PPC_COMPILER_PASS_H_
 
 #include <string>
 
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
 #include "ir/program.pb.h"
 
 namespace ppc {
@@ -15,9 +17,9 @@ class Pass {
   virtual ~Pass() = default;
   // Stable kebab-case name, as written in textual pipelines.
   virtual std::string name() const = 0;
-  // Returns whether the plan changed. On error the plan may be partly rewritten;
-  // the pipeline reports it together with the pass name.
-  virtual absl::StatusOr<bool> Run(ir::Plan& plan) = 0;
+  // On error the plan may be partly rewritten; the pipeline reports it together with
+  // the pass name.
+  virtual absl::Status Run(ir::Plan& plan) = 0;
 };
 
 }  // namespace ppc

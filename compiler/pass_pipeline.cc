@@ -73,8 +73,11 @@ std::string PrintPipeline(const std::vector<PipelineElement>& elements) {
   return absl::StrJoin(parts, ",");
 }
 
-absl::StatusOr<PassPipeline> PassPipeline::Create(const std::string& text, const PassRegistry& registry) {
+absl::StatusOr<PassPipeline> PassPipeline::Create(const std::string& text, const PassRegistry& registry,
+                                                  Verifier verifier) {
+  if (!verifier) return absl::InvalidArgumentError("a pass pipeline needs a verifier");
   PassPipeline pipeline;
+  pipeline.verifier_ = std::move(verifier);
   ASSIGN_OR_RETURN(pipeline.elements_, ParsePipeline(text));
   for (const PipelineElement& e : pipeline.elements_) {
     ASSIGN_OR_RETURN(std::unique_ptr<Pass> pass, registry.Create(e.name, e.options));
@@ -83,8 +86,10 @@ absl::StatusOr<PassPipeline> PassPipeline::Create(const std::string& text, const
   return pipeline;
 }
 
-absl::StatusOr<bool> PassPipeline::Run(ir::Plan& plan, const PipelineOptions& options) const {
-  const ir::Plan input = plan;
+absl::StatusOr<bool> PassPipeline::Run(ir::Plan& plan, const PipelineOptions& options, bool* verified) const {
+  if (verified) *verified = false;
+  // The input, for a reproducer (copied only when one may be written).
+  const ir::Plan input = options.dump_to.empty() ? ir::Plan() : plan;
   std::ostream* out = options.out;
   if (!options.dump_to.empty()) mkdir(options.dump_to.c_str(), 0755);
   auto write_reproducer = [&](const std::string& failed_pass) {
@@ -99,31 +104,38 @@ absl::StatusOr<bool> PassPipeline::Run(ir::Plan& plan, const PipelineOptions& op
     write_reproducer(pass);
     return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
   };
-  if (options.verify_each && verifier_) {
+  if (options.verify_each) {
     absl::Status s = verifier_(plan);
     if (!s.ok()) return fail(s, "input plan failed verification", "<input>");
   }
   bool any_changed = false;
+  // The plan's fingerprint now: one hash per pass, the one after a pass being the one
+  // before the next.
+  std::string current = ir::Fingerprint(plan);
   for (size_t i = 0; i < passes_.size(); ++i) {
     const std::string name = passes_[i]->name();
     if (options.disabled.count(name)) continue;
     auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<bool> changed = passes_[i]->Run(plan);
+    absl::Status ran = passes_[i]->Run(plan);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (!changed.ok()) return fail(changed.status(), absl::StrCat("pass ", name, " failed"), name);
+    if (!ran.ok()) return fail(ran, absl::StrCat("pass ", name, " failed"), name);
     if (options.time_passes && out) *out << absl::StrFormat("// %-28s %8.3f ms\n", name, ms);
-    any_changed |= *changed;
-    if (*changed && options.verify_each && verifier_) {
+    std::string after = ir::Fingerprint(plan);
+    const bool changed = after != current;
+    current = std::move(after);
+    any_changed |= changed;
+    if (changed && options.verify_each) {
       absl::Status s = verifier_(plan);
       if (!s.ok()) return fail(s, absl::StrCat("failed after ", name), name);
     }
-    if (out && (options.print_ir_after_all || (options.print_ir_after_change && *changed))) {
-      *out << "// IR after " << name << (*changed ? "" : " (no change)") << "\n" << ir::PrintPlan(plan);
+    if (out && (options.print_ir_after_all || (options.print_ir_after_change && changed))) {
+      *out << "// IR after " << name << (changed ? "" : " (no change)") << "\n" << ir::PrintPlan(plan);
     }
     if (!options.dump_to.empty()) {
       RETURN_IF_ERROR(ir::WriteFile(absl::StrFormat("%s/%02d-%s.txt", options.dump_to, i, name), ir::PrintPlan(plan)));
     }
   }
+  if (verified) *verified = options.verify_each;
   return any_changed;
 }
 

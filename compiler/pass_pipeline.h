@@ -1,8 +1,10 @@
 // An ordered list of passes with MLIR-style textual form, e.g.
 //   infer-shapes,partition{method=parameters},schedule-1f1b,assign-buffers
-// The pipeline runs the verifier after every pass that reports a change (and once
-// on the input), prints or dumps IR when asked, times passes, and on failure says
-// "failed after <pass>" and writes a reproducer (input plan + exact pipeline).
+// The pipeline owns the verifier (given at construction; there is no pipeline without
+// one) and runs it on the input and after every pass that changed the plan. A pass's
+// change is detected here, by hashing the plan before and after it. The pipeline prints
+// or dumps IR when asked, times passes, and on failure says "failed after <pass>" and
+// writes a reproducer (input plan + exact pipeline).
 #ifndef PPC_COMPILER_PASS_PIPELINE_H_
 #define PPC_COMPILER_PASS_PIPELINE_H_
 
@@ -45,12 +47,16 @@ using Verifier = std::function<absl::Status(const ir::Plan&)>;
 
 class PassPipeline {
  public:
-  static absl::StatusOr<PassPipeline> Create(const std::string& text, const PassRegistry& registry);
+  // InvalidArgument when `verifier` is empty.
+  static absl::StatusOr<PassPipeline> Create(const std::string& text, const PassRegistry& registry,
+                                             Verifier verifier);
 
-  void set_verifier(Verifier verifier) { verifier_ = std::move(verifier); }
   std::string ToString() const { return PrintPipeline(elements_); }
   // Runs every pass in order; returns whether any changed the plan.
-  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options) const;
+  // `verified`, when given, is set to whether the verifier passed the plan as returned
+  // (verify_each on and the verifier ran after the last pass that changed it, or on the
+  // input when none did), so that a caller need not verify it again.
+  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options, bool* verified = nullptr) const;
 
  private:
   std::vector<PipelineElement> elements_;

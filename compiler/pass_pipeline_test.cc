@@ -8,15 +8,15 @@
 namespace ppc {
 namespace {
 
-// Sets micro_batches to its option `n`; reports a change only when the value differs.
+// Sets micro_batches to its option `n` (a change only when the value differs: the
+// pipeline detects it).
 class SetMicroBatches : public Pass {
  public:
   explicit SetMicroBatches(int n) : n_(n) {}
   std::string name() const override { return "set-micro-batches"; }
-  absl::StatusOr<bool> Run(ir::Plan& plan) override {
-    if (plan.config().micro_batches() == n_) return false;
+  absl::Status Run(ir::Plan& plan) override {
     plan.mutable_config()->set_micro_batches(n_);
-    return true;
+    return absl::OkStatus();
   }
 
  private:
@@ -26,8 +26,10 @@ class SetMicroBatches : public Pass {
 class Fails : public Pass {
  public:
   std::string name() const override { return "fails"; }
-  absl::StatusOr<bool> Run(ir::Plan&) override { return absl::InvalidArgumentError("boom"); }
+  absl::Status Run(ir::Plan&) override { return absl::InvalidArgumentError("boom"); }
 };
+
+absl::Status Accept(const ir::Plan&) { return absl::OkStatus(); }
 
 PassRegistry TestRegistry() {
   return PassRegistry({
@@ -38,6 +40,12 @@ PassRegistry TestRegistry() {
          return std::make_unique<SetMicroBatches>(std::stoi(o.at("n")));
        }},
   });
+}
+
+TEST(PassPipeline, RefusesToExistWithoutAVerifier) {
+  PassRegistry registry = TestRegistry();
+  auto pipeline = PassPipeline::Create("set-micro-batches{n=4}", registry, nullptr);
+  EXPECT_EQ(pipeline.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ParsePipeline, PrintsBackCanonically) {
@@ -57,22 +65,24 @@ TEST(ParsePipeline, RejectsMalformedText) {
 
 TEST(PassPipeline, RejectsUnknownPassesAndOptions) {
   PassRegistry registry = TestRegistry();
-  auto unknown = PassPipeline::Create("nope", registry);
+  auto unknown = PassPipeline::Create("nope", registry, Accept);
   EXPECT_NE(unknown.status().message().find("known passes: fails, set-micro-batches"), std::string::npos);
-  auto bad_option = PassPipeline::Create("set-micro-batches{m=2}", registry);
+  auto bad_option = PassPipeline::Create("set-micro-batches{m=2}", registry, Accept);
   EXPECT_NE(bad_option.status().message().find("has no option 'm'; it accepts: n"), std::string::npos);
 }
 
 TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
   PassRegistry registry = TestRegistry();
-  auto pipeline = PassPipeline::Create("set-micro-batches{n=4},set-micro-batches{n=7}", registry);
-  ASSERT_TRUE(pipeline.ok());
   int verified = 0;
-  pipeline->set_verifier([&](const ir::Plan& plan) {
-    ++verified;
-    if (plan.config().micro_batches() > 5) return absl::InvalidArgumentError("too many micro-batches");
-    return absl::OkStatus();
-  });
+  auto pipeline = PassPipeline::Create("set-micro-batches{n=4},set-micro-batches{n=7}", registry,
+                                       [&](const ir::Plan& plan) {
+                                         ++verified;
+                                         if (plan.config().micro_batches() > 5) {
+                                           return absl::InvalidArgumentError("too many micro-batches");
+                                         }
+                                         return absl::OkStatus();
+                                       });
+  ASSERT_TRUE(pipeline.ok());
   ir::Plan plan;
   plan.mutable_config()->set_micro_batches(4);
   std::ostringstream out;
@@ -88,7 +98,7 @@ TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
 
 TEST(PassPipeline, PassErrorsCarryThePassNameAndWriteAReproducer) {
   PassRegistry registry = TestRegistry();
-  auto pipeline = PassPipeline::Create("set-micro-batches{n=3},fails", registry);
+  auto pipeline = PassPipeline::Create("set-micro-batches{n=3},fails", registry, Accept);
   ASSERT_TRUE(pipeline.ok());
   ir::Plan plan;
   PipelineOptions options;

@@ -26,6 +26,8 @@ class ErrorList {
     errors_.push_back(std::move(msg));
   }
   bool empty() const { return errors_.empty(); }
+  // Nothing more will be kept: checkers may stop looking.
+  bool full() const { return truncated_; }
 
   // OK when empty; else InvalidArgument with one error per line.
   absl::Status ToStatus() const {

@@ -21,27 +21,41 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
-std::string ShortName(const std::string& field) { return field == "micro_batch" ? "mb" : field; }
-std::string LongName(const std::string& key) { return key == "mb" ? "micro_batch" : key; }
+std::string ShortName(const std::string& field) {
+  if (field == "micro_batch") return "mb";
+  if (field == "virtual_stage") return "vs";
+  return field;
+}
+std::string LongName(const std::string& key) {
+  if (key == "mb") return "micro_batch";
+  if (key == "vs") return "virtual_stage";
+  return key;
+}
+
+}  // namespace
 
 std::string CommRefText(const CommRef& ref) {
-  return absl::StrCat(absl::AsciiStrToLower(CommKind_Name(ref.kind())), "/", ref.micro_batch(), "/",
-                      ref.chunk());
+  return absl::StrCat(ref.send() ? "send" : "recv", "/", absl::AsciiStrToLower(Direction_Name(ref.direction())), "/",
+                      ref.boundary(), "/", ref.micro_batch());
 }
+
+namespace {
 
 absl::StatusOr<CommRef> ParseCommRef(absl::string_view text) {
   std::vector<std::string> parts = absl::StrSplit(text, '/');
   CommRef ref;
-  CommKind kind;
-  int mb, chunk;
-  if (parts.size() != 3 || !CommKind_Parse(absl::AsciiStrToUpper(parts[0]), &kind) ||
-      !absl::SimpleAtoi(parts[1], &mb) || !absl::SimpleAtoi(parts[2], &chunk)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad operation reference '", text, "' (want kind/micro_batch/chunk)"));
+  Direction direction;
+  int boundary, mb;
+  if (parts.size() != 4 || (parts[0] != "send" && parts[0] != "recv") ||
+      !Direction_Parse(absl::AsciiStrToUpper(parts[1]), &direction) || direction == DIRECTION_UNSPECIFIED ||
+      !absl::SimpleAtoi(parts[2], &boundary) || !absl::SimpleAtoi(parts[3], &mb)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad transfer reference '", text, "' (want send|recv/activation|gradient/boundary/micro_batch)"));
   }
-  ref.set_kind(kind);
+  ref.set_send(parts[0] == "send");
+  ref.set_direction(direction);
+  ref.set_boundary(boundary);
   ref.set_micro_batch(mb);
-  ref.set_chunk(chunk);
   return ref;
 }
 
@@ -219,33 +233,54 @@ absl::StatusOr<Instruction> ParseInstruction(const std::string& line) {
   return instruction;
 }
 
-bool MicroBatchOf(const Instruction& in, int* mb, int* chunk) {
-  const Reflection* r = in.GetReflection();
-  const FieldDescriptor* op = r->GetOneofFieldDescriptor(in, Instruction::descriptor()->oneof_decl(0));
-  if (op == nullptr) return false;
-  const Message& body = r->GetMessage(in, op);
-  const FieldDescriptor* fm = body.GetDescriptor()->FindFieldByName("micro_batch");
-  if (fm == nullptr) return false;
-  *mb = body.GetReflection()->GetInt32(body, fm);
-  const FieldDescriptor* fc = body.GetDescriptor()->FindFieldByName("chunk");
-  *chunk = fc ? body.GetReflection()->GetInt32(body, fc) : 0;
-  return true;
+bool MicroBatchOf(const Instruction& in, int* mb) {
+  switch (in.op_case()) {
+    case Instruction::kLoadMicroBatch: *mb = in.load_micro_batch().micro_batch(); return true;
+    case Instruction::kCompute: *mb = in.compute().micro_batch(); return true;
+    case Instruction::kSend: *mb = in.send().micro_batch(); return true;
+    case Instruction::kRecv: *mb = in.recv().micro_batch(); return true;
+    default: return false;
+  }
+}
+
+bool SlotOf(const Instruction& in, int* slot) {
+  switch (in.op_case()) {
+    case Instruction::kLoadMicroBatch: *slot = in.load_micro_batch().slot(); return true;
+    case Instruction::kCompute: *slot = in.compute().slot(); return true;
+    case Instruction::kSend: *slot = in.send().slot(); return true;
+    case Instruction::kRecv: *slot = in.recv().slot(); return true;
+    default: return false;
+  }
+}
+
+const char* ComputeLetter(ComputeKind kind) {
+  switch (kind) {
+    case FORWARD: return "F";
+    case BACKWARD: return "B";
+    case BACKWARD_INPUT: return "I";
+    case BACKWARD_WEIGHT: return "W";
+    default: return "?";
+  }
 }
 
 std::string OpName(const Instruction& in) {
   switch (in.op_case()) {
-    case Instruction::kForward:
-      return absl::StrCat("F", in.forward().micro_batch());
-    case Instruction::kBackward: {
-      const char* suffix = in.backward().part() == INPUT_ONLY ? "i" : in.backward().part() == WEIGHT_ONLY ? "w" : "";
-      return absl::StrCat("B", in.backward().micro_batch(), suffix);
+    case Instruction::kCompute:
+      return absl::StrCat(in.compute().virtual_stage(), ComputeLetter(in.compute().kind()), in.compute().micro_batch());
+    case Instruction::kSend:
+    case Instruction::kRecv: {
+      const bool send = in.has_send();
+      const Direction d = send ? in.send().direction() : in.recv().direction();
+      return absl::StrCat(send ? "send" : "recv", d == GRADIENT ? " grad" : " act", " b",
+                          send ? in.send().boundary() : in.recv().boundary(), " mb=",
+                          send ? in.send().micro_batch() : in.recv().micro_batch());
     }
     default: {
-      int mb, chunk;
+      int mb;
       const Reflection* r = in.GetReflection();
       const FieldDescriptor* op = r->GetOneofFieldDescriptor(in, Instruction::descriptor()->oneof_decl(0));
       std::string name = op ? op->name() : "<empty>";
-      if (MicroBatchOf(in, &mb, &chunk)) absl::StrAppend(&name, " mb=", mb);
+      if (MicroBatchOf(in, &mb)) absl::StrAppend(&name, " mb=", mb);
       return name;
     }
   }

@@ -1,8 +1,9 @@
 // Assembly form of one instruction, driven by protobuf reflection so that a new
 // instruction needs no printer code:  <oneof field name> <field>=<value> ...
-// e.g. "forward mb=0 chunk=0 slot=1", "send_activation mb=2 chunk=0 slot=0 peer=1
-// shape=[4,16] dtype=FLOAT32", "wait ops=[recv_activation/0/0,send_grad/1/0]".
-// micro_batch is abbreviated "mb". Every field is printed, so the form is canonical.
+// e.g. "compute kind=FORWARD vs=0 mb=1 slot=1", "send direction=ACTIVATION boundary=0
+// mb=2 slot=0", "wait ops=[recv/activation/0/2,send/gradient/1/0]" (a transfer is
+// send|recv/direction/boundary/micro-batch). micro_batch is abbreviated "mb",
+// virtual_stage "vs". Every field is printed, so the form is canonical.
 #ifndef PPC_IR_INSTRUCTION_TEXT_H_
 #define PPC_IR_INSTRUCTION_TEXT_H_
 
@@ -16,11 +17,16 @@ namespace ppc::ir {
 std::string PrintInstruction(const Instruction& instruction);
 absl::StatusOr<Instruction> ParseInstruction(const std::string& line);
 
-// Short form for timelines and errors: "F3", "B3", "B3i", "B3w", "send_activation mb=3".
+// Short form for timelines and errors. Compute ops as torch.distributed.pipelining's
+// actions, <virtual stage><F|B|I|W><micro-batch>: "0F3", "1B3", "1I3", "1W3";
+// transfers "send act b0 mb=3"; others "<name>[ mb=N]".
 std::string OpName(const Instruction& instruction);
+const char* ComputeLetter(ComputeKind kind);
+std::string CommRefText(const CommRef& ref);
 
-// Micro-batch and chunk of any instruction that names them; false otherwise.
-bool MicroBatchOf(const Instruction& instruction, int* micro_batch, int* chunk);
+// Micro-batch / slot of any instruction that names one; false otherwise.
+bool MicroBatchOf(const Instruction& instruction, int* micro_batch);
+bool SlotOf(const Instruction& instruction, int* slot);
 
 }  // namespace ppc::ir
 

@@ -16,6 +16,7 @@ namespace ppc::ir {
 namespace {
 
 using ShapeFn = std::function<absl::StatusOr<LayerShapeInfo>(const LayerSpec&, const TensorSpec&)>;
+using GroupFn = std::function<absl::StatusOr<GroupShapeInfo>(const LayerSpec&, const std::vector<TensorSpec>&)>;
 
 absl::Status Bad(const LayerSpec& layer, const std::string& what) {
   return absl::InvalidArgumentError(
@@ -50,7 +51,9 @@ absl::StatusOr<int64_t> Params(const LayerSpec& l, const std::vector<int64_t>& w
       return Bad(l, absl::StrCat("more than ", kMaxParameters, " parameters"));
     }
   }
-  if (!CheckedAdd(n, bias, &n) || n > kMaxParameters) return Bad(l, absl::StrCat("more than ", kMaxParameters, " parameters"));
+  if (!CheckedAdd(n, bias, &n) || n > kMaxParameters) {
+    return Bad(l, absl::StrCat("more than ", kMaxParameters, " parameters"));
+  }
   return n;
 }
 
@@ -167,22 +170,64 @@ absl::StatusOr<LayerShapeInfo> Embedding(const LayerSpec& l, const TensorSpec& i
   return LayerShapeInfo{Spec(dims), params, {num, dim}};
 }
 
+// "'input' FLOAT32[4], 'skip' FLOAT32[4]": a group, for error messages.
+std::string GroupString(const std::vector<TensorSpec>& group) {
+  std::vector<std::string> parts;
+  for (const TensorSpec& t : group) parts.push_back(absl::StrCat("'", t.name(), "' ", ShapeString(t)));
+  return absl::StrJoin(parts, ", ");
+}
+
+// Fork: pushes a copy of the first tensor, named after the layer; the first keeps its name.
+absl::StatusOr<GroupShapeInfo> ForkGroup(const LayerSpec& l, const std::vector<TensorSpec>& group) {
+  if (static_cast<int64_t>(group.size()) >= kMaxGroupTensors) {
+    return Bad(l, absl::StrCat("a Fork of a group of ", group.size(), " tensors would make ", group.size() + 1,
+                               "; a group holds at most ", kMaxGroupTensors, " (an Add pops one)"));
+  }
+  GroupShapeInfo info{group, 0, {}, 0};
+  info.outputs.push_back(group.front());
+  info.outputs.back().set_name(l.name());
+  return info;
+}
+
+// Add: pops the last tensor and adds it to the first; the sum is named after the layer.
+absl::StatusOr<GroupShapeInfo> AddGroup(const LayerSpec& l, const std::vector<TensorSpec>& group) {
+  if (group.size() < 2) {
+    return Bad(l, absl::StrCat("adds the last tensor of the group to the first, but the group is one tensor (",
+                               GroupString(group), "); a Fork must push the tensor to add first"));
+  }
+  const TensorSpec& first = group.front();
+  const TensorSpec& last = group.back();
+  if (first.dtype() != FLOAT32 || last.dtype() != FLOAT32 || Dims(first) != Dims(last)) {
+    return Bad(l, absl::StrCat("cannot add the last tensor '", last.name(), "' ", ShapeString(last),
+                               " to the first '", first.name(), "' ", ShapeString(first),
+                               ": both must be FLOAT32 with the same shape"));
+  }
+  GroupShapeInfo info{group, 0, {}, NumElements(first)};
+  info.outputs.pop_back();
+  info.outputs.front().set_name(l.name());
+  return info;
+}
+
 // A kind's shape function and every attribute it (and the runtime's builder,
 // runtime/layers.cc) reads, optional ones included: any other key is refused, so a
-// misspelled attribute cannot leave its default in place.
+// misspelled attribute cannot leave its default in place. Kinds that act on the whole
+// group (Fork, Add) have `group` and no `infer`.
 struct KindInfo {
   ShapeFn infer;
   std::vector<std::string> attrs;  // sorted
+  GroupFn group = nullptr;
 };
 
 const std::map<std::string, KindInfo>& Registry() {
   static const auto* registry = new std::map<std::string, KindInfo>{
       {"AdaptiveAvgPool2d", {AdaptiveAvgPool2d, {"output_size"}}},
+      {"Add", {nullptr, {}, AddGroup}},
       {"Conv2d",
        {Conv2d, {"bias", "dilation", "in_channels", "kernel_size", "out_channels", "padding", "stride"}}},
       {"Dropout", {Dropout, {"p"}}},
       {"Embedding", {Embedding, {"embedding_dim", "num_embeddings"}}},
       {"Flatten", {Flatten, {}}},
+      {"Fork", {nullptr, {}, ForkGroup}},
       {"GELU", {Elementwise, {}}},
       {"LayerNorm", {LayerNorm, {"eps", "normalized_shape"}}},
       {"Linear", {Linear, {"bias", "in_features", "out_features"}}},
@@ -203,6 +248,50 @@ absl::Status CheckAttributeKeys(const LayerSpec& layer, const std::vector<std::s
   std::sort(unknown.begin(), unknown.end());  // map order is unspecified
   return Bad(layer, absl::StrCat("unknown attribute", unknown.size() == 1 ? " " : "s ", absl::StrJoin(unknown, ", "),
                                  " (known: ", known.empty() ? "none" : absl::StrJoin(known, ", "), ")"));
+}
+
+// The registry entry of `layer`'s kind, its attribute keys checked.
+absl::StatusOr<const KindInfo*> FindKind(const LayerSpec& layer) {
+  auto it = Registry().find(layer.kind());
+  if (it == Registry().end()) {
+    std::vector<std::string> kinds = LayerKinds();
+    return Bad(layer, absl::StrCat("unknown layer kind; known kinds: ", absl::StrJoin(kinds, ", ")));
+  }
+  RETURN_IF_ERROR(CheckAttributeKeys(layer, it->second.attrs));
+  return &it->second;
+}
+
+// InferLayer once the kind is known to act on one tensor.
+absl::StatusOr<LayerShapeInfo> InferOne(const LayerSpec& layer, const KindInfo& kind_info, const TensorSpec& input) {
+  RETURN_IF_ERROR(CheckTensorSpec(input, absl::StrCat("layer '", layer.name(), "' input")));
+  ASSIGN_OR_RETURN(LayerShapeInfo info, kind_info.infer(layer, input));
+  info.output.set_name(layer.name());
+  RETURN_IF_ERROR(CheckTensorSpec(info.output, absl::StrCat("layer '", layer.name(), "' (", layer.kind(), ") output")));
+  // Forward cost estimate: multiply-adds for layers with a weight (each output element
+  // reads one weight row / filter), element operations for the rest.
+  const int64_t out = NumElements(info.output);
+  const std::string& kind = layer.kind();
+  // Saturating: an estimate, never an overflow.
+  auto mul = [](std::initializer_list<int64_t> factors) {
+    int64_t n = 1;
+    for (int64_t f : factors) {
+      if (!CheckedMul(n, f, &n)) return std::numeric_limits<int64_t>::max();
+    }
+    return n;
+  };
+  if (kind == "Linear") {
+    info.flops = mul({out, info.weight_shape[1]});
+  } else if (kind == "Conv2d") {
+    info.flops = mul({out, info.weight_shape[1], info.weight_shape[2], info.weight_shape[3]});
+  } else if (kind == "MaxPool2d") {
+    auto k = IntsAttr(layer, "kernel_size", 2);
+    info.flops = mul({out, k.ok() ? (*k)[0] : 1, k.ok() ? (*k)[1] : 1});
+  } else if (kind == "LayerNorm") {
+    info.flops = mul({5, out});
+  } else {
+    info.flops = std::max(out, NumElements(input));
+  }
+  return info;
 }
 
 }  // namespace
@@ -243,40 +332,34 @@ absl::Status CheckTensorSpec(const TensorSpec& spec, const std::string& what) {
 }
 
 absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input) {
-  auto it = Registry().find(layer.kind());
-  if (it == Registry().end()) {
-    std::vector<std::string> kinds = LayerKinds();
-    return Bad(layer, absl::StrCat("unknown layer kind; known kinds: ", absl::StrJoin(kinds, ", ")));
+  ASSIGN_OR_RETURN(const KindInfo* kind, FindKind(layer));
+  if (kind->group) {
+    return Bad(layer, "acts on a group of tensors, not on one (Fork pushes a copy of the first tensor, Add pops the "
+                      "last into the first): infer it with InferGroup");
   }
-  RETURN_IF_ERROR(CheckAttributeKeys(layer, it->second.attrs));
-  RETURN_IF_ERROR(CheckTensorSpec(input, absl::StrCat("layer '", layer.name(), "' input")));
-  ASSIGN_OR_RETURN(LayerShapeInfo info, it->second.infer(layer, input));
-  RETURN_IF_ERROR(CheckTensorSpec(info.output, absl::StrCat("layer '", layer.name(), "' (", layer.kind(), ") output")));
-  // Forward cost estimate: multiply-adds for layers with a weight (each output element
-  // reads one weight row / filter), element operations for the rest.
-  const int64_t out = NumElements(info.output);
-  const std::string& kind = layer.kind();
-  // Saturating: an estimate, never an overflow.
-  auto mul = [](std::initializer_list<int64_t> factors) {
-    int64_t n = 1;
-    for (int64_t f : factors) {
-      if (!CheckedMul(n, f, &n)) return std::numeric_limits<int64_t>::max();
-    }
-    return n;
-  };
-  if (kind == "Linear") {
-    info.flops = mul({out, info.weight_shape[1]});
-  } else if (kind == "Conv2d") {
-    info.flops = mul({out, info.weight_shape[1], info.weight_shape[2], info.weight_shape[3]});
-  } else if (kind == "MaxPool2d") {
-    auto k = IntsAttr(layer, "kernel_size", 2);
-    info.flops = mul({out, k.ok() ? (*k)[0] : 1, k.ok() ? (*k)[1] : 1});
-  } else if (kind == "LayerNorm") {
-    info.flops = mul({5, out});
-  } else {
-    info.flops = std::max(out, NumElements(input));
+  return InferOne(layer, *kind, input);
+}
+
+absl::StatusOr<GroupShapeInfo> InferGroup(const LayerSpec& layer, const std::vector<TensorSpec>& group) {
+  if (group.empty()) return Bad(layer, "input group is empty; a group holds at least one tensor");
+  if (static_cast<int64_t>(group.size()) > kMaxGroupTensors) {
+    return Bad(layer, absl::StrCat("input group has ", group.size(), " tensors; at most ", kMaxGroupTensors));
   }
-  return info;
+  ASSIGN_OR_RETURN(const KindInfo* kind, FindKind(layer));
+  for (size_t i = 0; i < group.size(); ++i) {
+    RETURN_IF_ERROR(CheckTensorSpec(group[i], absl::StrCat("layer '", layer.name(), "' (", layer.kind(),
+                                                           ") input tensor ", i, " '", group[i].name(), "'")));
+  }
+  if (kind->group) return kind->group(layer, group);
+  ASSIGN_OR_RETURN(LayerShapeInfo info, InferOne(layer, *kind, group.front()));
+  GroupShapeInfo result{group, info.param_count, std::move(info.weight_shape), info.flops};
+  result.outputs.front() = std::move(info.output);
+  return result;
+}
+
+bool IsGroupKind(const std::string& kind) {
+  auto it = Registry().find(kind);
+  return it != Registry().end() && it->second.group != nullptr;
 }
 
 std::vector<std::string> LayerKinds() {
@@ -347,7 +430,8 @@ absl::StatusOr<std::vector<int64_t>> IntsAttr(const LayerSpec& layer, const std:
   }
   for (int64_t v : values) {
     if (v < min_value || v > kMaxDim) {
-      return Bad(layer, absl::StrCat("attribute '", key, "' has ", v, "; it must be in [", min_value, ", ", kMaxDim, "]"));
+      return Bad(layer,
+                 absl::StrCat("attribute '", key, "' has ", v, "; it must be in [", min_value, ", ", kMaxDim, "]"));
     }
   }
   return values;

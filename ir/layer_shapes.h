@@ -1,6 +1,23 @@
 // Shape inference and parameter counts for every layer kind, without LibTorch, so the
 // compiler can partition, size buffers and check sends. The runtime's layer registry
-// (runtime/layers.h) must build the same kinds; layers_consistency_test checks both agree.
+// (runtime/layers.h) must build the same kinds; runtime/layers_test checks both agree.
+//
+// Groups. The activation between two layers is a group of tensors, in order; the model
+// input is a group of one, named "input" (TensorSpec.name). At most kMaxGroupTensors
+// (ir/limits.h) tensors are in a group, before and after every layer.
+//  - Every kind but Fork and Add transforms the FIRST tensor of the group and passes the
+//    others through unchanged; its output tensor is named after the layer.
+//  - "Fork" (no attributes) pushes a copy of the first tensor onto the end of the group:
+//    the copy is named after the Fork layer, the first keeps its name. This is how a
+//    residual skip branch is carried over the layers in between.
+//  - "Add" (no attributes) pops the LAST tensor of the group and adds it to the first;
+//    both must be FLOAT32 with equal shapes, the group must hold at least two tensors,
+//    and the sum, in first place, is named after the Add layer.
+// A model's last layer must leave a group of exactly one tensor (the loss takes one);
+// the infer-shapes pass checks that. So the residual block x + f(x) is
+//   Fork, <layers of f>, Add.
+// Estimated flops: Fork 0 (the runtime shares the tensor, copying nothing), Add one per
+// element; neither has parameters.
 #ifndef PPC_IR_LAYER_SHAPES_H_
 #define PPC_IR_LAYER_SHAPES_H_
 
@@ -26,8 +43,29 @@ struct LayerShapeInfo {
 // PyTorch's output-size formulas (floor, padding, dilation, ceil_mode). Every attribute
 // is range-checked, the input and output within the limits (ir/limits.h), and counts
 // overflow-checked. An attribute key the kind does not read (LayerAttributes) is refused,
-// never ignored. InvalidArgument names the layer, the attribute and the shape.
+// never ignored. InvalidArgument names the layer, the attribute and the shape. The
+// output is named after the layer. Single-tensor use only: Fork and Add act on a group
+// and are refused here (use InferGroup).
 absl::StatusOr<LayerShapeInfo> InferLayer(const LayerSpec& layer, const TensorSpec& input);
+
+struct GroupShapeInfo {
+  std::vector<TensorSpec> outputs;  // the whole output group, per sample, named
+  int64_t param_count = 0;          // including a tied weight
+  // Shape of the "weight" parameter (what a tie key shares); empty when there is none.
+  std::vector<int64_t> weight_shape;
+  // Estimated forward multiply-adds (or element operations) per sample.
+  int64_t flops = 0;
+};
+
+// The output group of `layer` applied to one sample of `group` (the group semantics
+// above): InferLayer's checks and results for the first tensor of an ordinary kind, the
+// others passed through; Fork and Add as documented. Every tensor of the group is
+// checked (CheckTensorSpec) and the group's size, before and after, is in
+// [1, kMaxGroupTensors]. InvalidArgument names the layer.
+absl::StatusOr<GroupShapeInfo> InferGroup(const LayerSpec& layer, const std::vector<TensorSpec>& group);
+
+// Whether `kind` acts on the whole group (Fork, Add) rather than on its first tensor.
+bool IsGroupKind(const std::string& kind);
 
 // Registered kinds, sorted.
 std::vector<std::string> LayerKinds();

@@ -10,6 +10,8 @@ namespace ppc::ir {
 
 inline constexpr int64_t kMaxStages = 1024;
 inline constexpr int64_t kMaxDataParallel = 4096;
+inline constexpr int64_t kMaxChunks = 64;               // virtual stages per stage
+inline constexpr int64_t kMaxGroupTensors = 16;         // tensors in a layer's output group
 inline constexpr int64_t kMaxRanks = 65536;             // stages x replicas
 inline constexpr int64_t kMaxMicroBatches = 65536;      // per replica per step
 inline constexpr int64_t kMaxMicroBatchSize = 1 << 20;  // samples

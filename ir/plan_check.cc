@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -14,20 +15,44 @@
 #include "ir/error_list.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
+#include "ir/topology.h"
 
 namespace ppc::ir {
 namespace {
 
 
+bool SameGroup(const google::protobuf::RepeatedPtrField<TensorSpec>& a, const std::vector<TensorSpec>& b) {
+  if (a.size() != static_cast<int>(b.size())) return false;
+  for (int i = 0; i < a.size(); ++i) {
+    if (a.Get(i).SerializeAsString() != b[i].SerializeAsString()) return false;
+  }
+  return true;
+}
+
+bool SameGroup(const google::protobuf::RepeatedPtrField<TensorSpec>& a,
+               const google::protobuf::RepeatedPtrField<TensorSpec>& b) {
+  return SameGroup(a, std::vector<TensorSpec>(b.begin(), b.end()));
+}
+
+template <typename Group>
+std::string GroupString(const Group& group) {
+  std::vector<std::string> parts;
+  for (const TensorSpec& t : group) parts.push_back(absl::StrCat(t.name(), ":", ShapeString(t)));
+  return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+}
+
 class Checker {
  public:
-  Checker(const Plan& plan, bool complete) : plan_(plan), complete_(complete) {}
+  Checker(const Plan& plan, bool complete, int only_stage = -1)
+      : plan_(plan), complete_(complete), only_stage_(only_stage) {}
 
   absl::Status Run() {
     CheckTopology();
     CheckConfig();
     if (errors_.empty()) CheckModel();
-    if (errors_.empty()) CheckPartition();
+    if (errors_.empty()) CheckPlacement();
+    if (errors_.empty()) CheckBoundaries();
+    if (errors_.empty()) CheckLevel();
     if (errors_.empty()) {
       CheckPrograms(plan_.programs(), "");
       CheckPrograms(plan_.eval_programs(), "eval ");
@@ -66,6 +91,7 @@ class Checker {
     InRange("config.steps_per_print", c.steps_per_print(), 0, std::numeric_limits<int32_t>::max());
     InRange("config.activation_checkpoint_interval", c.activation_checkpoint_interval(), 0, kMaxLayers);
     InRange("config.zero_stage", c.zero_stage(), 0, 1);
+    InRange("config.virtual_stages", c.virtual_stages(), 0, kMaxChunks);
     Real("config.gradient_clipping", c.gradient_clipping(), 0);
     if (c.schedule().empty()) {
       if (complete_) {
@@ -86,7 +112,7 @@ class Checker {
     if (o.has_eps()) Real("config.optimizer.eps", o.eps(), 0);
     bool trains = false;
     for (const auto& prog : plan_.programs()) {
-      for (const auto& in : prog.instructions()) trains |= in.has_optimizer_step() || in.has_backward();
+      for (const auto& in : prog.instructions()) trains |= in.has_optimizer_step() || (in.has_compute() && in.compute().kind() != FORWARD);
     }
     if (trains && o.type().empty()) Error("config.optimizer.type is missing; a training plan needs sgd, adam or adamw");
     if (trains && !o.has_lr()) Error("config.optimizer.lr is missing; a training plan needs a learning rate");
@@ -104,7 +130,8 @@ class Checker {
       Error(absl::StrCat("model.loss is ", LossKind_Name(m.loss()), "; it must be CROSS_ENTROPY or MSE"));
     }
     if (m.loss() == CROSS_ENTROPY) InRange("model.num_classes", m.num_classes(), 2, kMaxDim);
-    TensorSpec current = m.input();
+    std::vector<TensorSpec> current{m.input()};
+    current[0].set_name("input");
     int64_t total = 0;
     bool all_recorded = true;
     std::map<std::string, std::pair<int, std::vector<int64_t>>> ties;  // key -> first layer, weight shape
@@ -119,18 +146,16 @@ class Checker {
         Error(absl::StrCat("model layer ", l, " '", layer.name(), "': name is also layer ", it->second,
                            "'s; layer names must be unique"));
       }
-      auto info = InferLayer(layer, current);
+      auto info = InferGroup(layer, current);
       if (!info.ok()) {
         Error(absl::StrCat("model layer ", l, ": ", info.status().message()));
         return;  // the rest depends on this layer's output
       }
-      const bool recorded = layer.output().dtype() != DTYPE_UNSPECIFIED;
+      const bool recorded = layer.outputs_size() > 0;
       all_recorded &= recorded;
-      if (recorded && (layer.output().dtype() != info->output.dtype() ||
-                       std::vector<int64_t>(layer.output().shape().begin(), layer.output().shape().end()) !=
-                           std::vector<int64_t>(info->output.shape().begin(), info->output.shape().end()))) {
-        Error(absl::StrCat("model layer ", l, " '", layer.name(), "': recorded output ", ShapeString(layer.output()),
-                           " is not what its input and attributes give, ", ShapeString(info->output)));
+      if (recorded && !SameGroup(layer.outputs(), info->outputs)) {
+        Error(absl::StrCat("model layer ", l, " '", layer.name(), "': recorded outputs ", GroupString(layer.outputs()),
+                           " are not what its input and attributes give, ", GroupString(info->outputs)));
       } else if (!recorded && complete_) {
         Error(absl::StrCat("model layer ", l, " '", layer.name(), "' has no inferred shape; compile the plan with ppc"));
       }
@@ -138,10 +163,12 @@ class Checker {
         Error(absl::StrCat("model layer ", l, " '", layer.name(), "': param_count ", layer.param_count(),
                            " is not the layer's ", info->param_count));
       }
-      int64_t batch;
-      if (!CheckedMul(NumElements(info->output), mbs, &batch) || batch > kMaxTensorElements) {
-        Error(absl::StrCat("model layer ", l, " '", layer.name(), "': a micro-batch of ", mbs, " x ",
-                           ShapeString(info->output), " is more than ", kMaxTensorElements, " elements"));
+      for (const TensorSpec& out : info->outputs) {
+        int64_t batch;
+        if (!CheckedMul(NumElements(out), mbs, &batch) || batch > kMaxTensorElements) {
+          Error(absl::StrCat("model layer ", l, " '", layer.name(), "': a micro-batch of ", mbs, " x ",
+                             ShapeString(out), " is more than ", kMaxTensorElements, " elements"));
+        }
       }
       if (!CheckedAdd(total, info->param_count, &total) || total > kMaxParameters) {
         Error(absl::StrCat("the model has more than ", kMaxParameters, " parameters (at layer ", l, ")"));
@@ -160,77 +187,155 @@ class Checker {
           }
         }
       }
-      current = info->output;
+      current = info->outputs;
     }
-    if (m.loss() == CROSS_ENTROPY && current.shape_size() > 0 && current.shape(current.shape_size() - 1) != m.num_classes()) {
+    if (current.size() != 1) {
+      Error(absl::StrCat("the model's last layer leaves ", current.size(),
+                         " tensors; the loss takes one (every Fork needs its Add)"));
+      return;
+    }
+    if (m.loss() == CROSS_ENTROPY && current[0].shape_size() > 0 &&
+        current[0].shape(current[0].shape_size() - 1) != m.num_classes()) {
       Error(absl::StrCat("model.num_classes is ", m.num_classes(), " but the last layer gives ",
-                         ShapeString(current), " (one score per class in the last dimension)"));
+                         ShapeString(current[0]), " (one score per class in the last dimension)"));
     }
+    CheckLabel(m, current[0]);
     inferred_ = all_recorded;  // the recorded shapes are usable for boundary checks
   }
 
-  void CheckPartition() {
-    const int p = plan_.topology().num_stages();
-    const auto& part = plan_.partition();
-    if (part.stages_size() == 0) {
-      // Programs are written for a partition: they may not come without one.
-      if (complete_ || plan_.programs_size() > 0) Error("the plan has no partition; compile it with ppc");
+  // The labels the loss compares the model's output with: CROSS_ENTROPY takes a class
+  // index (INT64) per score vector, so the label's shape is the output's without its last
+  // dimension; MSE takes a FLOAT32 target of the output's shape (or no label spec: the
+  // targets then take the output's shape).
+  void CheckLabel(const ModelSpec& m, const TensorSpec& output) {
+    const TensorSpec& label = m.label();
+    std::vector<int64_t> want(output.shape().begin(), output.shape().end());
+    ir::DType want_dtype = FLOAT32;
+    if (m.loss() == CROSS_ENTROPY) {
+      if (want.empty()) return;  // reported above (no class dimension)
+      want.pop_back();
+      want_dtype = INT64;
+    } else if (m.loss() != MSE || !m.has_label()) {
       return;
     }
-    if (part.stages_size() != p) {
-      Error(absl::StrCat("partition has ", part.stages_size(), " stages, topology has ", p));
+    const std::vector<int64_t> got(label.shape().begin(), label.shape().end());
+    if (!m.has_label() || label.dtype() != want_dtype || got != want) {
+      TensorSpec expected;
+      for (int64_t d : want) expected.add_shape(d);
+      expected.set_dtype(want_dtype);
+      Error(absl::StrCat("model.label is ", m.has_label() ? ShapeString(label) : "missing", " but ",
+                         LossKind_Name(m.loss()), " on the last layer's output ", ShapeString(output), " needs ",
+                         ShapeString(expected),
+                         m.loss() == CROSS_ENTROPY ? " (one class index per score vector)" : " (the output's shape)"));
+    }
+  }
+
+  void CheckPlacement() {
+    const auto& pl = plan_.placement();
+    const int want_chunks = std::max(1, plan_.config().virtual_stages());
+    if (pl.virtual_stages_size() == 0) {
+      // Programs are written for a placement: they may not come without one.
+      if (complete_ || plan_.programs_size() > 0) Error("the plan has no placement; compile it with ppc");
       return;
     }
+    if (pl.chunks_per_stage() != want_chunks) {
+      Error(absl::StrCat("placement.chunks_per_stage is ", pl.chunks_per_stage(), " but config.virtual_stages gives ",
+                         want_chunks));
+      return;
+    }
+    auto grid = Grid::Of(plan_);
+    if (!grid.ok()) {
+      Error(std::string(grid.status().message()));
+      return;
+    }
+    const int n = plan_.model().layers_size();
     int expect = 0;
-    for (int s = 0; s < p; ++s) {
-      const auto& r = part.stages(s);
-      if (r.begin() != expect || r.end() <= r.begin() || r.end() > plan_.model().layers_size()) {
-        Error(absl::StrCat("partition stage ", s, " is [", r.begin(), ", ", r.end(),
-                           "); expected a non-empty range of layers starting at ", expect, " within [0, ",
-                           plan_.model().layers_size(), ")"));
+    for (int v = 0; v < pl.virtual_stages_size(); ++v) {
+      const auto& r = pl.virtual_stages(v);
+      if (r.begin() != expect || r.end() <= r.begin() || r.end() > n) {
+        Error(absl::StrCat("placement virtual stage ", v, " is layers [", r.begin(), ", ", r.end(),
+                           "); expected a non-empty range starting at ", expect, " within [0, ", n, ")"));
         return;
       }
       expect = r.end();
+      if (v > 0 && grid->StageOf(v) == grid->StageOf(v - 1)) {
+        Error(absl::StrCat("placement virtual stages ", v - 1, " and ", v, " are both on stage ", grid->StageOf(v),
+                           "; adjacent virtual stages must be on different stages"));
+        return;
+      }
     }
-    if (expect != plan_.model().layers_size()) {
-      Error(absl::StrCat("partition covers layers [0, ", expect, ") of ", plan_.model().layers_size()));
+    if (expect != n) {
+      Error(absl::StrCat("placement covers layers [0, ", expect, ") of ", n));
       return;
     }
-    partitioned_ = true;
+    grid_ = *grid;
   }
 
-  // [micro_batch_size] + the per-sample tensor entering (input) or leaving stage s.
-  const TensorSpec& Boundary(int s, bool output) const {
-    const auto& r = plan_.partition().stages(s);
-    if (!output) return r.begin() == 0 ? plan_.model().input() : plan_.model().layers(r.begin() - 1).output();
-    return plan_.model().layers(r.end() - 1).output();
+  // The output group of virtual stage b's last layer is what crosses boundary b.
+  void CheckBoundaries() {
+    if (!grid_) {
+      if (plan_.boundaries_size() > 0) Error("the plan has a boundary table but no placement");
+      return;
+    }
+    const int want = grid_->boundaries();
+    if (plan_.boundaries_size() == 0 && !complete_ && plan_.programs_size() == 0) return;
+    if (plan_.boundaries_size() != want) {
+      Error(absl::StrCat("the boundary table has ", plan_.boundaries_size(), " boundaries; ",
+                         grid_->virtual_stages(), " virtual stages need ", want));
+      return;
+    }
+    if (!inferred_) return;
+    for (int b = 0; b < want; ++b) {
+      const auto& produced = plan_.model().layers(plan_.placement().virtual_stages(b).end() - 1).outputs();
+      if (!SameGroup(plan_.boundaries(b).tensors(), produced)) {
+        Error(absl::StrCat("boundary ", b, " lists ", GroupString(plan_.boundaries(b).tensors()),
+                           " but virtual stage ", b, " produces ", GroupString(produced)));
+      }
+    }
+    bounded_ = errors_.empty();
+  }
+
+  void CheckLevel() {
+    const PlanLevel level = plan_.level();
+    if (!PlanLevel_IsValid(level)) {
+      Error(absl::StrCat("plan level ", static_cast<int>(level), " is not a level"));
+      return;
+    }
+    if (plan_.programs_size() == 0 && level != LEVEL_NONE) {
+      Error(absl::StrCat("plan level is ", PlanLevel_Name(level), " but the plan has no programs"));
+    } else if (plan_.programs_size() > 0 && level == LEVEL_NONE) {
+      Error("the plan has programs but level LEVEL_NONE");
+    } else if (complete_ && level != LOWERED) {
+      Error(absl::StrCat("plan level is ", PlanLevel_Name(level), "; a runnable plan is LOWERED (compile it with ppc)"));
+    }
   }
 
   std::string Where(const std::string& kind, int s, int i, const Instruction& in) {
     return absl::StrCat(kind, "stage ", s, " instruction ", i, " (", PrintInstruction(in), ")");
   }
 
-  template <typename Comm, typename Where>
-  void CheckComm(const Where& where, const Comm& c, int s, bool towards_next, bool activation) {
-    const int p = plan_.topology().num_stages();
-    const int want = towards_next ? s + 1 : s - 1;
-    if (c.peer() != want || want < 0 || want >= p) {
-      Error(absl::StrCat(where(), ": peer stage ", c.peer(), " is not valid here (want ", want, " of ", p, " stages)"));
+  // A transfer across `boundary` posted on stage s: the right end of the boundary is here,
+  // the other end on another stage.
+  template <typename Where>
+  void CheckTransfer(const Where& where, bool send, Direction direction, int boundary, int s) {
+    if (direction != ACTIVATION && direction != GRADIENT) {
+      Error(absl::StrCat(where(), ": direction must be ACTIVATION or GRADIENT"));
       return;
     }
-    if (!partitioned_ || !inferred_) return;
-    // Sends to the next stage and receives from it carry this stage's output boundary.
-    const TensorSpec& spec = Boundary(s, towards_next);
-    const DType want_dtype = activation ? spec.dtype() : FLOAT32;
-    bool same = c.dtype() == want_dtype && c.shape_size() == spec.shape_size() + 1 &&
-                c.shape(0) == plan_.config().micro_batch_size();
-    for (int d = 0; same && d < spec.shape_size(); ++d) same = c.shape(d + 1) == spec.shape(d);
-    if (!same) {
-      std::vector<int64_t> want_shape{plan_.config().micro_batch_size()};
-      want_shape.insert(want_shape.end(), spec.shape().begin(), spec.shape().end());
-      Error(absl::StrCat(where(), ": shape ", DType_Name(c.dtype()), "[", absl::StrJoin(c.shape(), ","),
-                         "] does not match the stage boundary ", DType_Name(want_dtype), "[",
-                         absl::StrJoin(want_shape, ","), "]"));
+    if (!grid_) return;
+    if (boundary < 0 || boundary >= grid_->boundaries()) {
+      Error(absl::StrCat(where(), ": boundary ", boundary, " is out of range [0, ", grid_->boundaries(), ")"));
+      return;
+    }
+    const int here = send ? grid_->SenderOf(direction, boundary) : grid_->ReceiverOf(direction, boundary);
+    if (grid_->StageOf(here) != s) {
+      Error(absl::StrCat(where(), ": virtual stage ", here, " ", send ? "sends" : "receives", " this transfer, and it runs on stage ",
+                         grid_->StageOf(here), ", not ", s));
+    }
+    if (direction == GRADIENT && bounded_) {
+      bool any = false;
+      for (const auto& t : plan_.boundaries(boundary).tensors()) any |= t.dtype() == FLOAT32;
+      if (!any) Error(absl::StrCat(where(), ": boundary ", boundary, " has no FLOAT32 tensor to carry a gradient"));
     }
   }
 
@@ -246,11 +351,17 @@ class Checker {
       return;
     }
     const bool sharded = plan_.config().zero_stage() == 1 && plan_.topology().data_parallel() > 1;
+    const int vlast = grid_ ? grid_->virtual_stages() - 1 : 0;
+    const int64_t max_slots = std::max<int64_t>(1, int64_t{m} * (grid_ ? grid_->chunks() : 1));
     for (int s = 0; s < p; ++s) {
+      if (only_stage_ >= 0 && s != only_stage_) continue;
       const StageProgram& prog = programs.Get(s);
       if (prog.stage() != s) Error(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage()));
       const int slots = prog.num_slots();
-      if (!InRange(absl::StrCat(kind, "stage ", s, " num_slots"), slots, complete_ ? 1 : 0, std::max(1, m))) continue;
+      const bool buffered = plan_.level() >= BUFFERED;
+      if (!InRange(absl::StrCat(kind, "stage ", s, " num_slots"), slots, buffered ? 1 : 0, buffered ? max_slots : 0)) {
+        continue;
+      }
       if (!InRange(absl::StrCat(kind, "stage ", s, " instruction count"), prog.instructions_size(), 0, kMaxInstructions)) {
         continue;
       }
@@ -262,74 +373,89 @@ class Checker {
         }
         // Built only when an error is reported: formatting every instruction dominates otherwise.
         auto where = [&] { return Where(kind, s, i, in); };
-        int mb = 0, chunk = 0;
-        if (MicroBatchOf(in, &mb, &chunk)) {
-          if (mb < 0 || mb >= m) Error(absl::StrCat(where(), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
-          if (chunk != 0) Error(absl::StrCat(where(), ": chunk ", chunk, " is out of range (stage has 1 chunk)"));
+        int mb = 0;
+        if (MicroBatchOf(in, &mb) && (mb < 0 || mb >= m)) {
+          Error(absl::StrCat(where(), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
         }
-        auto slot = [&](int v) {
-          if (v < 0 || v >= std::max(slots, 1)) {
-            Error(absl::StrCat(where(), ": slot ", v, " is out of range [0, ", std::max(slots, 1), ")"));
-          }
+        int slot = 0;
+        if (SlotOf(in, &slot) && (slot < 0 || slot >= std::max(slots, 1))) {
+          Error(absl::StrCat(where(), ": slot ", slot, " is out of range [0, ", std::max(slots, 1), ")"));
+        }
+        const bool lowering_op = !in.has_compute();
+        if (lowering_op && plan_.level() < LOWERED) {
+          Error(absl::StrCat(where(), ": a ", PlanLevel_Name(plan_.level()), " plan holds compute ops only"));
+        }
+        auto training_only = [&] {
+          if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
         };
         switch (in.op_case()) {
-          case Instruction::kLoadMicroBatch:
-            slot(in.load_micro_batch().slot());
-            if (in.load_micro_batch().inputs() && s != 0) Error(absl::StrCat(where(), ": only the first stage loads inputs"));
-            if (in.load_micro_batch().labels() && s != p - 1) {
-              Error(absl::StrCat(where(), ": only the last stage loads labels"));
+          case Instruction::kLoadMicroBatch: {
+            const auto& l = in.load_micro_batch();
+            if (!l.inputs() && !l.labels()) Error(absl::StrCat(where(), ": loads neither inputs nor labels"));
+            if (grid_ && l.inputs() && grid_->StageOf(0) != s) {
+              Error(absl::StrCat(where(), ": inputs belong to virtual stage 0 on stage ", grid_->StageOf(0)));
+            }
+            if (grid_ && l.labels() && grid_->StageOf(vlast) != s) {
+              Error(absl::StrCat(where(), ": labels belong to the last virtual stage, on stage ", grid_->StageOf(vlast)));
             }
             break;
-          case Instruction::kForward: slot(in.forward().slot()); break;
-          case Instruction::kBackward:
-            slot(in.backward().slot());
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+          }
+          case Instruction::kCompute: {
+            const auto& c = in.compute();
+            if (c.kind() < FORWARD || c.kind() > BACKWARD_WEIGHT) {
+              Error(absl::StrCat(where(), ": kind must be FORWARD, BACKWARD, BACKWARD_INPUT or BACKWARD_WEIGHT"));
+            } else if (c.kind() != FORWARD) {
+              training_only();
+            }
+            if (grid_) {
+              if (c.virtual_stage() < 0 || c.virtual_stage() > vlast) {
+                Error(absl::StrCat(where(), ": virtual stage ", c.virtual_stage(), " is out of range [0, ", vlast + 1,
+                                   ")"));
+              } else if (grid_->StageOf(c.virtual_stage()) != s) {
+                Error(absl::StrCat(where(), ": virtual stage ", c.virtual_stage(), " runs on stage ",
+                                   grid_->StageOf(c.virtual_stage()), ", not ", s));
+              }
+            }
             break;
-          case Instruction::kSendActivation:
-            slot(in.send_activation().slot());
-            CheckComm(where, in.send_activation(), s, true, true);
+          }
+          case Instruction::kSend:
+            CheckTransfer(where, true, in.send().direction(), in.send().boundary(), s);
+            if (in.send().direction() == GRADIENT) training_only();
             break;
-          case Instruction::kRecvActivation:
-            slot(in.recv_activation().slot());
-            CheckComm(where, in.recv_activation(), s, false, true);
-            break;
-          case Instruction::kSendGrad:
-            slot(in.send_grad().slot());
-            CheckComm(where, in.send_grad(), s, false, false);
-            break;
-          case Instruction::kRecvGrad:
-            slot(in.recv_grad().slot());
-            CheckComm(where, in.recv_grad(), s, true, false);
+          case Instruction::kRecv:
+            CheckTransfer(where, false, in.recv().direction(), in.recv().boundary(), s);
+            if (in.recv().direction() == GRADIENT) training_only();
             break;
           case Instruction::kWait:
             if (in.wait().ops_size() == 0) Error(absl::StrCat(where(), ": waits for nothing"));
             for (const auto& ref : in.wait().ops()) {
-              if (ref.kind() < SEND_ACTIVATION || ref.kind() > RECV_GRAD || ref.micro_batch() < 0 ||
-                  ref.micro_batch() >= m || ref.chunk() != 0) {
-                Error(absl::StrCat(where(), ": waits for an operation that cannot exist"));
+              if ((ref.direction() != ACTIVATION && ref.direction() != GRADIENT) || ref.micro_batch() < 0 ||
+                  ref.micro_batch() >= m || ref.boundary() < 0 || (grid_ && ref.boundary() >= grid_->boundaries())) {
+                Error(absl::StrCat(where(), ": waits for a transfer that cannot exist (", CommRefText(ref), ")"));
               }
             }
             break;
           case Instruction::kReduceTiedGrads: {
             const auto& r = in.reduce_tied_grads();
             std::set<int> holders;
-            if (partitioned_) {
-              for (int st = 0; st < p; ++st)
-                for (int l = plan_.partition().stages(st).begin(); l < plan_.partition().stages(st).end(); ++l)
-                  if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(st);
+            if (grid_) {
+              for (int v = 0; v <= vlast; ++v) {
+                const auto& vs = plan_.placement().virtual_stages(v);
+                for (int l = vs.begin(); l < vs.end(); ++l)
+                  if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(grid_->StageOf(v));
+              }
             }
             const std::set<int> listed(r.stages().begin(), r.stages().end());
-            if (r.tie_key().empty() || (partitioned_ && (holders != listed || !listed.count(s))) ||
+            if (r.tie_key().empty() || (grid_ && (holders != listed || !listed.count(s))) ||
                 static_cast<int>(listed.size()) != r.stages_size()) {
               Error(absl::StrCat(where(), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
                                  "], instruction lists [", absl::StrJoin(r.stages(), ","), "]"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+            training_only();
             break;
           }
           case Instruction::kReduceGrads:
-            if (in.reduce_grads().chunk() != 0) Error(absl::StrCat(where(), ": chunk out of range (1 chunk per stage)"));
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+            training_only();
             break;
           case Instruction::kClipGradNorm: {
             const auto& c = in.clip_grad_norm();
@@ -341,7 +467,7 @@ class Checker {
             if (!(std::isfinite(c.max_norm()) && c.max_norm() > 0)) {
               Error(absl::StrCat(where(), ": max_norm must be finite and > 0"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+            training_only();
             break;
           }
           case Instruction::kOptimizerStep:
@@ -349,12 +475,11 @@ class Checker {
               Error(absl::StrCat(where(), sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
                                                 : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
             }
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+            training_only();
             break;
           case Instruction::kGatherParams:
-            if (in.gather_params().chunk() != 0) Error(absl::StrCat(where(), ": chunk out of range (1 chunk per stage)"));
             if (!sharded) Error(absl::StrCat(where(), ": gathers parameters but the plan's optimizer is not sharded"));
-            if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
+            training_only();
             break;
           case Instruction::OP_NOT_SET:
             break;
@@ -365,13 +490,23 @@ class Checker {
 
   const Plan& plan_;
   const bool complete_;
+  const int only_stage_;  // >= 0: check that stage's programs only
   bool inferred_ = false;
-  bool partitioned_ = false;
+  bool bounded_ = false;  // the boundary table matches the model
+  std::optional<Grid> grid_;  // set once the placement is valid
   ErrorList errors_;
 };
 
 }  // namespace
 
 absl::Status CheckPlanStructure(const Plan& plan, bool complete) { return Checker(plan, complete).Run(); }
+
+absl::Status CheckStageStructure(const Plan& plan, int stage) {
+  const int p = plan.topology().num_stages();
+  if (stage < 0 || stage >= std::max(p, 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("stage ", stage, " is out of range (", p, " stages)"));
+  }
+  return Checker(plan, /*complete=*/true, stage).Run();
+}
 
 }  // namespace ppc::ir

@@ -8,11 +8,19 @@
 //    attribute key one its kind reads and every attribute in range, recorded shapes and
 //    parameter counts equal to shape inference, tied weights of one shape, sizes within
 //    the limits with every product overflow-checked;
-//  - the partition: contiguous, non-empty stage ranges covering every layer;
-//  - every instruction of every program (and eval program): micro-batch, chunk, slot and
-//    peer in range, loads on the right stages, sends and receives of the stage
-//    boundary's shape and dtype, reductions over the stages that hold the weight, a
-//    sharded step exactly when ZeRO-1 applies.
+//  - the placement: contiguous, non-empty virtual-stage ranges covering every layer, a
+//    bijection between virtual stages and (stage, chunk) with config.virtual_stages
+//    chunks per stage (ir/topology.h), adjacent virtual stages on different stages;
+//  - the boundary table: one entry per boundary, equal to the output group of the
+//    layer before it;
+//  - the level: no programs at LEVEL_NONE, only compute ops below LOWERED, a complete
+//    plan LOWERED;
+//  - every instruction of every program (and eval program): micro-batch, slot, virtual
+//    stage and boundary in range, compute ops and transfer ends on the stage that runs
+//    their virtual stage, loads on the stages of the first and last virtual stages,
+//    gradients only across boundaries with a FLOAT32 tensor, reductions over the stages
+//    that hold the weight, a sharded step exactly when ZeRO-1 applies, eval programs
+//    forward-only.
 //
 // It does not judge the schedule (order, liveness, matching, deadlock): that is the
 // verifier's (passes/analysis/verifier.h). Errors are InvalidArgument and list every
@@ -29,12 +37,18 @@ namespace ppc::ir {
 
 // The schedules the compiler knows (passes/registry.cc registers "schedule-<name>" for
 // each); config.schedule must name one of them.
-inline constexpr std::array<const char*, 4> kSchedules = {"1f1b", "data-parallel", "gpipe", "inference"};
+inline constexpr std::array<const char*, 5> kSchedules = {"1f1b", "data-parallel", "gpipe", "inference",
+                                                           "interleaved-1f1b"};
 
 // `complete`: what a runtime needs (inferred shapes, a partition and one program per
 // stage) must be there. Without it, parts a compilation has not produced yet may be
 // missing, but what is there must obey the rules.
 absl::Status CheckPlanStructure(const Plan& plan, bool complete);
+
+// What one rank needs before it loads its stage: the rules of a complete plan for
+// everything but the programs of other stages, which it neither checks nor runs (the
+// launcher verifies the whole plan once; each rank then checks only its own programs).
+absl::Status CheckStageStructure(const Plan& plan, int stage);
 
 }  // namespace ppc::ir
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
@@ -52,7 +54,7 @@ absl::Status ParseTextProto(const std::string& text, int line_offset, const std:
   return absl::OkStatus();
 }
 
-uint64_t Fnv1a(const std::string& bytes, uint64_t h) {
+uint64_t Fnv1a(absl::string_view bytes, uint64_t h) {
   for (unsigned char c : bytes) {
     h ^= c;
     h *= 1099511628211ull;
@@ -113,6 +115,13 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
         !absl::StartsWith(head[2], "fingerprint=")) {
       return absl::InvalidArgumentError(absl::StrCat("line 1: bad plan header '", lines[0], "'"));
     }
+    if (version != kFormatVersion && version != 0) {  // 0: not stamped yet (a spec, a reproducer)
+      // Older formats do not parse as this one (v3 had a per-stage partition and four
+      // transfer instructions): say so instead of reporting their first unknown field.
+      return absl::FailedPreconditionError(absl::StrCat("line 1: plan format version ", version,
+                                                        " is not supported (this build reads version ",
+                                                        kFormatVersion, "); recompile the plan with this ppc"));
+    }
     plan.set_format_version(version);
     plan.set_fingerprint(std::string(absl::StripPrefix(head[2], "fingerprint=")));
   }
@@ -162,9 +171,23 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
 }
 
 std::string Fingerprint(const Plan& plan) {
-  Plan content = plan;
-  content.clear_fingerprint();
-  return absl::StrFormat("%016x", Fnv1a(Deterministic(content), Fnv1a("|plan|", 14695981039346656037ull)));
+  // The deterministic bytes of the plan without its fingerprint field, taken without
+  // copying the plan: fields serialize in field-number order and the fingerprint (2)
+  // follows only format_version (1), so they are the whole serialization less the
+  // fingerprint field's bytes, which sit right after format_version's.
+  static_assert(Plan::kFormatVersionFieldNumber == 1 && Plan::kFingerprintFieldNumber == 2,
+                "Fingerprint skips field 2 after field 1");
+  using google::protobuf::io::CodedOutputStream;
+  const std::string bytes = Deterministic(plan);
+  const absl::string_view all(bytes);
+  const size_t head = plan.format_version() == 0 ? 0 : 1 + CodedOutputStream::VarintSize32(plan.format_version());
+  const size_t fp = plan.fingerprint().empty()
+                        ? 0
+                        : 1 + CodedOutputStream::VarintSize64(plan.fingerprint().size()) + plan.fingerprint().size();
+  uint64_t h = Fnv1a("|plan|", 14695981039346656037ull);
+  h = Fnv1a(all.substr(0, head), h);
+  h = Fnv1a(all.substr(std::min(all.size(), head + fp)), h);
+  return absl::StrFormat("%016x", h);
 }
 
 std::string ModelFingerprint(const ModelSpec& model) {
@@ -338,7 +361,7 @@ absl::StatusOr<Plan> LoadPlan(const std::string& path) {
   if (plan.format_version() != kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(path, ": plan format version ", plan.format_version(),
                                                       " is not supported (this build reads version ",
-                                                      kFormatVersion, ")"));
+                                                      kFormatVersion, "); recompile the plan with this ppc"));
   }
   return plan;
 }

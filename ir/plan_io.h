@@ -23,7 +23,10 @@ namespace ppc::ir {
 // Bumped on any change an older runtime would misread. Version 1: first release.
 // Version 2: eval programs; ZeRO stage 1 (OptimizerStep.sharded, GatherParams).
 // Version 3: the fingerprint covers the whole plan; Plan.unverified; optional lr/betas/eps.
-inline constexpr uint32_t kFormatVersion = 3;
+// Version 4 (IR v2): virtual stages (Placement), the boundary table, Plan.level,
+// Compute{F,B,I,W} ops, one Send/Recv keyed by (direction, boundary, micro-batch),
+// layer output groups. Plans of other versions are refused with "recompile".
+inline constexpr uint32_t kFormatVersion = 4;
 
 std::string PrintPlan(const Plan& plan);
 absl::StatusOr<Plan> ParsePlan(const std::string& text);
@@ -32,7 +35,7 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text);
 std::string PrintProgram(const StageProgram& program, bool numbered);
 
 // 16 hex digits over the deterministic serialization of the whole plan but its
-// fingerprint: model, topology, config, partition, programs, eval programs, version and
+// fingerprint: model, topology, config, placement, boundaries, level, programs, eval programs, version and
 // the unverified mark. Any edit changes it.
 std::string Fingerprint(const Plan& plan);
 // 16 hex digits over the model alone (layers, their kinds, attributes and ties, input,

@@ -1,6 +1,7 @@
 #include "ir/plan_io.h"
 
 #include <cstdio>
+#include <set>
 
 #include "gtest/gtest.h"
 #include "ir/instruction_text.h"
@@ -11,15 +12,19 @@ namespace {
 
 TEST(InstructionText, RoundTripsEveryField) {
   const char* lines[] = {
-      "forward mb=3 chunk=0 slot=1",
-      "backward mb=2 chunk=1 slot=0 part=INPUT_ONLY",
-      "send_activation mb=0 chunk=0 slot=0 peer=1 shape=[4,16] dtype=FLOAT32",
-      "wait ops=[recv_activation/0/0,send_grad/1/0]",
+      "compute kind=FORWARD vs=0 mb=3 slot=1",
+      "compute kind=BACKWARD vs=1 mb=2 slot=0",
+      "compute kind=BACKWARD_INPUT vs=3 mb=2 slot=1",
+      "compute kind=BACKWARD_WEIGHT vs=3 mb=2 slot=1",
+      "send direction=ACTIVATION boundary=0 mb=0 slot=0",
+      "recv direction=GRADIENT boundary=2 mb=1 slot=3",
+      "wait ops=[recv/activation/0/0,send/gradient/1/0]",
       "reduce_tied_grads tie_key=\"embed\" stages=[0,3]",
+      "reduce_grads",
       "load_micro_batch mb=1 slot=0 inputs=true labels=false",
       "optimizer_step sharded=false",
       "optimizer_step sharded=true",
-      "gather_params chunk=0",
+      "gather_params",
       "clip_grad_norm max_norm=0.1 stages=[0,1,2]",
       "clip_grad_norm max_norm=1.0000000000000002 stages=[0]",
   };
@@ -28,16 +33,34 @@ TEST(InstructionText, RoundTripsEveryField) {
     ASSERT_TRUE(parsed.ok()) << line << ": " << parsed.status();
     EXPECT_EQ(PrintInstruction(*parsed), line);
   }
+  // Every op of the oneof has a line above: a new instruction needs a round-trip case.
+  std::set<std::string> covered;
+  for (const char* line : lines) covered.insert(std::string(line).substr(0, std::string(line).find(' ')));
+  const auto* oneof = Instruction::descriptor()->oneof_decl(0);
+  for (int i = 0; i < oneof->field_count(); ++i) {
+    EXPECT_TRUE(covered.count(oneof->field(i)->name())) << oneof->field(i)->name();
+  }
 }
 
 TEST(InstructionText, RejectsUnknownsWithNames) {
   auto a = ParseInstruction("fwd mb=1");
   EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(a.status().message().find("unknown instruction 'fwd'"), std::string::npos);
-  auto b = ParseInstruction("forward mb=1 colour=2");
-  EXPECT_NE(b.status().message().find("no field 'colour'"), std::string::npos);
-  auto c = ParseInstruction("backward mb=1 part=SIDEWAYS");
-  EXPECT_NE(c.status().message().find("bad value 'SIDEWAYS'"), std::string::npos);
+  auto b = ParseInstruction("compute mb=1 colour=2");
+  EXPECT_NE(b.status().message().find("compute has no field 'colour'"), std::string::npos) << b.status();
+  auto c = ParseInstruction("compute kind=SIDEWAYS vs=0 mb=1 slot=0");
+  EXPECT_NE(c.status().message().find("bad value 'SIDEWAYS'"), std::string::npos) << c.status();
+  auto d = ParseInstruction("wait ops=[recv/sideways/0/0]");
+  EXPECT_NE(d.status().message().find("bad transfer reference 'recv/sideways/0/0'"), std::string::npos) << d.status();
+  auto e = ParseInstruction("send direction=ACTIVATION boundary=x mb=0 slot=0");
+  EXPECT_NE(e.status().message().find("bad value 'x' for field boundary"), std::string::npos) << e.status();
+  // Format v3's instructions and fields are gone: named, not silently dropped.
+  auto f = ParseInstruction("forward mb=0 chunk=0 slot=0");
+  EXPECT_NE(f.status().message().find("unknown instruction 'forward'"), std::string::npos) << f.status();
+  auto g = ParseInstruction("recv_activation mb=0 chunk=0 slot=0 peer=0 shape=[1,64] dtype=FLOAT32");
+  EXPECT_NE(g.status().message().find("unknown instruction 'recv_activation'"), std::string::npos) << g.status();
+  auto h = ParseInstruction("recv direction=ACTIVATION boundary=0 mb=0 slot=0 peer=1");
+  EXPECT_NE(h.status().message().find("recv has no field 'peer'"), std::string::npos) << h.status();
 }
 
 Plan SmallPlan() {
@@ -50,10 +73,13 @@ Plan SmallPlan() {
   plan.mutable_model()->mutable_input()->add_shape(8);
   plan.mutable_topology()->set_num_stages(1);
   plan.mutable_config()->set_micro_batches(2);
+  plan.mutable_placement()->set_chunks_per_stage(1);
+  plan.mutable_placement()->add_virtual_stages()->set_end(1);
+  plan.set_level(LOWERED);
   auto* p = plan.add_programs();
   p->set_num_slots(1);
-  *p->add_instructions() = *ParseInstruction("forward mb=0 chunk=0 slot=0");
-  *p->add_instructions() = *ParseInstruction("backward mb=0 chunk=0 slot=0 part=FULL");
+  *p->add_instructions() = *ParseInstruction("compute kind=FORWARD vs=0 mb=0 slot=0");
+  *p->add_instructions() = *ParseInstruction("compute kind=BACKWARD vs=0 mb=0 slot=0");
   Stamp(plan);
   return plan;
 }
@@ -61,21 +87,52 @@ Plan SmallPlan() {
 TEST(PlanText, PrintsAndParsesBackExactly) {
   Plan plan = SmallPlan();
   std::string text = PrintPlan(plan);
-  EXPECT_EQ(text.rfind("ppc-plan v3 fingerprint=", 0), 0u) << text;
+  EXPECT_EQ(text.rfind("ppc-plan v4 fingerprint=", 0), 0u) << text;
   auto parsed = ParsePlan(text);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(PrintPlan(*parsed), text);
   EXPECT_TRUE(CheckStamp(*parsed, "test").ok());
+  // The placement, the boundary table, the level and layer output groups too.
+  Plan two = plan;
+  auto* vs = two.mutable_placement()->add_virtual_stages();
+  vs->set_begin(1);
+  vs->set_end(2);
+  vs->set_stage(1);
+  auto* t = two.add_boundaries()->add_tensors();
+  t->add_shape(4);
+  t->set_dtype(FLOAT32);
+  t->set_name("fc1");
+  *two.mutable_model()->mutable_layers(0)->add_outputs() = *t;
+  Stamp(two);
+  text = PrintPlan(two);
+  EXPECT_NE(text.find("boundaries {\n  tensors {\n    shape: 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("level: LOWERED\n"), std::string::npos) << text;
+  parsed = ParsePlan(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(PrintPlan(*parsed), text);
+  EXPECT_TRUE(CheckStamp(*parsed, "test").ok());
+}
+
+TEST(PlanText, AnOlderFormatIsRefusedWithRecompile) {
+  std::string text = PrintPlan(SmallPlan());
+  text.replace(0, text.find(' ', 9), "ppc-plan v3");
+  auto parsed = ParsePlan(text);
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kFailedPrecondition) << parsed.status();
+  EXPECT_NE(parsed.status().message().find("plan format version 3 is not supported (this build reads version 4)"),
+            std::string::npos)
+      << parsed.status();
+  EXPECT_NE(parsed.status().message().find("recompile"), std::string::npos);
 }
 
 TEST(PlanText, EvalProgramsPrintAfterTheTrainingProgramsAndParseBack) {
   Plan plan = SmallPlan();
   auto* e = plan.add_eval_programs();
   e->set_num_slots(2);
-  *e->add_instructions() = *ParseInstruction("forward mb=1 chunk=0 slot=1");
+  *e->add_instructions() = *ParseInstruction("compute kind=FORWARD vs=0 mb=1 slot=1");
   std::string text = PrintPlan(plan);
-  EXPECT_NE(text.find("== stage 0 num_slots=1\nforward mb=0 chunk=0 slot=0\nbackward mb=0 chunk=0 slot=0 part=FULL\n"
-                      "== eval stage 0 num_slots=2\nforward mb=1 chunk=0 slot=1\n"),
+  EXPECT_NE(text.find("== stage 0 num_slots=1\ncompute kind=FORWARD vs=0 mb=0 slot=0\n"
+                      "compute kind=BACKWARD vs=0 mb=0 slot=0\n"
+                      "== eval stage 0 num_slots=2\ncompute kind=FORWARD vs=0 mb=1 slot=1\n"),
             std::string::npos)
       << text;
   auto parsed = ParsePlan(text);
@@ -104,7 +161,7 @@ TEST(Fingerprint, ModelFingerprintIgnoresEverythingButTheModel) {
 
 TEST(PlanText, ParseErrorsNameTheLine) {
   std::string text = PrintPlan(SmallPlan());
-  text += "forward mb=x\n";
+  text += "compute kind=FORWARD vs=0 mb=x slot=0\n";
   auto parsed = ParsePlan(text);
   ASSERT_FALSE(parsed.ok());
   EXPECT_NE(parsed.status().message().find("bad value 'x' for field micro_batch"), std::string::npos)
@@ -189,6 +246,35 @@ TEST(LayerShapes, RejectsMismatchesNamingLayerAndShape) {
   EXPECT_EQ(emb->param_count, 30);
 }
 
+
+TEST(LayerShapes, ForkAndAddCarryAResidualGroup) {
+  // Fork pushes a copy named after it; layers in between transform the first tensor only;
+  // Add pops the last and sums it into the first.
+  std::vector<TensorSpec> group{Spec({4})};
+  group[0].set_name("input");
+  LayerSpec fork = Layer("Fork", {});
+  fork.set_name("skip");
+  auto forked = InferGroup(fork, group);
+  ASSERT_TRUE(forked.ok()) << forked.status();
+  ASSERT_EQ(forked->outputs.size(), 2u);
+  EXPECT_EQ(forked->outputs[1].name(), "skip");
+  LayerSpec fc = Layer("Linear", {{"in_features", 4}, {"out_features", 4}});
+  fc.set_name("fc");
+  auto mid = InferGroup(fc, forked->outputs);
+  ASSERT_TRUE(mid.ok()) << mid.status();
+  ASSERT_EQ(mid->outputs.size(), 2u);
+  EXPECT_EQ(mid->outputs[0].name(), "fc");
+  EXPECT_EQ(mid->outputs[1].name(), "skip");
+  LayerSpec add = Layer("Add", {});
+  add.set_name("add");
+  auto added = InferGroup(add, mid->outputs);
+  ASSERT_TRUE(added.ok()) << added.status();
+  ASSERT_EQ(added->outputs.size(), 1u);
+  EXPECT_EQ(added->outputs[0].name(), "add");
+  EXPECT_EQ(ShapeString(added->outputs[0]), "FLOAT32[4]");
+  // Add needs two tensors.
+  EXPECT_FALSE(InferGroup(add, group).ok());
+}
 
 TEST(LayerShapes, RefusesAttributeKeysTheKindDoesNotRead) {
   // A misspelled key would otherwise leave the default in place (p=0.5, bias=true).

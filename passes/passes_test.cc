@@ -1,11 +1,19 @@
-// Property tests of the schedules, buffers and the verifier's negative cases.
+// Property tests of the schedules, partitioning, buffers, lowering, plan levels, the
+// pipeline's change detection, and the verifier's negative cases: take a correct
+// compiled plan, break one thing, and check the verifier's message names the stage and
+// instruction.
 #include <algorithm>
+#include <sstream>
+#include <type_traits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "ir/instruction_text.h"
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
+#include "passes/analysis/simulate.h"
 #include "passes/analysis/timeline.h"
 #include "passes/analysis/verifier.h"
 #include "passes/registry.h"
@@ -20,43 +28,308 @@ ir::Plan MustCompile(ir::Plan plan) {
   return out.ok() ? *out : ir::Plan();
 }
 
+// The plan after `pipeline` (with the verifier after every pass), config canonicalized
+// as CompilePlan does.
+ir::Plan MustRun(ir::Plan plan, const std::string& pipeline) {
+  CanonicalizeConfig(plan.topology(), plan.mutable_config());
+  auto out = RunPipeline(std::move(plan), pipeline);
+  EXPECT_TRUE(out.ok()) << pipeline << ": " << out.status();
+  return out.ok() ? *out : ir::Plan();
+}
+
+std::string Lowering(const std::string& schedule) {
+  return absl::StrCat("infer-shapes,partition,schedule-", schedule, ",assign-buffers,lower");
+}
+
+const std::vector<int> kWide = {16, 16, 16, 16, 16};  // 9 layers: enough for P = 4
+
+// ---------------------------------------------------------------------------------
+// Schedules: the order of compute ops, "<virtual stage><F|B><micro-batch>".
+
 TEST(Schedule1F1B, MatchesDeepSpeedTrainScheduleOrder) {
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
-  EXPECT_EQ(ComputeOrder(plan, 0), "F0 F1 B0 F2 B1 F3 B2 B3");
-  EXPECT_EQ(ComputeOrder(plan, 1), "F0 B0 F1 B1 F2 B2 F3 B3");
+  EXPECT_EQ(ComputeOrder(plan, 0), "0F0 0F1 0B0 0F2 0B1 0F3 0B2 0B3");
+  EXPECT_EQ(ComputeOrder(plan, 1), "1F0 1B0 1F1 1B1 1F2 1B2 1F3 1B3");
+  // P = 4: stage s warms up with P - s - 1 forwards.
+  ir::Plan four = MustRun(MlpPlan(4, 1, 4, "1f1b", kWide), Lowering("1f1b"));
+  EXPECT_EQ(ComputeOrder(four, 0), "0F0 0F1 0F2 0F3 0B0 0B1 0B2 0B3");
+  EXPECT_EQ(ComputeOrder(four, 1), "1F0 1F1 1F2 1B0 1F3 1B1 1B2 1B3");
+  EXPECT_EQ(ComputeOrder(four, 3), "3F0 3B0 3F1 3B1 3F2 3B2 3F3 3B3");
 }
 
 TEST(ScheduleGPipe, AllForwardsThenAllBackwards) {
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 3, "gpipe"));
-  EXPECT_EQ(ComputeOrder(plan, 0), "F0 F1 F2 B0 B1 B2");
-  EXPECT_EQ(ComputeOrder(plan, 1), "F0 F1 F2 B0 B1 B2");
+  EXPECT_EQ(ComputeOrder(plan, 0), "0F0 0F1 0F2 0B0 0B1 0B2");
+  EXPECT_EQ(ComputeOrder(plan, 1), "1F0 1F1 1F2 1B0 1B1 1B2");
 }
+
+TEST(ScheduleDataParallel, ForwardAndBackwardOfEachMicroBatchInTurn) {
+  ir::Plan plan = MustCompile(MlpPlan(1, 2, 3, "data-parallel"));
+  EXPECT_EQ(ComputeOrder(plan, 0), "0F0 0B0 0F1 0B1 0F2 0B2");
+  auto two = Compile(MlpPlan(2, 2, 3, "data-parallel"));
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("schedule-data-parallel: needs num_stages == 1, got 2; use schedule 1f1b or "
+                                        "gpipe"),
+            std::string::npos)
+      << two.status();
+}
+
+TEST(ScheduleInference, ForwardOnly) {
+  ir::Plan plan = MustCompile(MlpPlan(3, 1, 2, "inference"));
+  for (int s = 0; s < 3; ++s) EXPECT_EQ(ComputeOrder(plan, s), absl::StrCat(s, "F0 ", s, "F1"));
+  for (const auto& prog : plan.programs()) {
+    for (const auto& in : prog.instructions()) {
+      EXPECT_FALSE(in.has_optimizer_step() || in.has_reduce_grads() || (in.has_send() && in.send().direction() == ir::GRADIENT))
+          << ir::PrintInstruction(in);
+    }
+  }
+}
+
+TEST(DefaultPipeline, NamesEveryLoweringStep) {
+  ir::TrainingConfig c;
+  c.set_schedule("gpipe");
+  c.set_partition_method("uniform");
+  EXPECT_EQ(*DefaultPipeline(c),
+            "infer-shapes,partition{method=uniform},schedule-gpipe,assign-buffers,lower,lower-eval,place-comm");
+  c.set_schedule("zigzag");
+  EXPECT_NE(DefaultPipeline(c).status().message().find("unknown schedule 'zigzag'"), std::string::npos);
+}
+
+TEST(Registry, IsAlphabetical) {
+  const auto& passes = GlobalPassRegistry().passes();
+  ASSERT_GE(passes.size(), 12u);
+  for (size_t i = 1; i < passes.size(); ++i) EXPECT_LT(passes[i - 1].name, passes[i].name);
+  for (const char* name : {"infer-shapes", "partition", "schedule-1f1b", "schedule-gpipe", "schedule-inference",
+                           "schedule-data-parallel", "schedule-interleaved-1f1b", "assign-buffers", "lower",
+                           "lower-eval", "place-comm", "verify"}) {
+    EXPECT_NE(GlobalPassRegistry().Find(name), nullptr) << name;
+  }
+  // The v3 lowering passes are gone: `lower` does all three.
+  for (const char* gone : {"insert-loads", "insert-p2p", "insert-grad-reduction"}) {
+    EXPECT_EQ(GlobalPassRegistry().Find(gone), nullptr) << gone;
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Partition.
+
+TEST(Partition, ReportsVirtualStagesWithoutLayers) {
+  ir::Plan plan = MlpPlan(3, 1, 1, "1f1b");
+  auto out = RunPipeline(plan, "infer-shapes,partition{method=explicit:4:4}");
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status().message().find("leaves virtual stage 1 without layers (range [4, 4) of 7)"), std::string::npos)
+      << out.status();
+  auto bad_regex = RunPipeline(MlpPlan(2, 1, 1, "1f1b"), "infer-shapes,partition{method=type:conv}");
+  EXPECT_NE(bad_regex.status().message().find("partition method 'type:conv' matches no layer kind"), std::string::npos)
+      << bad_regex.status();
+  auto count = RunPipeline(MlpPlan(3, 1, 1, "1f1b"), "infer-shapes,partition{method=explicit:2}");
+  EXPECT_NE(count.status().message().find("gives 1 boundaries; 3 virtual stages need 2"), std::string::npos)
+      << count.status();
+  auto unknown = RunPipeline(MlpPlan(2, 1, 1, "1f1b"), "infer-shapes,partition{method=random}");
+  EXPECT_NE(unknown.status().message().find("unknown partition method 'random'"), std::string::npos) << unknown.status();
+  auto many = RunPipeline(MlpPlan(8, 1, 1, "1f1b"), "infer-shapes,partition");
+  EXPECT_NE(many.status().message().find("cannot give each of 8 virtual stages (8 stages x 1) a layer: the model has "
+                                         "only 7 layers"),
+            std::string::npos)
+      << many.status();
+}
+
+TEST(Partition, PlacesVirtualStagesRoundRobinAndWritesTheBoundaryTable) {
+  ir::Plan spec = MlpPlan(2, 1, 2, "interleaved-1f1b");
+  spec.mutable_config()->set_virtual_stages(2);
+  ir::Plan plan = MustRun(spec, "infer-shapes,partition{method=explicit:2:4:6}");
+  ASSERT_EQ(plan.placement().virtual_stages_size(), 4);
+  EXPECT_EQ(plan.placement().chunks_per_stage(), 2);
+  const int begins[] = {0, 2, 4, 6}, ends[] = {2, 4, 6, 7};
+  for (int v = 0; v < 4; ++v) {
+    const ir::VirtualStage& vs = plan.placement().virtual_stages(v);
+    EXPECT_EQ(vs.begin(), begins[v]);
+    EXPECT_EQ(vs.end(), ends[v]);
+    EXPECT_EQ(vs.stage(), v % 2) << "virtual stage " << v;
+    EXPECT_EQ(vs.chunk(), v / 2) << "virtual stage " << v;
+  }
+  // Boundary b: the output group of layer virtual_stages[b].end - 1 (relu0, relu1, relu2).
+  ASSERT_EQ(plan.boundaries_size(), 3);
+  for (int b = 0; b < 3; ++b) {
+    ASSERT_EQ(plan.boundaries(b).tensors_size(), 1);
+    EXPECT_EQ(plan.boundaries(b).tensors(0).SerializeAsString(),
+              plan.model().layers(ends[b] - 1).outputs(0).SerializeAsString());
+  }
+  EXPECT_EQ(plan.level(), ir::LEVEL_NONE);
+  EXPECT_EQ(plan.programs_size(), 0);
+}
+
+// ---------------------------------------------------------------------------------
+// Buffers.
 
 TEST(AssignBuffers, LiveActivationsPerStage) {
   for (int p : {2, 4}) {
     for (int m : {1, 2, 3, 8}) {
-      ir::Plan one = MustCompile(MlpPlan(p, 1, m, "1f1b", {16, 16, 16, 16, 16}));
-      ir::Plan gp = MustCompile(MlpPlan(p, 1, m, "gpipe", {16, 16, 16, 16, 16}));
+      ir::Plan one = MustRun(MlpPlan(p, 1, m, "1f1b", kWide), "infer-shapes,partition,schedule-1f1b,assign-buffers");
+      ir::Plan gp = MustRun(MlpPlan(p, 1, m, "gpipe", kWide), "infer-shapes,partition,schedule-gpipe,assign-buffers");
+      ir::Plan inf =
+          MustRun(MlpPlan(p, 1, m, "inference", kWide), "infer-shapes,partition,schedule-inference,assign-buffers");
+      EXPECT_EQ(one.level(), ir::BUFFERED);
       for (int s = 0; s < p; ++s) {
         EXPECT_EQ(one.programs(s).num_slots(), std::min(p - s, m)) << "1f1b P=" << p << " M=" << m << " s=" << s;
         EXPECT_EQ(gp.programs(s).num_slots(), m) << "gpipe P=" << p << " M=" << m << " s=" << s;
+        // Forward-only: a slot is free again two forwards later.
+        EXPECT_EQ(inf.programs(s).num_slots(), std::min(2, m)) << "inference P=" << p << " M=" << m << " s=" << s;
       }
     }
   }
 }
 
-TEST(Timeline, BubbleFractionOf1F1BIsPMinus1OverMPlusPMinus1) {
-  ir::Plan plan = MustCompile(MlpPlan(4, 1, 8, "1f1b", {16, 16, 16, 16, 16}));
+// ---------------------------------------------------------------------------------
+// Plan levels: each pass needs one level and leaves one; a wrong order fails loudly.
+
+void ExpectLevelRefusal(const std::string& pipeline, const std::string& want) {
+  auto out = RunPipeline(MlpPlan(2, 1, 2, "1f1b"), pipeline);
+  ASSERT_FALSE(out.ok()) << pipeline;
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
+  EXPECT_NE(out.status().message().find(want), std::string::npos) << pipeline << ": " << out.status();
+}
+
+TEST(PlanLevel, EveryPassRefusesAPlanAtTheWrongLevel) {
+  ExpectLevelRefusal("infer-shapes,partition,assign-buffers",
+                     "pass assign-buffers failed: assign-buffers needs a COMPUTE_ONLY plan; this one is LEVEL_NONE");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,lower",
+                     "pass lower failed: lower needs a BUFFERED plan; this one is COMPUTE_ONLY");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,assign-buffers,place-comm",
+                     "pass place-comm failed: place-comm needs a LOWERED plan; this one is BUFFERED");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,assign-buffers,lower-eval",
+                     "pass lower-eval failed: lower-eval needs a LOWERED plan; this one is BUFFERED");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,schedule-gpipe",
+                     "pass schedule-gpipe failed: schedule-gpipe needs a LEVEL_NONE plan; this one is COMPUTE_ONLY");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,assign-buffers,assign-buffers",
+                     "pass assign-buffers failed: assign-buffers needs a COMPUTE_ONLY plan; this one is BUFFERED");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,partition",
+                     "pass partition failed: partition needs a LEVEL_NONE plan; this one is COMPUTE_ONLY");
+  ExpectLevelRefusal("infer-shapes,partition,schedule-1f1b,infer-shapes",
+                     "pass infer-shapes failed: infer-shapes needs a LEVEL_NONE plan; this one is COMPUTE_ONLY");
+  // A schedule needs the placement partition writes.
+  ExpectLevelRefusal("infer-shapes,schedule-1f1b",
+                     "schedule-1f1b needs a placement of 2 x 1 virtual stages: run partition first");
+}
+
+TEST(PlanLevel, EachLoweringPassLeavesItsLevel) {
+  ir::Plan plan = MlpPlan(2, 1, 2, "1f1b");
+  CanonicalizeConfig(plan.topology(), plan.mutable_config());
+  const std::pair<const char*, ir::PlanLevel> steps[] = {{"infer-shapes,partition", ir::LEVEL_NONE},
+                                                         {"schedule-1f1b", ir::COMPUTE_ONLY},
+                                                         {"assign-buffers", ir::BUFFERED},
+                                                         {"lower", ir::LOWERED},
+                                                         {"lower-eval", ir::LOWERED},
+                                                         {"place-comm", ir::LOWERED}};
+  for (const auto& [pipeline, level] : steps) {
+    auto out = RunPipeline(plan, pipeline);
+    ASSERT_TRUE(out.ok()) << pipeline << ": " << out.status();
+    plan = *out;
+    EXPECT_EQ(plan.level(), level) << pipeline;
+    // Below LOWERED a program holds compute ops only.
+    for (const auto& prog : plan.programs()) {
+      for (const auto& in : prog.instructions()) {
+        if (level != ir::LOWERED) {
+          EXPECT_TRUE(in.has_compute()) << pipeline << ": " << ir::PrintInstruction(in);
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(VerifyRunnablePlan(plan).ok()) << VerifyRunnablePlan(plan);
+  // The structural rules agree: lowering ops in a BUFFERED plan are refused.
+  ir::Plan buffered = plan;
+  buffered.set_level(ir::BUFFERED);
+  absl::Status s = VerifyPlan(buffered);
+  EXPECT_NE(s.message().find("a BUFFERED plan holds compute ops only"), std::string::npos) << s;
+}
+
+// ---------------------------------------------------------------------------------
+// Change detection belongs to the pipeline: passes return a status, never "changed".
+
+static_assert(std::is_same_v<decltype(std::declval<Pass&>().Run(std::declval<ir::Plan&>())), absl::Status>,
+              "a pass reports success or failure only; the pipeline detects changes");
+
+TEST(PassPipeline, DetectsChangesByItself) {
+  ir::Plan fresh = MlpPlan(2, 1, 2, "1f1b");
+  CanonicalizeConfig(fresh.topology(), fresh.mutable_config());
+  auto scheduling = PassPipeline::Create("infer-shapes,partition,schedule-1f1b", GlobalPassRegistry(), VerifyPlan);
+  ASSERT_TRUE(scheduling.ok()) << scheduling.status();
+  auto changed = scheduling->Run(fresh, {});
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_TRUE(*changed);
+
+  // verify never changes a plan; lower-eval does nothing to a plan that has eval programs;
+  // place-comm has already posted every receive as early as it can.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
+  const std::string before = ir::PrintPlan(plan);
+  auto idle = PassPipeline::Create("verify,lower-eval,place-comm", GlobalPassRegistry(), VerifyPlan);
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  std::ostringstream log;
+  PipelineOptions options;
+  options.print_ir_after_all = true;
+  options.out = &log;
+  auto unchanged = idle->Run(plan, options);
+  ASSERT_TRUE(unchanged.ok()) << unchanged.status();
+  EXPECT_FALSE(*unchanged);
+  EXPECT_EQ(ir::PrintPlan(plan), before);
+  for (const char* pass : {"verify", "lower-eval", "place-comm"}) {
+    EXPECT_NE(log.str().find(absl::StrCat("// IR after ", pass, " (no change)")), std::string::npos) << pass;
+  }
+}
+
+TEST(PassPipeline, RerunningAPipelineOnItsOutputIsRefusedByLevel) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  auto pipeline = DefaultPipeline(plan.config());
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  auto again = RunPipeline(plan, *pipeline);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
+  EXPECT_NE(again.status().message().find("pass infer-shapes failed: infer-shapes needs a LEVEL_NONE plan; this one is "
+                                          "LOWERED"),
+            std::string::npos)
+      << again.status();
+  // The lowering alone, too.
+  auto lower = RunPipeline(plan, "lower");
+  EXPECT_EQ(lower.status().code(), absl::StatusCode::kFailedPrecondition) << lower.status();
+  EXPECT_NE(lower.status().message().find("lower needs a BUFFERED plan; this one is LOWERED"), std::string::npos)
+      << lower.status();
+}
+
+// ---------------------------------------------------------------------------------
+// Unit-cost simulation of compiled plans.
+
+TEST(Simulate, BubbleFractionOf1F1BIsPMinus1OverMPlusPMinus1) {
+  ir::Plan plan = MustCompile(MlpPlan(4, 1, 8, "1f1b", kWide));
+  auto sim = Simulate(plan, plan.programs(), CostModel::Unit(plan));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  EXPECT_TRUE(sim->errors.empty()) << absl::StrJoin(sim->errors, "\n");
+  // Unit costs F=1, B=2: makespan (M + P - 1) * 3, bubble (P-1)/(M+P-1).
+  EXPECT_NEAR(sim->makespan, (8 + 3) * 3, 1e-9);
+  EXPECT_NEAR(sim->bubble_fraction, 3.0 / 11.0, 1e-9);
+  // Stage 0 holds 4 micro-batches at once, plus the gradient of micro-batch 4, whose
+  // receive place-comm posts before the backward of micro-batch 0 frees slot 0; it sends
+  // activations of [2,16] float32.
+  ASSERT_EQ(sim->peak_live_slots.size(), 4u);
+  EXPECT_EQ(sim->peak_live_slots[0], 5);
+  EXPECT_EQ(TransferBytes(plan, ir::ACTIVATION, 0), 2 * 16 * 4);
+  EXPECT_EQ(TransferBytes(plan, ir::GRADIENT, 0), 2 * 16 * 4);
+  ASSERT_FALSE(sim->compute[0].empty());
+  EXPECT_EQ(sim->compute[0][0].label, "0F0");
+}
+
+TEST(Timeline, ChartsAndCountsA1F1BPlan) {
+  ir::Plan plan = MustCompile(MlpPlan(4, 1, 8, "1f1b", kWide));
   auto t = SimulateTimeline(plan);
   ASSERT_TRUE(t.ok()) << t.status();
-  // Unit costs F=1, B=2: makespan (M + P - 1) * 3, bubble (P-1)/(M+P-1).
-  EXPECT_EQ(t->makespan, (8 + 3) * 3);
+  EXPECT_NEAR(t->makespan, (8 + 3) * 3, 1e-9);
   EXPECT_NEAR(t->bubble_fraction, 3.0 / 11.0, 1e-9);
   // Stage 0 sends 8 activations of [2,16] float32 per step.
   EXPECT_EQ(t->stages[0].bytes_sent, 8 * 2 * 16 * 4);
   EXPECT_EQ(t->stages[0].num_slots, 4);
-  std::string chart = RenderTimeline(*t);
-  EXPECT_EQ(chart.substr(0, 20), "stage 0  |F0|F1|F2|F") << chart;
+  EXPECT_EQ(t->stages[0].peak_live_slots, 5);  // 4 slots + 1 early-posted receive
+  const std::string chart = RenderTimeline(*t);
+  EXPECT_TRUE(absl::StartsWith(chart, "stage 0  |0F0|0F1|0F2|0F3|")) << chart;
 }
 
 TEST(Timeline, CountsATiedWeightOncePerStage) {
@@ -71,179 +344,77 @@ TEST(Timeline, CountsATiedWeightOncePerStage) {
   EXPECT_EQ(t->stages[0].optimizer_state_bytes, (3 * 20 - 16) * 2 * 4);
 }
 
-TEST(DefaultPipeline, NamesEveryLoweringStep) {
-  ir::TrainingConfig c;
-  c.set_schedule("gpipe");
-  c.set_partition_method("uniform");
-  EXPECT_EQ(*DefaultPipeline(c),
-            "infer-shapes,partition{method=uniform},schedule-gpipe,assign-buffers,insert-loads,insert-p2p,"
-            "insert-grad-reduction,lower-eval");
-  c.set_schedule("zigzag");
-  EXPECT_NE(DefaultPipeline(c).status().message().find("unknown schedule 'zigzag'"), std::string::npos);
+// ---------------------------------------------------------------------------------
+// Lowering.
+
+// Index of the first instruction on stage s whose text starts with `prefix`; -1 if none.
+int Find(const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs, int s, const std::string& prefix,
+         int from = 0) {
+  const auto& ins = programs.Get(s).instructions();
+  for (int i = from; i < ins.size(); ++i)
+    if (absl::StartsWith(ir::PrintInstruction(ins[i]), prefix)) return i;
+  return -1;
+}
+int Find(const ir::Plan& plan, int s, const std::string& prefix, int from = 0) {
+  return Find(plan.programs(), s, prefix, from);
 }
 
-TEST(Registry, IsAlphabetical) {
-  const auto& passes = GlobalPassRegistry().passes();
-  ASSERT_GE(passes.size(), 10u);
-  for (size_t i = 1; i < passes.size(); ++i) EXPECT_LT(passes[i - 1].name, passes[i].name);
-}
-
-TEST(Partition, ReportsStagesWithoutLayers) {
-  auto out = RunPipeline(MlpPlan(3, 1, 1, "1f1b"), "infer-shapes,partition{method=explicit:4:4}");
-  ASSERT_FALSE(out.ok());
-  EXPECT_NE(out.status().message().find("leaves stage 1 without layers"), std::string::npos) << out.status();
-  auto bad_regex = RunPipeline(MlpPlan(2, 1, 1, "1f1b"), "infer-shapes,partition{method=type:conv}");
-  EXPECT_NE(bad_regex.status().message().find("matches no layer kind"), std::string::npos) << bad_regex.status();
-}
-
-// Rewrites stage `s` of a compiled plan from assembly lines.
-void SetProgram(ir::Plan& plan, int s, const std::vector<std::string>& lines) {
-  auto* prog = plan.mutable_programs(s);
-  prog->clear_instructions();
-  for (const auto& l : lines) {
-    auto in = ir::ParseInstruction(l);
-    ASSERT_TRUE(in.ok()) << l;
-    *prog->add_instructions() = *in;
-  }
-}
-
-// Index of the first instruction on stage s whose text starts with `prefix`.
-int Find(const ir::Plan& plan, int s, const std::string& prefix) {
+// Index of compute op `name` ("1F3") on stage s.
+int FindOp(const ir::Plan& plan, int s, const std::string& name) {
   const auto& ins = plan.programs(s).instructions();
   for (int i = 0; i < ins.size(); ++i)
-    if (ir::PrintInstruction(ins[i]).rfind(prefix, 0) == 0) return i;
+    if (ins[i].has_compute() && ir::OpName(ins[i]) == name) return i;
   return -1;
 }
 
-void Erase(ir::Plan& plan, int s, int index) {
-  auto* ins = plan.mutable_programs(s)->mutable_instructions();
-  ins->erase(ins->begin() + index);
+std::string RecvText(ir::Direction d, int boundary, int mb) {
+  return absl::StrCat("recv direction=", ir::Direction_Name(d), " boundary=", boundary, " mb=", mb, " ");
+}
+std::string SendText(ir::Direction d, int boundary, int mb) {
+  return absl::StrCat("send direction=", ir::Direction_Name(d), " boundary=", boundary, " mb=", mb, " ");
 }
 
-std::string VerifyMessage(const ir::Plan& plan) {
-  absl::Status s = VerifyPlan(plan);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  return std::string(s.message());
-}
-
-TEST(Verifier, AcceptsEveryCompiledSchedule) {
-  for (const char* s : {"1f1b", "gpipe", "inference"}) {
-    for (int p : {1, 2, 4}) {
-      for (int d : {1, 2}) {
-        auto plan = Compile(MlpPlan(p, d, 5, s));
-        EXPECT_TRUE(plan.ok()) << s << " P=" << p << " D=" << d << ": " << plan.status();
-      }
-    }
+TEST(Lower, LoadsTransfersReductionsAndTheStepOfAStage) {
+  ir::Plan plan = MustRun(MlpPlan(2, 2, 4, "1f1b"), Lowering("1f1b"));
+  ASSERT_EQ(plan.programs_size(), 2);
+  // Last stage: labels, then the activation received and waited for, before each
+  // forward; the input gradient sent right after each backward.
+  for (int mb = 0; mb < 4; ++mb) {
+    const int f = FindOp(plan, 1, absl::StrCat("1F", mb)), b = FindOp(plan, 1, absl::StrCat("1B", mb));
+    ASSERT_GE(f, 3);
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(1).instructions(f - 3)),
+              absl::StrCat("load_micro_batch mb=", mb, " slot=0 inputs=false labels=true"));
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(1).instructions(f - 2)),
+              absl::StrCat("recv direction=ACTIVATION boundary=0 mb=", mb, " slot=0"));
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(1).instructions(f - 1)),
+              absl::StrCat("wait ops=[recv/activation/0/", mb, "]"));
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(1).instructions(b + 1)),
+              absl::StrCat("send direction=GRADIENT boundary=0 mb=", mb, " slot=0"));
+    // First stage: inputs before each forward, the activation sent right after it.
+    const int f0 = FindOp(plan, 0, absl::StrCat("0F", mb));
+    EXPECT_TRUE(absl::StartsWith(ir::PrintInstruction(plan.programs(0).instructions(f0 - 1)),
+                                 absl::StrCat("load_micro_batch mb=", mb, " ")));
+    EXPECT_TRUE(absl::StartsWith(ir::PrintInstruction(plan.programs(0).instructions(f0 + 1)),
+                                 SendText(ir::ACTIVATION, 0, mb)));
+  }
+  // Every stage ends with its reduction over the replicas and its optimizer step.
+  for (int s = 0; s < 2; ++s) {
+    const int n = plan.programs(s).instructions_size();
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 2)), "reduce_grads");
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 1)), "optimizer_step sharded=false");
   }
 }
 
-TEST(Verifier, RejectsASendWithoutReceive) {
-  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
-  int i = Find(plan, 1, "recv_activation mb=1");
-  ASSERT_GE(i, 0);
-  Erase(plan, 1, i);
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("stage 0 instruction"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("no matching recv_activation on stage 1"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("waits for recv_activation mb=1 which was not posted before"), std::string::npos) << msg;
-}
-
-TEST(Verifier, RejectsMismatchedShapes) {
-  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
-  int i = Find(plan, 1, "recv_activation mb=0");
-  plan.mutable_programs(1)->mutable_instructions(i)->mutable_recv_activation()->set_shape(1, 31);
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("stage 1 instruction " + std::to_string(i)), std::string::npos) << msg;
-  EXPECT_NE(msg.find("does not match the stage boundary FLOAT32[2,32]"), std::string::npos) << msg;
-}
-
-TEST(Verifier, FindsACycleOfWaits) {
-  // Both stages wait for the other's data before posting their own: a deadlock that
-  // blocking transports would hang on.
-  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
-  const std::string act = "shape=[2,32] dtype=FLOAT32";
-  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=false",
-                       "recv_grad mb=0 chunk=0 slot=0 peer=1 " + act, "wait ops=[recv_grad/0/0]",
-                       "forward mb=0 chunk=0 slot=0", "send_activation mb=0 chunk=0 slot=0 peer=1 " + act,
-                       "backward mb=0 chunk=0 slot=0 part=FULL", "wait ops=[send_activation/0/0]", "optimizer_step"});
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("deadlock"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("stage 0 instruction 2 (wait ops=[recv_grad/0/0]) needs stage 1 to post send_grad mb=0"),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("stage 1 instruction 2 (wait ops=[recv_activation/0/0]) needs stage 0 to post send_activation"),
-            std::string::npos)
-      << msg;
-}
-
-TEST(Verifier, RejectsOverwritingALiveBuffer) {
-  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
-  // Stage 0 holds micro-batches 0 and 1 in slots 0 and 1; force both into slot 0.
-  plan.mutable_programs(0)->set_num_slots(1);
-  for (auto& in : *plan.mutable_programs(0)->mutable_instructions()) {
-    if (in.has_forward()) in.mutable_forward()->set_slot(0);
-    if (in.has_backward()) in.mutable_backward()->set_slot(0);
-    if (in.has_load_micro_batch()) in.mutable_load_micro_batch()->set_slot(0);
-    if (in.has_send_activation()) in.mutable_send_activation()->set_slot(0);
-    if (in.has_recv_grad()) in.mutable_recv_grad()->set_slot(0);
-  }
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("overwrites slot 0 with micro-batch 1 while micro-batch 0 still needs it"), std::string::npos)
-      << msg;
-}
-
-TEST(Verifier, RejectsBackwardBeforeForwardAndMissingMicroBatches) {
-  ir::Plan plan = MustCompile(MlpPlan(1, 1, 2, "1f1b"));
-  SetProgram(plan, 0, {"backward mb=0 chunk=0 slot=0 part=FULL", "load_micro_batch mb=0 slot=0 inputs=true labels=true",
-                       "forward mb=0 chunk=0 slot=0", "optimizer_step"});
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("stage 0 instruction 0 (backward mb=0 chunk=0 slot=0 part=FULL): backward of micro-batch 0 "
-                     "before its forward"),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("micro-batch 1 is never forwarded"), std::string::npos) << msg;
-}
-
-TEST(Verifier, RejectsOptimizerStepBeforeBackwardAndMissingReduction) {
-  ir::Plan plan = MustCompile(MlpPlan(1, 2, 1, "1f1b"));
-  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=true", "forward mb=0 chunk=0 slot=0",
-                       "optimizer_step", "backward mb=0 chunk=0 slot=0 part=FULL"});
-  std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("optimizer step before the backward at instruction 3"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("gradients are never reduced"), std::string::npos) << msg;
-}
-
-TEST(Verifier, ChecksTheZeroStage1Lowering) {
+TEST(Lower, ZeroStage1ShardsTheStepAndGathers) {
   ir::Plan zero = MlpPlan(2, 2, 2, "1f1b");
   zero.mutable_config()->set_zero_stage(1);
   ir::Plan plan = MustCompile(zero);
-  EXPECT_GE(Find(plan, 1, "optimizer_step sharded=true"), 0);
-  const int gather = Find(plan, 1, "gather_params chunk=0");
-  ASSERT_EQ(gather, plan.programs(1).instructions_size() - 1) << "gather_params ends the step";
-  // Without the gather the replicas' parameters would diverge.
-  ir::Plan no_gather = plan;
-  Erase(no_gather, 1, gather);
-  std::string msg = VerifyMessage(no_gather);
-  EXPECT_NE(msg.find("sharded optimizer step is never followed by GatherParams"), std::string::npos) << msg;
-  // An unsharded step under ZeRO-1, and a sharded one (with its gather) without ZeRO.
-  ir::Plan unsharded = plan;
-  unsharded.mutable_programs(0)->mutable_instructions(Find(plan, 0, "optimizer_step"))->mutable_optimizer_step()->set_sharded(false);
-  msg = VerifyMessage(unsharded);
-  EXPECT_NE(msg.find("must be sharded (config.zero_stage 1 with data_parallel > 1)"), std::string::npos) << msg;
-  // A gather with no sharded step before it.
-  ir::Plan early = plan;
-  auto* ins = early.mutable_programs(1)->mutable_instructions();
-  std::swap(*ins->Mutable(gather), *ins->Mutable(gather - 1));
-  msg = VerifyMessage(early);
-  EXPECT_NE(msg.find("gathers parameters without a sharded optimizer step before it"), std::string::npos) << msg;
-  ir::Plan stage0 = plan;
-  stage0.mutable_config()->set_zero_stage(0);
-  msg = VerifyMessage(stage0);
-  EXPECT_NE(msg.find("is sharded but config.zero_stage is 0 or data_parallel is 1"), std::string::npos) << msg;
-  ir::Plan stage2 = plan;
-  stage2.mutable_config()->set_zero_stage(2);
-  msg = VerifyMessage(stage2);
-  EXPECT_NE(msg.find("config.zero_stage is 2; it must be in [0, 1]"), std::string::npos) << msg;
+  for (int s = 0; s < 2; ++s) {
+    const int n = plan.programs(s).instructions_size();
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 3)), "reduce_grads");
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 2)), "optimizer_step sharded=true");
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 1)), "gather_params") << "gather_params ends the step";
+  }
   // D = 1: nothing to shard over, so ZeRO-1 lowers to a plain step.
   ir::Plan one = MlpPlan(2, 1, 2, "1f1b");
   one.mutable_config()->set_zero_stage(1);
@@ -252,59 +423,591 @@ TEST(Verifier, ChecksTheZeroStage1Lowering) {
   EXPECT_LT(Find(single, 0, "gather_params"), 0);
 }
 
+TEST(Lower, ClipsAfterTheReductionOverEveryStage) {
+  ir::Plan clip = MlpPlan(2, 2, 2, "1f1b");
+  clip.mutable_config()->set_gradient_clipping(1.5);
+  ir::Plan plan = MustCompile(clip);
+  for (int s = 0; s < 2; ++s) {
+    const int n = plan.programs(s).instructions_size();
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 3)), "reduce_grads");
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 2)), "clip_grad_norm max_norm=1.5 stages=[0,1]");
+    EXPECT_EQ(ir::PrintInstruction(plan.programs(s).instructions(n - 1)), "optimizer_step sharded=false");
+  }
+}
+
+// A tiny language model whose embedding and unembedding share one weight, split so that
+// each stage holds one copy.
+ir::Plan TiedLmPlan() {
+  ir::Plan plan;
+  ir::ModelSpec* m = plan.mutable_model();
+  m->set_name("tiny_lm");
+  auto add = [&](const char* name, const char* kind, std::vector<std::pair<const char*, int>> attrs,
+                 const char* tie = "") {
+    ir::LayerSpec* l = m->add_layers();
+    l->set_name(name);
+    l->set_kind(kind);
+    for (auto [k, v] : attrs) (*l->mutable_attrs())[k].set_i(v);
+    l->set_tie_key(tie);
+  };
+  add("embed", "Embedding", {{"num_embeddings", 11}, {"embedding_dim", 6}}, "embed");
+  add("flatten", "Flatten", {});
+  add("mix", "Linear", {{"in_features", 18}, {"out_features", 6}});
+  add("act", "Tanh", {});
+  add("unembed", "Linear", {{"in_features", 6}, {"out_features", 11}}, "embed");
+  m->mutable_input()->add_shape(3);
+  m->mutable_input()->set_dtype(ir::INT64);
+  m->mutable_label()->set_dtype(ir::INT64);
+  m->set_loss(ir::CROSS_ENTROPY);
+  m->set_num_classes(11);
+  plan.mutable_topology()->set_num_stages(2);
+  plan.mutable_topology()->set_data_parallel(1);
+  auto* c = plan.mutable_config();
+  c->set_micro_batches(2);
+  c->set_micro_batch_size(2);
+  c->set_schedule("1f1b");
+  c->set_seed(1);
+  c->set_steps(1);
+  c->mutable_optimizer()->set_type("sgd");
+  c->mutable_optimizer()->set_lr(0.1);
+  c->set_partition_method("explicit:3");
+  return plan;
+}
+
+TEST(Lower, SumsTiedGradientsOverTheStagesHoldingACopy) {
+  ir::Plan plan = MustCompile(TiedLmPlan());
+  for (int s = 0; s < 2; ++s) {
+    const int tie = Find(plan, s, "reduce_tied_grads tie_key=\"embed\" stages=[0,1]");
+    ASSERT_GE(tie, 0) << "stage " << s;
+    EXPECT_EQ(tie, Find(plan, s, "optimizer_step") - 1) << "stage " << s;
+  }
+  // Without it on stage 1, stage 0 waits at the collective forever.
+  ir::Plan missing = plan;
+  const int i = Find(missing, 1, "reduce_tied_grads");
+  missing.mutable_programs(1)->mutable_instructions()->DeleteSubrange(i, 1);
+  absl::Status s = VerifyPlan(missing);
+  const int at = Find(missing, 0, "reduce_tied_grads");
+  EXPECT_NE(s.message().find("deadlock: no stage can proceed:"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(absl::StrCat("stage 0 instruction ", at,
+                                          " (reduce_tied_grads tie_key=\"embed\" stages=[0,1]) needs stage 1 at the "
+                                          "same collective")),
+            std::string::npos)
+      << s;
+  // A reduction that does not list every holder.
+  ir::Plan partial = plan;
+  partial.mutable_programs(0)->mutable_instructions(Find(partial, 0, "reduce_tied_grads"))
+      ->mutable_reduce_tied_grads()
+      ->mutable_stages()
+      ->RemoveLast();
+  s = VerifyPlan(partial);
+  EXPECT_NE(s.message().find("tie 'embed' is held by stages [0,1], instruction lists [0]"), std::string::npos) << s;
+}
+
+// 1F1B, P = 4, M = 8, before and after place-comm (each verified by the pipeline).
+struct Placed {
+  ir::Plan lowered, placed;
+};
+Placed PlaceComm1F1B(int p, int m) {
+  Placed out;
+  out.lowered = MustRun(MlpPlan(p, 1, m, "1f1b", kWide), Lowering("1f1b"));
+  auto placed = RunPipeline(out.lowered, "place-comm");
+  EXPECT_TRUE(placed.ok()) << placed.status();
+  if (placed.ok()) out.placed = *placed;
+  return out;
+}
+
+// The compute op before instruction i of stage s; -1 if none.
+int PrecedingCompute(const ir::Plan& plan, int s, int i) {
+  int prev = i - 1;
+  while (prev >= 0 && !plan.programs(s).instructions(prev).has_compute()) --prev;
+  return prev;
+}
+
+TEST(PlaceComm, MovesReceivesOnlyAndStillVerifies) {
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  EXPECT_TRUE(VerifyRunnablePlan(r.placed).ok()) << VerifyRunnablePlan(r.placed);
+  bool moved = false;
+  for (int s = 0; s < p; ++s) {
+    EXPECT_EQ(ComputeOrder(r.placed, s), ComputeOrder(r.lowered, s));
+    // Everything but the receives keeps its relative order.
+    std::vector<std::string> a, b;
+    for (const auto& in : r.lowered.programs(s).instructions())
+      if (!in.has_recv()) a.push_back(ir::PrintInstruction(in));
+    for (const auto& in : r.placed.programs(s).instructions())
+      if (!in.has_recv()) b.push_back(ir::PrintInstruction(in));
+    EXPECT_EQ(a, b) << "stage " << s;
+    moved |= ir::PrintProgram(r.placed.programs(s), false) != ir::PrintProgram(r.lowered.programs(s), false);
+  }
+  EXPECT_TRUE(moved);
+}
+
+TEST(PlaceComm, IsIdempotent) {
+  // Running it again changes nothing: every receive is already as early as it can be
+  // (`ppc opt --passes=place-comm` on a compiled plan is a no-op).
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  auto again = RunPipeline(r.placed, "place-comm");
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (int s = 0; s < p; ++s) {
+    EXPECT_EQ(ir::PrintProgram(again->programs(s), true), ir::PrintProgram(r.placed.programs(s), true))
+        << "stage " << s;
+  }
+}
+
+TEST(PlaceComm, PostsGradientReceivesBeforeThePrecedingComputeOp) {
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  for (int s = 0; s + 1 < p; ++s) {
+    for (int k = 1; k < m; ++k) {
+      SCOPED_TRACE(absl::StrCat("stage ", s, " backward of micro-batch ", k));
+      const std::string b = absl::StrCat(s, "B", k);
+      // Lowered: the receive right before the backward, after the compute op before it.
+      const int lb = FindOp(r.lowered, s, b), lr = Find(r.lowered, s, RecvText(ir::GRADIENT, s, k));
+      ASSERT_GE(lr, 0);
+      EXPECT_GT(lr, PrecedingCompute(r.lowered, s, lb));
+      // Placed: posted before that compute op; its wait still right before the backward.
+      const int pb = FindOp(r.placed, s, b), pr = Find(r.placed, s, RecvText(ir::GRADIENT, s, k));
+      EXPECT_LT(pr, PrecedingCompute(r.placed, s, pb)) << ir::PrintProgram(r.placed.programs(s), true);
+      EXPECT_TRUE(absl::StartsWith(ir::PrintInstruction(r.placed.programs(s).instructions(pb - 1)),
+                                   absl::StrCat("wait ops=[recv/gradient/", s, "/", k)));
+    }
+  }
+}
+
+TEST(PlaceComm, PostsActivationReceivesBeforeThePrecedingComputeOp) {
+  // In the 1F1B steady state every forward but the first follows a backward; its
+  // activation receive should be posted before that backward, so that the transfer
+  // overlaps it.
+  const int p = 4, m = 8;
+  Placed r = PlaceComm1F1B(p, m);
+  ASSERT_EQ(r.placed.programs_size(), p);
+  for (int s = 1; s < p; ++s) {
+    const int warmup = p - s - 1;
+    for (int k = warmup + 1; k < m; ++k) {
+      SCOPED_TRACE(absl::StrCat("stage ", s, " forward of micro-batch ", k));
+      const std::string f = absl::StrCat(s, "F", k);
+      const int lf = FindOp(r.lowered, s, f), lr = Find(r.lowered, s, RecvText(ir::ACTIVATION, s - 1, k));
+      ASSERT_GE(lr, 0);
+      EXPECT_GT(lr, PrecedingCompute(r.lowered, s, lf));
+      const int pf = FindOp(r.placed, s, f), prev = PrecedingCompute(r.placed, s, pf);
+      ASSERT_GE(prev, 0);
+      EXPECT_EQ(r.placed.programs(s).instructions(prev).compute().kind(), ir::BACKWARD);
+      const int pr = Find(r.placed, s, RecvText(ir::ACTIVATION, s - 1, k));
+      EXPECT_LT(pr, prev) << "recv at " << pr << ", preceding compute op "
+                          << ir::OpName(r.placed.programs(s).instructions(prev)) << " at " << prev << "\n"
+                          << ir::PrintProgram(r.placed.programs(s), true);
+      EXPECT_EQ(ir::PrintInstruction(r.placed.programs(s).instructions(pf - 1)),
+                absl::StrCat("wait ops=[recv/activation/", s - 1, "/", k, "]"));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// The verifier accepts every compiled schedule ...
+
+TEST(Verifier, AcceptsEveryCompiledSchedule) {
+  for (const char* s : {"1f1b", "gpipe", "inference"}) {
+    for (int p : {1, 2, 4}) {
+      for (int d : {1, 2}) {
+        auto plan = Compile(MlpPlan(p, d, 5, s, kWide));
+        EXPECT_TRUE(plan.ok()) << s << " P=" << p << " D=" << d << ": " << plan.status();
+        if (plan.ok()) {
+          EXPECT_TRUE(VerifyRunnablePlan(*plan).ok()) << VerifyRunnablePlan(*plan);
+        }
+      }
+    }
+  }
+  for (int d : {1, 2}) {
+    auto plan = Compile(MlpPlan(1, d, 3, "data-parallel"));
+    EXPECT_TRUE(plan.ok()) << "data-parallel D=" << d << ": " << plan.status();
+  }
+}
+
+// ... and rejects each of them broken in one place.
+
+// Rewrites stage `s` of a plan from assembly lines.
+void SetProgram(ir::Plan& plan, int s, const std::vector<std::string>& lines) {
+  auto* prog = plan.mutable_programs(s);
+  prog->clear_instructions();
+  for (const auto& l : lines) {
+    auto in = ir::ParseInstruction(l);
+    ASSERT_TRUE(in.ok()) << l << ": " << in.status();
+    *prog->add_instructions() = *in;
+  }
+}
+
+void Erase(ir::Plan& plan, int s, int index) {
+  ASSERT_GE(index, 0);
+  plan.mutable_programs(s)->mutable_instructions()->DeleteSubrange(index, 1);
+}
+
+// Moves instruction `from` of stage s to sit right after instruction `after` (indices
+// before the move).
+void MoveAfter(ir::Plan& plan, int s, int from, int after) {
+  ASSERT_GE(from, 0);
+  ASSERT_GE(after, 0);
+  auto* ins = plan.mutable_programs(s)->mutable_instructions();
+  ir::Instruction moved = ins->Get(from);
+  ins->DeleteSubrange(from, 1);
+  if (after > from) --after;
+  ins->Add();
+  for (int i = ins->size() - 1; i > after + 1; --i) ins->SwapElements(i, i - 1);
+  *ins->Mutable(after + 1) = moved;
+}
+
+// Removes transfer `ref` (e.g. "send/activation/0/1") from every wait of stage s,
+// dropping waits left empty.
+void Unwait(ir::Plan& plan, int s, const std::string& ref) {
+  auto* ins = plan.mutable_programs(s)->mutable_instructions();
+  for (int i = ins->size() - 1; i >= 0; --i) {
+    if (!ins->Get(i).has_wait()) continue;
+    auto* ops = ins->Mutable(i)->mutable_wait()->mutable_ops();
+    for (int j = ops->size() - 1; j >= 0; --j)
+      if (ir::CommRefText(ops->Get(j)) == ref) ops->DeleteSubrange(j, 1);
+    if (ops->empty()) ins->DeleteSubrange(i, 1);
+  }
+}
+
+// "stage S instruction I (<text>)", as the verifier names an instruction.
+std::string Where(const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs, int s, int i) {
+  return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(programs.Get(s).instructions(i)), ")");
+}
+std::string Where(const ir::Plan& plan, int s, int i) { return Where(plan.programs(), s, i); }
+
+// Inserts `in` right after instruction `after` of stage s.
+void InsertAfter(ir::Plan& plan, int s, int after, const ir::Instruction& in) {
+  auto* ins = plan.mutable_programs(s)->mutable_instructions();
+  *ins->Add() = in;
+  for (int i = ins->size() - 1; i > after + 1; --i) ins->SwapElements(i, i - 1);
+}
+
+std::string VerifyMessage(const ir::Plan& plan) {
+  absl::Status s = VerifyPlan(plan);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  return std::string(s.message());
+}
+
+#define EXPECT_HAS(msg, want) EXPECT_NE((msg).find(want), std::string::npos) << "want: " << (want) << "\ngot: " << (msg)
+
+TEST(StructuralRules, ARankChecksItsOwnStageOnly) {
+  // A slot out of range in stage 1's program: the whole-plan check and stage 1's check
+  // report it; stage 0's check (what rank 0 runs at load) neither reads nor reports it.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
+  ASSERT_TRUE(ir::CheckStageStructure(plan, 0).ok());
+  ASSERT_TRUE(ir::CheckStageStructure(plan, 1).ok());
+  for (auto& in : *plan.mutable_programs(1)->mutable_instructions()) {
+    if (in.has_compute()) {
+      in.mutable_compute()->set_slot(99);
+      break;
+    }
+  }
+  EXPECT_HAS(std::string(ir::CheckPlanStructure(plan, true).message()), "slot 99");
+  EXPECT_HAS(std::string(ir::CheckStageStructure(plan, 1).message()), "slot 99");
+  EXPECT_TRUE(ir::CheckStageStructure(plan, 0).ok()) << ir::CheckStageStructure(plan, 0);
+  // The shared parts (model, placement, boundaries) are every rank's.
+  plan.mutable_boundaries(0)->mutable_tensors(0)->set_dtype(ir::INT64);
+  EXPECT_HAS(std::string(ir::CheckStageStructure(plan, 0).message()), "boundary 0");
+  EXPECT_EQ(ir::CheckStageStructure(plan, 2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ir::CheckStageStructure(plan, -1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Verifier, RejectsADroppedWait) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  Erase(plan, 1, Find(plan, 1, "wait ops=[recv/activation/0/1]"));
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 1, FindOp(plan, 1, "1F1")) +
+                      ": the activation across boundary 0 from stage 0 was not received into slot 0 and waited for");
+  EXPECT_HAS(msg, Where(plan, 1, Find(plan, 1, RecvText(ir::ACTIVATION, 0, 1))) + ": posted but never waited for");
+}
+
+TEST(Verifier, RejectsADroppedReceive) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  Erase(plan, 1, Find(plan, 1, RecvText(ir::ACTIVATION, 0, 1)));
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 1, Find(plan, 1, "wait ops=[recv/activation/0/1]")) +
+                      ": waits for recv/activation/0/1 which was not posted before");
+}
+
+TEST(Verifier, RejectsAReceiveWithoutASend) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  Erase(plan, 0, Find(plan, 0, SendText(ir::ACTIVATION, 0, 1)));
+  Unwait(plan, 0, "send/activation/0/1");
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 1, Find(plan, 1, RecvText(ir::ACTIVATION, 0, 1))) +
+                      ": no matching send on stage 0 (it posts 1 sends to stage 1, stage 1 posts 2 receives)");
+}
+
+TEST(Verifier, RejectsTransfersPostedInAnotherOrderThanTheyAreReceived) {
+  // Stage 0 posts its two activation sends to stage 1 in the order mb=1, mb=0; stage 1
+  // receives mb=0 first. Each send still follows its forward and every receive has a
+  // send of the same (direction, boundary, micro-batch), so a transport that matches by
+  // tag (Gloo) would run it; NCCL pairs the k-th send with the k-th receive, so stage 1
+  // would take micro-batch 1's activation as micro-batch 0's.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  const int send0 = Find(plan, 0, SendText(ir::ACTIVATION, 0, 0));
+  MoveAfter(plan, 0, send0, Find(plan, 0, SendText(ir::ACTIVATION, 0, 1)));
+  ASSERT_LT(Find(plan, 0, SendText(ir::ACTIVATION, 0, 1)), Find(plan, 0, SendText(ir::ACTIVATION, 0, 0)));
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, absl::StrCat("stage 0 -> stage 1 transfer 0: ",
+                               Where(plan, 0, Find(plan, 0, SendText(ir::ACTIVATION, 0, 1))),
+                               " is stage 1's receive 0, but that is ",
+                               Where(plan, 1, Find(plan, 1, RecvText(ir::ACTIVATION, 0, 0))),
+                               " (transfers between two ranks match in the order they are posted)"));
+  // The simulator pairs by order too, and says so.
+  auto sim = Simulate(plan, plan.programs(), CostModel::Unit(plan));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_FALSE(sim->errors.empty());
+  EXPECT_HAS(sim->errors[0], "stage 0 -> stage 1 transfer 0: stage 0 sends send/activation/0/1 but stage 1's "
+                             "receive 0 is recv/activation/0/0");
+}
+
+TEST(Verifier, FindsACycleOfWaits) {
+  // Stage 0 waits for the gradient before it forwards: both stages wait for the other's
+  // data before posting their own.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
+  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=false",
+                       "recv direction=GRADIENT boundary=0 mb=0 slot=0", "wait ops=[recv/gradient/0/0]",
+                       "compute kind=FORWARD vs=0 mb=0 slot=0", "send direction=ACTIVATION boundary=0 mb=0 slot=0",
+                       "compute kind=BACKWARD vs=0 mb=0 slot=0", "wait ops=[send/activation/0/0]",
+                       "optimizer_step sharded=false"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "deadlock: no stage can proceed:");
+  EXPECT_HAS(msg, "\n    stage 0 instruction 2 (wait ops=[recv/gradient/0/0]) waits for stage 1 to post "
+                  "send/gradient/0/0");
+  EXPECT_HAS(msg, "\n    " + Where(plan, 1, Find(plan, 1, "wait ops=[recv/activation/0/0]")) +
+                      " waits for stage 0 to post send/activation/0/0");
+}
+
+TEST(Verifier, RejectsOverwritingALiveBuffer) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  // Stage 0 holds micro-batches 0 and 1 in slots 0 and 1; force both into slot 0.
+  plan.mutable_programs(0)->set_num_slots(1);
+  for (auto& in : *plan.mutable_programs(0)->mutable_instructions()) {
+    if (in.has_compute()) in.mutable_compute()->set_slot(0);
+    if (in.has_load_micro_batch()) in.mutable_load_micro_batch()->set_slot(0);
+    if (in.has_send()) in.mutable_send()->set_slot(0);
+    if (in.has_recv()) in.mutable_recv()->set_slot(0);
+  }
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "overwrites slot 0 with virtual stage 0 micro-batch 1 while virtual stage 0 micro-batch 0 still "
+                  "needs it");
+}
+
+TEST(Verifier, RejectsReusingASlotTooEarly) {
+  // 1F1B P=2 M=4: stage 0 holds micro-batch 1 in slot 1 until its backward, and reuses
+  // slot 0 (free after the backward of micro-batch 0) for micro-batch 2. Putting
+  // micro-batch 2 in slot 1 instead reuses that slot before micro-batch 1 is done.
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 4, "1f1b"));
+  // The first instruction that puts micro-batch 2 in a slot (a receive writes its slot
+  // at its wait, not when posted).
+  int first = -1;
+  for (int i = 0; i < plan.programs(0).instructions_size(); ++i) {
+    ir::Instruction& in = *plan.mutable_programs(0)->mutable_instructions(i);
+    int mb, slot;
+    if (!ir::MicroBatchOf(in, &mb) || !ir::SlotOf(in, &slot) || mb != 2) continue;
+    ASSERT_EQ(slot, 0) << ir::PrintInstruction(in);
+    if (first < 0 && !in.has_recv()) first = i;
+    if (in.has_compute()) in.mutable_compute()->set_slot(1);
+    if (in.has_load_micro_batch()) in.mutable_load_micro_batch()->set_slot(1);
+    if (in.has_send()) in.mutable_send()->set_slot(1);
+    if (in.has_recv()) in.mutable_recv()->set_slot(1);
+  }
+  ASSERT_GE(first, 0);
+  const int b1 = FindOp(plan, 0, "0B1");
+  ASSERT_GT(b1, first);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, absl::StrCat(Where(plan, 0, first), ": overwrites slot 1 with virtual stage 0 micro-batch 2 while ",
+                               "virtual stage 0 micro-batch 1 still needs it (until instruction ", b1, ")"));
+}
+
+TEST(Verifier, RejectsBackwardBeforeForwardAndMissingMicroBatches) {
+  ir::Plan plan = MustCompile(MlpPlan(1, 1, 2, "1f1b"));
+  SetProgram(plan, 0, {"compute kind=BACKWARD vs=0 mb=0 slot=0", "load_micro_batch mb=0 slot=0 inputs=true labels=true",
+                       "compute kind=FORWARD vs=0 mb=0 slot=0", "optimizer_step sharded=false"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "stage 0 instruction 0 (compute kind=BACKWARD vs=0 mb=0 slot=0): backward of virtual stage 0 "
+                  "micro-batch 0 before its forward");
+  EXPECT_HAS(msg, "stage 0: virtual stage 0 micro-batch 1 is never forwarded");
+}
+
+TEST(Verifier, RejectsABackwardOnAnotherSlotThanItsForward) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  const int b1 = FindOp(plan, 0, "0B1");
+  ASSERT_EQ(plan.programs(0).instructions(b1).compute().slot(), 1);
+  plan.mutable_programs(0)->mutable_instructions(b1)->mutable_compute()->set_slot(0);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 0, b1) + ": uses slot 0 but the forward of virtual stage 0 micro-batch 1 used slot 1");
+}
+
+TEST(Verifier, RejectsASendBeforeItsForward) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  const int f0 = FindOp(plan, 0, "0F0");
+  MoveAfter(plan, 0, Find(plan, 0, SendText(ir::ACTIVATION, 0, 0)), f0 - 1);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 0, f0) +
+                      ": sends the activation of virtual stage 0 micro-batch 0 before its forward on slot 0");
+}
+
+TEST(Verifier, RejectsWaitingTwice) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  const int wait = Find(plan, 1, "wait ops=[recv/activation/0/0]");
+  ASSERT_GE(wait, 0);
+  InsertAfter(plan, 1, wait, ir::Instruction(plan.programs(1).instructions(wait)));
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, Where(plan, 1, wait + 1) + ": waits for recv/activation/0/0 a second time");
+}
+
+TEST(Verifier, RejectsAMissingOptimizerStep) {
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  Erase(plan, 1, Find(plan, 1, "optimizer_step"));
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "stage 1: training plan has no optimizer step");
+}
+
+TEST(Verifier, RejectsOptimizerStepBeforeBackwardAndMissingReduction) {
+  ir::Plan plan = MustCompile(MlpPlan(1, 2, 1, "1f1b"));
+  SetProgram(plan, 0, {"load_micro_batch mb=0 slot=0 inputs=true labels=true", "compute kind=FORWARD vs=0 mb=0 slot=0",
+                       "optimizer_step sharded=false", "compute kind=BACKWARD vs=0 mb=0 slot=0"});
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "stage 0 instruction 2 (optimizer_step sharded=false): optimizer step before the backward at "
+                  "instruction 3");
+  EXPECT_HAS(msg, "stage 0: data_parallel=2 but gradients are never reduced (ReduceGrads)");
+}
+
+TEST(Verifier, ChecksTheClipping) {
+  ir::Plan clip = MlpPlan(2, 2, 2, "1f1b");
+  clip.mutable_config()->set_gradient_clipping(1.5);
+  ir::Plan plan = MustCompile(clip);
+  // Clipping before the data-parallel reduction would clip each replica's gradients.
+  ir::Plan early = plan;
+  const int reduce = Find(early, 0, "reduce_grads");
+  MoveAfter(early, 0, reduce, Find(early, 0, "clip_grad_norm"));
+  ASSERT_EQ(Find(early, 0, "clip_grad_norm"), reduce);
+  std::string msg = VerifyMessage(early);
+  EXPECT_HAS(msg, Where(early, 0, reduce + 1) + ": reduces gradients after clipping them");
+  // The norm is global: every stage takes part.
+  ir::Plan local = plan;
+  const int c = Find(local, 1, "clip_grad_norm");
+  local.mutable_programs(1)->mutable_instructions(c)->mutable_clip_grad_norm()->mutable_stages()->RemoveLast();
+  msg = VerifyMessage(local);
+  EXPECT_HAS(msg, Where(local, 1, c) + ": must list every stage 0..1 exactly once");
+}
+
+TEST(Verifier, ChecksTheZeroStage1Lowering) {
+  ir::Plan zero = MlpPlan(2, 2, 2, "1f1b");
+  zero.mutable_config()->set_zero_stage(1);
+  ir::Plan plan = MustCompile(zero);
+  const int gather = Find(plan, 1, "gather_params");
+  ASSERT_EQ(gather, plan.programs(1).instructions_size() - 1);
+  // Without the gather the replicas' parameters would diverge.
+  ir::Plan no_gather = plan;
+  Erase(no_gather, 1, gather);
+  std::string msg = VerifyMessage(no_gather);
+  EXPECT_HAS(msg, "sharded optimizer step is never followed by GatherParams, so the replicas' parameters would "
+                  "diverge");
+  // An unsharded step under ZeRO-1.
+  ir::Plan unsharded = plan;
+  unsharded.mutable_programs(0)->mutable_instructions(Find(plan, 0, "optimizer_step"))->mutable_optimizer_step()->set_sharded(false);
+  msg = VerifyMessage(unsharded);
+  EXPECT_HAS(msg, "must be sharded (config.zero_stage 1 with data_parallel > 1)");
+  // A gather with no sharded step before it.
+  ir::Plan early = plan;
+  auto* ins = early.mutable_programs(1)->mutable_instructions();
+  ins->SwapElements(gather, gather - 1);
+  msg = VerifyMessage(early);
+  EXPECT_HAS(msg, Where(early, 1, gather - 1) + ": gathers parameters without a sharded optimizer step before it");
+  // A sharded step (with its gather) without ZeRO.
+  ir::Plan stage0 = plan;
+  stage0.mutable_config()->set_zero_stage(0);
+  msg = VerifyMessage(stage0);
+  EXPECT_HAS(msg, "is sharded but config.zero_stage is 0 or data_parallel is 1");
+  EXPECT_HAS(msg, "gathers parameters but the plan's optimizer is not sharded");
+  ir::Plan stage2 = plan;
+  stage2.mutable_config()->set_zero_stage(2);
+  msg = VerifyMessage(stage2);
+  EXPECT_HAS(msg, "config.zero_stage is 2; it must be in [0, 1]");
+}
+
 TEST(Verifier, ChecksTheEvalPrograms) {
   ir::Plan plan = MustCompile(MlpPlan(2, 2, 3, "1f1b"));
   ASSERT_EQ(plan.eval_programs_size(), 2);
-  std::string order;
+  std::vector<std::string> order;
   for (const auto& in : plan.eval_programs(1).instructions()) {
-    EXPECT_FALSE(in.has_backward() || in.has_optimizer_step() || in.has_reduce_grads()) << ir::PrintInstruction(in);
-    if (in.has_forward()) absl::StrAppend(&order, "F", in.forward().micro_batch(), " ");
+    EXPECT_FALSE((in.has_compute() && in.compute().kind() != ir::FORWARD) || in.has_optimizer_step() ||
+                 in.has_reduce_grads())
+        << ir::PrintInstruction(in);
+    if (in.has_compute()) order.push_back(ir::OpName(in));
   }
-  EXPECT_EQ(order, "F0 F1 F2 ");
+  EXPECT_EQ(absl::StrJoin(order, " "), "1F0 1F1 1F2");
   // An inference plan needs none: its programs already are forward-only.
   EXPECT_EQ(MustCompile(MlpPlan(2, 1, 2, "inference")).eval_programs_size(), 0);
+
   ir::Plan missing = plan;
   auto* ins = missing.mutable_eval_programs(1)->mutable_instructions();
   for (int i = 0; i < ins->size(); ++i) {
-    if (ins->Get(i).has_forward() && ins->Get(i).forward().micro_batch() == 2) {
-      ins->erase(ins->begin() + i);
+    if (ins->Get(i).has_compute() && ins->Get(i).compute().micro_batch() == 2) {
+      ins->DeleteSubrange(i, 1);
       break;
     }
   }
   std::string msg = VerifyMessage(missing);
-  EXPECT_NE(msg.find("eval programs: stage 1: micro-batch 2 is never forwarded"), std::string::npos) << msg;
+  EXPECT_HAS(msg, "eval programs: stage 1: virtual stage 1 micro-batch 2 is never forwarded");
+
   // Eval programs must be as lowered as the training programs: without their receives
   // the last stage would forward nothing.
   ir::Plan unlowered = plan;
-  auto* last = unlowered.mutable_eval_programs(1)->mutable_instructions();
-  last->erase(std::remove_if(last->begin(), last->end(),
-                             [](const ir::Instruction& in) { return in.has_recv_activation() || in.has_wait(); }),
-              last->end());
-  auto* first = unlowered.mutable_eval_programs(0)->mutable_instructions();
-  first->erase(std::remove_if(first->begin(), first->end(),
-                              [](const ir::Instruction& in) { return in.has_send_activation() || in.has_wait(); }),
-               first->end());
+  for (int s = 0; s < 2; ++s) {
+    auto* prog = unlowered.mutable_eval_programs(s)->mutable_instructions();
+    prog->erase(std::remove_if(prog->begin(), prog->end(),
+                               [](const ir::Instruction& in) { return in.has_recv() || in.has_send() || in.has_wait(); }),
+                prog->end());
+  }
+  int f0 = -1;
+  for (int i = 0; i < unlowered.eval_programs(1).instructions_size() && f0 < 0; ++i)
+    if (unlowered.eval_programs(1).instructions(i).has_compute()) f0 = i;
   msg = VerifyMessage(unlowered);
-  EXPECT_NE(msg.find("eval programs: "), std::string::npos) << msg;
-  EXPECT_NE(msg.find("activation of micro-batch 0 from stage 0 was not received and waited for"), std::string::npos)
-      << msg;
+  EXPECT_HAS(msg, "eval programs: " + Where(unlowered.eval_programs(), 1, f0) +
+                      ": the activation across boundary 0 from stage 0 was not received into slot 0 and waited for");
+
   ir::Plan training = plan;
-  *training.mutable_eval_programs(0)->add_instructions() = *ir::ParseInstruction("backward mb=0 chunk=0 slot=0 part=FULL");
+  *training.mutable_eval_programs(0)->add_instructions() = *ir::ParseInstruction("compute kind=BACKWARD vs=0 mb=0 slot=0");
   msg = VerifyMessage(training);
-  EXPECT_NE(msg.find("eval stage 0 instruction"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("an eval program must be forward-only"), std::string::npos) << msg;
+  EXPECT_HAS(msg, "eval " + Where(training.eval_programs(), 0, training.eval_programs(0).instructions_size() - 1) +
+                      ": an eval program must be forward-only");
 }
 
 TEST(Verifier, RejectsOutOfRangeIndices) {
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
-  int i = Find(plan, 0, "forward mb=1");
-  plan.mutable_programs(0)->mutable_instructions(i)->mutable_forward()->set_micro_batch(7);
+  const int i = FindOp(plan, 0, "0F1");
+  plan.mutable_programs(0)->mutable_instructions(i)->mutable_compute()->set_micro_batch(7);
   std::string msg = VerifyMessage(plan);
-  EXPECT_NE(msg.find("micro-batch 7 is out of range [0, 2)"), std::string::npos) << msg;
+  EXPECT_HAS(msg, Where(plan, 0, i) + ": micro-batch 7 is out of range [0, 2)");
+  // A compute op of a virtual stage another stage runs.
+  ir::Plan moved = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
+  moved.mutable_programs(0)->mutable_instructions(i)->mutable_compute()->set_virtual_stage(1);
+  msg = VerifyMessage(moved);
+  EXPECT_HAS(msg, Where(moved, 0, i) + ": virtual stage 1 runs on stage 1, not 0");
 }
 
+TEST(Verifier, ChecksTheBoundaryTable) {
+  // What crosses a boundary is the output group of the layer before it (format v3 had a
+  // shape on every transfer instruction instead).
+  ir::Plan plan = MustCompile(MlpPlan(2, 1, 1, "1f1b"));
+  plan.mutable_boundaries(0)->mutable_tensors(0)->set_shape(0, 31);
+  std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "boundary 0 lists {fc1:FLOAT32[31]} but virtual stage 0 produces {fc1:FLOAT32[32]}");
+  plan.mutable_boundaries()->Clear();
+  msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "the boundary table has 0 boundaries; 2 virtual stages need 1");
+}
+
+// ---------------------------------------------------------------------------------
 // The structural rules the compiler's verifier and the runtime's load share
-// (ir/plan_check.h): what a red-team pass found accepted with a default in its place.
+// (ir/plan_check.h).
+
 absl::Status Structure(const ir::Plan& plan) { return ir::CheckPlanStructure(plan, /*complete=*/true); }
 
 void ExpectRefused(const absl::Status& status, const std::string& want) {
@@ -318,6 +1021,10 @@ TEST(PlanStructure, CompiledPlansPassTheRuntimesChecks) {
     EXPECT_TRUE(Structure(plan).ok()) << s << ": " << Structure(plan);
   }
   EXPECT_TRUE(Structure(MustCompile(MlpPlan(1, 2, 2, "data-parallel"))).ok());
+  // Not LOWERED: not runnable.
+  ir::Plan buffered = MustRun(MlpPlan(2, 1, 2, "1f1b"), "infer-shapes,partition,schedule-1f1b,assign-buffers");
+  buffered.mutable_config()->set_steps(1);
+  ExpectRefused(Structure(buffered), "plan level is BUFFERED; a runnable plan is LOWERED (compile it with ppc)");
 }
 
 TEST(PlanStructure, RefusesUnknownLayerAttributes) {
@@ -346,7 +1053,8 @@ TEST(PlanStructure, RefusesDuplicateAndEmptyLayerNames) {
 TEST(PlanStructure, RefusesAScheduleTheCompilerDoesNotKnow) {
   ir::Plan plan = MustCompile(MlpPlan(2, 1, 2, "1f1b"));
   plan.mutable_config()->set_schedule("zzz");
-  ExpectRefused(Structure(plan), "config.schedule 'zzz' is not one of 1f1b, data-parallel, gpipe, inference");
+  ExpectRefused(Structure(plan),
+                "config.schedule 'zzz' is not one of 1f1b, data-parallel, gpipe, inference, interleaved-1f1b");
   ExpectRefused(VerifyPlan(plan), "config.schedule 'zzz'");
   plan.mutable_config()->clear_schedule();
   ExpectRefused(Structure(plan), "config.schedule is missing");
@@ -369,12 +1077,6 @@ TEST(PlanStructure, CompletePlansGiveStepsAndBatchSettings) {
   ExpectRefused(Structure(plan), "config.micro_batch_size is 0; it must be in [1, ");
 }
 
-}  // namespace
-}  // namespace ppc::passes
-
-namespace ppc::passes {
-namespace {
-
 TEST(Partition, FlopsBalancesAlexNetComputeNotParameters) {
   ir::Plan plan;
   ASSERT_TRUE(ir::ParseTextProtoFile("examples/alexnet_cifar10/alexnet.textproto", plan.mutable_model()).ok());
@@ -389,8 +1091,8 @@ TEST(Partition, FlopsBalancesAlexNetComputeNotParameters) {
   // Parameters put every convolution on stage 0 (it starts at the second classifier
   // block); at 224x224 the convolutions are the compute, so flops splits among them:
   // conv1-3 (~406M multiply-adds) | conv3's ReLU, conv4-5 + classifier (~304M).
-  EXPECT_EQ(by_params->partition().stages(1).begin(), 17);
-  EXPECT_EQ(by_flops->partition().stages(1).begin(), 7);
+  EXPECT_EQ(by_params->placement().virtual_stages(1).begin(), 17);
+  EXPECT_EQ(by_flops->placement().virtual_stages(1).begin(), 7);
 }
 
 }  // namespace

@@ -4,25 +4,15 @@
 
 namespace ppc::passes {
 
-ir::TensorSpec StageInput(const ir::Plan& plan, int s) {
-  if (s == 0) return plan.model().input();
-  return StageOutput(plan, s - 1);
-}
-
-ir::TensorSpec StageOutput(const ir::Plan& plan, int s) {
-  int end = plan.partition().stages(s).end();
-  return plan.model().layers(end - 1).output();
-}
-
-std::vector<int64_t> BatchShape(const ir::Plan& plan, const ir::TensorSpec& spec) {
-  std::vector<int64_t> shape{plan.config().micro_batch_size()};
-  shape.insert(shape.end(), spec.shape().begin(), spec.shape().end());
-  return shape;
+absl::Status RequireLevel(const ir::Plan& plan, ir::PlanLevel level, const char* pass) {
+  if (plan.level() == level) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(pass, " needs a ", ir::PlanLevel_Name(level), " plan; this one is ",
+                                                    ir::PlanLevel_Name(plan.level())));
 }
 
 absl::Status RequireShapes(const ir::Plan& plan, const char* pass) {
   for (const auto& l : plan.model().layers()) {
-    if (l.output().dtype() == ir::DTYPE_UNSPECIFIED) {
+    if (l.outputs_size() == 0) {
       return absl::FailedPreconditionError(
           absl::StrCat(pass, " needs layer shapes: run infer-shapes first (layer '", l.name(), "' has none)"));
     }
@@ -30,17 +20,13 @@ absl::Status RequireShapes(const ir::Plan& plan, const char* pass) {
   return absl::OkStatus();
 }
 
-absl::Status RequirePartition(const ir::Plan& plan, const char* pass) {
-  if (plan.partition().stages_size() != plan.topology().num_stages() || plan.topology().num_stages() < 1) {
-    return absl::FailedPreconditionError(absl::StrCat(pass, " needs a partition into ", plan.topology().num_stages(),
-                                                      " stages: run partition first"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RequireSchedule(const ir::Plan& plan, const char* pass) {
-  if (plan.programs_size() != plan.topology().num_stages()) {
-    return absl::FailedPreconditionError(absl::StrCat(pass, " needs one program per stage: run a schedule pass first"));
+absl::Status RequirePlacement(const ir::Plan& plan, const char* pass) {
+  const int chunks = std::max(1, plan.config().virtual_stages());
+  if (plan.topology().num_stages() < 1 ||
+      plan.placement().virtual_stages_size() != plan.topology().num_stages() * chunks ||
+      plan.boundaries_size() != plan.placement().virtual_stages_size() - 1) {
+    return absl::FailedPreconditionError(absl::StrCat(pass, " needs a placement of ", plan.topology().num_stages(),
+                                                      " x ", chunks, " virtual stages: run partition first"));
   }
   return absl::OkStatus();
 }
@@ -48,24 +34,17 @@ absl::Status RequireSchedule(const ir::Plan& plan, const char* pass) {
 bool IsTraining(const ir::Plan& plan) {
   for (const auto& p : plan.programs())
     for (const auto& in : p.instructions())
-      if (in.has_backward() || in.has_optimizer_step()) return true;
+      if ((in.has_compute() && in.compute().kind() != ir::FORWARD) || in.has_optimizer_step()) return true;
   return false;
 }
 
-ir::Instruction MakeForward(int mb, int chunk, int slot) {
+ir::Instruction MakeCompute(ir::ComputeKind kind, int virtual_stage, int micro_batch, int slot) {
   ir::Instruction in;
-  in.mutable_forward()->set_micro_batch(mb);
-  in.mutable_forward()->set_chunk(chunk);
-  in.mutable_forward()->set_slot(slot);
-  return in;
-}
-
-ir::Instruction MakeBackward(int mb, int chunk, int slot, ir::BackwardPart part) {
-  ir::Instruction in;
-  in.mutable_backward()->set_micro_batch(mb);
-  in.mutable_backward()->set_chunk(chunk);
-  in.mutable_backward()->set_slot(slot);
-  in.mutable_backward()->set_part(part);
+  ir::Compute* c = in.mutable_compute();
+  c->set_kind(kind);
+  c->set_virtual_stage(virtual_stage);
+  c->set_micro_batch(micro_batch);
+  c->set_slot(slot);
   return in;
 }
 

@@ -1,31 +1,22 @@
-// Small helpers shared by passes: stage boundaries, instruction constructors.
+// Small helpers shared by passes: level and prerequisite checks, instruction constructors.
 #ifndef PPC_PASSES_PLAN_UTIL_H_
 #define PPC_PASSES_PLAN_UTIL_H_
 
-#include <vector>
-
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
 
-// Per-sample tensor entering stage `s` (the model input for s == 0). Needs infer-shapes.
-ir::TensorSpec StageInput(const ir::Plan& plan, int s);
-// Per-sample tensor leaving stage `s`.
-ir::TensorSpec StageOutput(const ir::Plan& plan, int s);
-// [micro_batch_size] + per-sample shape.
-std::vector<int64_t> BatchShape(const ir::Plan& plan, const ir::TensorSpec& spec);
-
-// FailedPrecondition unless infer-shapes and partition have run.
+// FailedPrecondition naming the pass unless the plan is at exactly `level`.
+absl::Status RequireLevel(const ir::Plan& plan, ir::PlanLevel level, const char* pass);
+// FailedPrecondition unless infer-shapes / partition have run.
 absl::Status RequireShapes(const ir::Plan& plan, const char* pass);
-absl::Status RequirePartition(const ir::Plan& plan, const char* pass);
-absl::Status RequireSchedule(const ir::Plan& plan, const char* pass);
+absl::Status RequirePlacement(const ir::Plan& plan, const char* pass);
 
-// True when any program has a backward (a training plan).
+// True when the schedule trains: any program has a backward op or an optimizer step.
 bool IsTraining(const ir::Plan& plan);
 
-ir::Instruction MakeForward(int mb, int chunk, int slot);
-ir::Instruction MakeBackward(int mb, int chunk, int slot, ir::BackwardPart part = ir::FULL);
+ir::Instruction MakeCompute(ir::ComputeKind kind, int virtual_stage, int micro_batch, int slot = 0);
 
 }  // namespace ppc::passes
 

@@ -1,18 +1,16 @@
 #include "passes/registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "ir/plan_check.h"
 #include "passes/analysis/infer_shapes.h"
 #include "passes/analysis/verifier.h"
 #include "passes/lower/assign_buffers.h"
-#include "passes/lower/insert_grad_reduction.h"
-#include "passes/lower/insert_loads.h"
-#include "passes/lower/insert_p2p.h"
+#include "passes/lower/lower.h"
 #include "passes/lower/lower_eval.h"
+#include "passes/lower/place_comm.h"
 #include "passes/partition/partition.h"
-#include "passes/schedule/schedule_1f1b.h"
-#include "passes/schedule/schedule_data_parallel.h"
-#include "passes/schedule/schedule_gpipe.h"
-#include "passes/schedule/schedule_inference.h"
+#include "passes/schedule/schedule.h"
 
 namespace ppc::passes {
 namespace {
@@ -24,25 +22,35 @@ PassInfo Simple(const char* name, const char* summary) {
           }};
 }
 
+PassInfo Schedule(const char* name, const char* summary, StageOrder order, ScheduleCheck check) {
+  return {name, summary, {}, [name, order, check](const PassOptions&) -> absl::StatusOr<std::unique_ptr<Pass>> {
+            return std::make_unique<SchedulePass>(name, order, check);
+          }};
+}
+
 }  // namespace
 
 const PassRegistry& GlobalPassRegistry() {
   static const auto* registry = new PassRegistry({
-      Simple<AssignBuffers>("assign-buffers", "give forwards/backwards activation buffer slots"),
-      Simple<InferShapes>("infer-shapes", "fill layer output shapes and parameter counts"),
-      Simple<InsertGradReduction>("insert-grad-reduction", "append tied/data-parallel reductions and the optimizer step"),
-      Simple<InsertLoads>("insert-loads", "load inputs on the first stage and labels on the last"),
-      Simple<InsertP2P>("insert-p2p", "insert non-blocking sends/receives and their waits"),
+      Simple<AssignBuffers>("assign-buffers", "give every compute op its micro-batch's slot (COMPUTE_ONLY -> BUFFERED)"),
+      Simple<InferShapes>("infer-shapes", "fill layer output groups and parameter counts"),
+      Simple<Lower>("lower", "loads, ordered sends/receives/waits, reductions, optimizer step (BUFFERED -> LOWERED)"),
       Simple<LowerEval>("lower-eval", "give a training plan forward-only eval programs (inference schedule)"),
-      {"partition", "split layers into stages {method=parameters|flops|uniform|type:REGEX|explicit:A:B}", {"method"},
+      {"partition",
+       "split layers into P x V virtual stages and write the boundary table "
+       "{method=parameters|flops|uniform|type:REGEX|explicit:A:B}",
+       {"method"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
          auto it = o.find("method");
          return std::make_unique<PartitionPass>(it == o.end() ? "" : it->second);
        }},
-      Simple<Schedule1F1B>("schedule-1f1b", "one-forward-one-backward (DeepSpeed's TrainSchedule)"),
-      Simple<ScheduleDataParallel>("schedule-data-parallel", "P=1 gradient accumulation"),
-      Simple<ScheduleGPipe>("schedule-gpipe", "all forwards, then all backwards"),
-      Simple<ScheduleInference>("schedule-inference", "forward only"),
+      Simple<PlaceComm>("place-comm", "post each receive as early as its slot is free"),
+      Schedule("schedule-1f1b", "one-forward-one-backward (DeepSpeed's TrainSchedule)", OneFOneBOrder, OneChunk),
+      Schedule("schedule-data-parallel", "P=1 gradient accumulation", DataParallelOrder, OneStageOneChunk),
+      Schedule("schedule-gpipe", "all forwards, then all backwards", GPipeOrder, AnyShape),
+      Schedule("schedule-inference", "forward only", InferenceOrder, AnyShape),
+      Schedule("schedule-interleaved-1f1b", "Megatron's interleaved 1F1B over V virtual stages per stage",
+               Interleaved1F1BOrder, InterleavedShape),
       Simple<VerifyPass>("verify", "check the plan; never changes it"),
   });
   return *registry;
@@ -51,15 +59,15 @@ const PassRegistry& GlobalPassRegistry() {
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config) {
   const std::string schedule = config.schedule().empty() ? "1f1b" : config.schedule();
   if (!GlobalPassRegistry().Find("schedule-" + schedule)) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown schedule '", schedule,
-                                                   "'; use 1f1b, gpipe, inference or data-parallel"));
+    return absl::InvalidArgumentError(absl::StrCat("unknown schedule '", schedule, "'; use ",
+                                                   absl::StrJoin(ir::kSchedules, ", ")));
   }
   std::string partition = "partition";
   if (!config.partition_method().empty()) partition = absl::StrCat("partition{method=", config.partition_method(), "}");
-  // lower-eval runs last: it lowers the inference schedule over the final partition
-  // (a no-op on an inference plan, whose programs already are forward-only).
+  // lower-eval lowers the inference schedule over the final placement (a no-op on an
+  // inference plan); place-comm then moves the receives of both program sets.
   return absl::StrCat("infer-shapes,", partition, ",schedule-", schedule,
-                      ",assign-buffers,insert-loads,insert-p2p,insert-grad-reduction,lower-eval");
+                      ",assign-buffers,lower,lower-eval,place-comm");
 }
 
 }  // namespace ppc::passes

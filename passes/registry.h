@@ -13,10 +13,9 @@ namespace ppc::passes {
 // The one registry: alphabetical by pass name (registry_test checks the order).
 const PassRegistry& GlobalPassRegistry();
 
-// The compile pipeline for config.schedule. Order matters: shapes feed partitioning;
-// partition feeds the schedule; slots must exist before loads and p2p copy them; p2p
-// must see every forward/backward before the final reductions are appended; lower-eval
-// lowers the eval programs over the finished partition.
+// The compile pipeline for config.schedule: infer-shapes, partition, the schedule,
+// assign-buffers, lower, lower-eval, place-comm. Each pass checks the plan level it
+// needs (Plan.level), so a wrong order fails loudly.
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config);
 
 }  // namespace ppc::passes

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "compiler/pass_pipeline.h"
+#include "passes/compile.h"
 #include "ir/instruction_text.h"
 #include "ir/status_macros.h"
 #include "passes/analysis/verifier.h"
@@ -47,23 +47,14 @@ ir::Plan MlpPlan(int stages, int data_parallel, int micro_batches, const std::st
   return plan;
 }
 
-absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline) {
-  ASSIGN_OR_RETURN(PassPipeline p, PassPipeline::Create(pipeline, GlobalPassRegistry()));
-  p.set_verifier(VerifyPlan);
-  PipelineOptions options;
-  RETURN_IF_ERROR(p.Run(plan, options).status());
-  return plan;
-}
-
 absl::StatusOr<ir::Plan> Compile(ir::Plan plan) {
-  ASSIGN_OR_RETURN(std::string pipeline, DefaultPipeline(plan.config()));
-  return RunPipeline(std::move(plan), pipeline);
+  return CompilePlan(plan.model(), plan.topology(), plan.config());
 }
 
 std::string ComputeOrder(const ir::Plan& plan, int s) {
   std::vector<std::string> ops;
   for (const auto& in : plan.programs(s).instructions())
-    if (in.has_forward() || in.has_backward()) ops.push_back(ir::OpName(in));
+    if (in.has_compute()) ops.push_back(ir::OpName(in));
   return absl::StrJoin(ops, " ");
 }
 

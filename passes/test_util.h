@@ -3,9 +3,11 @@
 #define PPC_PASSES_TEST_UTIL_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ir/program.pb.h"
+#include "passes/compile.h"  // RunPipeline, CompilePlan
 
 namespace ppc::passes {
 
@@ -13,13 +15,10 @@ namespace ppc::passes {
 ir::Plan MlpPlan(int stages, int data_parallel, int micro_batches, const std::string& schedule,
                  std::vector<int> widths = {16, 32, 32, 16});
 
-// Runs `pipeline` on `plan` with the verifier after every changed pass.
-absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline);
-
-// Runs the default pipeline for plan.config().schedule.
+// CompilePlan of the plan's model, topology and config.
 absl::StatusOr<ir::Plan> Compile(ir::Plan plan);
 
-// Compute instructions of stage `s` in order, e.g. "F0 F1 B0 F2 B1 F3 B2 B3".
+// Compute ops of stage `s` in order, as actions: "0F0 0F1 0B0 0F2 0B1 0F3 0B2 0B3".
 std::string ComputeOrder(const ir::Plan& plan, int s);
 
 }  // namespace ppc::passes

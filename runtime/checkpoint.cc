@@ -23,6 +23,7 @@
 #include "ir/limits.h"
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
+#include "ir/topology.h"
 #include "ir/status_macros.h"
 #include "runtime/checkpoint_files.h"
 #include "runtime/layers.h"
@@ -241,10 +242,13 @@ absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& tag_dir
   saved.mutable_topology()->set_num_stages(static_cast<int>(num_stages));
   saved.mutable_topology()->set_data_parallel(static_cast<int>(data_parallel));
   if (!topology.Has("partition")) return topology.Bad("partition", "is missing");
+  // One [begin, end) layer range per virtual stage (num_stages x config.virtual_stages).
+  const int64_t chunks = std::max(1, job.config.virtual_stages());
   const json& partition = topology.value()["partition"];
-  if (!partition.is_array() || static_cast<int64_t>(partition.size()) != num_stages) {
-    return topology.Bad("partition", absl::StrCat("must be a list of ", num_stages, " [begin, end] layer ranges (",
-                                                  "one per stage), not ", Printable(partition.dump())));
+  if (!partition.is_array() || static_cast<int64_t>(partition.size()) != num_stages * chunks) {
+    return topology.Bad("partition", absl::StrCat("must be a list of ", num_stages * chunks,
+                                                  " [begin, end] layer ranges (one per virtual stage), not ",
+                                                  Printable(partition.dump())));
   }
   int64_t next = 0;
   for (size_t s = 0; s < partition.size(); ++s) {
@@ -252,16 +256,17 @@ absl::StatusOr<Job> ParseJob(const std::string& text, const std::string& tag_dir
     const bool pair = r.is_array() && r.size() == 2 && r[0].is_number_integer() && r[1].is_number_integer();
     const int64_t begin = pair ? r[0].get<int64_t>() : -1, end = pair ? r[1].get<int64_t>() : -1;
     if (!pair || begin != next || end <= begin || end > layers) {
-      return topology.Bad("partition", absl::StrCat("stage ", s, " is ", Printable(r.dump()),
-                                                    "; each stage must be a non-empty range [begin, end) of layers "
+      return topology.Bad("partition", absl::StrCat("virtual stage ", s, " is ", Printable(r.dump()),
+                                                    "; each must be a non-empty range [begin, end) of layers "
                                                     "starting where the previous one ended (",
                                                     next, "), within the model's ", layers, " layers"));
     }
-    auto* range = saved.mutable_partition()->add_stages();
+    auto* range = saved.mutable_placement()->add_virtual_stages();
     range->set_begin(static_cast<int>(begin));
     range->set_end(static_cast<int>(end));
     next = end;
   }
+  ir::Grid::RoundRobin(static_cast<int>(num_stages), static_cast<int>(chunks), saved.mutable_placement());
   if (next != layers) {
     return topology.Bad("partition", absl::StrCat("covers layers [0, ", next, ") of the model's ", layers));
   }
@@ -516,7 +521,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
   if (rt.replica() == 0) {
     wrote = [&]() -> absl::Status {
       const std::map<std::string, int> owners = TieOwners(plan.model());
-      const auto& range = plan.partition().stages(rt.stage());
+      const std::vector<int> held = rt.HeldLayers();
       std::map<int, std::vector<NamedParameter>> by_layer;
       for (auto& p : InModuleOrder(rt.Parameters())) by_layer[p.layer].push_back(p);
       std::map<std::pair<int, std::string>, size_t> distinct;  // (layer, name) -> index into `state`
@@ -524,7 +529,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
       const StageOptimizer* opt = rt.optimizer();
       std::vector<FileRecord> records;
       bool die = options.die_mid_write;
-      for (int l = range.begin(); l < range.end(); ++l) {
+      for (int l : held) {
         c10::Dict<std::string, at::Tensor> model;
         std::vector<NamedParameter> kept;
         for (const auto& p : by_layer[l]) {
@@ -613,7 +618,7 @@ absl::StatusOr<std::string> Save(StageRuntime& rt, const ir::Plan& plan, int64_t
                             {"state", names}};
         job["zero_stage"] = plan.config().zero_stage();
         json partition = json::array();
-        for (const auto& r : plan.partition().stages()) partition.push_back({r.begin(), r.end()});
+        for (const auto& r : plan.placement().virtual_stages()) partition.push_back({r.begin(), r.end()});
         job["topology"] = {{"num_stages", plan.topology().num_stages()},
                            {"data_parallel", plan.topology().data_parallel()},
                            {"partition", partition},
@@ -719,12 +724,12 @@ absl::StatusOr<LoadedCheckpoint> Load(StageRuntime& rt, const ir::Plan& plan, co
   // Weights: each layer of this stage from its file (exactly its parameters); a tied
   // copy from the file of the layer that owns the weight (saved once).
   const std::map<std::string, int> owners = TieOwners(model);
-  const auto& range = plan.partition().stages(rt.stage());
+  const std::vector<int> held = rt.HeldLayers();
   std::map<int, Shapes> shapes;
-  for (int l = range.begin(); l < range.end(); ++l) shapes[l];
+  for (int l : held) shapes[l];
   for (const auto& p : rt.Parameters()) shapes[p.layer][p.name] = p.value.sizes().vec();
   std::map<std::pair<int, std::string>, torch::Tensor> values;
-  for (int l = range.begin(); l < range.end(); ++l) {
+  for (int l : held) {
     Shapes want = shapes[l];
     std::set<std::string> may_lack;
     if (want.count("weight") && IsTiedCopy(model, owners, l, "weight")) {

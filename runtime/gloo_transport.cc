@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <string>
+#include <utility>
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -17,6 +19,11 @@ namespace ppc::runtime {
 namespace {
 
 std::chrono::milliseconds Ms(absl::Duration d) { return std::chrono::milliseconds(absl::ToInt64Milliseconds(d)); }
+
+// Gloo matches a receive to the send with the same tag (a non-negative int). Callers
+// pass the channel's sequence number, which only grows: it is taken modulo 2^31, which
+// stays unique among a channel's messages in flight.
+int GlooTag(uint32_t tag) { return static_cast<int>(tag & 0x7fffffffu); }
 
 class GlooTransport : public Transport {
  public:
@@ -52,23 +59,43 @@ class GlooTransport : public Transport {
   absl::StatusOr<Handle> PostSend(const at::Tensor& tensor, int peer, uint32_t tag) override {
     std::vector<at::Tensor> t{tensor};
     c10::intrusive_ptr<c10d::Work> work;
-    RETURN_IF_ERROR(TorchCall([&] { work = World()->send(t, peer, static_cast<int>(tag)); }));
-    return Keep(std::move(work));
+    RETURN_IF_ERROR(CheckPeer(peer));
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->send(t, peer, GlooTag(tag)); }));
+    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": send to rank ", peer, " (tag ", tag, ")"));
   }
 
   absl::StatusOr<Handle> PostRecv(at::Tensor& tensor, int peer, uint32_t tag) override {
     std::vector<at::Tensor> t{tensor};
     c10::intrusive_ptr<c10d::Work> work;
-    RETURN_IF_ERROR(TorchCall([&] { work = World()->recv(t, peer, static_cast<int>(tag)); }));
-    return Keep(std::move(work));
+    RETURN_IF_ERROR(CheckPeer(peer));
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->recv(t, peer, GlooTag(tag)); }));
+    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": receive from rank ", peer, " (tag ", tag, ")"));
   }
 
   absl::Status Wait(Handle handle, absl::Duration timeout) override {
     auto it = pending_.find(handle);
-    if (it == pending_.end()) return absl::InternalError(absl::StrCat("unknown transport handle ", handle));
-    auto work = std::move(it->second);
+    if (it == pending_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", rank_, ": unknown transport handle ", handle));
+    }
+    Pending op = std::move(it->second);
     pending_.erase(it);
-    return TorchCall([&] { work->wait(Ms(timeout)); });
+    bool completed = true;
+    absl::Status s = TorchCall([&] { completed = op.work->wait(Ms(timeout)); });
+    if (s.ok() && !completed) s = absl::AbortedError("aborted");
+    if (s.ok()) return s;
+    if (absl::IsDeadlineExceeded(s)) {
+      s = absl::DeadlineExceededError(
+          absl::StrCat("did not complete within ", absl::FormatDuration(timeout), " (", s.message(), ")"));
+    }
+    return Annotate(s, op.what);
+  }
+
+  absl::StatusOr<Handle> PostAllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group) override {
+    ASSIGN_OR_RETURN(auto pg, Group(group));
+    c10::intrusive_ptr<c10d::Work> work;
+    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { work = pg->allreduce(tensors); })));
+    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": all-reduce over ranks [", absl::StrJoin(group, ","),
+                                              "] (one of them died or stalled)"));
   }
 
   absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
@@ -150,9 +177,23 @@ class GlooTransport : public Transport {
     return it->second.get();
   }
 
-  Handle Keep(c10::intrusive_ptr<c10d::Work> work) {
+  absl::Status CheckPeer(int peer) const {
+    if (peer < 0 || peer >= world_ || peer == rank_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank ", rank_, ": peer rank ", peer, " is not another rank of a world of ", world_));
+    }
+    return absl::OkStatus();
+  }
+
+  // A posted operation and what it is, for Wait's errors.
+  struct Pending {
+    c10::intrusive_ptr<c10d::Work> work;
+    std::string what;
+  };
+
+  Handle Keep(c10::intrusive_ptr<c10d::Work> work, std::string what) {
     Handle h = next_++;
-    pending_[h] = std::move(work);
+    pending_[h] = Pending{std::move(work), std::move(what)};
     return h;
   }
 
@@ -161,7 +202,7 @@ class GlooTransport : public Transport {
   std::string host_;
   // Keyed by sorted global ranks; [0, world) is the world group, created by Init.
   std::map<std::vector<int>, c10::intrusive_ptr<c10d::ProcessGroupGloo>> groups_;
-  std::map<Handle, c10::intrusive_ptr<c10d::Work>> pending_;
+  std::map<Handle, Pending> pending_;
   Handle next_ = 1;
 };
 

@@ -2,6 +2,8 @@
 // TCPStore: rank 0 hosts it unless the launcher (pprun --nproc) already does.
 // All c10d use lives in gloo_transport.cc: c10d's API differs between LibTorch 1.13
 // (ProcessGroup) and 2.x (Backend).
+// Point-to-point messages are matched by tag (taken modulo 2^31), so the callers' per-
+// channel sequence numbers (transport.h) keep each channel in order.
 #ifndef PPC_RUNTIME_GLOO_TRANSPORT_H_
 #define PPC_RUNTIME_GLOO_TRANSPORT_H_
 

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -9,10 +10,6 @@
 #include <set>
 #include <tuple>
 
-#include <torch/autograd.h>
-#include <torch/nn/functional/loss.h>
-
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -22,59 +19,37 @@
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
 #include "runtime/cifar10.h"
+#include "runtime/comm_engine.h"
+#include "runtime/slot_table.h"
 #include "runtime/torch_status.h"
 
 namespace ppc::runtime {
 
-struct StageRuntime::Slot {
-  torch::Tensor input;       // stage input (requires grad on stages > 0)
-  torch::Tensor output;      // stage output, or the scaled loss on the last stage
-  torch::Tensor labels;
-  torch::Tensor recv_act;    // preallocated receive buffer for the input
-  torch::Tensor recv_grad;   // preallocated receive buffer for d(loss)/d(output)
-  torch::Tensor send_grad;   // d(loss)/d(input), kept alive until its send completes
-  // With activation checkpointing: the input of every checkpointed chunk of layers
-  // and the context to recompute it with.
-  std::vector<torch::Tensor> chunk_inputs;
-  ForwardContext ctx;
+struct StageRuntime::Program {
+  ir::StageProgram code;
+  SlotTable slots;
+  std::vector<Handler> handlers;  // handlers[i] runs code.instructions(i)
+  bool training = false;  // has backwards: forwards keep the autograd graph
+  bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
 };
 
-namespace {
-
-at::ScalarType Torch(ir::DType d) { return d == ir::INT64 ? torch::kInt64 : torch::kFloat32; }
-
-// Between a pair of ranks, activations and gradients of one micro-batch and chunk
-// never share a tag.
-uint32_t ActTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2) * 64 + chunk); }
-uint32_t GradTag(int mb, int chunk) { return static_cast<uint32_t>((mb * 2 + 1) * 64 + chunk); }
-
-template <typename M>
-std::vector<int64_t> Shape(const M& m) {
-  return {m.shape().begin(), m.shape().end()};
-}
-
-}  // namespace
-
+StageRuntime::StageRuntime() : train_(std::make_unique<Program>()), eval_(std::make_unique<Program>()) {}
 StageRuntime::~StageRuntime() = default;
 
 std::string StageRuntime::Where(int index, const ir::Instruction& in, int64_t step) const {
-  int mb = -1, chunk = 0;
-  ir::MicroBatchOf(in, &mb, &chunk);
   // step < 0: at load. Steps are printed 1-based, as pprun's per-step lines.
   std::string s = absl::StrCat("rank ", rank_, " stage ", stage_);
   if (step >= 0) absl::StrAppend(&s, " step ", step + 1);
   absl::StrAppend(&s, running_ != nullptr && running_->eval ? " eval instruction " : " instruction ",
                   index, " (", ir::PrintInstruction(in), ")");
-  int peer = -1;
-  switch (in.op_case()) {
-    case ir::Instruction::kSendActivation: peer = in.send_activation().peer(); break;
-    case ir::Instruction::kRecvActivation: peer = in.recv_activation().peer(); break;
-    case ir::Instruction::kSendGrad: peer = in.send_grad().peer(); break;
-    case ir::Instruction::kRecvGrad: peer = in.recv_grad().peer(); break;
-    default: break;
+  if (in.has_send() || in.has_recv()) {
+    const bool send = in.has_send();
+    const int peer = grid_.PeerStage(send, send ? in.send().direction() : in.recv().direction(),
+                                     send ? in.send().boundary() : in.recv().boundary());
+    absl::StrAppend(&s, " peer stage ", peer, " rank ", grid_.Rank(peer, replica_));
   }
-  if (peer >= 0) absl::StrAppend(&s, " peer stage ", peer, " rank ", peer * dp_ + replica_);
   return s;
 }
 
@@ -87,29 +62,40 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
   rt->rank_ = transport->rank();
   const std::string who = absl::StrCat("rank ", rt->rank_);
   RETURN_IF_ERROR(ir::CheckStamp(plan, who));
-  // The same structural rules the verifier applies, before anything is allocated:
-  // everything below may index, size and allocate from the plan.
-  absl::Status structure = ir::CheckPlanStructure(plan, /*complete=*/true);
-  if (!structure.ok()) return Annotate(structure, absl::StrCat(who, ": cannot load the plan"));
-  rt->num_stages_ = plan.topology().num_stages();
+  auto grid = ir::Grid::Of(plan);
+  if (!grid.ok()) return Annotate(grid.status(), absl::StrCat(who, ": cannot load the plan"));
+  rt->grid_ = *grid;
+  rt->num_stages_ = rt->grid_.stages();
   rt->dp_ = plan.topology().data_parallel();
   rt->m_ = plan.config().micro_batches();
-  const int world = rt->num_stages_ * rt->dp_;
+  const int world = rt->grid_.world_size();
   if (world != transport->world_size()) {
     return absl::InvalidArgumentError(absl::StrCat(who, ": the plan needs ", world, " ranks (", rt->num_stages_,
                                                    " stages x ", rt->dp_, " data-parallel) but the world has ",
                                                    transport->world_size()));
   }
-  rt->stage_ = rt->rank_ / rt->dp_;
-  rt->replica_ = rt->rank_ % rt->dp_;
-  rt->train_.code = plan.programs(rt->stage_);
-  for (const auto& in : rt->train_.code.instructions()) rt->train_.training |= in.has_backward();
-  if (plan.eval_programs_size() > 0) {
-    rt->eval_.code = plan.eval_programs(rt->stage_);
-  } else if (!rt->train_.training) {
-    rt->eval_.code = rt->train_.code;  // an inference plan evaluates with its own programs
+  rt->stage_ = rt->grid_.StageOfRank(rt->rank_);
+  // The same structural rules the verifier applies, for the shared parts of the plan
+  // and this stage's programs (the launcher verified the whole plan once), before
+  // anything is allocated: everything below may index, size and allocate from them.
+  absl::Status structure = ir::CheckStageStructure(plan, rt->stage_);
+  if (!structure.ok()) {
+    return Annotate(structure, absl::StrCat(who, " stage ", rt->stage_, ": cannot load the plan"));
   }
-  rt->eval_.eval = true;
+  rt->replica_ = rt->grid_.ReplicaOfRank(rt->rank_);
+  rt->first_ = rt->grid_.StageOf(0) == rt->stage_;
+  rt->last_ = rt->grid_.StageOf(rt->grid_.virtual_stages() - 1) == rt->stage_;
+  Program& train = *rt->train_;
+  train.code = plan.programs(rt->stage_);
+  for (const auto& in : train.code.instructions()) {
+    train.training |= in.has_compute() && in.compute().kind() != ir::FORWARD;
+  }
+  if (plan.eval_programs_size() > 0) {
+    rt->eval_->code = plan.eval_programs(rt->stage_);
+  } else if (!train.training) {
+    rt->eval_->code = train.code;  // an inference plan evaluates with its own programs
+  }
+  rt->eval_->eval = true;
   RETURN_IF_ERROR(rt->Validate(plan));
   return rt;
 }
@@ -117,66 +103,21 @@ absl::StatusOr<std::unique_ptr<StageRuntime>> StageRuntime::Load(const ir::Plan&
 absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   std::vector<std::string> problems;
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
-  const auto& range = plan.partition().stages(stage_);
-  const uint64_t seed = plan.config().seed();
   RETURN_IF_ERROR(CheckMemory(plan, who));
-  // Layers, with tied weights shared within the stage and initialised from the
-  // first layer of each tie group, wherever that layer lives.
-  std::map<std::string, int> first_of_tie;
-  for (int l = 0; l < plan.model().layers_size(); ++l) {
-    const auto& key = plan.model().layers(l).tie_key();
-    if (!key.empty() && !first_of_tie.count(key)) first_of_tie[key] = l;
-  }
-  for (int l = range.begin(); l < range.end(); ++l) {
-    const ir::LayerSpec& spec = plan.model().layers(l);
-    auto layer = BuildLayer(spec, l, seed);
-    if (!layer.ok()) {
-      problems.push_back(std::string(layer.status().message()));
-      continue;
-    }
-    int64_t count = 0;
-    for (auto& [name, p] : (*layer)->params()) count += p.numel();
-    if (count != spec.param_count()) {
-      problems.push_back(absl::StrCat("layer ", l, " '", spec.name(), "' has ", count,
-                                      " parameters but the plan says ", spec.param_count()));
-    }
-    if (!spec.tie_key().empty()) {
-      auto it = tied_.find(spec.tie_key());
-      if (it == tied_.end()) {
-        torch::Tensor w = (*layer)->params()["weight"];
-        int first = first_of_tie[spec.tie_key()];
-        if (first != l) {
-          auto origin = BuildLayer(plan.model().layers(first), first, seed);
-          if (!origin.ok()) {
-            problems.push_back(std::string(origin.status().message()));
-            continue;
-          }
-          w = (*origin)->params()["weight"];
-        }
-        it = tied_.emplace(spec.tie_key(), w).first;
-      }
-      if (first_of_tie[spec.tie_key()] < range.begin()) not_owned_.insert(it->second.unsafeGetTensorImpl());
-      if (it->second.sizes() != (*layer)->params()["weight"].sizes()) {
-        problems.push_back(absl::StrCat("layer ", l, " tie '", spec.tie_key(), "' weight shape differs"));
-      } else {
-        (*layer)->params()["weight"] = it->second;
-      }
-    }
-    layers_.push_back(*std::move(layer));
-  }
-  std::set<const void*> seen;
-  for (auto& layer : layers_)
-    for (auto& [name, p] : layer->params())
-      if (seen.insert(p.unsafeGetTensorImpl()).second) unique_params_.push_back(p);
+  model_ = StageModel::Build(plan, grid_, stage_, problems);
+  comm_ = std::make_unique<CommEngine>(transport_, plan, grid_, replica_, options_.timeout);
 
   // Instructions of the training program and, when there is one, the eval program.
   std::vector<std::vector<int>> tie_groups;
-  ValidateProgram(train_, problems, tie_groups);
-  if (can_eval()) ValidateProgram(eval_, problems, tie_groups);
-  checkpoint_interval_ = plan.config().activation_checkpoint_interval();
-  if (checkpoint_interval_ > 0) {
-    for (const auto& in : train_.code.instructions()) {
-      if (in.has_backward() && in.backward().part() != ir::FULL) {
+  Compile(*train_, problems, tie_groups);
+  CommEngine::CheckChannels(plan, grid_, stage_, replica_, /*eval=*/false, problems);
+  if (can_eval()) {
+    Compile(*eval_, problems, tie_groups);
+    if (plan.eval_programs_size() > 0) CommEngine::CheckChannels(plan, grid_, stage_, replica_, /*eval=*/true, problems);
+  }
+  if (plan.config().activation_checkpoint_interval() > 0) {
+    for (const auto& in : train_->code.instructions()) {
+      if (in.has_compute() && (in.compute().kind() == ir::BACKWARD_INPUT || in.compute().kind() == ir::BACKWARD_WEIGHT)) {
         problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
         break;
       }
@@ -187,8 +128,8 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
         absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
   }
 
-  // Data on the first and last stages.
-  if (stage_ == 0 || stage_ == num_stages_ - 1) {
+  // Data on the stages of the first and last virtual stages.
+  if (first_ || last_) {
     auto data = OpenData(/*eval=*/false);
     if (!data.ok()) return Annotate(data.status(), who);
     data_ = *std::move(data);
@@ -206,14 +147,13 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   // Optimizer over this stage's distinct parameters, sharded over the replicas when the
   // program's step is (ZeRO stage 1).
   bool sharded = false;
-  for (const auto& in : train_.code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
-  int64_t numel = 0;
-  for (const auto& p : unique_params_) numel += p.numel();
+  for (const auto& in : train_->code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
+  const int64_t numel = model_->NumParameters();
   const int64_t shard = sharded ? std::max<int64_t>(1, (numel + dp_ - 1) / dp_) : numel;
-  Flatten(sharded ? shard * dp_ : numel);
-  if (train_.training) {
-    auto opt = StageOptimizer::Create(plan.config().optimizer(), unique_params_, flat_params_, flat_grads_,
-                                      sharded ? replica_ : 0, sharded ? dp_ : 1);
+  model_->Flatten(sharded ? shard * dp_ : numel);
+  if (train_->training) {
+    auto opt = StageOptimizer::Create(plan.config().optimizer(), model_->distinct_params(), model_->flat_params(),
+                                      model_->flat_grads(), sharded ? replica_ : 0, sharded ? dp_ : 1);
     if (!opt.ok()) return Annotate(opt.status(), who);
     optimizer_ = *std::move(opt);
   }
@@ -221,13 +161,13 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   // Communication groups, every rank creating its groups in one global order so that
   // group construction cannot deadlock: the data-parallel group of each stage, then
   // tie groups (sorted).
-  for (int r = 0; r < transport_->world_size(); ++r) world_group_.push_back(r);
-  for (int r = 0; r < dp_; ++r) dp_group_.push_back(stage_ * dp_ + r);
-  for (int s = 0; s < num_stages_; ++s) pipeline_group_.push_back(s * dp_ + replica_);
+  world_group_ = grid_.World();
+  dp_group_ = grid_.DataParallelGroup(stage_);
+  pipeline_group_ = grid_.PipelineGroup(replica_);
   std::vector<std::vector<int>> all_groups;
   if (dp_ > 1) all_groups.push_back(dp_group_);
   bool clips = false;
-  for (const auto& in : train_.code.instructions()) clips |= in.has_clip_grad_norm();
+  for (const auto& in : train_->code.instructions()) clips |= in.has_clip_grad_norm();
   if (clips && num_stages_ > 1) all_groups.push_back(pipeline_group_);
   std::sort(tie_groups.begin(), tie_groups.end());
   tie_groups.erase(std::unique(tie_groups.begin(), tie_groups.end()), tie_groups.end());
@@ -238,6 +178,294 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   for (const auto& g : all_groups) {
     absl::Status s = transport_->CreateGroup(g, options_.timeout);
     if (!s.ok()) return Annotate(s, absl::StrCat(who, ": creating group [", absl::StrJoin(g, ","), "]"));
+  }
+  return absl::OkStatus();
+}
+
+void StageRuntime::Compile(Program& program, std::vector<std::string>& problems,
+                           std::vector<std::vector<int>>& tie_groups) {
+  // ir::CheckPlanStructure has checked every index, virtual stage, boundary and slot.
+  // What is left is what this runtime relies on to run: the groups of tied weights,
+  // every post followed by one wait, every sharded step by its gather.
+  const ir::StageProgram& code = program.code;
+  const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_, program.eval ? " eval program" : "");
+  program.slots = SlotTable(code.num_slots());
+  using CommKey = std::tuple<bool, int, int, int>;  // (send, direction, boundary, micro-batch)
+  std::set<CommKey> posted;  // not yet waited
+  Program* saved = running_;
+  running_ = &program;  // so that Where names the program
+  bool sharded_step = false;  // a sharded step not yet followed by its gather
+  for (int i = 0; i < code.instructions_size(); ++i) {
+    const ir::Instruction& in = code.instructions(i);
+    auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
+    switch (in.op_case()) {
+      case ir::Instruction::kSend:
+      case ir::Instruction::kRecv: {
+        const bool send = in.has_send();
+        CommKey key{send, send ? in.send().direction() : in.recv().direction(),
+                    send ? in.send().boundary() : in.recv().boundary(),
+                    send ? in.send().micro_batch() : in.recv().micro_batch()};
+        if (!posted.insert(key).second) bad("posted again before its wait");
+        break;
+      }
+      case ir::Instruction::kWait:
+        for (const auto& ref : in.wait().ops()) {
+          if (!posted.erase(CommKey{ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()})) {
+            bad(absl::StrCat("waits for ", ir::CommRefText(ref), " which is not posted before it (or is waited twice)"));
+          }
+        }
+        break;
+      case ir::Instruction::kReduceTiedGrads: {
+        const auto& r = in.reduce_tied_grads();
+        if (model_->TiedWeight(r.tie_key()) == nullptr) {
+          bad(absl::StrCat("this stage holds no weight tied as '", r.tie_key(), "'"));
+        }
+        tie_groups.push_back(grid_.StagesGroup({r.stages().begin(), r.stages().end()}, replica_));
+        break;
+      }
+      case ir::Instruction::kOptimizerStep:
+        if (!program.training) bad("optimizer step in a program without backwards");
+        if (sharded_step) bad("a second sharded step before the gather of the first");
+        sharded_step = in.optimizer_step().sharded();
+        break;
+      case ir::Instruction::kGatherParams:
+        if (!program.training) bad("gathers parameters in a program without backwards");
+        if (!sharded_step) bad("gathers parameters without a sharded optimizer step before it");
+        sharded_step = false;
+        break;
+      case ir::Instruction::kReduceGrads:
+        if (!program.training) bad("reduces gradients in a program without backwards");
+        break;
+      default:
+        break;
+    }
+    program.handlers.push_back(Resolve(program, in));
+  }
+  running_ = saved;
+  if (sharded_step) {
+    problems.push_back(absl::StrCat(who, ": the sharded optimizer step is never followed by gather_params, so the "
+                                    "replicas' parameters would diverge"));
+  }
+  for (const auto& [send, direction, boundary, mb] : posted) {
+    ir::CommRef ref;
+    ref.set_send(send);
+    ref.set_direction(static_cast<ir::Direction>(direction));
+    ref.set_boundary(boundary);
+    ref.set_micro_batch(mb);
+    problems.push_back(absl::StrCat(who, ": ", ir::CommRefText(ref), " is posted but never waited for"));
+  }
+}
+
+StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruction& in) {
+  // Everything an instruction names is looked up here, once; a handler only checks what
+  // Load cannot know (what its slot holds when it runs) and does the work.
+  SlotTable& slots = program.slots;
+  switch (in.op_case()) {
+    case ir::Instruction::kLoadMicroBatch: {
+      const auto& l = in.load_micro_batch();
+      Slot* slot = slots.at(l.slot());
+      const int mb = l.micro_batch();
+      const bool inputs = l.inputs(), labels = l.labels();
+      // Inputs are the first virtual stage's, labels the last's (one on a single stage).
+      const int vs = inputs ? 0 : grid_.virtual_stages() - 1;
+      return [this, &program, slot, mb, vs, inputs, labels](int64_t step) -> absl::Status {
+        // Looked up per run: RunEval opens the held-out data on first use.
+        DataSource* data = program.eval ? eval_data_.get() : data_.get();
+        if (data == nullptr) {  // the structural checks put loads on the stages that have data
+          return absl::InternalError("unreachable: a load on a stage without data passed Load");
+        }
+        ASSIGN_OR_RETURN(MicroBatch b, data->Load(step, int64_t(replica_) * m_ + mb, inputs, labels));
+        slot->Claim(vs, mb);
+        if (inputs) slot->inputs = {b.inputs};
+        if (labels) slot->labels = b.labels;
+        return absl::OkStatus();
+      };
+    }
+    case ir::Instruction::kCompute: {
+      const auto& c = in.compute();
+      Slot* slot = slots.at(c.slot());
+      const int vs = c.virtual_stage(), mb = c.micro_batch();
+      if (c.kind() == ir::FORWARD) {
+        return [this, &program, slot, vs, mb](int64_t step) { return Forward(program, *slot, vs, mb, step); };
+      }
+      // Gradients of every FLOAT32 output arrive before a backward, except on the last
+      // virtual stage (whose root is the loss).
+      const size_t output_grads =
+          grid_.IsLast(vs) ? 0 : comm_->Resolve(false, ir::GRADIENT, grid_.OutputBoundary(vs), mb).shapes->size();
+      const ir::ComputeKind kind = c.kind();
+      return [this, slot, kind, vs, mb, output_grads](int64_t) { return Backward(*slot, kind, vs, mb, output_grads); };
+    }
+    // Posts never block; the Wait that the verifier placed completes them.
+    case ir::Instruction::kSend: {
+      const auto& s = in.send();
+      Slot* slot = slots.at(s.slot());
+      const CommEngine::Transfer t = comm_->Resolve(true, s.direction(), s.boundary(), s.micro_batch());
+      const int vs = grid_.SenderOf(s.direction(), s.boundary());
+      return [this, slot, t, vs](int64_t) -> absl::Status {
+        // A send reads what the slot holds: it must be this transfer's micro-batch.
+        RETURN_IF_ERROR(slot->Expect(vs, t.micro_batch));
+        return comm_->PostSend(t, t.direction == ir::ACTIVATION ? slot->outputs : slot->grad_out, slot->Name());
+      };
+    }
+    case ir::Instruction::kRecv: {
+      const auto& r = in.recv();
+      const CommEngine::Transfer t = comm_->Resolve(false, r.direction(), r.boundary(), r.micro_batch());
+      const int slot = r.slot();
+      return [this, t, slot](int64_t) { return comm_->PostRecv(t, slot); };
+    }
+    case ir::Instruction::kWait: {
+      std::vector<CommEngine::Transfer> transfers;
+      for (const auto& ref : in.wait().ops()) {
+        transfers.push_back(comm_->Resolve(ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()));
+      }
+      return [this, &slots, transfers](int64_t) -> absl::Status {
+        for (const CommEngine::Transfer& t : transfers) {
+          ASSIGN_OR_RETURN(CommEngine::Received r, comm_->Wait(t));
+          if (t.send) continue;
+          // The data lands at the wait, claiming the slot for the receiving virtual stage.
+          Slot* slot = slots.at(r.slot);
+          slot->Claim(grid_.ReceiverOf(t.direction, t.boundary), t.micro_batch);
+          (t.direction == ir::ACTIVATION ? slot->inputs : slot->grad_in) = std::move(r.tensors);
+        }
+        return absl::OkStatus();
+      };
+    }
+    case ir::Instruction::kReduceTiedGrads: {
+      const auto& r = in.reduce_tied_grads();
+      const torch::Tensor* weight = model_->TiedWeight(r.tie_key());  // Compile reports a missing one
+      const std::vector<int> group = grid_.StagesGroup({r.stages().begin(), r.stages().end()}, replica_);
+      return [this, weight, group](int64_t) {
+        std::vector<at::Tensor> t{weight->grad()};
+        return transport_->AllReduceSum(t, group, options_.timeout);
+      };
+    }
+    case ir::Instruction::kReduceGrads:
+      return [this](int64_t) -> absl::Status {
+        // Every gradient is a view of the flat buffer: one all-reduce, in place.
+        std::vector<at::Tensor> t{model_->flat_grads()};
+        RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
+        model_->flat_grads().div_(dp_);
+        return absl::OkStatus();
+      };
+    case ir::Instruction::kClipGradNorm: {
+      const double max_norm = in.clip_grad_norm().max_norm();
+      return [this, max_norm](int64_t) -> absl::Status {
+        // This stage's share of the squared norm (each tied weight counted once), summed
+        // over the pipeline.
+        torch::Tensor sq = model_->SquaredGradNorm();
+        if (num_stages_ > 1) {
+          std::vector<at::Tensor> t{sq};
+          RETURN_IF_ERROR(transport_->AllReduceSum(t, pipeline_group_, options_.timeout));
+        }
+        const double norm = std::sqrt(sq.item<double>());
+        last_grad_norm_ = norm;
+        const double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) model_->ScaleGrads(coef);
+        return absl::OkStatus();
+      };
+    }
+    case ir::Instruction::kOptimizerStep:
+      return [this](int64_t) {
+        // Sharded (ZeRO-1): updates this replica's slice; GatherParams follows.
+        optimizer_->Step();
+        return absl::OkStatus();
+      };
+    case ir::Instruction::kGatherParams:
+      return [this](int64_t) {
+        // Every replica keeps only its own updated slice and zeroes the rest; one in-place
+        // sum over the replicas then leaves every replica with every slice (x + 0 = x
+        // exactly), without a second parameter-sized buffer.
+        const int64_t shard = optimizer_->shard_size();
+        const torch::Tensor& flat = model_->flat_params();
+        torch::NoGradGuard no_grad;
+        if (replica_ > 0) flat.narrow(0, 0, replica_ * shard).zero_();
+        if (replica_ + 1 < dp_) flat.narrow(0, (replica_ + 1) * shard, (dp_ - replica_ - 1) * shard).zero_();
+        std::vector<at::Tensor> t{flat};
+        return transport_->AllReduceSum(t, dp_group_, options_.timeout);
+      };
+    case ir::Instruction::OP_NOT_SET:
+      break;
+  }
+  return [](int64_t) { return absl::InternalError("unreachable: empty instruction passed Load"); };
+}
+
+absl::Status StageRuntime::Execute(Program& program, int64_t step) {
+  running_ = &program;
+  loss_sum_ = 0;
+  correct_ = 0;
+  predictions_ = 0;
+  comm_->Reset();
+  program.slots.Clear();
+  const bool inject = options_.fault_signal != 0 && &program == train_.get() && step == options_.fault_step;
+  for (size_t i = 0; i < program.handlers.size(); ++i) {
+    if (inject && program.code.instructions(i).op_case() == options_.fault_op) {
+      std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: signal %d at instruction %zu of step %lld\n", rank_,
+                   options_.fault_signal, i, static_cast<long long>(step + 1));
+      raise(options_.fault_signal);
+    }
+    absl::Status s;
+    absl::Status thrown = TorchCall([&] { s = program.handlers[i](step); });
+    if (!thrown.ok()) s = thrown;
+    if (!s.ok()) return Annotate(s, Where(static_cast<int>(i), program.code.instructions(i), step));
+    ++executed_;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, int mb, int64_t step) {
+  RETURN_IF_ERROR(slot.Expect(vs, mb));
+  const bool last = grid_.IsLast(vs);
+  if (slot.forwarded) return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " is already forwarded"));
+  if (slot.inputs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        slot.Name(), " has no inputs (", grid_.IsFirst(vs) ? "not loaded" : "its receive is not waited for", ")"));
+  }
+  if (last && !slot.labels.defined()) {
+    return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " has no labels (not loaded)"));
+  }
+  slot.forwarded = true;
+  // Dropout only while training.
+  const ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + mb, program.training};
+  torch::Tensor loss;
+  Group y = model_->Forward(vs, std::move(slot.inputs), slot.labels, ctx, program.training ? &slot.saved : nullptr,
+                            &loss);
+  slot.inputs.clear();
+  if (!last) {
+    slot.outputs = std::move(y);
+    return absl::OkStatus();
+  }
+  loss_sum_ += loss.item<double>();
+  if (program.eval) {
+    const torch::Tensor& out = y[0];
+    if (plan_.model().loss() == ir::CROSS_ENTROPY) {
+      correct_ += out.reshape({-1, out.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
+      predictions_ += out.numel() / out.size(-1);
+    }
+    if (options_.keep_predictions) {
+      predicted_.push_back(out.detach().clone());
+      predicted_labels_.push_back(slot.labels);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads) {
+  RETURN_IF_ERROR(slot.Expect(vs, mb));
+  if (!slot.forwarded) return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " is not forwarded"));
+  if (!slot.saved.has_forward()) {
+    return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " is already backwarded"));
+  }
+  if (slot.grad_in.size() != output_grads) {
+    return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " has ", slot.grad_in.size(),
+                                                      " received gradients, not ", output_grads,
+                                                      " (its gradient receive is not waited for)"));
+  }
+  Group input_grads = model_->Backward(kind, vs, slot.saved, slot.grad_in);
+  if (kind != ir::BACKWARD_WEIGHT) slot.grad_out = std::move(input_grads);
+  if (kind != ir::BACKWARD_INPUT) {
+    // The forward state is consumed; the outputs were sent (a send keeps its own copy).
+    slot.outputs.clear();
+    slot.grad_in.clear();
   }
   return absl::OkStatus();
 }
@@ -270,114 +498,33 @@ absl::Status StageRuntime::CheckMemory(const ir::Plan& plan, const std::string& 
     int64_t r;
     return ir::CheckedAdd(a, b, &r) ? r : std::numeric_limits<int64_t>::max();
   };
-  const auto& range = plan.partition().stages(stage_);
   const int64_t mbs = plan.config().micro_batch_size();
-  int64_t params = 0, activations = mul(mbs, ir::NumElements(range.begin() == 0 ? plan.model().input()
-                                                                                 : plan.model().layers(range.begin() - 1).output()));
-  for (int l = range.begin(); l < range.end(); ++l) {
-    params = add(params, plan.model().layers(l).param_count());
-    activations = add(activations, mul(mbs, ir::NumElements(plan.model().layers(l).output())));
+  int64_t params = 0, activations = 0;
+  for (int c = 0; c < grid_.chunks(); ++c) {
+    const auto& vs = plan.placement().virtual_stages(grid_.VirtualOf(stage_, c));
+    int64_t chunk_activations = vs.begin() == 0 ? mul(mbs, ir::NumElements(plan.model().input())) : 0;
+    for (int l = vs.begin(); l < vs.end(); ++l) {
+      params = add(params, plan.model().layers(l).param_count());
+      for (const auto& t : plan.model().layers(l).outputs()) chunk_activations = add(chunk_activations, mul(mbs, ir::NumElements(t)));
+    }
+    activations = std::max(activations, chunk_activations);
   }
   const auto& o = plan.config().optimizer();
   int64_t state = (o.type() == "adam" || o.type() == "adamw") ? mul(2, params) : o.momentum() != 0 ? params : 0;
   if (plan.config().zero_stage() == 1) state /= std::max(1, dp_);
   // Parameters (briefly twice while they move into the flat buffer), gradients, optimizer
   // state, and every live micro-batch's activations, in float32.
-  const int64_t bytes = mul(4, add(add(mul(3, params), state), mul(std::max(1, train_.code.num_slots()), activations)));
+  const int64_t bytes = mul(4, add(add(mul(3, params), state), mul(std::max(1, train_->code.num_slots()), activations)));
   const int64_t available = AvailableMemory();
   if (available >= 0 && bytes > available) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "%s needs about %.1f GiB (%d parameters with their gradients and %s optimizer state, activations of %d "
         "micro-batches of %d) but the machine has %.1f GiB available; use more stages, a smaller "
         "micro_batch_size or fewer micro-batches in flight",
-        who, bytes / 1073741824.0, params, o.type().empty() ? "sgd" : o.type(), train_.code.num_slots(), mbs,
+        who, bytes / 1073741824.0, params, o.type().empty() ? "sgd" : o.type(), train_->code.num_slots(), mbs,
         available / 1073741824.0));
   }
   return absl::OkStatus();
-}
-
-void StageRuntime::ValidateProgram(Program& program, std::vector<std::string>& problems,
-                                   std::vector<std::vector<int>>& tie_groups) {
-  // ir::CheckPlanStructure has checked every index, peer, slot, shape and dtype. What is
-  // left is what this runtime relies on to run: receive buffers, the groups of tied
-  // weights, every post followed by one wait, every sharded step by its gather.
-  const ir::StageProgram& code = program.code;
-  const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_, program.eval ? " eval program" : "");
-  auto& slots = program.slots;
-  for (int s = 0; s < code.num_slots(); ++s) slots.push_back(std::make_unique<Slot>());
-  std::set<std::tuple<int, int, int>> posted;  // not yet waited: (kind, micro-batch, chunk)
-  Program* saved = running_;
-  running_ = &program;  // so that Where names the program
-  bool sharded_step = false;  // a sharded step not yet followed by its gather
-  for (int i = 0; i < code.instructions_size(); ++i) {
-    const ir::Instruction& in = code.instructions(i);
-    auto bad = [&](const std::string& what) { problems.push_back(absl::StrCat(Where(i, in, -1), ": ", what)); };
-    auto post = [&](ir::CommKind kind, int mb, int chunk) {
-      if (!posted.insert({kind, mb, chunk}).second) bad("posted again before its wait");
-    };
-    switch (in.op_case()) {
-      case ir::Instruction::kRecvActivation: {
-        post(ir::RECV_ACTIVATION, in.recv_activation().micro_batch(), in.recv_activation().chunk());
-        auto& buf = slots[in.recv_activation().slot()]->recv_act;
-        auto shape = Shape(in.recv_activation());
-        if (!buf.defined()) buf = torch::empty(shape, Torch(in.recv_activation().dtype()));
-        break;
-      }
-      case ir::Instruction::kRecvGrad: {
-        post(ir::RECV_GRAD, in.recv_grad().micro_batch(), in.recv_grad().chunk());
-        auto& buf = slots[in.recv_grad().slot()]->recv_grad;
-        if (!buf.defined()) buf = torch::empty(Shape(in.recv_grad()), torch::kFloat32);
-        break;
-      }
-      case ir::Instruction::kSendActivation:
-        post(ir::SEND_ACTIVATION, in.send_activation().micro_batch(), in.send_activation().chunk());
-        break;
-      case ir::Instruction::kSendGrad:
-        post(ir::SEND_GRAD, in.send_grad().micro_batch(), in.send_grad().chunk());
-        break;
-      case ir::Instruction::kWait:
-        for (const auto& ref : in.wait().ops()) {
-          if (!posted.erase({ref.kind(), ref.micro_batch(), ref.chunk()})) {
-            bad(absl::StrCat("waits for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())), " mb=",
-                             ref.micro_batch(), " which is not posted before it (or is waited twice)"));
-          }
-        }
-        break;
-      case ir::Instruction::kReduceTiedGrads: {
-        const auto& r = in.reduce_tied_grads();
-        if (!tied_.count(r.tie_key())) bad(absl::StrCat("this stage holds no weight tied as '", r.tie_key(), "'"));
-        std::vector<int> ranks;
-        for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
-        std::sort(ranks.begin(), ranks.end());
-        tie_groups.push_back(ranks);
-        break;
-      }
-      case ir::Instruction::kOptimizerStep:
-        if (!program.training) bad("optimizer step in a program without backwards");
-        if (sharded_step) bad("a second sharded step before the gather of the first");
-        sharded_step = in.optimizer_step().sharded();
-        break;
-      case ir::Instruction::kGatherParams:
-        if (!program.training) bad("gathers parameters in a program without backwards");
-        if (!sharded_step) bad("gathers parameters without a sharded optimizer step before it");
-        sharded_step = false;
-        break;
-      case ir::Instruction::kReduceGrads:
-        if (!program.training) bad("reduces gradients in a program without backwards");
-        break;
-      default:
-        break;
-    }
-  }
-  running_ = saved;
-  if (sharded_step) {
-    problems.push_back(absl::StrCat(who, ": the sharded optimizer step is never followed by gather_params, so the "
-                                    "replicas' parameters would diverge"));
-  }
-  for (const auto& [kind, mb, chunk] : posted) {
-    problems.push_back(absl::StrCat(who, ": ", absl::AsciiStrToLower(ir::CommKind_Name(ir::CommKind(kind))), " mb=", mb,
-                                    " is posted but never waited for"));
-  }
 }
 
 absl::StatusOr<std::unique_ptr<DataSource>> StageRuntime::OpenData(bool eval) const {
@@ -385,7 +532,7 @@ absl::StatusOr<std::unique_ptr<DataSource>> StageRuntime::OpenData(bool eval) co
   const uint64_t seed = plan.config().seed();
   const int64_t global_batch = int64_t(m_) * plan.config().micro_batch_size() * dp_;
   if (options_.data.empty() || options_.data == "synthetic") {
-    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->output(),
+    ASSIGN_OR_RETURN(auto data, SyntheticData::Create(plan.model(), plan.model().layers().rbegin()->outputs(0),
                                                       plan.config().micro_batch_size(), global_batch, seed, eval));
     return std::unique_ptr<DataSource>(std::move(data));
   }
@@ -402,36 +549,14 @@ absl::StatusOr<std::unique_ptr<DataSource>> StageRuntime::OpenData(bool eval) co
   return std::unique_ptr<DataSource>(std::move(data));
 }
 
-absl::Status StageRuntime::Run(Program& program, int64_t step) {
-  running_ = &program;
-  loss_sum_ = 0;
-  correct_ = 0;
-  predictions_ = 0;
-  for (int i = 0; i < program.code.instructions_size(); ++i) {
-    const ir::Instruction& in = program.code.instructions(i);
-    if (options_.fault_signal != 0 && &program == &train_ && step == options_.fault_step &&
-        in.op_case() == options_.fault_op) {
-      std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: signal %d at instruction %d of step %lld\n", rank_,
-                   options_.fault_signal, i, static_cast<long long>(step + 1));
-      raise(options_.fault_signal);
-    }
-    absl::Status s;
-    absl::Status thrown = TorchCall([&] { s = Execute(in, step); });
-    if (!thrown.ok()) s = thrown;
-    if (!s.ok()) return Annotate(s, Where(i, in, step));
-    ++executed_;
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
-  RETURN_IF_ERROR(Run(train_, step));
+  RETURN_IF_ERROR(Execute(*train_, step));
   // Every rank reports the same loss: the last stage's mean over micro-batches,
   // averaged over replicas by one all-reduce across the world.
   StepResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
   torch::Tensor loss = torch::zeros({1}, torch::kFloat64);
-  if (stage_ == num_stages_ - 1) loss[0] = loss_sum_ / m_ / dp_;
+  if (last_) loss[0] = loss_sum_ / m_ / dp_;
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{loss};
     absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
@@ -441,7 +566,7 @@ absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
   return result;
 }
 
-bool StageRuntime::can_eval() const { return eval_.code.instructions_size() > 0; }
+bool StageRuntime::can_eval() const { return eval_->code.instructions_size() > 0; }
 
 absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
@@ -449,18 +574,18 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
     return absl::FailedPreconditionError(absl::StrCat(who, ": the plan has no forward-only program to evaluate with "
                                                       "(recompile it: training plans carry eval programs)"));
   }
-  if ((stage_ == 0 || stage_ == num_stages_ - 1) && eval_data_ == nullptr) {
+  if ((first_ || last_) && eval_data_ == nullptr) {
     auto data = OpenData(/*eval=*/true);
     if (!data.ok()) return Annotate(data.status(), absl::StrCat(who, ": evaluation data"));
     eval_data_ = *std::move(data);
   }
-  RETURN_IF_ERROR(Run(eval_, index));
+  RETURN_IF_ERROR(Execute(*eval_, index));
   // Sums over the world: the last stage's per-micro-batch mean losses and correct
   // predictions, so every rank reports the same numbers.
   EvalResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
   torch::Tensor sums = torch::zeros({3}, torch::kFloat64);
-  if (stage_ == num_stages_ - 1) {
+  if (last_) {
     sums[0] = loss_sum_;
     sums[1] = static_cast<double>(correct_);
     sums[2] = static_cast<double>(predictions_);
@@ -477,7 +602,7 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
 }
 
 absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
-  if (stage_ != num_stages_ - 1) return std::optional<Predictions>();
+  if (!last_) return std::optional<Predictions>();
   if (predicted_.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("rank ", rank_, ": no predictions were kept"));
   }
@@ -511,303 +636,21 @@ absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
   return std::optional<Predictions>(std::move(p));
 }
 
-absl::Status StageRuntime::Execute(const ir::Instruction& in, int64_t step) {
-  // Indices, slots, peers and shapes were validated by Load.
-  auto& slots_ = running_->slots;
-  const bool training = running_->training;
-  switch (in.op_case()) {
-    case ir::Instruction::kLoadMicroBatch: {
-      const auto& l = in.load_micro_batch();
-      Slot& slot = *slots_[l.slot()];
-      DataSource* data = running_->eval ? eval_data_.get() : data_.get();
-      ASSIGN_OR_RETURN(MicroBatch b, data->Load(step, int64_t(replica_) * m_ + l.micro_batch(), l.inputs(), l.labels()));
-      if (l.inputs()) slot.input = b.inputs;
-      if (l.labels()) slot.labels = b.labels;
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kForward: {
-      const auto& f = in.forward();
-      Slot& slot = *slots_[f.slot()];
-      // Dropout only while training.
-      ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + f.micro_batch(), training};
-      std::optional<torch::NoGradGuard> no_grad;
-      if (!training) no_grad.emplace();
-      slot.ctx = ctx;
-      torch::Tensor x = slot.input;
-      const bool last = stage_ == num_stages_ - 1;
-      if (checkpoint_interval_ > 0 && training) {
-        // Keep only each chunk's input; Backward recomputes the chunk. Dropout masks are
-        // a pure function of (seed, step, micro-batch, layer), so recomputation matches.
-        torch::NoGradGuard no_grad_chunks;
-        slot.chunk_inputs.clear();
-        for (size_t b = 0; b < layers_.size(); b += checkpoint_interval_) {
-          slot.chunk_inputs.push_back(x);
-          x = RunLayers(b, std::min(layers_.size(), b + checkpoint_interval_), x, ctx);
-        }
-        if (last) {
-          loss_sum_ += Loss(x, slot.labels).item<double>();
-          slot.output = torch::Tensor();
-        } else {
-          slot.output = x;
-        }
-        return absl::OkStatus();
-      }
-      x = RunLayers(0, layers_.size(), x, ctx);
-      if (last && running_->eval) {
-        loss_sum_ += Loss(x, slot.labels).item<double>();
-        if (plan_.model().loss() == ir::CROSS_ENTROPY) {
-          correct_ += x.reshape({-1, x.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
-          predictions_ += x.numel() / x.size(-1);
-        }
-        if (options_.keep_predictions) {
-          predicted_.push_back(x.detach().clone());
-          predicted_labels_.push_back(slot.labels);
-        }
-        slot.output = torch::Tensor();
-      } else if (last) {
-        torch::Tensor loss = Loss(x, slot.labels);
-        loss_sum_ += loss.item<double>();
-        // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
-        slot.output = loss / m_;
-      } else {
-        slot.output = x;
-      }
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kBackward: {
-      const auto& b = in.backward();
-      Slot& slot = *slots_[b.slot()];
-      const bool last = stage_ == num_stages_ - 1;
-      const bool has_input_grad = stage_ > 0;
-      std::vector<torch::Tensor> grad_out;
-      if (!last) grad_out.push_back(slot.recv_grad);
-      if (checkpoint_interval_ > 0) {
-        // Recompute chunk by chunk from the last, back-propagating through each.
-        torch::Tensor grad = last ? torch::Tensor() : slot.recv_grad;
-        const int chunks = static_cast<int>(slot.chunk_inputs.size());
-        for (int c = chunks - 1; c >= 0; --c) {
-          torch::Tensor x = c == 0 ? slot.input : slot.chunk_inputs[c].detach().requires_grad_(true);
-          size_t begin = size_t(c) * checkpoint_interval_;
-          torch::Tensor y = RunLayers(begin, std::min(layers_.size(), begin + checkpoint_interval_), x, slot.ctx);
-          if (c == chunks - 1 && last) {
-            torch::autograd::backward({Loss(y, slot.labels) / m_});
-          } else {
-            torch::autograd::backward({y}, {grad});
-          }
-          if (c > 0) grad = x.grad();
-        }
-        if (has_input_grad) slot.send_grad = slot.input.grad();
-        slot.chunk_inputs.clear();
-        slot.output = torch::Tensor();
-        return absl::OkStatus();
-      }
-      if (b.part() == ir::FULL) {
-        torch::autograd::backward({slot.output}, grad_out);
-        if (has_input_grad) slot.send_grad = slot.input.grad();
-        slot.output = torch::Tensor();
-      } else if (b.part() == ir::INPUT_ONLY) {
-        if (has_input_grad) {
-          slot.send_grad = torch::autograd::grad({slot.output}, {slot.input}, grad_out, /*retain_graph=*/true)[0];
-        }
-      } else {
-        auto grads = torch::autograd::grad({slot.output}, unique_params_, grad_out, /*retain_graph=*/false,
-                                           /*create_graph=*/false, /*allow_unused=*/true);
-        // Accumulated in place: every .grad is a view of flat_grads_.
-        for (size_t k = 0; k < grads.size(); ++k) {
-          if (grads[k].defined()) unique_params_[k].mutable_grad().add_(grads[k]);
-        }
-        slot.output = torch::Tensor();
-      }
-      return absl::OkStatus();
-    }
-    // Posts never block; the Wait that the verifier placed completes them.
-    case ir::Instruction::kSendActivation: {
-      const auto& c = in.send_activation();
-      Slot& slot = *slots_[c.slot()];
-      slot.output = slot.output.contiguous();
-      torch::Tensor data = slot.output.detach();
-      return Post(ir::SEND_ACTIVATION, c, data, ActTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kSendGrad: {
-      const auto& c = in.send_grad();
-      Slot& slot = *slots_[c.slot()];
-      slot.send_grad = slot.send_grad.contiguous();
-      return Post(ir::SEND_GRAD, c, slot.send_grad, GradTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kRecvActivation: {
-      const auto& c = in.recv_activation();
-      return Post(ir::RECV_ACTIVATION, c, slots_[c.slot()]->recv_act, ActTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kRecvGrad: {
-      const auto& c = in.recv_grad();
-      return Post(ir::RECV_GRAD, c, slots_[c.slot()]->recv_grad, GradTag(c.micro_batch(), c.chunk()));
-    }
-    case ir::Instruction::kWait: {
-      for (const auto& ref : in.wait().ops()) {
-        auto it = pending_.find({ref.kind(), ref.micro_batch(), ref.chunk()});
-        // Load checked that every wait follows its post.
-        if (it == pending_.end()) return absl::InternalError("unreachable: wait without a post passed Load");
-        const PendingOp op = it->second;
-        pending_.erase(it);
-        absl::Status waited = transport_->Wait(op.handle, options_.timeout);
-        if (!waited.ok()) {
-          return Annotate(waited, absl::StrCat("waiting for ", absl::AsciiStrToLower(ir::CommKind_Name(ref.kind())),
-                                               " mb=", ref.micro_batch(), " with peer stage ", op.peer, " rank ",
-                                               op.peer * dp_ + replica_));
-        }
-        const int slot_index = op.slot;
-        if (ref.kind() == ir::RECV_ACTIVATION) {
-          Slot& slot = *slots_[slot_index];
-          slot.input = slot.recv_act.detach();
-          if (slot.input.is_floating_point() && training) slot.input.requires_grad_(true);
-        }
-      }
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kReduceTiedGrads: {
-      const auto& r = in.reduce_tied_grads();
-      std::vector<int> ranks;
-      for (int s : r.stages()) ranks.push_back(s * dp_ + replica_);
-      std::sort(ranks.begin(), ranks.end());
-      std::vector<at::Tensor> t{tied_.at(r.tie_key()).grad()};
-      return transport_->AllReduceSum(t, ranks, options_.timeout);
-    }
-    case ir::Instruction::kReduceGrads: {
-      // Every gradient is a view of flat_grads_: one all-reduce, in place.
-      std::vector<at::Tensor> t{flat_grads_};
-      RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
-      flat_grads_.div_(dp_);
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kClipGradNorm: {
-      // This stage's share of the squared norm; tied copies owned by an earlier stage
-      // are skipped so each tied weight counts once.
-      torch::Tensor sq = torch::zeros({1}, torch::kFloat64);
-      for (auto& p : unique_params_) {
-        if (!p.grad().defined() || not_owned_.count(p.unsafeGetTensorImpl())) continue;
-        sq += p.grad().to(torch::kFloat64).pow(2).sum();
-      }
-      if (num_stages_ > 1) {
-        std::vector<at::Tensor> t{sq};
-        RETURN_IF_ERROR(transport_->AllReduceSum(t, pipeline_group_, options_.timeout));
-      }
-      const double norm = std::sqrt(sq.item<double>());
-      last_grad_norm_ = norm;
-      const double coef = in.clip_grad_norm().max_norm() / (norm + 1e-6);
-      if (coef < 1.0) {
-        for (auto& p : unique_params_)
-          if (p.grad().defined()) p.mutable_grad().mul_(coef);
-      }
-      return absl::OkStatus();
-    }
-    case ir::Instruction::kOptimizerStep:
-      // Sharded (ZeRO-1): updates this replica's slice; GatherParams follows.
-      optimizer_->Step();
-      return absl::OkStatus();
-    case ir::Instruction::kGatherParams: {
-      // Every replica keeps only its own updated slice and zeroes the rest; one in-place
-      // sum over the replicas then leaves every replica with every slice (x + 0 = x
-      // exactly), without a second parameter-sized buffer.
-      const int64_t shard = optimizer_->shard_size();
-      torch::NoGradGuard no_grad;
-      if (replica_ > 0) flat_params_.narrow(0, 0, replica_ * shard).zero_();
-      if (replica_ + 1 < dp_) flat_params_.narrow(0, (replica_ + 1) * shard, (dp_ - replica_ - 1) * shard).zero_();
-      std::vector<at::Tensor> t{flat_params_};
-      return transport_->AllReduceSum(t, dp_group_, options_.timeout);
-    }
-    case ir::Instruction::OP_NOT_SET:
-      break;
-  }
-  return absl::InternalError("unreachable: empty instruction passed Load");
-}
+std::vector<int> StageRuntime::HeldLayers() const { return model_->HeldLayers(); }
 
-template <typename CommInstruction>
-absl::Status StageRuntime::Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag) {
-  const int peer_rank = c.peer() * dp_ + replica_;
-  const bool send = kind == ir::SEND_ACTIVATION || kind == ir::SEND_GRAD;
-  ASSIGN_OR_RETURN(Transport::Handle h, send ? transport_->PostSend(tensor, peer_rank, tag)
-                                            : transport_->PostRecv(tensor, peer_rank, tag));
-  pending_[{kind, c.micro_batch(), c.chunk()}] = {h, c.slot(), c.peer()};
-  return absl::OkStatus();
-}
+std::vector<NamedParameter> StageRuntime::Parameters() const { return model_->Parameters(); }
 
-torch::Tensor StageRuntime::RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx) {
-  for (size_t l = begin; l < end; ++l) x = layers_[l]->Forward(x, ctx);
-  return x;
-}
-
-torch::Tensor StageRuntime::Loss(const torch::Tensor& out, const torch::Tensor& labels) {
-  if (plan_.model().loss() == ir::CROSS_ENTROPY) {
-    return torch::nn::functional::cross_entropy(out.reshape({-1, out.size(-1)}), labels.reshape({-1}));
-  }
-  return torch::mse_loss(out, labels);
-}
-
-std::vector<NamedParameter> StageRuntime::Parameters() const {
-  std::vector<NamedParameter> out;
-  for (const auto& layer : layers_)
-    for (const auto& [name, p] : layer->params()) out.push_back({layer->global_index(), name, p});
-  return out;
-}
-
-void StageRuntime::Flatten(int64_t size) {
-  torch::NoGradGuard no_grad;
-  flat_params_ = torch::zeros({size});
-  flat_grads_ = torch::zeros({size});
-  std::map<const void*, torch::Tensor> moved;  // old parameter -> its view
-  int64_t off = 0;
-  for (auto& p : unique_params_) {
-    const int64_t n = p.numel();
-    // detach(): plain aliases of the buffers (not autograd views), so that the view is a
-    // leaf that can require grad and its .grad can be zeroed in place.
-    torch::Tensor view = flat_params_.narrow(0, off, n).view(p.sizes()).detach();
-    view.copy_(p);
-    view.set_requires_grad(true);
-    view.mutable_grad() = flat_grads_.narrow(0, off, n).view(p.sizes()).detach();
-    moved[p.unsafeGetTensorImpl()] = view;
-    off += n;
-  }
-  auto rebind = [&](torch::Tensor& t) { t = moved.at(t.unsafeGetTensorImpl()); };
-  for (auto& layer : layers_)
-    for (auto& [name, p] : layer->params()) rebind(p);
-  for (auto& [key, w] : tied_) rebind(w);
-  std::set<const void*> not_owned;
-  for (const void* impl : not_owned_) not_owned.insert(moved.at(impl).unsafeGetTensorImpl());
-  not_owned_ = std::move(not_owned);
-  for (auto& p : unique_params_) rebind(p);
-}
-
-std::vector<NamedParameter> StageRuntime::DistinctParameters() const {
-  std::vector<NamedParameter> out;
-  std::set<const void*> seen;
-  for (const auto& layer : layers_)
-    for (const auto& [name, p] : layer->params())
-      if (seen.insert(p.unsafeGetTensorImpl()).second) out.push_back({layer->global_index(), name, p});
-  return out;
-}
+std::vector<NamedParameter> StageRuntime::DistinctParameters() const { return model_->DistinctParameters(); }
 
 absl::Status StageRuntime::SetParameter(int layer, const std::string& name, const torch::Tensor& value) {
-  for (auto& l : layers_) {
-    if (l->global_index() != layer) continue;
-    auto it = l->params().find(name);
-    if (it == l->params().end()) break;
-    if (it->second.sizes() != value.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("layer ", layer, " ", name, ": shape ",
-                                                     c10::str(value.sizes()), " does not fit the model's ",
-                                                     c10::str(it->second.sizes())));
-    }
-    torch::NoGradGuard no_grad;
-    it->second.copy_(value);
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(absl::StrCat("stage ", stage_, " has no parameter ", name, " in layer ", layer));
+  return model_->SetParameter(layer, name, value, absl::StrCat("stage ", stage_));
 }
 
 absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::OptimizerStatePerParameter() {
-  std::vector<std::map<std::string, torch::Tensor>> out(unique_params_.size());
+  std::vector<std::map<std::string, torch::Tensor>> out(model_->distinct_params().size());
   if (!optimizer_) return out;
   if (!optimizer_->sharded()) {
-    for (size_t i = 0; i < unique_params_.size(); ++i) out[i] = optimizer_->ParameterState(i);
+    for (size_t i = 0; i < model_->distinct_params().size(); ++i) out[i] = optimizer_->ParameterState(i);
     return out;
   }
   for (const std::string& name : optimizer_->StateNames()) {
@@ -818,9 +661,9 @@ absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::
     if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
     if (replica_ != 0) continue;
     int64_t off = 0;
-    for (size_t i = 0; i < unique_params_.size(); ++i) {
-      const int64_t n = unique_params_[i].numel();
-      out[i][name] = all.narrow(0, off, n).view(unique_params_[i].sizes());
+    for (size_t i = 0; i < model_->distinct_params().size(); ++i) {
+      const int64_t n = model_->distinct_params()[i].numel();
+      out[i][name] = all.narrow(0, off, n).view(model_->distinct_params()[i].sizes());
       off += n;
     }
   }
@@ -844,11 +687,7 @@ absl::Status StageRuntime::ResumeData(int64_t step, const DataPosition& position
   return data_->Resume(step, position);
 }
 
-int64_t StageRuntime::ParameterBytes() const {
-  int64_t bytes = 0;
-  for (const auto& p : unique_params_) bytes += p.numel() * static_cast<int64_t>(p.element_size());
-  return bytes;
-}
+int64_t StageRuntime::ParameterBytes() const { return model_->ParameterBytes(); }
 
 int64_t StageRuntime::OptimizerStateBytes() const { return optimizer_ ? optimizer_->StateBytes() : 0; }
 

@@ -1,15 +1,20 @@
-// The per-rank interpreter. Load validates the whole plan for this rank once (stamp,
-// world size, every index, shape and peer of its stage's training and eval programs),
-// builds the stage's layers with deterministic weights, allocates buffers and creates
-// communication groups, reporting every problem at once. RunStep and RunEval are then
-// flat loops over a program that trust what Load checked.
+// The per-rank interpreter. Load validates the plan for this rank once (stamp, world
+// size, the structural rules of ir/plan_check.h, its stage's training and eval
+// programs, the order of its channels against its peers' programs), builds the stage's
+// model (runtime/stage_model.h), allocates slots (runtime/slot_table.h), resolves every
+// instruction into a handler bound to the slot, virtual stage and transfer it names, and
+// creates communication groups, reporting every problem at once. RunStep and RunEval are
+// then short loops over the handlers. What Load cannot know (what a slot holds when an
+// instruction runs) the handlers check, so that a plan the verifier would reject fails
+// with an error naming the rank and the instruction, never a crash. Transfers go through
+// runtime/comm_engine.h, the optimizer is runtime/optimizer.h.
 #ifndef PPC_RUNTIME_INTERPRETER_H_
 #define PPC_RUNTIME_INTERPRETER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -18,12 +23,16 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ir/program.pb.h"
+#include "ir/topology.h"
 #include "runtime/data.h"
-#include "runtime/layers.h"
 #include "runtime/optimizer.h"
+#include "runtime/stage_model.h"
 #include "runtime/transport.h"
 
 namespace ppc::runtime {
+
+class CommEngine;
+struct Slot;
 
 struct RuntimeOptions {
   // Every blocking wait gives up after this long with DeadlineExceeded.
@@ -66,12 +75,6 @@ struct Predictions {
   torch::Tensor labels;   // [samples, ...]
 };
 
-struct NamedParameter {
-  int layer;  // global layer index
-  std::string name;
-  torch::Tensor value;
-};
-
 class StageRuntime {
  public:
   static absl::StatusOr<std::unique_ptr<StageRuntime>> Load(const ir::Plan& plan, Transport* transport,
@@ -94,6 +97,8 @@ class StageRuntime {
   int stage() const { return stage_; }
   int replica() const { return replica_; }
   Transport* transport() const { return transport_; }
+  // Global indices of the layers this stage holds (all its virtual stages), ascending.
+  std::vector<int> HeldLayers() const;
   // This stage's parameters, by global layer index (a tied weight appears per layer).
   std::vector<NamedParameter> Parameters() const;
   // Each distinct parameter once, with the first layer of this stage that holds it, in
@@ -124,64 +129,41 @@ class StageRuntime {
   double last_grad_norm() const { return last_grad_norm_; }
 
  private:
-  StageRuntime() = default;
-  struct Slot;
-  // One compiled program of this stage with its buffers.
-  struct Program {
-    ir::StageProgram code;
-    std::vector<std::unique_ptr<Slot>> slots;
-    bool training = false;  // has backwards: forwards keep the autograd graph
-    bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
-  };
-  absl::Status Execute(const ir::Instruction& in, int64_t step);
+  StageRuntime();
+  // One program of this stage, resolved by Load: its code, its slots, and one handler
+  // per instruction bound to what the instruction names (defined in interpreter.cc).
+  struct Program;
+  using Handler = std::function<absl::Status(int64_t step)>;
+
   absl::Status Validate(const ir::Plan& plan);
   // ResourceExhausted when this rank's estimated memory exceeds what the machine has.
   absl::Status CheckMemory(const ir::Plan& plan, const std::string& who) const;
-  // Checks one program's instructions and allocates its buffers.
-  void ValidateProgram(Program& program, std::vector<std::string>& problems,
-                       std::vector<std::vector<int>>& tie_groups);
+  // Checks one program's instructions and resolves each into a handler; what is wrong
+  // goes to `problems`, the tie groups it reduces over to `tie_groups`.
+  void Compile(Program& program, std::vector<std::string>& problems, std::vector<std::vector<int>>& tie_groups);
+  Handler Resolve(Program& program, const ir::Instruction& in);
   absl::StatusOr<std::unique_ptr<DataSource>> OpenData(bool eval) const;
   // Runs `program` once; the loss and accuracy sums it collected stay in the members.
-  absl::Status Run(Program& program, int64_t step);
+  absl::Status Execute(Program& program, int64_t step);
   std::string Where(int index, const ir::Instruction& in, int64_t step) const;
+  // The compute handlers: check what the slot holds, then run the stage's model.
+  absl::Status Forward(const Program& program, Slot& slot, int vs, int mb, int64_t step);
+  absl::Status Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads);
 
   ir::Plan plan_;
-  Program train_, eval_;
+  std::unique_ptr<Program> train_, eval_;
   Program* running_ = nullptr;
   Transport* transport_ = nullptr;
   RuntimeOptions options_;
   int rank_ = 0, stage_ = 0, replica_ = 0, num_stages_ = 1, dp_ = 1, m_ = 1;
-  std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<torch::Tensor> unique_params_;
-  std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
-  // Tied weights whose first holder is an earlier stage: left out of this stage's
-  // share of the global gradient norm, so each tied weight is counted once.
-  std::set<const void*> not_owned_;
-  std::vector<int> pipeline_group_;  // ranks of this replica's stages
-  // Layers per activation checkpoint (0: keep all activations).
-  int checkpoint_interval_ = 0;
-  // Posts a send or receive of `tensor` to the peer stage's rank of this replica.
-  template <typename CommInstruction>
-  absl::Status Post(ir::CommKind kind, const CommInstruction& c, torch::Tensor& tensor, uint32_t tag);
-  torch::Tensor RunLayers(size_t begin, size_t end, torch::Tensor x, const ForwardContext& ctx);
-  torch::Tensor Loss(const torch::Tensor& out, const torch::Tensor& labels);
+  ir::Grid grid_{1, 1, 1};
+  // This stage runs the first / last virtual stage (loads inputs / labels, computes the loss).
+  bool first_ = false, last_ = false;
+  std::unique_ptr<StageModel> model_;
+  std::unique_ptr<CommEngine> comm_;
   std::unique_ptr<StageOptimizer> optimizer_;
-  // The stage's distinct parameters and their gradients, flattened in unique_params_
-  // order (padded to a multiple of the replicas when sharded): every parameter and every
-  // .grad is a view of these, so reductions, clipping, sharded steps and gathers work on
-  // one contiguous tensor each.
-  torch::Tensor flat_params_, flat_grads_;
-  // Moves unique_params_ into the flat buffers (`size` values) and rebinds every layer.
-  void Flatten(int64_t size);
   std::unique_ptr<DataSource> data_, eval_data_;
-  struct PendingOp {
-    Transport::Handle handle;
-    int slot;
-    int peer;  // stage
-  };
-  // Posted, not yet waited operations by (kind, micro-batch, chunk).
-  std::map<std::tuple<int, int, int>, PendingOp> pending_;
-  std::vector<int> dp_group_, world_group_;
+  std::vector<int> pipeline_group_, dp_group_, world_group_;
   double loss_sum_ = 0;
   int64_t correct_ = 0, predictions_ = 0;
   std::vector<torch::Tensor> predicted_, predicted_labels_;

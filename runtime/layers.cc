@@ -112,6 +112,35 @@ class Functional : public Layer {
   std::function<torch::Tensor(const torch::Tensor&)> fn_;
 };
 
+// Fork: pushes the first tensor of the group, the same tensor object, onto its end (the
+// skip branch of a residual block); autograd sums the gradients of both uses.
+class Fork : public Layer {
+ public:
+  torch::Tensor Forward(const torch::Tensor&, const ForwardContext&) override {
+    TORCH_CHECK(false, "layer ", index_, ": Fork acts on a group of tensors; run it with ForwardGroup");
+  }
+  std::vector<torch::Tensor> ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext&) override {
+    TORCH_CHECK(!group.empty(), "layer ", index_, " (Fork): empty group");
+    group.push_back(group.front());
+    return group;
+  }
+};
+
+// Add: pops the last tensor of the group and adds it to the first.
+class Add : public Layer {
+ public:
+  torch::Tensor Forward(const torch::Tensor&, const ForwardContext&) override {
+    TORCH_CHECK(false, "layer ", index_, ": Add acts on a group of tensors; run it with ForwardGroup");
+  }
+  std::vector<torch::Tensor> ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext&) override {
+    TORCH_CHECK(group.size() >= 2, "layer ", index_, " (Add): a group of ", group.size(),
+                " tensors; it needs at least two");
+    group.front() = group.front() + group.back();
+    group.pop_back();
+    return group;
+  }
+};
+
 using Builder = std::function<absl::StatusOr<std::unique_ptr<Layer>>(const ir::LayerSpec&, torch::Generator)>;
 
 const std::map<std::string, Builder>& Registry() {
@@ -120,6 +149,10 @@ const std::map<std::string, Builder>& Registry() {
        [](const ir::LayerSpec& l, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
          ASSIGN_OR_RETURN(auto o, ir::IntsAttr(l, "output_size", 2));
          return std::make_unique<Functional>([o](const torch::Tensor& x) { return torch::adaptive_avg_pool2d(x, o); });
+       }},
+      {"Add",
+       [](const ir::LayerSpec&, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
+         return std::make_unique<Add>();
        }},
       {"Conv2d",
        [](const ir::LayerSpec& l, torch::Generator g) -> absl::StatusOr<std::unique_ptr<Layer>> {
@@ -146,6 +179,10 @@ const std::map<std::string, Builder>& Registry() {
       {"Flatten",
        [](const ir::LayerSpec&, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
          return std::make_unique<Functional>([](const torch::Tensor& x) { return x.flatten(1); });
+       }},
+      {"Fork",
+       [](const ir::LayerSpec&, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
+         return std::make_unique<Fork>();
        }},
       {"GELU",
        [](const ir::LayerSpec&, torch::Generator) -> absl::StatusOr<std::unique_ptr<Layer>> {
@@ -188,6 +225,12 @@ const std::map<std::string, Builder>& Registry() {
 }
 
 }  // namespace
+
+std::vector<torch::Tensor> Layer::ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext& ctx) {
+  TORCH_CHECK(!group.empty(), "layer ", index_, ": empty group");
+  group.front() = Forward(group.front(), ctx);
+  return group;
+}
 
 torch::Generator MakeGenerator(std::initializer_list<uint64_t> values) {
   uint64_t h = 0x5eed;

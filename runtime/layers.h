@@ -5,6 +5,12 @@
 // Initial weights are a pure function of (seed, global layer index), and run-time
 // randomness (dropout) of (seed, step, global micro-batch, global layer index), so
 // every partition of a model starts from and draws the same numbers.
+//
+// Groups: the activation between layers is a group of tensors (ir/layer_shapes.h). Run a
+// layer with ForwardGroup: ordinary kinds apply Forward to the first tensor and pass the
+// others through; Fork pushes the first tensor itself (the same tensor object, so autograd
+// sums the gradients of the two branches), Add replaces the first by first + last and pops
+// the last.
 #ifndef PPC_RUNTIME_LAYERS_H_
 #define PPC_RUNTIME_LAYERS_H_
 
@@ -30,7 +36,13 @@ struct ForwardContext {
 class Layer {
  public:
   virtual ~Layer() = default;
+  // One tensor in, one out. Fork and Add have no single-tensor meaning: theirs throws
+  // (c10::Error) rather than silently dropping a residual branch.
   virtual torch::Tensor Forward(const torch::Tensor& x, const ForwardContext& ctx) = 0;
+  // The layer on a whole group, returned in place of it. Default: Forward on group[0],
+  // the others unchanged. Throws (c10::Error) on an empty group; Add on one of fewer than
+  // two tensors.
+  virtual std::vector<torch::Tensor> ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext& ctx);
   // Parameters by name ("weight", "bias"), in a stable order.
   std::map<std::string, torch::Tensor>& params() { return params_; }
   int global_index() const { return index_; }

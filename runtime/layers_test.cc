@@ -1,11 +1,14 @@
 // The compiler's shape rules (ir/layer_shapes) and the runtime's builders must agree
-// on every kind: same kinds, same output shapes, same parameter counts.
+// on every kind: same kinds, same output groups, same parameter counts.
 #include "runtime/layers.h"
 
 #include <random>
+#include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "ir/layer_shapes.h"
+#include "ir/limits.h"
 
 namespace ppc::runtime {
 namespace {
@@ -15,48 +18,102 @@ struct Case {
   std::map<std::string, int64_t> ints;
   std::vector<int64_t> input;
   ir::DType dtype = ir::FLOAT32;
+  // The input group's second tensor: a copy of the first for Add, a pass-through
+  // FLOAT32[3] for the others; none for Fork.
+  bool pair = true;
 };
+
+ir::TensorSpec Spec(std::vector<int64_t> shape, const std::string& name, ir::DType dtype = ir::FLOAT32) {
+  ir::TensorSpec s;
+  for (int64_t d : shape) s.add_shape(d);
+  s.set_dtype(dtype);
+  s.set_name(name);
+  return s;
+}
+
+ir::LayerSpec LayerOf(const std::string& name, const std::string& kind, std::map<std::string, int64_t> ints = {}) {
+  ir::LayerSpec spec;
+  spec.set_name(name);
+  spec.set_kind(kind);
+  for (auto& [k, v] : ints) (*spec.mutable_attrs())[k].set_i(v);
+  return spec;
+}
+
+std::vector<std::string> Names(const std::vector<ir::TensorSpec>& group) {
+  std::vector<std::string> names;
+  for (const auto& t : group) names.push_back(t.name());
+  return names;
+}
+
+std::vector<std::string> Shapes(const std::vector<ir::TensorSpec>& group) {
+  std::vector<std::string> shapes;
+  for (const auto& t : group) shapes.push_back(ir::ShapeString(t));
+  return shapes;
+}
 
 TEST(Layers, RegistriesCoverTheSameKinds) { EXPECT_EQ(RuntimeLayerKinds(), ir::LayerKinds()); }
 
 TEST(Layers, ShapesAndParameterCountsMatchTheCompiler) {
   std::vector<Case> cases = {
       {"AdaptiveAvgPool2d", {{"output_size", 6}}, {4, 13, 13}},
+      {"Add", {}, {3, 5}},
       {"Conv2d", {{"in_channels", 3}, {"out_channels", 8}, {"kernel_size", 5}, {"stride", 2}, {"padding", 2}}, {3, 17, 17}},
       {"Dropout", {}, {7}},
       {"Embedding", {{"num_embeddings", 11}, {"embedding_dim", 5}}, {3}, ir::INT64},
       {"Flatten", {}, {2, 3, 4}},
+      {"Fork", {}, {2, 5}, ir::FLOAT32, /*pair=*/false},
       {"GELU", {}, {5}},
       {"LayerNorm", {{"normalized_shape", 6}}, {3, 6}},
       {"Linear", {{"in_features", 6}, {"out_features", 3}}, {2, 6}},
+      {"Linear", {{"in_features", 6}, {"out_features", 3}}, {2, 6}, ir::FLOAT32, /*pair=*/false},
       {"MaxPool2d", {{"kernel_size", 3}, {"stride", 2}}, {2, 9, 9}},
       {"ReLU", {}, {5}},
       {"Tanh", {}, {5}},
   };
-  ASSERT_EQ(cases.size(), ir::LayerKinds().size());
+  std::set<std::string> covered;
+  for (const Case& c : cases) covered.insert(c.kind);
+  EXPECT_EQ(std::vector<std::string>(covered.begin(), covered.end()), ir::LayerKinds());
   for (const Case& c : cases) {
-    SCOPED_TRACE(c.kind);
-    ir::LayerSpec spec;
-    spec.set_name("x");
-    spec.set_kind(c.kind);
-    for (auto& [k, v] : c.ints) (*spec.mutable_attrs())[k].set_i(v);
-    ir::TensorSpec in;
-    for (auto d : c.input) in.add_shape(d);
-    in.set_dtype(c.dtype);
-    auto info = ir::InferLayer(spec, in);
+    SCOPED_TRACE(c.kind + (c.pair ? " on a pair" : " on one tensor"));
+    ir::LayerSpec spec = LayerOf("x", c.kind, c.ints);
+    std::vector<ir::TensorSpec> in = {Spec(c.input, "input", c.dtype)};
+    if (c.pair) in.push_back(c.kind == "Add" ? Spec(c.input, "skip") : Spec({3}, "other"));
+    auto info = ir::InferGroup(spec, in);
     ASSERT_TRUE(info.ok()) << info.status();
     auto layer = BuildLayer(spec, 3, 42);
     ASSERT_TRUE(layer.ok()) << layer.status();
     int64_t params = 0;
     for (auto& [n, p] : (*layer)->params()) params += p.numel();
     EXPECT_EQ(params, info->param_count);
-    std::vector<int64_t> shape{2};
-    shape.insert(shape.end(), c.input.begin(), c.input.end());
-    torch::Tensor x = c.dtype == ir::INT64 ? torch::randint(0, 5, shape) : torch::randn(shape);
-    torch::Tensor y = (*layer)->Forward(x, ForwardContext{1, 0, 0, true});
-    std::vector<int64_t> want{2};
-    want.insert(want.end(), info->output.shape().begin(), info->output.shape().end());
-    EXPECT_EQ(y.sizes().vec(), want);
+    std::vector<torch::Tensor> group;
+    for (const ir::TensorSpec& t : in) {
+      std::vector<int64_t> shape{2};
+      shape.insert(shape.end(), t.shape().begin(), t.shape().end());
+      group.push_back(t.dtype() == ir::INT64 ? torch::randint(0, 5, shape) : torch::randn(shape));
+    }
+    const std::vector<torch::Tensor> x = group;
+    std::vector<torch::Tensor> y = (*layer)->ForwardGroup(group, ForwardContext{1, 0, 0, true});
+    ASSERT_EQ(y.size(), info->outputs.size());
+    for (size_t t = 0; t < y.size(); ++t) {
+      std::vector<int64_t> want{2};
+      want.insert(want.end(), info->outputs[t].shape().begin(), info->outputs[t].shape().end());
+      EXPECT_EQ(y[t].sizes().vec(), want) << "tensor " << t;
+      EXPECT_EQ(y[t].scalar_type(), info->outputs[t].dtype() == ir::INT64 ? torch::kLong : torch::kFloat);
+    }
+    // The first tensor is the layer's (Fork's first keeps its name); the rest pass through.
+    EXPECT_EQ(info->outputs[0].name(), c.kind == "Fork" ? "input" : "x");
+    if (c.pair && c.kind != "Add") {
+      EXPECT_TRUE(y[1].is_same(x[1]));
+      EXPECT_EQ(info->outputs[1].DebugString(), in[1].DebugString());
+    }
+    // The single-tensor forms agree with the group's first tensor.
+    if (!ir::IsGroupKind(c.kind)) {
+      auto one = ir::InferLayer(spec, in[0]);
+      ASSERT_TRUE(one.ok()) << one.status();
+      EXPECT_EQ(one->output.DebugString(), info->outputs[0].DebugString());
+      EXPECT_EQ(one->param_count, info->param_count);
+      EXPECT_EQ(one->flops, info->flops);
+    }
   }
 }
 
@@ -187,6 +244,141 @@ TEST(Layers, DropoutMasksDependOnStepMicroBatchAndLayerOnly) {
   // Kept values are scaled by 1/(1-p).
   EXPECT_NEAR(y1.max().item<float>(), 2.0f, 1e-6);
   EXPECT_TRUE(torch::equal((*layer)->Forward(x, {1, 3, 5, false}), x));
+}
+
+TEST(Layers, ForkLinearAddGroupShapesAndNames) {
+  std::vector<ir::TensorSpec> group = {Spec({4}, "input")};
+  auto fork = ir::InferGroup(LayerOf("skip", "Fork"), group);
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  EXPECT_EQ(Names(fork->outputs), (std::vector<std::string>{"input", "skip"}));
+  EXPECT_EQ(Shapes(fork->outputs), (std::vector<std::string>{"FLOAT32[4]", "FLOAT32[4]"}));
+  EXPECT_EQ(fork->param_count, 0);
+  EXPECT_EQ(fork->flops, 0);
+  EXPECT_TRUE(fork->weight_shape.empty());
+
+  auto fc = ir::InferGroup(LayerOf("fc", "Linear", {{"in_features", 4}, {"out_features", 4}}), fork->outputs);
+  ASSERT_TRUE(fc.ok()) << fc.status();
+  EXPECT_EQ(Names(fc->outputs), (std::vector<std::string>{"fc", "skip"}));
+  EXPECT_EQ(Shapes(fc->outputs), (std::vector<std::string>{"FLOAT32[4]", "FLOAT32[4]"}));
+  EXPECT_EQ(fc->param_count, 20);
+  EXPECT_EQ(fc->weight_shape, (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ(fc->flops, 16);
+
+  auto add = ir::InferGroup(LayerOf("add", "Add"), fc->outputs);
+  ASSERT_TRUE(add.ok()) << add.status();
+  EXPECT_EQ(Names(add->outputs), (std::vector<std::string>{"add"}));
+  EXPECT_EQ(Shapes(add->outputs), (std::vector<std::string>{"FLOAT32[4]"}));
+  EXPECT_EQ(add->param_count, 0);
+  EXPECT_EQ(add->flops, 4);
+
+  // Group kinds are registered, without attributes, on both sides.
+  EXPECT_TRUE(ir::IsGroupKind("Fork"));
+  EXPECT_TRUE(ir::IsGroupKind("Add"));
+  EXPECT_FALSE(ir::IsGroupKind("Linear"));
+  EXPECT_TRUE(ir::LayerAttributes("Fork").empty());
+  EXPECT_TRUE(ir::LayerAttributes("Add").empty());
+}
+
+TEST(Layers, GroupErrorsNameTheLayer) {
+  auto error = [](const ir::LayerSpec& layer, const std::vector<ir::TensorSpec>& group) {
+    auto info = ir::InferGroup(layer, group);
+    EXPECT_FALSE(info.ok());
+    if (info.ok()) return std::string();
+    EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(info.status().message().find("'" + layer.name() + "'"), std::string::npos) << info.status();
+    return std::string(info.status().message());
+  };
+  const ir::TensorSpec x = Spec({4}, "input");
+  // Add on a group of one tensor.
+  EXPECT_NE(error(LayerOf("add", "Add"), {x}).find("one tensor"), std::string::npos);
+  // Mismatched shapes, and int64 (no gradient to add).
+  std::string msg = error(LayerOf("add", "Add"), {Spec({3}, "fc"), x});
+  EXPECT_NE(msg.find("FLOAT32[3]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("FLOAT32[4]"), std::string::npos) << msg;
+  error(LayerOf("add", "Add"), {Spec({2, 2}, "fc"), x});
+  error(LayerOf("add", "Add"), {Spec({4}, "ids", ir::INT64), Spec({4}, "skip", ir::INT64)});
+  // Fork up to the limit, not beyond.
+  std::vector<ir::TensorSpec> group(ir::kMaxGroupTensors - 1, x);
+  auto full = ir::InferGroup(LayerOf("fork", "Fork"), group);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(static_cast<int64_t>(full->outputs.size()), ir::kMaxGroupTensors);
+  msg = error(LayerOf("fork", "Fork"), full->outputs);
+  EXPECT_NE(msg.find(absl::StrCat(ir::kMaxGroupTensors + 1)), std::string::npos) << msg;
+  // No input group at all, or one beyond the limit.
+  error(LayerOf("relu", "ReLU"), {});
+  error(LayerOf("relu", "ReLU"), std::vector<ir::TensorSpec>(ir::kMaxGroupTensors + 1, x));
+  // A bad pass-through tensor, an attribute on a kind without any, an unknown kind.
+  error(LayerOf("relu", "ReLU"), {x, Spec({0}, "empty")});
+  error(LayerOf("fork", "Fork", {{"n", 2}}), {x});
+  error(LayerOf("res", "Residual"), {x});
+  // The single-tensor form refuses group kinds, saying why.
+  for (const char* kind : {"Fork", "Add"}) {
+    auto one = ir::InferLayer(LayerOf("g", kind), x);
+    ASSERT_FALSE(one.ok());
+    EXPECT_NE(one.status().message().find("group"), std::string::npos) << one.status();
+    EXPECT_NE(one.status().message().find("'g'"), std::string::npos) << one.status();
+  }
+}
+
+// Fork, Linear, ReLU, Linear, Add run through ForwardGroup is x + lin2(relu(lin1(x))),
+// forward and backward: the skip branch's gradient is summed with the block's.
+TEST(Layers, ResidualBlockFromForkAndAddMatchesTheDirectExpression) {
+  const std::vector<ir::LayerSpec> specs = {
+      LayerOf("skip", "Fork"),
+      LayerOf("fc1", "Linear", {{"in_features", 6}, {"out_features", 5}}),
+      LayerOf("act", "ReLU"),
+      LayerOf("fc2", "Linear", {{"in_features", 5}, {"out_features", 6}}),
+      LayerOf("add", "Add"),
+  };
+  std::vector<std::unique_ptr<Layer>> layers;
+  std::vector<ir::TensorSpec> shapes = {Spec({6}, "input")};
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto layer = BuildLayer(specs[i], static_cast<int>(i), 11);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    layers.push_back(std::move(*layer));
+    auto info = ir::InferGroup(specs[i], shapes);
+    ASSERT_TRUE(info.ok()) << info.status();
+    shapes = info->outputs;
+  }
+  EXPECT_EQ(Names(shapes), (std::vector<std::string>{"add"}));
+  // Fork's single-tensor Forward refuses to run.
+  EXPECT_THROW(layers[0]->Forward(torch::zeros({1, 6}), ForwardContext{}), c10::Error);
+  EXPECT_THROW(layers[4]->Forward(torch::zeros({1, 6}), ForwardContext{}), c10::Error);
+
+  torch::manual_seed(3);
+  const torch::Tensor x0 = torch::randn({3, 6});
+  const torch::Tensor upstream = torch::randn({3, 6});
+  torch::Tensor& w1 = layers[1]->params()["weight"];
+  torch::Tensor& b1 = layers[1]->params()["bias"];
+  torch::Tensor& w2 = layers[3]->params()["weight"];
+  torch::Tensor& b2 = layers[3]->params()["bias"];
+
+  torch::Tensor x = x0.clone().set_requires_grad(true);
+  std::vector<torch::Tensor> group = {x};
+  const ForwardContext ctx{1, 0, 0, true};
+  const std::vector<size_t> sizes = {2, 2, 2, 2, 1};  // the group after each layer
+  for (size_t i = 0; i < layers.size(); ++i) {
+    group = layers[i]->ForwardGroup(std::move(group), ctx);
+    ASSERT_EQ(group.size(), sizes[i]) << specs[i].name();
+    if (i == 0) EXPECT_TRUE(group[0].is_same(group[1]));  // the same tensor, not a copy
+  }
+  ASSERT_EQ(group.size(), 1u);
+  const torch::Tensor y = group[0];
+  y.backward(upstream);
+  const torch::Tensor grad_x = x.grad().clone();
+  const torch::Tensor grad_w1 = w1.grad().clone(), grad_b2 = b2.grad().clone();
+  for (torch::Tensor* p : {&w1, &b1, &w2, &b2}) p->mutable_grad() = torch::Tensor();
+
+  torch::Tensor xd = x0.clone().set_requires_grad(true);
+  const torch::Tensor yd = xd + torch::linear(torch::relu(torch::linear(xd, w1, b1)), w2, b2);
+  yd.backward(upstream);
+
+  EXPECT_TRUE(torch::equal(y, yd));  // the same ops on the same numbers
+  EXPECT_TRUE(torch::allclose(grad_x, xd.grad(), /*rtol=*/1e-6, /*atol=*/1e-7));
+  EXPECT_TRUE(torch::allclose(grad_w1, w1.grad(), 1e-6, 1e-7));
+  EXPECT_TRUE(torch::allclose(grad_b2, b2.grad(), 1e-6, 1e-7));
+  // The skip branch counts: the gradient is not the block's alone.
+  EXPECT_FALSE(torch::allclose(grad_x, xd.grad() - upstream, 1e-6, 1e-7));
 }
 
 }  // namespace

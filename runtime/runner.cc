@@ -153,29 +153,39 @@ absl::StatusOr<EvalResult> Evaluate(StageRuntime& rt, int batches) {
 
 }  // namespace
 
-absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, const TransportFactory& connect,
                                             const RunOptions& options);
 
-absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, int rank, const TransportFactory& connect,
                                    const RunOptions& options) {
   // The interpreter turns LibTorch and Gloo errors into statuses where it calls them; this
   // is the net for the rest (an allocation failing mid-step): an error, never an abort.
   try {
-    return RunRankUnguarded(plan, rendezvous, options);
+    return RunRankUnguarded(plan, rank, connect, options);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("rank ", rendezvous.rank, ": out of memory (an allocation failed while running the plan)"));
+        absl::StrCat("rank ", rank, ": out of memory (an allocation failed while running the plan)"));
   } catch (const std::exception& e) {
     std::string what = e.what();
     if (what.size() > 2000) what = what.substr(0, 2000) + "...";
     const bool oom = what.find("can't allocate memory") != std::string::npos ||
                      what.find("out of memory") != std::string::npos;
-    const std::string msg = absl::StrCat("rank ", rendezvous.rank, ": ", oom ? "out of memory: " : "", what);
+    const std::string msg = absl::StrCat("rank ", rank, ": ", oom ? "out of memory: " : "", what);
     return oom ? absl::ResourceExhaustedError(msg) : absl::InternalError(msg);
   }
 }
 
-absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                   const RunOptions& options) {
+  auto join = [&plan, &rendezvous] {
+    RendezvousOptions joining = rendezvous;
+    joining.plan_fingerprint = ir::Fingerprint(plan);
+    return CreateGlooTransport(joining);
+  };
+  return RunRank(plan, rendezvous.rank, join, options);
+}
+
+absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, const TransportFactory& connect,
                                             const RunOptions& options) {
   SetThreads();
   const Fault fault = InjectedFault();
@@ -185,22 +195,22 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, const Rendezvo
         "' is not RANK:STEP, RANK:save:STEP or RANK:PHASE:STEP:SIGNAL (PHASE rendezvous|forward|reduce|optimizer, "
         "SIGNAL KILL|TERM|STOP)"));
   }
-  if (fault.phase == "rendezvous" && fault.rank == rendezvous.rank) raise(fault.signal);
+  if (fault.phase == "rendezvous" && fault.rank == rank) raise(fault.signal);
   RuntimeOptions runtime = options.runtime;
-  if (!fault.phase.empty() && fault.phase != "rendezvous" && fault.rank == rendezvous.rank) {
+  if (!fault.phase.empty() && fault.phase != "rendezvous" && fault.rank == rank) {
     runtime.fault_step = fault.step - 1;
     runtime.fault_signal = fault.signal;
-    runtime.fault_op = fault.phase == "forward"  ? ir::Instruction::kForward
+    runtime.fault_op = fault.phase == "forward"  ? ir::Instruction::kCompute
                        : fault.phase == "reduce" ? ir::Instruction::kReduceGrads
                                                  : ir::Instruction::kOptimizerStep;
   }
   runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
   runtime.evaluates = options.eval_only || options.eval_every > 0;
-  RendezvousOptions joining = rendezvous;
-  joining.plan_fingerprint = ir::Fingerprint(plan);
-  ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, CreateGlooTransport(joining));
+  ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, connect());
+  if (transport->rank() != rank) {
+    return absl::InternalError(absl::StrCat("rank ", rank, ": the transport says it is rank ", transport->rank()));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<StageRuntime> rt, StageRuntime::Load(plan, transport.get(), runtime));
-  const int rank = transport->rank();
   const bool leader = rank == 0;
   const absl::Duration timeout = runtime.timeout;
   RunRecords records;

@@ -4,6 +4,7 @@
 #define PPC_RUNTIME_RUNNER_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -64,7 +65,18 @@ struct RunRecords {
   std::vector<EvalRecord> evals;
 };
 
+// Joins the Gloo world `rendezvous` describes (the ranks compare plan fingerprints
+// there) and runs this rank.
 absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
+                                   const RunOptions& options);
+
+// Creates this rank's transport: the rendezvous.
+using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<Transport>>()>;
+
+// The same over the transport `connect` creates, e.g. a rank of an in-process loopback
+// world (runtime/loopback_transport.h) whose ranks are threads. `rank` names the rank in
+// errors before the transport exists.
+absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, int rank, const TransportFactory& connect,
                                    const RunOptions& options);
 
 // Writes `params` as <dir>/layer<index>.<name>.f32.

@@ -2,7 +2,8 @@
 //  - exact resume: N steps equal N/2 steps + save + a new process + load + N/2 steps,
 //    bit for bit (losses and weights), for SGD, Adam, dropout and CIFAR files mid-epoch;
 //  - re-partitioning: a checkpoint saved at P=2 x D=2 (ZeRO-1) continues at P=1, P=4,
-//    D=1, another partition method, another schedule, and ZeRO-0;
+//    D=1, another partition method, another schedule, V=2 virtual stages per stage, and
+//    ZeRO-0; one saved with virtual stages resumes exactly;
 //  - ZeRO-1 trains as unsharded training does, with half the optimizer state per rank;
 //  - a rank killed while it writes leaves the previous checkpoint loadable and `latest`
 //    pointing at it; every bad checkpoint is an error naming the file, not a crash;
@@ -48,6 +49,7 @@ struct Config {
   std::string schedule = "1f1b";
   std::string partition;
   int zero = 0;
+  int virtual_stages = 1;  // V > 1 with schedule interleaved-1f1b
 };
 
 ir::Plan MakePlan(const Config& s) {
@@ -63,6 +65,7 @@ ir::Plan MakePlan(const Config& s) {
   c->set_seed(1138);
   c->set_steps(10);
   c->set_zero_stage(s.zero);
+  c->set_virtual_stages(s.virtual_stages);
   c->mutable_optimizer()->set_type(s.optimizer);
   c->mutable_optimizer()->set_lr(s.optimizer == "sgd" ? 0.1 : 0.01);
   c->mutable_optimizer()->set_momentum(s.optimizer == "sgd" ? 0.9 : 0);
@@ -152,6 +155,12 @@ TEST_P(ExactResume, HalfPlusSavePlusLoadPlusHalfIsBitIdentical) {
   EXPECT_EQ(Concat(first.losses, second.losses), full.losses);
   ASSERT_FALSE(full.weights.empty());
   EXPECT_EQ(second.weights, full.weights);
+  // job.json's partition: one [begin, end] layer range per virtual stage (P x V of them).
+  auto saved = nlohmann::json::parse(ir::ReadFile(dir + "/global_step5/job.json").value_or("{}"), nullptr, false);
+  ASSERT_TRUE(saved.is_object());
+  const auto& partition = saved["topology"]["partition"];
+  ASSERT_TRUE(partition.is_array()) << saved.dump(2);
+  EXPECT_EQ(partition.size(), static_cast<size_t>(c.setup.stages * c.setup.virtual_stages)) << partition.dump();
   if (c.cifar) {
     // Saved mid-epoch: 5 steps x 8 samples = sample 40 of epoch 0 (of 50).
     std::string job = ir::ReadFile(dir + "/global_step5/job.json").value_or("");
@@ -165,7 +174,10 @@ INSTANTIATE_TEST_SUITE_P(
     Optimizers, ExactResume,
     ::testing::Values(ResumeCase{"sgd_momentum_p2", Config{kMlp, 2, 1, 4, "sgd"}, false},
                       ResumeCase{"adam_p2_d2", Config{kMlp, 2, 2, 2, "adam"}, false},
-                      ResumeCase{"adamw_cifar_p2", Config{kCnn, 2, 1, 2, "adamw"}, true}),
+                      ResumeCase{"adamw_cifar_p2", Config{kCnn, 2, 1, 2, "adamw"}, true},
+                      // Two virtual stages per stage: each rank saves and loads two layer ranges.
+                      ResumeCase{"adam_p2_v2_interleaved", Config{kMlp, 2, 1, 4, "adam", "interleaved-1f1b", "", 0, 2},
+                                 false}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // ---------------------------------------------------------------------------------
@@ -188,6 +200,7 @@ TEST(Repartition, AP2D2Zero1CheckpointContinuesUnderAnyTopology) {
       {"p2_d1_uniform_gpipe", Config{kMlp, 2, 1, 4, "adam", "gpipe", "uniform"}},
       {"p2_d2_zero0", Config{kMlp, 2, 2, 2, "adam"}},
       {"p1_d2_zero1", Config{kMlp, 1, 2, 2, "adam", "data-parallel", "", 1}},
+      {"p2_v2_interleaved", Config{kMlp, 2, 1, 4, "adam", "interleaved-1f1b", "", 0, 2}},
   };
   for (const auto& [name, setup] : targets) {
     SCOPED_TRACE(name);
@@ -551,9 +564,18 @@ TEST_F(BadCheckpoint, ImpossibleTopologyOrPartitionInJobFile) {
       {"stages_str", [](J& j) { j["topology"]["num_stages"] = "two"; },
        "job.json topology: 'num_stages' must be an integer, not \"two\""},
       {"partition_range", [](J& j) { j["topology"]["partition"] = J::parse("[[0,99],[-1,8]]"); },
-       "job.json topology: 'partition' stage 0 is [0,99]; each stage must be a non-empty range", true},
+       "job.json topology: 'partition' virtual stage 0 is [0,99]; each must be a non-empty range", true},
       {"partition_gap", [](J& j) { j["topology"]["partition"] = J::parse("[[0,3],[4,8]]"); },
-       "job.json topology: 'partition' stage 1 is [4,8]"},
+       "job.json topology: 'partition' virtual stage 1 is [4,8]"},
+      // One range per virtual stage: 2 stages x 2 virtual stages need 4.
+      {"partition_per_stage_with_virtual_stages", [](J& j) { j["config"]["virtual_stages"] = 2; },
+       "job.json topology: 'partition' must be a list of 4 [begin, end] layer ranges (one per virtual stage)"},
+      {"partition_virtual_gap",
+       [](J& j) {
+         j["config"]["virtual_stages"] = 2;
+         j["topology"]["partition"] = J::parse("[[0,2],[2,4],[5,6],[6,8]]");
+       },
+       "job.json topology: 'partition' virtual stage 2 is [5,6]"},
       {"partition_short", [](J& j) { j["topology"]["partition"] = J::parse("[[0,3],[3,7]]"); },
        "job.json topology: 'partition' covers layers [0, 7) of the model's 8"},
       {"dp0", [](J& j) { j["topology"]["data_parallel"] = 0; },

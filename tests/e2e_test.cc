@@ -100,6 +100,52 @@ INSTANTIATE_TEST_SUITE_P(Schedules, Equivalence,
                                                std::get<2>(info.param));
                          });
 
+// Megatron's interleaved 1F1B: V virtual stages per stage, round-robin.
+class Interleaved : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(Interleaved, SameLossesAndWeightsAsOneProcess) {
+  auto [stages, dp] = GetParam();
+  constexpr int kMicroBatches = 4;
+  const std::string tag = absl::StrCat("interleaved_p", stages, "_d", dp);
+  RunResult ref = Train(CompileTo(MlpPlan(1, 1, kMicroBatches * dp, "1f1b", "sgd"), "ref_" + tag), 1, "ref_" + tag);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  ir::Plan plan = MlpPlan(stages, dp, kMicroBatches, "interleaved-1f1b", "sgd");
+  plan.mutable_config()->set_virtual_stages(2);
+  plan.mutable_config()->set_partition_method("uniform");
+  RunResult got = Train(CompileTo(plan, tag), stages * dp, tag);
+  ExpectSameTraining(ref, got, 1e-5, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(VirtualStages, Interleaved,
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           return absl::StrCat("P", std::get<0>(info.param), "_V2_D", std::get<1>(info.param));
+                         });
+
+// A residual block whose skip branch crosses stage boundaries: two tensors per boundary
+// (the block's main branch and the skip), and at P=3 one of them twice over.
+TEST(Equivalence, TensorsThatCrossStagesInGroupsMatchOneProcess) {
+  auto plan = [](int stages, const std::string& partition) {
+    ir::Plan p = MlpPlan(stages, 1, 4, "1f1b", "sgd");
+    p.clear_model();
+    EXPECT_TRUE(ir::ParseTextProtoFile("tests/testdata/residual_mlp.textproto", p.mutable_model()).ok());
+    if (!partition.empty()) p.mutable_config()->set_partition_method(partition);
+    return p;
+  };
+  RunResult ref = Train(CompileTo(plan(1, ""), "res_ref"), 1, "res_ref");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  EXPECT_LT(ref.losses.back(), ref.losses.front());
+  // Layers: 0 fc_in, 1 skip (Fork), 2 fc_a, 3 act_a, 4 fc_b, 5 add (Add), 6 head.
+  ir::Plan two = plan(2, "explicit:3");  // boundary {fc_a, skip}
+  auto compiled = passes::Compile(two);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  ASSERT_EQ(compiled->boundaries(0).tensors_size(), 2);
+  EXPECT_EQ(compiled->boundaries(0).tensors(1).name(), "skip");
+  ExpectSameTraining(ref, Train(CompileTo(two, "res_p2"), 2, "res_p2"), 1e-5, 1e-5);
+  // Boundaries {fc_in, skip} (one tensor twice, forked) and {act_a, skip}.
+  ExpectSameTraining(ref, Train(CompileTo(plan(3, "explicit:2:4"), "res_p3"), 3, "res_p3"), 1e-5, 1e-5);
+}
+
 TEST(Equivalence, DataParallelScheduleMatchesOneProcess) {
   RunResult ref = Train(CompileTo(MlpPlan(1, 1, 6, "1f1b", "sgd"), "dp_ref"), 1, "dp_ref");
   RunResult got = Train(CompileTo(MlpPlan(1, 2, 3, "data-parallel", "sgd"), "dp"), 2, "dp");
@@ -183,6 +229,10 @@ TEST(Equivalence, MseLossMatchesOneProcess) {
   auto plan = [](int stages) {
     ir::Plan p = MlpPlan(stages, 1, 4, "gpipe", "sgd");
     p.mutable_model()->set_loss(ir::MSE);
+    // MSE targets have the output's shape: the MLP's head gives 10 values.
+    p.mutable_model()->mutable_label()->clear_shape();
+    p.mutable_model()->mutable_label()->add_shape(10);
+    p.mutable_model()->mutable_label()->set_dtype(ir::FLOAT32);
     p.mutable_config()->mutable_optimizer()->set_lr(0.05);
     return p;
   };
@@ -257,19 +307,20 @@ TEST(Pprun, ReportsEveryProblemAtOnceAndRunsNothingUnverified) {
   std::string path = CompileTo(MlpPlan(1, 1, 2, "1f1b", "sgd"), "broken");
   auto plan = ir::LoadPlan(path);
   auto* prog = plan->mutable_programs(0);
-  prog->mutable_instructions(1)->mutable_forward()->set_slot(5);
-  prog->mutable_instructions(2)->mutable_backward()->set_micro_batch(9);
+  prog->mutable_instructions(1)->mutable_compute()->set_slot(5);
+  prog->mutable_instructions(2)->mutable_compute()->set_micro_batch(9);
   ir::Instruction* wait = prog->add_instructions();
-  wait->mutable_wait()->add_ops()->set_kind(ir::RECV_GRAD);
+  wait->mutable_wait()->add_ops()->set_direction(ir::GRADIENT);  // no boundary at P = 1
   ir::Stamp(*plan);  // a consistent stamp: only the rules can catch it
   ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
   RunResult r = Exec({kPprun, path, "--nproc", "1"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("the verifier rejects the plan, so it does not run"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("stage 0 instruction 1 (forward mb=0 chunk=0 slot=5): slot 5 is out of range [0, 1)"),
+  EXPECT_NE(r.output.find("stage 0 instruction 1 (compute kind=FORWARD vs=0 mb=0 slot=5): slot 5 is out of range [0, 1)"),
             std::string::npos)
       << r.output;
-  EXPECT_NE(r.output.find("instruction 2 (backward mb=9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("instruction 2 (compute kind=BACKWARD vs=0 mb=9"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("waits for a transfer that cannot exist"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("step:"), std::string::npos) << "no rank may start";
   // --allow-unverified skips the verifier but not the structural rules of the load.
   RunResult allowed = Exec({kPprun, path, "--nproc", "1", "--allow-unverified"});

@@ -7,10 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -74,6 +77,22 @@ int Find(const ir::Plan& plan, int s, const std::function<bool(const ir::Instruc
   return -1;
 }
 
+bool IsCompute(const ir::Instruction& in, ir::ComputeKind kind) {
+  return in.has_compute() && in.compute().kind() == kind;
+}
+bool IsForward(const ir::Instruction& in) { return IsCompute(in, ir::FORWARD); }
+bool IsBackward(const ir::Instruction& in) { return in.has_compute() && in.compute().kind() != ir::FORWARD; }
+bool IsRecvActivation(const ir::Instruction& in) { return in.has_recv() && in.recv().direction() == ir::ACTIVATION; }
+bool IsSendActivation(const ir::Instruction& in) { return in.has_send() && in.send().direction() == ir::ACTIVATION; }
+bool IsWait(const ir::Instruction& in) { return in.has_wait(); }
+
+// The first instruction of stage s that `pred` picks, to edit.
+ir::Instruction* Mutable(ir::Plan& plan, int s, const std::function<bool(const ir::Instruction&)>& pred) {
+  const int i = Find(plan, s, pred);
+  EXPECT_GE(i, 0) << "stage " << s << " has no such instruction";
+  return plan.mutable_programs(s)->mutable_instructions(std::max(i, 0));
+}
+
 void Erase(ir::Plan& plan, int s, int i) {
   auto* ins = plan.mutable_programs(s)->mutable_instructions();
   ins->erase(ins->begin() + i);
@@ -88,21 +107,21 @@ TEST(Reproducers, PprunRefusesPlansTheVerifierRejects) {
   ExpectCleanError(Exec({kPprun, no_step, "--nproc", "2"}),
                    {"the verifier rejects the plan", "stage 1: training plan has no optimizer step"});
   auto no_backward = Tampered(Mlp(2), "no_backward", [](ir::Plan& p) {
-    Erase(p, 0, Find(p, 0, [](const ir::Instruction& in) { return in.has_backward(); }));
+    Erase(p, 0, Find(p, 0, IsBackward));
   });
   ExpectCleanError(Exec({kPprun, no_backward, "--nproc", "2"}), {"is never (fully) backwarded"});
   auto twice = Tampered(Mlp(2), "twice", [](ir::Plan& p) {
-    const int i = Find(p, 0, [](const ir::Instruction& in) { return in.has_forward(); });
+    const int i = Find(p, 0, IsForward);
     *p.mutable_programs(0)->add_instructions() = p.programs(0).instructions(i);
   });
-  ExpectCleanError(Exec({kPprun, twice, "--nproc", "2"}), {"forwards micro-batch 0 a second time"});
+  ExpectCleanError(Exec({kPprun, twice, "--nproc", "2"}), {"forwards virtual stage 0 micro-batch 0 a second time"});
 }
 
 TEST(Reproducers, AnEditWithoutRestampingIsDetected) {
   auto path = CompileTo(Mlp(2), "edited");
   auto plan = ir::LoadPlan(path);
-  plan->mutable_partition()->mutable_stages(0)->set_end(3);  // the partition, not just the config
-  plan->mutable_partition()->mutable_stages(1)->set_begin(3);
+  plan->mutable_placement()->mutable_virtual_stages(0)->set_end(3);  // the placement, not just the config
+  plan->mutable_placement()->mutable_virtual_stages(1)->set_begin(3);
   ASSERT_TRUE(ir::SavePlan(*plan, path).ok());
   ExpectCleanError(Exec({kPprun, path, "--nproc", "2"}), {"does not match its contents"});
   RunResult inspect = Exec({kPpc, "inspect", path});
@@ -135,16 +154,24 @@ TEST(Reproducers, AbsurdSizesAndValuesAreRefusedInMilliseconds) {
   ExpectCleanError(Exec({kPprun, nan_lr, "--nproc", "2"}), {"config.optimizer.lr is nan; it must be finite"});
 }
 
-TEST(Reproducers, ABrokenPartitionIsAnErrorEverywhere) {
+TEST(Reproducers, ABrokenPlacementIsAnErrorEverywhere) {
   for (auto [name, begin, end] : {std::tuple<const char*, int, int>{"end100", 4, 100}, {"negative", -3, 8}}) {
     SCOPED_TRACE(name);
     auto path = Tampered(Mlp(2), name, [b = begin, e = end](ir::Plan& p) {
-      p.mutable_partition()->mutable_stages(1)->set_begin(b);
-      p.mutable_partition()->mutable_stages(1)->set_end(e);
+      p.mutable_placement()->mutable_virtual_stages(1)->set_begin(b);
+      p.mutable_placement()->mutable_virtual_stages(1)->set_end(e);
     });
-    ExpectCleanError(Exec({kPpc, "inspect", path}), {"partition stage 1 is [", "not analysed"});
-    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}), {"partition stage 1 is ["});
+    ExpectCleanError(Exec({kPpc, "inspect", path}), {"placement virtual stage 1 is layers [", "not analysed"});
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}),
+                     {"cannot load the plan", "placement virtual stage 1 is layers ["});
   }
+  // Virtual stages that are no bijection onto (stage, chunk): both on stage 0.
+  auto same_stage = Tampered(Mlp(2), "same_stage", [](ir::Plan& p) {
+    p.mutable_placement()->mutable_virtual_stages(1)->set_stage(0);
+  });
+  ExpectCleanError(Exec({kPpc, "inspect", same_stage}), {"placement virtual stages 0 and 1", "not analysed"});
+  ExpectCleanError(Exec({kPprun, same_stage, "--nproc", "2", "--allow-unverified"}),
+                   {"cannot load the plan", "placement virtual stages 0 and 1"});
   auto deleted = Tampered(Mlp(2), "deleted_layer", [](ir::Plan& p) {
     p.mutable_model()->mutable_layers()->RemoveLast();
   });
@@ -154,45 +181,153 @@ TEST(Reproducers, ABrokenPartitionIsAnErrorEverywhere) {
 
 TEST(Reproducers, RuntimeLoadRefusesWhatWouldHaveAborted) {
   // Each with --allow-unverified: the runtime's own structural checks must catch them.
-  const std::vector<std::pair<std::string, std::function<void(ir::Plan&)>>> cases = {
-      {"negative recv shape",
-       [](ir::Plan& p) {
-         p.mutable_programs(1)
-             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
-             ->mutable_recv_activation()
-             ->set_shape(1, -5);
-       }},
-      {"huge recv shape",
-       [](ir::Plan& p) {
-         p.mutable_programs(1)
-             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
-             ->mutable_recv_activation()
-             ->set_shape(1, int64_t{1} << 40);
-       }},
-      {"num_slots 1e9", [](ir::Plan& p) { p.mutable_programs(0)->set_num_slots(1000000000); }},
+  // Format v3's per-instruction transfer shapes and peers are gone: shapes come from the
+  // boundary table, peers from the placement, so the table and the transfer ends are edited.
+  const std::vector<std::tuple<std::string, std::function<void(ir::Plan&)>, std::string>> cases = {
+      {"negative boundary shape",
+       [](ir::Plan& p) { p.mutable_boundaries(0)->mutable_tensors(0)->set_shape(0, -5); },
+       "boundary 0 lists {act2:FLOAT32[-5]} but virtual stage 0 produces {act2:FLOAT32[64]}"},
+      {"huge boundary shape",
+       [](ir::Plan& p) { p.mutable_boundaries(0)->mutable_tensors(0)->set_shape(0, int64_t{1} << 40); },
+       "boundary 0 lists {act2:FLOAT32[1099511627776]}"},
+      {"num_slots 1e9", [](ir::Plan& p) { p.mutable_programs(0)->set_num_slots(1000000000); },
+       "stage 0 num_slots is 1000000000"},
+      // Both ends of the transfer agree (they read the one table) and are wrong for the model.
       {"both ends of a send wrong",
-       [](ir::Plan& p) {
-         p.mutable_programs(1)
-             ->mutable_instructions(Find(p, 1, [](const ir::Instruction& in) { return in.has_recv_activation(); }))
-             ->mutable_recv_activation()
-             ->set_shape(1, 7);
-         p.mutable_programs(0)
-             ->mutable_instructions(Find(p, 0, [](const ir::Instruction& in) { return in.has_send_activation(); }))
-             ->mutable_send_activation()
-             ->set_shape(1, 7);
-       }},
+       [](ir::Plan& p) { p.mutable_boundaries(0)->mutable_tensors(0)->set_shape(0, 7); },
+       "boundary 0 lists {act2:FLOAT32[7]} but virtual stage 0 produces {act2:FLOAT32[64]}"},
+      {"a boundary tensor too many",
+       [](ir::Plan& p) { *p.mutable_boundaries(0)->add_tensors() = p.boundaries(0).tensors(0); },
+       "boundary 0 lists {act2:FLOAT32[64], act2:FLOAT32[64]}"},
+      {"no boundary table", [](ir::Plan& p) { p.clear_boundaries(); },
+       "the boundary table has 0 boundaries; 2 virtual stages need 1"},
+      // Format v3's receive from a wrong peer: a boundary that does not exist, or an end of
+      // the transfer that is not on the stage that posts it.
+      {"recv boundary out of range",
+       [](ir::Plan& p) { Mutable(p, 1, IsRecvActivation)->mutable_recv()->set_boundary(1); },
+       "(recv direction=ACTIVATION boundary=1 mb=0 slot=0): boundary 1 is out of range [0, 1)"},
+      {"recv on the wrong stage",
+       [](ir::Plan& p) { Mutable(p, 1, IsRecvActivation)->mutable_recv()->set_direction(ir::GRADIENT); },
+       "(recv direction=GRADIENT boundary=0 mb=0 slot=0): virtual stage 0 receives this transfer, and it runs on "
+       "stage 0, not 1"},
+      {"send on the wrong stage",
+       [](ir::Plan& p) { Mutable(p, 0, IsSendActivation)->mutable_send()->set_direction(ir::GRADIENT); },
+       "(send direction=GRADIENT boundary=0 mb=0 slot=0): virtual stage 1 sends this transfer, and it runs on "
+       "stage 1, not 0"},
+      {"compute of another stage's virtual stage",
+       [](ir::Plan& p) { Mutable(p, 0, IsForward)->mutable_compute()->set_virtual_stage(1); },
+       "(compute kind=FORWARD vs=1 mb=0 slot=0): virtual stage 1 runs on stage 1, not 0"},
+      {"wait for a transfer that cannot exist",
+       [](ir::Plan& p) { Mutable(p, 1, IsWait)->mutable_wait()->mutable_ops(0)->set_boundary(5); },
+       "waits for a transfer that cannot exist (recv/activation/5/0)"},
   };
-  for (const auto& [name, edit] : cases) {
+  for (const auto& [name, edit, message] : cases) {
     SCOPED_TRACE(name);
-    auto path = Tampered(Mlp(2), absl::StrReplaceAll(name, {{" ", "_"}}), edit);
-    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}), {"cannot load the plan"});
+    auto path = Tampered(Mlp(2), absl::StrReplaceAll(name, {{" ", "_"}, {"'", ""}}), edit);
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified"}), {"cannot load the plan", message});
+  }
+}
+
+// Found by running pprun --allow-unverified on structurally valid schedules that the
+// verifier rejects (the IR v2 port): each once ended in SIGSEGV (StageRuntime::Backward
+// indexed the empty outputs or received gradients of a slot) or SIGABRT (a message of
+// another size than the receive posted for it, from a send of the wrong slot or from
+// two ranks that post a channel's transfers in different orders, made gloo's I/O thread
+// throw EnforceNotMet, which terminated the rank), or sent another micro-batch's data.
+// The runtime now checks what each compute op and send finds in its slot (which virtual
+// stage and micro-batch it holds, forward state, received gradients, the boundary's
+// shapes) and fails with FailedPrecondition naming the rank and the instruction; and
+// its load compares the order of each of its channels with the peer's program.
+TEST(Reproducers, UnverifiedSchedulesFailCleanlyNeverWithASignal) {
+  ir::Plan interleaved = Mlp(2);
+  interleaved.mutable_config()->set_schedule("interleaved-1f1b");
+  interleaved.mutable_config()->set_virtual_stages(2);
+  interleaved.mutable_config()->set_micro_batches(4);
+  auto forward_of = [](int mb) {
+    return [mb](const ir::Instruction& in) { return IsForward(in) && in.compute().micro_batch() == mb; };
+  };
+  using Case = std::tuple<std::string, ir::Plan, std::function<void(ir::Plan&)>, std::vector<std::string>>;
+  const std::vector<Case> cases = {
+      {"backward twice", Mlp(2),
+       [](ir::Plan& p) {
+         const int i = Find(p, 1, IsBackward);
+         p.mutable_programs(1)->mutable_instructions()->Add()->CopyFrom(p.programs(1).instructions(i));
+         for (int k = p.programs(1).instructions_size() - 1; k > i + 1; --k) {
+           p.mutable_programs(1)->mutable_instructions()->SwapElements(k, k - 1);
+         }
+       },
+       {"FAILED_PRECONDITION", "rank 1 stage 1 step 1 instruction ", "(compute kind=BACKWARD vs=1 mb=0 slot=0)",
+        "virtual stage 1 micro-batch 0 in slot 0 is already backwarded"}},
+      {"backward of a micro-batch never forwarded", Mlp(2),
+       [forward_of](ir::Plan& p) { Erase(p, 1, Find(p, 1, forward_of(1))); },
+       {"FAILED_PRECONDITION", "rank 1 stage 1 step 1 instruction ", "(compute kind=BACKWARD vs=1 mb=1 slot=0)",
+        "virtual stage 1 micro-batch 1 in slot 0 is not forwarded"}},
+      {"backward before its gradient is waited for", Mlp(2),
+       [](ir::Plan& p) {
+         const int i = Find(p, 0, IsBackward);
+         ASSERT_TRUE(p.programs(0).instructions(i - 1).has_wait());
+         p.mutable_programs(0)->mutable_instructions()->SwapElements(i - 1, i);
+       },
+       {"FAILED_PRECONDITION", "rank 0 stage 0 step 1 instruction ", "(compute kind=BACKWARD vs=0 mb=0 slot=0)",
+        "has 0 received gradients, not 1"}},
+      {"send from another micro-batch's slot", interleaved,
+       [](ir::Plan& p) { Mutable(p, 0, IsSendActivation)->mutable_send()->set_slot(1); },
+       {"FAILED_PRECONDITION", "rank 0 stage 0 step 1 instruction ", "(send direction=ACTIVATION boundary=0 mb=0 slot=1)",
+        "peer stage 1 rank 1", "slot 1 holds ", ", not virtual stage 0 micro-batch 0"}},
+      {"sends in another order than the peer receives them", interleaved,
+       [](ir::Plan& p) {
+         // Stage 0 sends boundary 0's micro-batch 1 after boundary 2's micro-batch 0
+         // (a larger message where stage 1 expects a smaller one).
+         auto is_send = [](int boundary, int mb) {
+           return [=](const ir::Instruction& in) {
+             return IsSendActivation(in) && in.send().boundary() == boundary && in.send().micro_batch() == mb;
+           };
+         };
+         const int i = Find(p, 0, is_send(0, 1)), j = Find(p, 0, is_send(2, 0));
+         ASSERT_LT(i, j);
+         for (int k = i; k < j; ++k) p.mutable_programs(0)->mutable_instructions()->SwapElements(k, k + 1);
+       },
+       {"INVALID_ARGUMENT", "cannot load the plan",
+        "the channel from stage 0 (rank 0) to stage 1 (rank 1) disagrees on the order of its transfers",
+        "(send direction=ACTIVATION boundary=2 mb=0 slot=", "(recv direction=ACTIVATION boundary=0 mb=1 slot="}},
+  };
+  for (const auto& [name, plan, edit, fragments] : cases) {
+    SCOPED_TRACE(name);
+    auto path = Tampered(plan, absl::StrReplaceAll(name, {{" ", "_"}, {"'", ""}}), edit);
+    ExpectCleanError(Exec({kPprun, path, "--nproc", "2", "--allow-unverified", "--timeout-s", "10"}), fragments);
+  }
+}
+
+// Found by the robustness review of IR v2: a label spec that cannot be the model's (a
+// negative or wrong dimension, a float label for CROSS_ENTROPY) compiled and verified,
+// then ran ignoring it or failed at step 1 inside LibTorch (tied_lm with label shape [2]:
+// "Expected input batch_size (5) to match target batch_size (2)"). The structural rules
+// now check the label against the loss and the last layer's output.
+TEST(Reproducers, ALabelSpecThatCannotBeTheModelsIsACompileError) {
+  const std::string spec = *ir::ReadFile(kMlp);
+  for (const char* label : {"label { shape: -1 dtype: INT64 }", "label { shape: 3 dtype: INT64 }",
+                            "label { dtype: FLOAT32 }", "label { }"}) {
+    SCOPED_TRACE(label);
+    const std::string path = Tmp("bad_label.textproto");
+    ASSERT_TRUE(ir::WriteFile(path, absl::StrReplaceAll(spec, {{"label { dtype: INT64 }", label}})).ok());
+    ExpectCleanError(Exec({kPpc, "compile", "--model", path, "--stages", "2", "--out", Tmp("bad_label.pb")}),
+                     {"model.label is ", "CROSS_ENTROPY on the last layer's output FLOAT32[", "needs INT64[]"});
   }
 }
 
 TEST(Reproducers, TheVerifierAppliesTheRuntimesRules) {
   const std::vector<std::tuple<std::string, std::function<void(ir::Plan&)>, std::string>> cases = {
       {"num_slots -1", [](ir::Plan& p) { p.mutable_programs(0)->set_num_slots(-1); }, "num_slots is -1"},
-      {"no partition", [](ir::Plan& p) { p.clear_partition(); }, "the plan has no partition"},
+      {"no placement", [](ir::Plan& p) { p.clear_placement(); }, "the plan has no placement"},
+      {"wrong chunks per stage", [](ir::Plan& p) { p.mutable_placement()->set_chunks_per_stage(2); },
+       "placement.chunks_per_stage is 2 but config.virtual_stages gives 1"},
+      {"boundary table wrong", [](ir::Plan& p) { p.mutable_boundaries(0)->mutable_tensors(0)->set_dtype(ir::INT64); },
+       "boundary 0 lists {act2:INT64[64]} but virtual stage 0 produces {act2:FLOAT32[64]}"},
+      {"recorded layer outputs wrong",
+       [](ir::Plan& p) { p.mutable_model()->mutable_layers(0)->mutable_outputs(0)->set_shape(0, 65); },
+       "model layer 0 'fc1': recorded outputs {fc1:FLOAT32[65]} are not what its input and attributes give"},
+      {"level below lowered", [](ir::Plan& p) { p.set_level(ir::BUFFERED); },
+       "a BUFFERED plan holds compute ops only"},
       {"unknown optimizer", [](ir::Plan& p) { p.mutable_config()->mutable_optimizer()->set_type("lamb"); },
        "config.optimizer.type 'lamb' is not one of sgd, adam, adamw"},
       {"unknown layer kind", [](ir::Plan& p) { p.mutable_model()->mutable_layers(1)->set_kind("Swish"); },
@@ -366,7 +501,7 @@ TEST(Reproducers, OutputPathsNeverReplaceDevicesFifosLinksOrDirectories) {
 
 TEST(Reproducers, TheEnvironmentCannotVouchForAPlan) {
   auto twice = Tampered(Mlp(2), "env_twice", [](ir::Plan& p) {
-    const int i = Find(p, 0, [](const ir::Instruction& in) { return in.has_forward(); });
+    const int i = Find(p, 0, IsForward);
     *p.mutable_programs(0)->add_instructions() = p.programs(0).instructions(i);
   });
   auto plan = ir::LoadPlan(twice);

@@ -6,11 +6,12 @@
 //
 // P > 0: pipeline mode (the seed's train_pipe): P stages, N/P data-parallel replicas,
 // 1F1B, partition by parameters. P = 0: base mode (train_base): plain data-parallel
-// training over N ranks. The plan is compiled with ppc's passes, left on disk for
+// training over N ranks. The plan is compiled by passes::CompilePlan, left on disk for
 // `ppc inspect`, and run by N local ranks exactly as `pprun PLAN --nproc N` would.
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,13 +19,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "compiler/deepspeed_config.h"
-#include "compiler/pass_pipeline.h"
 #include "google/protobuf/text_format.h"
 #include "ir/layer_shapes.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
 #include "passes/analysis/verifier.h"
-#include "passes/registry.h"
+#include "passes/compile.h"
 #include "runtime/runner.h"
 #include "tools/flag_names.h"
 #include "tools/launcher.h"
@@ -71,21 +72,21 @@ absl::StatusOr<ir::Plan> BuildPlan() {
   }
   const int dp = nproc / stages;
 
-  ir::Plan plan;
-  if (!google::protobuf::TextFormat::ParseFromString(kAlexNetSpec, plan.mutable_model())) {
+  ir::ModelSpec model;
+  if (!google::protobuf::TextFormat::ParseFromString(kAlexNetSpec, &model)) {
     return absl::InternalError("built-in AlexNet spec does not parse");
   }
   const int size = absl::GetFlag(FLAGS_image_size);
   // The true minimum: the smallest side every layer of the model can take (output sizes
   // only grow with the input, so a binary search finds it).
   auto fits = [&](int side) {
-    ir::TensorSpec x;
-    x.set_dtype(ir::FLOAT32);
-    for (int d : {3, side, side}) x.add_shape(d);
-    for (const auto& layer : plan.model().layers()) {
-      auto info = ir::InferLayer(layer, x);
+    std::vector<ir::TensorSpec> group(1, model.input());  // the input's dtype and name
+    group[0].clear_shape();
+    for (int d : {3, side, side}) group[0].add_shape(d);
+    for (const auto& layer : model.layers()) {
+      auto info = ir::InferGroup(layer, group);
       if (!info.ok()) return false;
-      x = info->output;
+      group = std::move(info->outputs);
     }
     return true;
   };
@@ -99,8 +100,8 @@ absl::StatusOr<ir::Plan> BuildPlan() {
     return absl::InvalidArgumentError(
         absl::StrCat("--image-size ", size, " is too small for AlexNet: the smallest that works is ", lo));
   }
-  plan.mutable_model()->mutable_input()->set_shape(1, size);
-  plan.mutable_model()->mutable_input()->set_shape(2, size);
+  model.mutable_input()->set_shape(1, size);
+  model.mutable_input()->set_shape(2, size);
 
   const std::string config_path = absl::GetFlag(FLAGS_deepspeed_config);
   absl::StatusOr<DeepSpeedConfig> ds = config_path.empty()
@@ -108,26 +109,24 @@ absl::StatusOr<ir::Plan> BuildPlan() {
                                            : ReadDeepSpeedConfig(config_path, dp);
   if (!ds.ok()) return ds.status();
   for (const std::string& w : ds->warnings) std::cerr << "warning: " << w << "\n";
-  *plan.mutable_config() = ds->config;
-  ir::TrainingConfig* c = plan.mutable_config();
-  c->set_seed(absl::GetFlag(FLAGS_seed));
-  c->set_steps(absl::GetFlag(FLAGS_steps));
-  c->set_schedule(p == 0 ? "data-parallel" : "1f1b");
-  if (c->partition_method().empty()) c->set_partition_method(absl::GetFlag(FLAGS_partition));
-  plan.mutable_topology()->set_num_stages(stages);
-  plan.mutable_topology()->set_data_parallel(dp);
+  ir::TrainingConfig config = ds->config;
+  config.set_seed(absl::GetFlag(FLAGS_seed));
+  config.set_steps(absl::GetFlag(FLAGS_steps));
+  config.set_schedule(p == 0 ? "data-parallel" : "1f1b");
+  if (config.partition_method().empty()) config.set_partition_method(absl::GetFlag(FLAGS_partition));
+  ir::Topology topology;
+  topology.set_num_stages(stages);
+  topology.set_data_parallel(dp);
 
-  ASSIGN_OR_RETURN(std::string text, passes::DefaultPipeline(*c));
-  ASSIGN_OR_RETURN(PassPipeline pipeline, PassPipeline::Create(text, passes::GlobalPassRegistry()));
-  pipeline.set_verifier(passes::VerifyPlan);
-  RETURN_IF_ERROR(pipeline.Run(plan, PipelineOptions()).status());
+  // The default pipeline for the schedule, verified after every pass, then stamped.
+  ASSIGN_OR_RETURN(ir::Plan plan, passes::CompilePlan(model, topology, config));
   RETURN_IF_ERROR(passes::VerifyRunnablePlan(plan));
-  ir::Stamp(plan);
+  const ir::TrainingConfig& c = plan.config();
   std::cerr << "ppc: AlexNet on CIFAR-10 (" << absl::GetFlag(FLAGS_data) << ", " << size << "x" << size << "), "
             << (p == 0 ? "base mode (data-parallel)" : "pipeline mode") << ": " << stages << " stage(s) x " << dp
-            << " replica(s), " << c->micro_batches() << " micro-batches of " << c->micro_batch_size()
-            << " per replica (train_batch_size " << ds->train_batch_size << "), " << c->optimizer().type()
-            << " lr=" << c->optimizer().lr() << "\n";
+            << " replica(s), " << c.micro_batches() << " micro-batches of " << c.micro_batch_size()
+            << " per replica (train_batch_size " << ds->train_batch_size << "), " << c.optimizer().type()
+            << " lr=" << c.optimizer().lr() << "\n";
   return plan;
 }
 
@@ -222,8 +221,13 @@ int Main(int argc, char** argv) {
     std::cerr << "train: " << private_path.status() << "\n";
     return 1;
   }
+  auto grid = ir::Grid::Of(*plan);
+  if (!grid.ok()) {
+    std::cerr << "train: " << grid.status() << "\n";
+    return 1;
+  }
   LaunchOptions launch;
-  launch.nproc = plan->topology().num_stages() * plan->topology().data_parallel();
+  launch.nproc = grid->world_size();
   launch.args = WithoutFlag(argc, original.data(), "--nproc");
   launch.timeout_s = absl::GetFlag(FLAGS_timeout_s);
   launch.env[kPlanPathEnv] = *private_path;

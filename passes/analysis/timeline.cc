@@ -1,22 +1,49 @@
 #include "passes/analysis/timeline.h"
 
 #include <algorithm>
-#include <map>
+#include <cmath>
+#include <limits>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "ir/instruction_text.h"
+#include "absl/strings/str_join.h"
 #include "ir/layer_shapes.h"
-#include "passes/plan_util.h"
+#include "ir/topology.h"
 
 namespace ppc::passes {
 namespace {
 
-int64_t Bytes(const std::vector<int64_t>& shape, ir::DType dtype) {
-  int64_t n = dtype == ir::INT64 ? 8 : 4;
-  for (int64_t d : shape) n *= d;
-  return n;
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+
+int64_t SatMul(int64_t a, int64_t b) {
+  int64_t out;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &out)) return kInt64Max;
+  return out;
+}
+int64_t SatAdd(int64_t a, int64_t b) {
+  int64_t out;
+  if (__builtin_add_overflow(a, b, &out)) return kInt64Max;
+  return out;
+}
+
+// Bytes of one sample of a group.
+int64_t GroupBytes(const std::vector<ir::TensorSpec>& group) {
+  int64_t total = 0;
+  for (const ir::TensorSpec& t : group) {
+    const int64_t n = ir::NumElements(t);
+    total = SatAdd(total, SatMul(n < 0 ? kInt64Max : n, t.dtype() == ir::INT64 ? 8 : 4));
+  }
+  return total;
+}
+
+// The group of tensors entering layer l (the model input for the first layer).
+std::vector<ir::TensorSpec> InputGroup(const ir::Plan& plan, int l) {
+  if (l == 0) return {plan.model().input()};
+  const auto& out = plan.model().layers(l - 1).outputs();
+  return {out.begin(), out.end()};
 }
 
 // Float32 optimizer state values kept per parameter.
@@ -25,133 +52,152 @@ int StateValuesPerParameter(const ir::OptimizerConfig& o) {
   return o.momentum() != 0 ? 1 : 0;
 }
 
-}  // namespace
-
-absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
-  const int p = plan.programs_size();
-  if (p == 0) return absl::FailedPreconditionError("plan has no programs to simulate");
-  struct Op {
-    const ir::Instruction* in;
-    int cost;
-  };
-  std::vector<std::vector<Op>> ops(p);
-  Timeline t;
-  t.stages.resize(p);
-  for (int s = 0; s < p; ++s) {
-    const auto& prog = plan.programs(s);
-    StageStats& st = t.stages[s];
-    st.num_slots = prog.num_slots();
-    if (plan.partition().stages_size() == p && RequireShapes(plan, "timeline").ok()) {
-      auto in_shape = BatchShape(plan, StageInput(plan, s));
-      auto out_shape = BatchShape(plan, StageOutput(plan, s));
-      st.activation_bytes = int64_t(prog.num_slots()) * (Bytes(in_shape, StageInput(plan, s).dtype()) +
-                                                          Bytes(out_shape, StageOutput(plan, s).dtype()));
-      // Distinct parameters: a weight tied between layers of this stage counts once.
-      std::set<std::string> ties;
-      for (int l = plan.partition().stages(s).begin(); l < plan.partition().stages(s).end(); ++l) {
-        const ir::LayerSpec& layer = plan.model().layers(l);
-        st.params += layer.param_count();
-        if (!layer.tie_key().empty() && !ties.insert(layer.tie_key()).second) {
-          auto info = ir::InferLayer(layer, l == 0 ? plan.model().input() : plan.model().layers(l - 1).output());
-          if (info.ok()) {
-            int64_t weight = 1;
-            for (int64_t d : info->weight_shape) weight *= d;
-            st.params -= weight;
-          }
+// Parameters, activation bytes and optimizer state of stage s from the model and
+// placement.
+void ModelStats(const ir::Plan& plan, const ir::Grid& grid, int s, StageStats& st) {
+  const ir::Placement& pl = plan.placement();
+  if (pl.virtual_stages_size() != grid.virtual_stages()) return;
+  const int layers = plan.model().layers_size();
+  const int64_t mbs = std::max(0, plan.config().micro_batch_size());
+  std::set<std::string> ties;
+  int64_t largest = 0;  // (input + output group) bytes of one micro-batch
+  bool shapes = true;
+  for (int c = 0; c < grid.chunks(); ++c) {
+    const ir::VirtualStage& vs = pl.virtual_stages(grid.VirtualOf(s, c));
+    if (vs.begin() < 0 || vs.begin() >= vs.end() || vs.end() > layers) continue;
+    for (int l = vs.begin(); l < vs.end(); ++l) {
+      const ir::LayerSpec& layer = plan.model().layers(l);
+      st.params = SatAdd(st.params, std::max<int64_t>(0, layer.param_count()));
+      if (layer.outputs_size() == 0) shapes = false;
+      if (!layer.tie_key().empty() && !ties.insert(layer.tie_key()).second) {
+        // Tied to an earlier layer of this stage: its weight is held once.
+        auto info = ir::InferGroup(layer, InputGroup(plan, l));
+        if (info.ok()) {
+          int64_t weight = 1;
+          for (int64_t d : info->weight_shape) weight = SatMul(weight, d);
+          st.params = std::max<int64_t>(0, st.params - weight);
         }
       }
     }
+    const auto& out = plan.model().layers(vs.end() - 1).outputs();
+    const int64_t bytes = SatAdd(GroupBytes(InputGroup(plan, vs.begin())), GroupBytes({out.begin(), out.end()}));
+    largest = std::max(largest, SatMul(bytes, mbs));
+  }
+  if (shapes) st.activation_bytes = SatMul(st.num_slots, largest);
+}
+
+}  // namespace
+
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel& costs) {
+  if (plan.programs_size() == 0) return absl::FailedPreconditionError("plan has no programs to simulate");
+  auto grid = ir::Grid::Of(plan);
+  if (!grid.ok()) return absl::FailedPreconditionError(absl::StrCat("timeline: ", grid.status().message()));
+  auto sim = Simulate(plan, plan.programs(), costs);
+  if (!sim.ok()) return absl::FailedPreconditionError(absl::StrCat("timeline: ", sim.status().message()));
+  if (!sim->errors.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the programs do not run to the end (verify the plan):\n  ", absl::StrJoin(sim->errors, "\n  ")));
+  }
+  const int p = grid->stages();
+  const int64_t d = std::max(1, plan.topology().data_parallel());
+  Timeline t;
+  t.makespan = sim->makespan;
+  t.bubble_fraction = sim->bubble_fraction;
+  t.compute = std::move(sim->compute);
+  t.stages.resize(p);
+  for (int s = 0; s < p; ++s) {
+    const ir::StageProgram& prog = plan.programs(s);
+    StageStats& st = t.stages[s];
+    st.num_slots = prog.num_slots();
+    st.peak_live_slots = sim->peak_live_slots[s];
+    st.busy = sim->busy[s];
+    ModelStats(plan, *grid, s, st);
     bool trains = false, sharded = false;
-    for (const auto& in : prog.instructions()) {
+    for (const ir::Instruction& in : prog.instructions()) {
+      if (in.has_send())
+        st.bytes_sent = SatAdd(st.bytes_sent, TransferBytes(plan, in.send().direction(), in.send().boundary()));
       if (in.has_optimizer_step()) {
         trains = true;
         sharded = in.optimizer_step().sharded();
       }
     }
     if (trains) {
-      st.optimizer_state_bytes_unsharded = st.params * 4 * StateValuesPerParameter(plan.config().optimizer());
-      const int64_t d = std::max(1, plan.topology().data_parallel());
-      st.optimizer_state_bytes = sharded ? (st.optimizer_state_bytes_unsharded + d - 1) / d
-                                         : st.optimizer_state_bytes_unsharded;
+      st.optimizer_state_bytes_unsharded = SatMul(st.params, 4 * StateValuesPerParameter(plan.config().optimizer()));
+      st.optimizer_state_bytes =
+          sharded ? st.optimizer_state_bytes_unsharded / d + (st.optimizer_state_bytes_unsharded % d != 0)
+                  : st.optimizer_state_bytes_unsharded;
     }
-    for (const auto& in : prog.instructions()) {
-      if (in.has_forward()) ops[s].push_back({&in, 1});
-      if (in.has_backward()) ops[s].push_back({&in, in.backward().part() == ir::FULL ? 2 : 1});
-      if (in.has_send_activation()) st.bytes_sent += Bytes({in.send_activation().shape().begin(), in.send_activation().shape().end()}, in.send_activation().dtype());
-      if (in.has_send_grad()) st.bytes_sent += Bytes({in.send_grad().shape().begin(), in.send_grad().shape().end()}, in.send_grad().dtype());
-    }
-    t.bytes_sent_per_step += st.bytes_sent * std::max(1, plan.topology().data_parallel());
+    t.bytes_sent_per_step = SatAdd(t.bytes_sent_per_step, SatMul(st.bytes_sent, d));
   }
-  // finish[s][(mb, kind)] with kind 0 = forward, 1 = input gradient ready, 2 = backward done.
-  std::vector<std::map<std::pair<int, int>, int>> finish(p);
-  std::vector<size_t> next(p, 0);
-  std::vector<int> free_at(p, 0);
-  bool progress = true;
-  while (progress) {
-    progress = false;
-    for (int s = 0; s < p; ++s) {
-      while (next[s] < ops[s].size()) {
-        const Op& op = ops[s][next[s]];
-        int ready = free_at[s];
-        std::string label = ir::OpName(*op.in);
-        if (op.in->has_forward()) {
-          int mb = op.in->forward().micro_batch();
-          if (s > 0) {
-            auto it = finish[s - 1].find({mb, 0});
-            if (it == finish[s - 1].end()) break;
-            ready = std::max(ready, it->second);
-          }
-          finish[s][{mb, 0}] = ready + op.cost;
-        } else {
-          const auto& b = op.in->backward();
-          int mb = b.micro_batch();
-          if (s + 1 < p && b.part() != ir::WEIGHT_ONLY) {
-            auto it = finish[s + 1].find({mb, 1});
-            if (it == finish[s + 1].end()) break;
-            ready = std::max(ready, it->second);
-          }
-          if (b.part() != ir::WEIGHT_ONLY) finish[s][{mb, 1}] = ready + op.cost;
-          if (b.part() != ir::INPUT_ONLY) finish[s][{mb, 2}] = ready + op.cost;
-        }
-        if (static_cast<int>(t.cells.size()) < p) t.cells.resize(p);
-        auto& row = t.cells[s];
-        if (static_cast<int>(row.size()) < ready + op.cost) row.resize(ready + op.cost);
-        for (int k = 0; k < op.cost; ++k) row[ready + k] = label;
-        free_at[s] = ready + op.cost;
-        t.stages[s].busy += op.cost;
-        ++next[s];
-        progress = true;
-      }
-    }
-  }
-  for (int s = 0; s < p; ++s) {
-    if (next[s] < ops[s].size()) {
-      return absl::FailedPreconditionError(absl::StrCat("stage ", s, " cannot run ", ir::OpName(*ops[s][next[s]].in),
-                                                        ": its producer never runs (verify the plan)"));
-    }
-    t.makespan = std::max(t.makespan, free_at[s]);
-  }
-  t.cells.resize(p);
-  int busy = 0;
-  for (int s = 0; s < p; ++s) {
-    t.cells[s].resize(t.makespan);
-    busy += t.stages[s].busy;
-  }
-  t.bubble_fraction = t.makespan == 0 ? 0 : 1.0 - double(busy) / (double(p) * t.makespan);
   return t;
 }
 
-std::string RenderTimeline(const Timeline& t) {
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
+  return SimulateTimeline(plan, CostModel::Unit(plan));
+}
+
+namespace {
+
+bool Whole(double x) { return std::floor(x) == x; }
+
+// The F/B/I/W letter of a compute label "<vs><letter><mb>".
+std::string Letter(const std::string& label) {
+  for (char c : label)
+    if (c < '0' || c > '9') return std::string(1, c);
+  return "?";
+}
+
+std::string RenderUnits(const Timeline& t) {
   size_t width = 1;
-  for (const auto& row : t.cells)
-    for (const auto& c : row) width = std::max(width, c.size());
+  for (const auto& row : t.compute)
+    for (const Span& sp : row) width = std::max(width, sp.label.size());
+  const int64_t units = static_cast<int64_t>(t.makespan);
   std::string out;
-  for (size_t s = 0; s < t.cells.size(); ++s) {
+  for (size_t s = 0; s < t.compute.size(); ++s) {
     absl::StrAppend(&out, absl::StrFormat("stage %-2d |", s));
-    for (const auto& c : t.cells[s]) absl::StrAppend(&out, absl::StrFormat("%-*s|", width, c.empty() ? "." : c));
+    int64_t now = 0;
+    for (const Span& sp : t.compute[s]) {
+      const int64_t start = static_cast<int64_t>(sp.start), end = static_cast<int64_t>(sp.end);
+      if (end <= start) continue;  // takes no time: not drawn
+      for (; now < start; ++now) absl::StrAppend(&out, absl::StrFormat("%-*s|", width, "."));
+      const int64_t cells = end - start;
+      absl::StrAppend(&out, absl::StrFormat("%-*s|", cells * width + (cells - 1), sp.label));
+      now = end;
+    }
+    for (; now < units; ++now) absl::StrAppend(&out, absl::StrFormat("%-*s|", width, "."));
     absl::StrAppend(&out, "\n");
   }
   return out;
+}
+
+std::string RenderScaled(const Timeline& t, int columns) {
+  const double scale = t.makespan / columns;  // time per column
+  std::string out = absl::StrFormat("(1 column = %.6g time units, makespan %.6g)\n", scale, t.makespan);
+  for (size_t s = 0; s < t.compute.size(); ++s) {
+    std::string row(columns, '.');
+    for (const Span& sp : t.compute[s]) {
+      if (!(sp.end > sp.start)) continue;
+      int c0 = std::clamp(static_cast<int>(std::lround(sp.start / scale)), 0, columns - 1);
+      int c1 = std::clamp(static_cast<int>(std::lround(sp.end / scale)), c0 + 1, columns);
+      const int w = c1 - c0;
+      std::string text = "|" + sp.label;
+      if (static_cast<int>(text.size()) > w) text = w >= 2 ? "|" + Letter(sp.label) : Letter(sp.label);
+      text.resize(w, ' ');
+      row.replace(c0, w, text);
+    }
+    absl::StrAppend(&out, absl::StrFormat("stage %-2d ", s), row, "|\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RenderTimeline(const Timeline& t, int max_columns) {
+  bool whole = Whole(t.makespan) && t.makespan <= kMaxUnitColumns;
+  for (const auto& row : t.compute)
+    for (const Span& sp : row) whole = whole && Whole(sp.start) && Whole(sp.end);
+  if (whole) return RenderUnits(t);
+  return RenderScaled(t, std::max(1, max_columns));
 }
 
 }  // namespace ppc::passes

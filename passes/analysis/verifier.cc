@@ -2,271 +2,217 @@
 
 #include <algorithm>
 #include <map>
-#include <set>
 #include <tuple>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "ir/instruction_text.h"
-#include "ir/layer_shapes.h"
 #include "ir/error_list.h"
+#include "ir/instruction_text.h"
 #include "ir/plan_check.h"
 #include "ir/status_macros.h"
-#include "passes/plan_util.h"
+#include "ir/topology.h"
+#include "passes/analysis/simulate.h"
 
 namespace ppc::passes {
 namespace {
 
-using ir::CommKind;
 using ir::Instruction;
 
+// The four transfers a (virtual stage, micro-batch) takes part in, by what this stage does.
+enum Role { kSendAct = 0, kRecvAct = 1, kSendGrad = 2, kRecvGrad = 3 };
 
-// A posted communication as identified by Wait: kind, micro-batch, chunk.
-using CommKey = std::tuple<int, int, int>;
-
-struct Comm {
-  CommKind kind;
-  int mb, chunk, slot, peer;
-  std::vector<int64_t> shape;
-  ir::DType dtype;
-};
-
-bool AsComm(const Instruction& in, Comm* c) {
-  auto fill = [&](CommKind kind, const auto& m) {
-    *c = Comm{kind, m.micro_batch(), m.chunk(), m.slot(), m.peer(), {m.shape().begin(), m.shape().end()}, m.dtype()};
-    return true;
-  };
-  switch (in.op_case()) {
-    case Instruction::kSendActivation: return fill(ir::SEND_ACTIVATION, in.send_activation());
-    case Instruction::kRecvActivation: return fill(ir::RECV_ACTIVATION, in.recv_activation());
-    case Instruction::kSendGrad: return fill(ir::SEND_GRAD, in.send_grad());
-    case Instruction::kRecvGrad: return fill(ir::RECV_GRAD, in.recv_grad());
-    default: return false;
-  }
-}
-
-// Cross-stage collectives: every listed stage must reach the same one.
-bool CollectiveOf(const Instruction& in, std::vector<int>* stages) {
-  if (in.has_reduce_tied_grads()) {
-    stages->assign(in.reduce_tied_grads().stages().begin(), in.reduce_tied_grads().stages().end());
-    return true;
-  }
-  if (in.has_clip_grad_norm()) {
-    stages->assign(in.clip_grad_norm().stages().begin(), in.clip_grad_norm().stages().end());
-    return true;
-  }
-  return false;
-}
-
-bool SameCollective(const Instruction& a, const Instruction& b) {
-  if (a.op_case() != b.op_case()) return false;
-  if (a.has_reduce_tied_grads()) return a.reduce_tied_grads().tie_key() == b.reduce_tied_grads().tie_key();
-  return true;
-}
-
-CommKind Counterpart(CommKind k) {
-  switch (k) {
-    case ir::SEND_ACTIVATION: return ir::RECV_ACTIVATION;
-    case ir::RECV_ACTIVATION: return ir::SEND_ACTIVATION;
-    case ir::SEND_GRAD: return ir::RECV_GRAD;
-    case ir::RECV_GRAD: return ir::SEND_GRAD;
-    default: return ir::COMM_UNSPECIFIED;
-  }
-}
-
-std::string KindName(CommKind k) { return absl::AsciiStrToLower(ir::CommKind_Name(k)); }
-
-// The slot an instruction touches, if any.
-bool SlotOf(const Instruction& in, int* mb, int* slot) {
-  int chunk;
-  if (!ir::MicroBatchOf(in, mb, &chunk)) return false;
-  switch (in.op_case()) {
-    case Instruction::kLoadMicroBatch: *slot = in.load_micro_batch().slot(); return true;
-    case Instruction::kForward: *slot = in.forward().slot(); return true;
-    case Instruction::kBackward: *slot = in.backward().slot(); return true;
-    default: {
-      Comm c;
-      if (AsComm(in, &c)) {
-        *slot = c.slot;
-        return true;
-      }
-      return false;
-    }
-  }
+Role RoleOf(bool send, ir::Direction d) {
+  if (d == ir::ACTIVATION) return send ? kSendAct : kRecvAct;
+  return send ? kSendGrad : kRecvGrad;
 }
 
 class Verifier {
  public:
-  // `lowered` / `comm_lowered`: require loads / communication even if the programs have
-  // none (eval programs must be as lowered as the training programs they accompany).
-  // `training`: require backwards and optimizer steps even if the programs have none.
-  explicit Verifier(const ir::Plan& plan, bool lowered = false, bool comm_lowered = false, bool training = false)
-      : plan_(plan), lowered_(lowered), comm_lowered_(comm_lowered), training_(training), has_optimizer_(training) {}
+  // `programs`: plan.programs() or plan.eval_programs(). `training`: backwards and
+  // optimizer steps are required (else forbidden). `runnable`: the plan must be what a
+  // runtime runs (LOWERED).
+  Verifier(const ir::Plan& plan, const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
+           const ir::Grid& grid, bool training, std::string kind)
+      : plan_(plan), programs_(programs), grid_(grid), training_(training), kind_(std::move(kind)) {}
 
   absl::Status Run() {
-    // The structural rules first (shared with the runtime's load): everything below may
-    // assume indices, peers, slots and shapes in range.
-    RETURN_IF_ERROR(ir::CheckPlanStructure(plan_, /*complete=*/false));
-    sharded_ = plan_.config().zero_stage() == 1 && plan_.topology().data_parallel() > 1;
-    if (plan_.programs_size() > 0) {
-      CheckProgramsPresent();
-      if (errors_.empty()) {
-        for (const auto& prog : plan_.programs()) CheckStage(prog);
-        CheckMatching();
-      }
-      if (errors_.empty()) Simulate();
-    }
+    if (programs_.empty()) return absl::OkStatus();
+    level_ = plan_.level();
+    for (const auto& prog : programs_) CheckStage(prog);
+    if (errors_.empty() && level_ == ir::LOWERED) CheckChannels();
+    if (errors_.empty() && level_ == ir::LOWERED) Simulate();
     return errors_.ToStatus();
   }
 
  private:
-  void Error(std::string msg) { errors_.Add(std::move(msg)); }
+  void Error(std::string msg) { errors_.Add(absl::StrCat(kind_, msg)); }
 
-  std::string Where(int s, int i) {
-    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(plan_.programs(s).instructions(i)),
+  std::string Where(int s, int i) const {
+    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(programs_.Get(s).instructions(i)),
                         ")");
-  }
-
-  void CheckProgramsPresent() {
-    for (const auto& prog : plan_.programs()) {
-      for (const auto& in : prog.instructions()) {
-        lowered_ |= in.has_load_micro_batch();
-        comm_lowered_ |= in.has_wait();
-        training_ |= in.has_backward() || in.has_optimizer_step();
-        has_optimizer_ |= in.has_optimizer_step();
-      }
-    }
   }
 
   void CheckStage(const ir::StageProgram& prog) {
     const int s = prog.stage();
-    const int p = plan_.topology().num_stages();
     const int m = plan_.config().micro_batches();
-    const int slots = prog.num_slots();
-    const bool first = s == 0, last = s == p - 1;
-    std::vector<int> fwd(m, -1), bwd_full(m, -1), bwd_in(m, -1), bwd_w(m, -1);
-    std::vector<int> fwd_slot(m, -1);
-    std::vector<bool> inputs(m, false), labels(m, false), act_ready(m, false), grad_ready(m, false);
-    std::map<CommKey, int> posted;  // -> instruction index
-    std::set<CommKey> waited;
-    std::map<CommKey, int> posted_slot;
+    const int chunks = grid_.chunks();
+    const int vlast = grid_.virtual_stages() - 1;
+    const bool buffered = level_ >= ir::BUFFERED, lowered = level_ == ir::LOWERED;
+    const size_t n = static_cast<size_t>(chunks) * m;
+    auto idx = [&](int v, int mb) { return static_cast<size_t>(grid_.ChunkOf(v)) * m + mb; };
+    std::vector<int> fwd(n, -1), bwd(n, -1), bin(n, -1), bw(n, -1), slot_of(n, -1);
+    std::vector<int> loaded_in(n, -1), loaded_labels(n, -1);  // slot loaded into
+    std::vector<int> posted[4], waited[4], posted_slot[4];
+    for (int r = 0; r < 4; ++r) {
+      posted[r].assign(n, -1);
+      waited[r].assign(n, -1);
+      posted_slot[r].assign(n, -1);
+    }
     int optimizer = -1, reduce = -1, last_backward = -1, clip = -1, gather = -1;
     bool sharded_step = false;
     std::vector<int> reductions;
-    // slot -> (mb -> [first, last] instruction index)
-    std::map<int, std::map<int, std::pair<int, int>>> live;
-    auto touch = [&](int slot, int mb, int i) {
-      auto& by_mb = live[slot];
-      auto it = by_mb.find(mb);
-      if (it == by_mb.end()) {
-        by_mb[mb] = {i, i};
-      } else {
-        it->second.second = i;
-      }
+    // Slot liveness: (slot, key) -> [first, last] instruction.
+    std::map<std::pair<int, size_t>, std::pair<int, int>> live;
+    auto touch = [&](int slot, size_t key, int i) {
+      if (!buffered) return;
+      auto [it, fresh] = live.try_emplace({slot, key}, i, i);
+      if (!fresh) it->second.second = i;
     };
     for (int i = 0; i < prog.instructions_size(); ++i) {
       const Instruction& in = prog.instructions(i);
-      int mb = 0, chunk = 0, slot = 0;
-      if (ir::MicroBatchOf(in, &mb, &chunk) && SlotOf(in, &mb, &slot)) touch(slot, mb, i);
-      Comm c;
-      if (AsComm(in, &c)) {
-        CommKey key{c.kind, c.mb, c.chunk};
-        if (posted.count(key)) {
-          Error(absl::StrCat(Where(s, i), ": posts ", KindName(c.kind), " mb=", c.mb, " again (first at instruction ",
-                             posted[key], ")"));
-          continue;
-        }
-        posted[key] = i;
-        posted_slot[key] = c.slot;
-        switch (c.kind) {
-          case ir::SEND_ACTIVATION:
-            if (fwd[c.mb] < 0 || fwd_slot[c.mb] != c.slot) {
-              Error(absl::StrCat(Where(s, i), ": sends the activation of micro-batch ", c.mb,
-                                 " before its forward on slot ", c.slot));
-            }
-            break;
-          case ir::SEND_GRAD:
-            if ((bwd_full[c.mb] < 0 && bwd_in[c.mb] < 0) || fwd_slot[c.mb] != c.slot) {
-              Error(absl::StrCat(Where(s, i), ": sends the input gradient of micro-batch ", c.mb,
-                                 " before its backward on slot ", c.slot));
-            }
-            break;
-          default:
-            break;
-        }
-        continue;
-      }
       switch (in.op_case()) {
         case Instruction::kLoadMicroBatch: {
           const auto& l = in.load_micro_batch();
-          if (l.inputs()) inputs[mb] = true;
-          if (l.labels()) labels[mb] = true;
-          break;
-        }
-        case Instruction::kWait: {
-          for (const auto& ref : in.wait().ops()) {
-            CommKey key{ref.kind(), ref.micro_batch(), ref.chunk()};
-            if (!posted.count(key)) {
-              Error(absl::StrCat(Where(s, i), ": waits for ", KindName(ref.kind()), " mb=", ref.micro_batch(),
-                                 " which was not posted before"));
-            } else if (!waited.insert(key).second) {
-              Error(absl::StrCat(Where(s, i), ": waits for ", KindName(ref.kind()), " mb=", ref.micro_batch(),
-                                 " a second time"));
-            } else {
-              touch(posted_slot[key], ref.micro_batch(), i);
-              if (ref.kind() == ir::RECV_ACTIVATION) act_ready[ref.micro_batch()] = true;
-              if (ref.kind() == ir::RECV_GRAD) grad_ready[ref.micro_batch()] = true;
-            }
+          if (l.inputs()) {
+            loaded_in[idx(0, l.micro_batch())] = l.slot();
+            touch(l.slot(), idx(0, l.micro_batch()), i);
+          }
+          if (l.labels()) {
+            loaded_labels[idx(vlast, l.micro_batch())] = l.slot();
+            touch(l.slot(), idx(vlast, l.micro_batch()), i);
           }
           break;
         }
-        case Instruction::kForward: {
-          const int slot = in.forward().slot();
-          if (fwd[mb] >= 0) {
-            Error(absl::StrCat(Where(s, i), ": forwards micro-batch ", mb, " a second time (first at instruction ",
-                               fwd[mb], ")"));
+        case Instruction::kCompute: {
+          const auto& c = in.compute();
+          const int v = c.virtual_stage(), mb = c.micro_batch();
+          const size_t k = idx(v, mb);
+          touch(c.slot(), k, i);
+          if (c.kind() == ir::FORWARD) {
+            if (fwd[k] >= 0) {
+              Error(absl::StrCat(Where(s, i), ": forwards virtual stage ", v, " micro-batch ", mb,
+                                 " a second time (first at instruction ", fwd[k], ")"));
+              break;
+            }
+            fwd[k] = i;
+            slot_of[k] = c.slot();
+            if (!lowered) break;
+            if (v == 0 && loaded_in[k] != c.slot()) {
+              Error(absl::StrCat(Where(s, i), ": inputs of micro-batch ", mb, " were not loaded into slot ", c.slot()));
+            }
+            if (v == vlast && loaded_labels[k] != c.slot()) {
+              Error(absl::StrCat(Where(s, i), ": labels of micro-batch ", mb, " were not loaded into slot ", c.slot()));
+            }
+            if (v > 0 && (waited[kRecvAct][k] < 0 || posted_slot[kRecvAct][k] != c.slot())) {
+              Error(absl::StrCat(Where(s, i), ": the activation across boundary ", v - 1, " from stage ",
+                                 grid_.StageOf(v - 1), " was not received into slot ", c.slot(), " and waited for"));
+            }
             break;
           }
-          fwd[mb] = i;
-          fwd_slot[mb] = slot;
-          if (lowered_) {
-            if (first && !inputs[mb]) Error(absl::StrCat(Where(s, i), ": inputs of micro-batch ", mb, " were not loaded"));
-            if (!first && comm_lowered_ && !act_ready[mb]) {
-              Error(absl::StrCat(Where(s, i), ": activation of micro-batch ", mb, " from stage ", s - 1,
-                                 " was not received and waited for"));
-            }
-            if (last && !labels[mb]) Error(absl::StrCat(Where(s, i), ": labels of micro-batch ", mb, " were not loaded"));
-          }
-          break;
-        }
-        case Instruction::kBackward: {
-          const auto& b = in.backward();
           last_backward = i;
-          if (fwd[mb] < 0) {
-            Error(absl::StrCat(Where(s, i), ": backward of micro-batch ", mb, " before its forward"));
+          if (!training_) {
+            Error(absl::StrCat(Where(s, i), ": a forward-only program backwards"));
             break;
           }
-          if (b.slot() != fwd_slot[mb]) {
-            Error(absl::StrCat(Where(s, i), ": uses slot ", b.slot(), " but the forward of micro-batch ", mb,
-                               " used slot ", fwd_slot[mb]));
+          if (fwd[k] < 0) {
+            Error(absl::StrCat(Where(s, i), ": backward of virtual stage ", v, " micro-batch ", mb, " before its forward"));
+            break;
           }
-          if (comm_lowered_ && !last && !grad_ready[mb]) {
-            Error(absl::StrCat(Where(s, i), ": gradient of micro-batch ", mb, " from stage ", s + 1,
-                               " was not received and waited for"));
+          if (buffered && c.slot() != slot_of[k]) {
+            Error(absl::StrCat(Where(s, i), ": uses slot ", c.slot(), " but the forward of virtual stage ", v,
+                               " micro-batch ", mb, " used slot ", slot_of[k]));
           }
-          std::vector<int>* seen = b.part() == ir::FULL ? &bwd_full : b.part() == ir::INPUT_ONLY ? &bwd_in : &bwd_w;
-          if ((*seen)[mb] >= 0 || (b.part() == ir::FULL && (bwd_in[mb] >= 0 || bwd_w[mb] >= 0)) ||
-              (b.part() != ir::FULL && bwd_full[mb] >= 0)) {
-            Error(absl::StrCat(Where(s, i), ": backward of micro-batch ", mb, " is done twice"));
+          const bool first_backward = bwd[k] < 0 && bin[k] < 0;
+          if (lowered && v < vlast && first_backward && c.kind() != ir::BACKWARD_WEIGHT &&
+              (waited[kRecvGrad][k] < 0 || posted_slot[kRecvGrad][k] != slot_of[k])) {
+            Error(absl::StrCat(Where(s, i), ": the gradient across boundary ", v, " from stage ", grid_.StageOf(v + 1),
+                               " was not received into slot ", slot_of[k], " and waited for"));
           }
-          if (b.part() == ir::WEIGHT_ONLY && bwd_in[mb] < 0) {
-            Error(absl::StrCat(Where(s, i), ": weight-only backward of micro-batch ", mb, " before its input-only part"));
+          if (c.kind() == ir::BACKWARD) {
+            if (bwd[k] >= 0 || bin[k] >= 0 || bw[k] >= 0) {
+              Error(absl::StrCat(Where(s, i), ": backward of virtual stage ", v, " micro-batch ", mb, " is done twice"));
+            }
+            bwd[k] = i;
+          } else if (c.kind() == ir::BACKWARD_INPUT) {
+            if (bwd[k] >= 0 || bin[k] >= 0) {
+              Error(absl::StrCat(Where(s, i), ": input backward of virtual stage ", v, " micro-batch ", mb,
+                                 " is done twice"));
+            }
+            bin[k] = i;
+          } else {
+            if (bin[k] < 0) {
+              Error(absl::StrCat(Where(s, i), ": weight backward of virtual stage ", v, " micro-batch ", mb,
+                                 " before its input backward"));
+            } else if (bw[k] >= 0 || bwd[k] >= 0) {
+              Error(absl::StrCat(Where(s, i), ": weight backward of virtual stage ", v, " micro-batch ", mb,
+                                 " is done twice"));
+            }
+            bw[k] = i;
           }
-          (*seen)[mb] = i;
           break;
         }
+        case Instruction::kSend:
+        case Instruction::kRecv: {
+          const bool send = in.has_send();
+          const ir::Direction d = send ? in.send().direction() : in.recv().direction();
+          const int b = send ? in.send().boundary() : in.recv().boundary();
+          const int mb = send ? in.send().micro_batch() : in.recv().micro_batch();
+          const int slot = send ? in.send().slot() : in.recv().slot();
+          const int v = send ? grid_.SenderOf(d, b) : grid_.ReceiverOf(d, b);
+          const size_t k = idx(v, mb);
+          const Role role = RoleOf(send, d);
+          // A send reads the slot when posted; a receive fills its own buffer and
+          // writes the slot at its wait (below).
+          if (send) touch(slot, k, i);
+          if (posted[role][k] >= 0) {
+            Error(absl::StrCat(Where(s, i), ": posted again (first at instruction ", posted[role][k], ")"));
+            break;
+          }
+          posted[role][k] = i;
+          posted_slot[role][k] = slot;
+          if (role == kSendAct && (fwd[k] < 0 || slot_of[k] != slot)) {
+            Error(absl::StrCat(Where(s, i), ": sends the activation of virtual stage ", v, " micro-batch ", mb,
+                               " before its forward on slot ", slot));
+          }
+          if (role == kSendGrad && ((bwd[k] < 0 && bin[k] < 0) || slot_of[k] != slot)) {
+            Error(absl::StrCat(Where(s, i), ": sends the input gradient of virtual stage ", v, " micro-batch ", mb,
+                               " before its backward on slot ", slot));
+          }
+          break;
+        }
+        case Instruction::kWait:
+          for (const auto& ref : in.wait().ops()) {
+            const int v = ref.send() ? grid_.SenderOf(ref.direction(), ref.boundary())
+                                     : grid_.ReceiverOf(ref.direction(), ref.boundary());
+            if (grid_.StageOf(v) != s) {
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), ", which stage ", grid_.StageOf(v),
+                                 " posts"));
+              continue;
+            }
+            const size_t k = idx(v, ref.micro_batch());
+            const Role role = RoleOf(ref.send(), ref.direction());
+            if (posted[role][k] < 0) {
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), " which was not posted before"));
+            } else if (waited[role][k] >= 0) {
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), " a second time"));
+            } else {
+              waited[role][k] = i;
+              // A received transfer lands in its slot at the wait; a send holds its own
+              // reference to the data, so its wait does not need the slot.
+              if (!ref.send()) touch(posted_slot[role][k], k, i);
+            }
+          }
+          break;
         case Instruction::kReduceTiedGrads:
         case Instruction::kReduceGrads:
           reductions.push_back(i);
@@ -275,12 +221,11 @@ class Verifier {
             reduce = i;
           }
           break;
-        case Instruction::kClipGradNorm: {
+        case Instruction::kClipGradNorm:
           reductions.push_back(i);
           if (reduce >= 0 && i < reduce) Error(absl::StrCat(Where(s, i), ": clips before the data-parallel reduction"));
           clip = i;
           break;
-        }
         case Instruction::kOptimizerStep:
           if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
           optimizer = i;
@@ -293,215 +238,158 @@ class Verifier {
           }
           gather = i;
           break;
-        default:
+        case Instruction::OP_NOT_SET:
           break;
       }
+      if (errors_.full()) return;
     }
     // Whole-program properties.
-    for (int mb = 0; mb < m; ++mb) {
-      if (fwd[mb] < 0) Error(absl::StrCat("stage ", s, ": micro-batch ", mb, " is never forwarded"));
-      bool done = bwd_full[mb] >= 0 || (bwd_in[mb] >= 0 && bwd_w[mb] >= 0);
-      bool any = bwd_full[mb] >= 0 || bwd_in[mb] >= 0 || bwd_w[mb] >= 0;
-      if (training_ && !done) Error(absl::StrCat("stage ", s, ": micro-batch ", mb, " is never (fully) backwarded"));
-      if (!training_ && any) Error(absl::StrCat("stage ", s, ": inference plan backwards micro-batch ", mb));
-    }
-    for (const auto& [key, i] : posted) {
-      if (!waited.count(key)) {
-        Error(absl::StrCat(Where(s, i), ": posted but never waited for"));
+    for (int c = 0; c < chunks; ++c) {
+      const int v = grid_.VirtualOf(s, c);
+      for (int mb = 0; mb < m; ++mb) {
+        const size_t k = idx(v, mb);
+        if (fwd[k] < 0) Error(absl::StrCat("stage ", s, ": virtual stage ", v, " micro-batch ", mb, " is never forwarded"));
+        const bool done = bwd[k] >= 0 || (bin[k] >= 0 && bw[k] >= 0);
+        if (training_ && !done) {
+          Error(absl::StrCat("stage ", s, ": virtual stage ", v, " micro-batch ", mb, " is never (fully) backwarded"));
+        }
+        for (int r = 0; r < 4; ++r) {
+          if (posted[r][k] >= 0 && waited[r][k] < 0) Error(absl::StrCat(Where(s, posted[r][k]), ": posted but never waited for"));
+        }
+        if (errors_.full()) return;
       }
     }
     for (int r : reductions) {
-      if (r < last_backward) Error(absl::StrCat(Where(s, r), ": reduces gradients before the backward at instruction ",
-                                                last_backward));
+      if (r < last_backward) {
+        Error(absl::StrCat(Where(s, r), ": reduces gradients before the backward at instruction ", last_backward));
+      }
       if (optimizer >= 0 && r > optimizer) Error(absl::StrCat(Where(s, r), ": reduces gradients after the optimizer step"));
     }
     if (optimizer >= 0 && optimizer < last_backward) {
       Error(absl::StrCat(Where(s, optimizer), ": optimizer step before the backward at instruction ", last_backward));
     }
     if (clip >= 0 && reduce > clip) Error(absl::StrCat(Where(s, reduce), ": reduces gradients after clipping them"));
-    if (has_optimizer_ && optimizer < 0) Error(absl::StrCat("stage ", s, ": training plan has no optimizer step"));
+    if (training_ && lowered && optimizer < 0) Error(absl::StrCat("stage ", s, ": training plan has no optimizer step"));
+    if (!training_ && optimizer >= 0) Error(absl::StrCat(Where(s, optimizer), ": a forward-only program steps the optimizer"));
     if (sharded_step && gather < 0) {
       Error(absl::StrCat(Where(s, optimizer), ": sharded optimizer step is never followed by GatherParams, so the "
                          "replicas' parameters would diverge"));
     }
-    if (has_optimizer_ && plan_.topology().data_parallel() > 1 && reduce < 0) {
+    if (training_ && lowered && plan_.topology().data_parallel() > 1 && reduce < 0) {
       Error(absl::StrCat("stage ", s, ": data_parallel=", plan_.topology().data_parallel(),
                          " but gradients are never reduced (ReduceGrads)"));
     }
-    // Liveness: a slot holds one micro-batch from its first to its last use. Before
-    // assign-buffers (num_slots == 0) slots are unassigned and not checked.
-    if (slots == 0) {
-      if (lowered_ || comm_lowered_) {
-        Error(absl::StrCat("stage ", s, ": loads or communication were inserted before buffer slots were assigned "
-                           "(run assign-buffers first)"));
+    // A slot holds one (virtual stage, micro-batch) from its first use to its last.
+    std::map<int, std::vector<std::tuple<int, int, size_t>>> by_slot;  // slot -> (first, last, key)
+    for (const auto& [sk, range] : live) by_slot[sk.first].emplace_back(range.first, range.second, sk.second);
+    for (auto& [slot, ranges] : by_slot) {
+      std::sort(ranges.begin(), ranges.end());
+      for (size_t j = 1; j < ranges.size(); ++j) {
+        auto [f0, l0, k0] = ranges[j - 1];
+        auto [f1, l1, k1] = ranges[j];
+        if (f1 <= l0) {
+          Error(absl::StrCat(Where(s, f1), ": overwrites slot ", slot, " with virtual stage ",
+                             grid_.VirtualOf(s, static_cast<int>(k1 / m)), " micro-batch ", k1 % m,
+                             " while virtual stage ", grid_.VirtualOf(s, static_cast<int>(k0 / m)), " micro-batch ",
+                             k0 % m, " still needs it (until instruction ", l0, ")"));
+        }
       }
+    }
+  }
+
+  // Transfers between two ranks match by order: the k-th send from a to b must be the
+  // k-th receive on b from a, on both sides (so a plan correct for Gloo is correct for NCCL).
+  void CheckChannels() {
+    struct Post {
+      int stage, instruction;
+      ir::CommRef ref;
+    };
+    std::map<std::pair<int, int>, std::vector<Post>> sends, recvs;  // (from, to)
+    for (const auto& prog : programs_) {
+      for (int i = 0; i < prog.instructions_size(); ++i) {
+        const Instruction& in = prog.instructions(i);
+        if (!in.has_send() && !in.has_recv()) continue;
+        const bool send = in.has_send();
+        ir::CommRef ref;
+        ref.set_send(send);
+        ref.set_direction(send ? in.send().direction() : in.recv().direction());
+        ref.set_boundary(send ? in.send().boundary() : in.recv().boundary());
+        ref.set_micro_batch(send ? in.send().micro_batch() : in.recv().micro_batch());
+        const int peer = grid_.PeerStage(send, ref.direction(), ref.boundary());
+        (send ? sends[{prog.stage(), peer}] : recvs[{peer, prog.stage()}]).push_back({prog.stage(), i, ref});
+      }
+    }
+    auto same = [](const ir::CommRef& a, const ir::CommRef& b) {
+      return a.direction() == b.direction() && a.boundary() == b.boundary() && a.micro_batch() == b.micro_batch();
+    };
+    std::map<std::pair<int, int>, int> channels;
+    for (const auto& [edge, v] : sends) channels[edge] = 0;
+    for (const auto& [edge, v] : recvs) channels[edge] = 0;
+    for (const auto& [edge, unused] : channels) {
+      const auto& out = sends[edge];
+      const auto& in = recvs[edge];
+      const size_t common = std::min(out.size(), in.size());
+      for (size_t k = 0; k < common; ++k) {
+        if (!same(out[k].ref, in[k].ref)) {
+          Error(absl::StrCat("stage ", edge.first, " -> stage ", edge.second, " transfer ", k, ": ",
+                             Where(out[k].stage, out[k].instruction), " is stage ", edge.second, "'s receive ", k,
+                             ", but that is ", Where(in[k].stage, in[k].instruction),
+                             " (transfers between two ranks match in the order they are posted)"));
+          break;
+        }
+      }
+      if (out.size() > common) {
+        Error(absl::StrCat(Where(out[common].stage, out[common].instruction), ": no matching receive on stage ",
+                           edge.second, " (it posts ", in.size(), " receives from stage ", edge.first, ", stage ",
+                           edge.first, " posts ", out.size(), " sends)"));
+      } else if (in.size() > common) {
+        Error(absl::StrCat(Where(in[common].stage, in[common].instruction), ": no matching send on stage ",
+                           edge.first, " (it posts ", out.size(), " sends to stage ", edge.second, ", stage ",
+                           edge.second, " posts ", in.size(), " receives)"));
+      }
+    }
+  }
+
+  // All stages together under the transport semantics (passes/analysis/simulate.h):
+  // posts never block, a wait needs its counterpart posted, collectives meet.
+  void Simulate() {
+    auto sim = passes::Simulate(plan_, programs_, CostModel::Unit(plan_));
+    if (!sim.ok()) {
+      Error(std::string(sim.status().message()));
       return;
     }
-    for (const auto& [slot, by_mb] : live) {
-      std::vector<std::tuple<int, int, int>> ranges;  // first, last, mb
-      for (const auto& [mb, r] : by_mb) ranges.emplace_back(r.first, r.second, mb);
-      std::sort(ranges.begin(), ranges.end());
-      for (size_t k = 1; k < ranges.size(); ++k) {
-        auto [f0, l0, mb0] = ranges[k - 1];
-        auto [f1, l1, mb1] = ranges[k];
-        if (f1 <= l0) {
-          Error(absl::StrCat(Where(s, f1), ": overwrites slot ", slot, " with micro-batch ", mb1, " while micro-batch ",
-                             mb0, " still needs it (until instruction ", l0, ")"));
-        }
-      }
-    }
-  }
-
-  void CheckMatching() {
-    // (sender stage, receiver stage, kind of send, mb, chunk) -> instruction
-    std::map<std::tuple<int, int, int, int, int>, std::pair<int, Comm>> sends, recvs;
-    for (const auto& prog : plan_.programs()) {
-      for (int i = 0; i < prog.instructions_size(); ++i) {
-        Comm c;
-        if (!AsComm(prog.instructions(i), &c)) continue;
-        const bool is_send = c.kind == ir::SEND_ACTIVATION || c.kind == ir::SEND_GRAD;
-        CommKind send_kind = is_send ? c.kind : Counterpart(c.kind);
-        auto key = is_send ? std::make_tuple(prog.stage(), c.peer, int(send_kind), c.mb, c.chunk)
-                           : std::make_tuple(c.peer, prog.stage(), int(send_kind), c.mb, c.chunk);
-        (is_send ? sends : recvs)[key] = {i, c};
-      }
-    }
-    for (const auto& [key, v] : sends) {
-      auto [from, to, kind, mb, chunk] = key;
-      auto it = recvs.find(key);
-      if (it == recvs.end()) {
-        Error(absl::StrCat(Where(from, v.first), ": no matching ", KindName(Counterpart(CommKind(kind))),
-                           " on stage ", to));
-        continue;
-      }
-      if (it->second.second.shape != v.second.shape || it->second.second.dtype != v.second.dtype) {
-        Error(absl::StrCat(Where(from, v.first), ": shape or dtype differs from the matching receive at ",
-                           Where(to, it->second.first)));
-      }
-    }
-    for (const auto& [key, v] : recvs) {
-      if (!sends.count(key)) {
-        auto [from, to, kind, mb, chunk] = key;
-        Error(absl::StrCat(Where(to, v.first), ": no matching ", KindName(CommKind(kind)), " on stage ", from));
-      }
-    }
-  }
-
-  // Runs all stages together: posts never block; a Wait blocks until the peer has
-  // posted the counterpart of every referenced operation (rendezvous semantics, the
-  // strictest a transport may have); ReduceTiedGrads blocks until every listed stage
-  // is at the same collective.
-  void Simulate() {
-    const int p = plan_.topology().num_stages();
-    std::vector<int> pc(p, 0);
-    std::vector<std::map<CommKey, int>> posted(p);  // key -> peer
-    auto finished = [&](int s) { return pc[s] >= plan_.programs(s).instructions_size(); };
-    auto blocked_reason = [&](int s) -> std::string {
-      const Instruction& in = plan_.programs(s).instructions(pc[s]);
-      if (in.has_wait()) {
-        for (const auto& ref : in.wait().ops()) {
-          CommKey key{ref.kind(), ref.micro_batch(), ref.chunk()};
-          int peer = posted[s].at(key);
-          CommKey other{Counterpart(ref.kind()), ref.micro_batch(), ref.chunk()};
-          if (!posted[peer].count(other)) {
-            return absl::StrCat("needs stage ", peer, " to post ", KindName(Counterpart(ref.kind())), " mb=",
-                                ref.micro_batch());
-          }
-        }
-        return "";
-      }
-      std::vector<int> members;
-      if (CollectiveOf(in, &members)) {
-        for (int t : members) {
-          if (t == s) continue;
-          if (finished(t) || !SameCollective(in, plan_.programs(t).instructions(pc[t]))) {
-            return absl::StrCat("needs stage ", t, " at the same collective (", ir::PrintInstruction(in), ")");
-          }
-        }
-        return "";
-      }
-      return "";
-    };
-    bool progress = true;
-    while (progress) {
-      progress = false;
-      for (int s = 0; s < p; ++s) {
-        while (!finished(s)) {
-          const Instruction& in = plan_.programs(s).instructions(pc[s]);
-          if (!blocked_reason(s).empty()) break;
-          Comm c;
-          if (AsComm(in, &c)) posted[s][{c.kind, c.mb, c.chunk}] = c.peer;
-          std::vector<int> members;
-          if (CollectiveOf(in, &members)) {
-            // Every participant is here: all of them pass the collective together.
-            for (int t : members)
-              if (t != s) ++pc[t];
-          }
-          ++pc[s];
-          progress = true;
-        }
-      }
-    }
-    std::vector<std::string> stuck;
-    for (int s = 0; s < p; ++s) {
-      if (!finished(s)) stuck.push_back(absl::StrCat(Where(s, pc[s]), " ", blocked_reason(s)));
-    }
-    if (!stuck.empty()) {
-      Error(absl::StrCat("deadlock: with blocking waits no stage can proceed:\n    ", absl::StrJoin(stuck, "\n    ")));
-    }
+    for (const std::string& e : sim->errors) Error(e);
   }
 
   const ir::Plan& plan_;
+  const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs_;
+  const ir::Grid& grid_;
+  const bool training_;
+  const std::string kind_;
+  ir::PlanLevel level_ = ir::LEVEL_NONE;
   ir::ErrorList errors_;
-  bool have_shapes_ = false;
-  bool lowered_ = false;       // loads inserted: check inputs/labels are loaded
-  bool comm_lowered_ = false;  // p2p inserted: check activations/gradients arrive
-  bool training_ = false;
-  bool has_optimizer_ = false;
-  bool sharded_ = false;  // optimizer steps must be sharded (ZeRO stage 1, D > 1)
 };
 
-}  // namespace
+bool HasBackward(const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs) {
+  for (const auto& prog : programs)
+    for (const auto& in : prog.instructions())
+      if ((in.has_compute() && in.compute().kind() != ir::FORWARD) || in.has_optimizer_step()) return true;
+  return false;
+}
 
-namespace {
-
-// `runnable`: the plan must be what pprun can run (fully lowered; a training schedule has
-// its backwards and optimizer steps) rather than any correct stage of compilation.
+// `runnable`: the plan must be what pprun can run (LOWERED; a training schedule has its
+// backwards and optimizer steps) rather than any correct stage of compilation.
 absl::Status Verify(const ir::Plan& plan, bool runnable) {
-  const bool multi = plan.topology().num_stages() > 1;
-  if (runnable) {
-    RETURN_IF_ERROR(ir::CheckPlanStructure(plan, /*complete=*/true));
-    RETURN_IF_ERROR(Verifier(plan, /*lowered=*/true, /*comm_lowered=*/multi,
-                             /*training=*/plan.config().schedule() != "inference")
-                        .Run());
-  } else {
-    RETURN_IF_ERROR(Verifier(plan).Run());
-  }
+  // The structural rules first (shared with the runtime's load): everything below may
+  // assume indices, stages, slots and boundaries in range.
+  RETURN_IF_ERROR(ir::CheckPlanStructure(plan, /*complete=*/runnable));
+  if (plan.programs_size() == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
+  const bool training = HasBackward(plan.programs()) || (runnable && plan.config().schedule() != "inference");
+  RETURN_IF_ERROR(Verifier(plan, plan.programs(), grid, training, "").Run());
   if (plan.eval_programs_size() == 0) return absl::OkStatus();
-  // The eval programs are a forward-only plan of their own over the same partition.
-  ir::Plan eval = plan;
-  eval.clear_eval_programs();
-  *eval.mutable_programs() = plan.eval_programs();
-  bool lowered = runnable, comm_lowered = runnable && multi;
-  for (const auto& prog : plan.programs()) {
-    for (const auto& in : prog.instructions()) {
-      lowered |= in.has_load_micro_batch();
-      comm_lowered |= in.has_wait();
-    }
-  }
-  for (const auto& prog : eval.programs()) {
-    for (int i = 0; i < prog.instructions_size(); ++i) {
-      const auto& in = prog.instructions(i);
-      if (in.has_backward() || in.has_optimizer_step() || in.has_reduce_grads() || in.has_reduce_tied_grads() ||
-          in.has_clip_grad_norm() || in.has_gather_params()) {
-        return absl::InvalidArgumentError(absl::StrCat("eval programs: stage ", prog.stage(), " instruction ", i, " (",
-                                                       ir::PrintInstruction(in), ") is not forward-only"));
-      }
-    }
-  }
-  absl::Status s = Verifier(eval, lowered, comm_lowered).Run();
-  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("eval programs: ", s.message()));
-  return absl::OkStatus();
+  // The eval programs: a forward-only plan of their own over the same placement.
+  return Verifier(plan, plan.eval_programs(), grid, /*training=*/false, "eval programs: ").Run();
 }
 
 }  // namespace
@@ -510,9 +398,6 @@ absl::Status VerifyPlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*
 
 absl::Status VerifyRunnablePlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*/true); }
 
-absl::StatusOr<bool> VerifyPass::Run(ir::Plan& plan) {
-  RETURN_IF_ERROR(VerifyPlan(plan));
-  return false;
-}
+absl::Status VerifyPass::Run(ir::Plan& plan) { return VerifyPlan(plan); }
 
 }  // namespace ppc::passes

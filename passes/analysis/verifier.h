@@ -1,16 +1,17 @@
-// The plan verifier. Never mutates. Proves, for whatever the plan holds so far:
-//  - the partition covers every layer with non-empty contiguous stage ranges;
-//  - every index (micro-batch, chunk, slot, peer) is in range, every send/receive
-//    shape and dtype matches the model's stage boundary;
-//  - every send has exactly one matching receive (peer, micro-batch, chunk, shape, dtype);
-//  - each micro-batch is forwarded exactly once per stage and, when training,
-//    backwarded exactly once after its forward; data (loads, received activations
-//    and gradients) is ready before the instruction that needs it;
-//  - no buffer slot is reused for another micro-batch while still live;
-//  - every posted operation is waited exactly once; gradient reductions and the
-//    optimizer step come after every backward;
-//  - a joint simulation of all stages, with blocking waits and collectives, finishes
-//    (no cycle of waits).
+// The plan verifier. Never mutates. Proves, for whatever the plan holds so far (its
+// Plan.level says how far lowering got):
+//  - the structural rules (ir/plan_check.h): placement, boundary table, every index,
+//    virtual stage and transfer end on the right stage;
+//  - COMPUTE_ONLY and up: each (virtual stage, micro-batch) is forwarded exactly once
+//    and, when training, backwarded once (B, or I then W) after its forward;
+//  - BUFFERED and up: every op of a (virtual stage, micro-batch) uses its forward's
+//    slot, and no slot is reused for another one while still live;
+//  - LOWERED: data (loads, received activations and gradients) is in the slot and
+//    waited for before the op that needs it, sends follow the op that produced their
+//    data, every post is waited exactly once, reductions and the optimizer step come
+//    after every backward; between every pair of ranks the k-th send is the k-th
+//    receive on the other side (transfers match by order, as NCCL matches them); and
+//    the event simulation of all stages (passes/analysis/simulate.h) finishes.
 // Errors are InvalidArgument and name the stage, the instruction index and text, and
 // the peer. All static problems are reported together.
 #ifndef PPC_PASSES_ANALYSIS_VERIFIER_H_
@@ -34,7 +35,7 @@ absl::Status VerifyRunnablePlan(const ir::Plan& plan);
 class VerifyPass : public Pass {
  public:
   std::string name() const override { return "verify"; }
-  absl::StatusOr<bool> Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Plan& plan) override;
 };
 
 }  // namespace ppc::passes

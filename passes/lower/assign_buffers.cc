@@ -2,67 +2,75 @@
 
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "ir/instruction_text.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
 
 namespace ppc::passes {
 
-absl::StatusOr<bool> AssignBuffers::Run(ir::Plan& plan) {
-  RETURN_IF_ERROR(RequireSchedule(plan, "assign-buffers"));
-  bool changed = false;
-  for (ir::StageProgram& prog : *plan.mutable_programs()) {
-    bool training = false;
-    for (const auto& in : prog.instructions()) training |= in.has_backward();
-    std::set<int> free_slots;
-    int num_slots = 0;
-    std::map<int, int> slot_of;  // live micro-batch -> slot
-    std::map<int, bool> input_done;  // mb -> INPUT_ONLY seen (WEIGHT_ONLY frees)
-    std::vector<int> inference_order;  // forwards so far, for two-deep inference buffering
-    auto take = [&]() {
-      if (free_slots.empty()) return num_slots++;
-      int s = *free_slots.begin();
-      free_slots.erase(free_slots.begin());
-      return s;
-    };
-    for (ir::Instruction& in : *prog.mutable_instructions()) {
-      int slot = -1;
-      if (in.has_forward()) {
-        const int mb = in.forward().micro_batch();
-        if (!training && inference_order.size() >= 2) {
-          // Inference: the forward two micro-batches back has been sent; reuse its slot.
-          int old = inference_order[inference_order.size() - 2];
-          if (slot_of.count(old)) {
-            free_slots.insert(slot_of[old]);
-            slot_of.erase(old);
-          }
-        }
-        slot = take();
-        slot_of[mb] = slot;
-        inference_order.push_back(mb);
-        if (in.forward().slot() != slot) changed = true;
-        in.mutable_forward()->set_slot(slot);
-      } else if (in.has_backward()) {
-        const int mb = in.backward().micro_batch();
-        auto it = slot_of.find(mb);
-        if (it == slot_of.end()) {
-          return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": backward of micro-batch ", mb,
-                                                         " has no live forward to take its buffer from"));
-        }
-        slot = it->second;
-        if (in.backward().slot() != slot) changed = true;
-        in.mutable_backward()->set_slot(slot);
-        if (in.backward().part() != ir::INPUT_ONLY) {
-          free_slots.insert(slot);
+absl::Status AssignSlots(ir::StageProgram& prog) {
+  bool training = false;
+  for (const auto& in : prog.instructions()) training |= in.has_compute() && in.compute().kind() != ir::FORWARD;
+  std::set<int> free_slots;
+  int num_slots = 0;
+  std::map<std::pair<int, int>, int> slot_of;  // live (virtual stage, micro-batch) -> slot
+  std::vector<std::pair<int, int>> forwards;   // in order, for two-deep forward-only buffering
+  auto take = [&]() {
+    if (free_slots.empty()) return num_slots++;
+    int s = *free_slots.begin();
+    free_slots.erase(free_slots.begin());
+    return s;
+  };
+  for (ir::Instruction& in : *prog.mutable_instructions()) {
+    if (!in.has_compute()) {
+      return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": assign-buffers found '",
+                                                     ir::PrintInstruction(in), "' in a COMPUTE_ONLY program"));
+    }
+    ir::Compute& c = *in.mutable_compute();
+    const std::pair<int, int> key{c.virtual_stage(), c.micro_batch()};
+    if (c.kind() == ir::FORWARD) {
+      if (!training && forwards.size() >= 2) {
+        // Forward-only: the forward two back has posted its send (which keeps its own
+        // reference to the data); its slot is free again.
+        auto it = slot_of.find(forwards[forwards.size() - 2]);
+        if (it != slot_of.end()) {
+          free_slots.insert(it->second);
           slot_of.erase(it);
         }
       }
+      if (slot_of.count(key)) {
+        return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": ", ir::OpName(in),
+                                                       " forwards a micro-batch that is still live"));
+      }
+      c.set_slot(take());
+      slot_of[key] = c.slot();
+      forwards.push_back(key);
+      continue;
     }
-    if (prog.num_slots() != num_slots) changed = true;
-    prog.set_num_slots(num_slots);
+    auto it = slot_of.find(key);
+    if (it == slot_of.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": ", ir::OpName(in),
+                                                     " has no live forward to take its slot from"));
+    }
+    c.set_slot(it->second);
+    if (c.kind() != ir::BACKWARD_INPUT) {  // B and W end the micro-batch's life here
+      free_slots.insert(it->second);
+      slot_of.erase(it);
+    }
   }
-  return changed;
+  prog.set_num_slots(std::max(1, num_slots));
+  return absl::OkStatus();
+}
+
+absl::Status AssignBuffers::Run(ir::Plan& plan) {
+  RETURN_IF_ERROR(RequireLevel(plan, ir::COMPUTE_ONLY, "assign-buffers"));
+  for (ir::StageProgram& prog : *plan.mutable_programs()) RETURN_IF_ERROR(AssignSlots(prog));
+  plan.set_level(ir::BUFFERED);
+  return absl::OkStatus();
 }
 
 }  // namespace ppc::passes

@@ -5,12 +5,19 @@
 
 namespace ppc::passes {
 
-// Gives every Forward/Backward an activation buffer slot: a micro-batch holds its slot from its forward to its last backward part (training) or for two forwards (inference); the lowest free slot is taken. Sets num_slots. 1F1B stage s needs min(P-s, M) slots; GPipe M.
+// COMPUTE_ONLY -> BUFFERED. Gives every compute op the slot of its (virtual stage,
+// micro-batch): a forward takes the lowest free slot; a full backward (B) or weight
+// backward (W) frees it; an input backward (I) keeps it for the W. In a forward-only
+// program a slot is freed two forwards later (the forward's send holds its data), so
+// inference needs two slots however many micro-batches there are.
 class AssignBuffers : public Pass {
  public:
   std::string name() const override { return "assign-buffers"; }
-  absl::StatusOr<bool> Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Plan& plan) override;
 };
+
+// One program's slots (the pass, per stage).
+absl::Status AssignSlots(ir::StageProgram& program);
 
 }  // namespace ppc::passes
 

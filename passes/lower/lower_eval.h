@@ -5,15 +5,15 @@
 
 namespace ppc::passes {
 
-// Gives a training plan its forward-only eval programs: the inference schedule over the
-// same partition, lowered by the same passes as any schedule (assign-buffers,
-// insert-loads, insert-p2p), stored in plan.eval_programs. Evaluation then needs no
+// LOWERED -> LOWERED. Gives a training plan its forward-only eval programs: the
+// inference schedule over the same placement, lowered by the same passes as any
+// schedule (assign-buffers, lower), stored in plan.eval_programs. Evaluation then needs no
 // second plan (pprun --eval, train --eval-every). Does nothing on a plan that is not
 // training or already has eval programs.
 class LowerEval : public Pass {
  public:
   std::string name() const override { return "lower-eval"; }
-  absl::StatusOr<bool> Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Plan& plan) override;
 };
 
 }  // namespace ppc::passes

@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "ir/layer_shapes.h"
+#include "ir/limits.h"
+#include "ir/topology.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
 
@@ -50,14 +52,28 @@ std::vector<int> Balanced(const std::vector<int64_t>& w, int parts) {
 
 }  // namespace
 
-absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
+absl::Status PartitionPass::Run(ir::Plan& plan) {
   RETURN_IF_ERROR(RequireShapes(plan, "partition"));
-  const int p = plan.topology().num_stages();
+  RETURN_IF_ERROR(RequireLevel(plan, ir::LEVEL_NONE, "partition"));
+  const int stages = plan.topology().num_stages();
+  const int chunks = plan.config().virtual_stages() == 0 ? 1 : plan.config().virtual_stages();
   const int n = plan.model().layers_size();
-  if (p < 1) return absl::InvalidArgumentError(absl::StrCat("topology.num_stages must be >= 1, got ", p));
+  if (stages < 1) return absl::InvalidArgumentError(absl::StrCat("topology.num_stages must be >= 1, got ", stages));
+  if (chunks < 1 || chunks > ir::kMaxChunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.virtual_stages is ", chunks, "; it must be in [1, ", ir::kMaxChunks, "]"));
+  }
+  if (chunks > 1 && stages < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(chunks, " virtual stages per stage need num_stages >= 2 (adjacent virtual stages must be on "
+                     "different stages)"));
+  }
+  // Every virtual stage gets a range of layers.
+  const int p = stages * chunks;
   if (p > n) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot give each of ", p, " stages a layer: the model has only ",
-                                                   n, " layers"));
+    return absl::InvalidArgumentError(absl::StrCat("cannot give each of ", p, " virtual stages (", stages,
+                                                   " stages x ", chunks, ") a layer: the model has only ", n,
+                                                   " layers"));
   }
   std::string method = method_;
   if (method.empty()) method = plan.config().partition_method();
@@ -68,12 +84,12 @@ absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
     for (int i = 0; i < n; ++i) weights[i] = plan.model().layers(i).param_count();
     starts = Balanced(weights, p);
   } else if (method == "flops") {
-    ir::TensorSpec in = plan.model().input();
+    std::vector<ir::TensorSpec> in{plan.model().input()};
     for (int i = 0; i < n; ++i) {
-      auto info = ir::InferLayer(plan.model().layers(i), in);
+      auto info = ir::InferGroup(plan.model().layers(i), in);
       if (!info.ok()) return info.status();
       weights[i] = std::max<int64_t>(1, info->flops);
-      in = info->output;
+      in = info->outputs;
     }
     starts = Balanced(weights, p);
   } else if (method == "uniform") {
@@ -100,7 +116,7 @@ absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
                                                     absl::SkipEmpty());
     if (static_cast<int>(parts.size()) != p - 1) {
       return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "' gives ", parts.size(),
-                                                     " boundaries; ", p, " stages need ", p - 1));
+                                                     " boundaries; ", p, " virtual stages need ", p - 1));
     }
     starts.push_back(0);
     for (const std::string& s : parts) {
@@ -114,24 +130,38 @@ absl::StatusOr<bool> PartitionPass::Run(ir::Plan& plan) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown partition method '", method, "'; use parameters, flops, uniform, type:REGEX or explicit:A:B:..."));
   }
-  // Every stage must own at least one layer.
-  for (int s = 0; s < p; ++s) {
-    int begin = starts[s];
-    int end = s + 1 < p ? starts[s + 1] : n;
+  // Every virtual stage must own at least one layer.
+  for (int v = 0; v < p; ++v) {
+    int begin = starts[v];
+    int end = v + 1 < p ? starts[v + 1] : n;
     if (begin < 0 || end > n || begin >= end) {
-      return absl::InvalidArgumentError(absl::StrCat("partition '", method, "' leaves stage ", s,
+      return absl::InvalidArgumentError(absl::StrCat("partition '", method, "' leaves virtual stage ", v,
                                                      " without layers (range [", begin, ", ", end, ") of ", n, ")"));
     }
   }
-  ir::Partition partition;
-  for (int s = 0; s < p; ++s) {
-    auto* r = partition.add_stages();
-    r->set_begin(starts[s]);
-    r->set_end(s + 1 < p ? starts[s + 1] : n);
+  ir::Placement placement;
+  for (int v = 0; v < p; ++v) {
+    auto* r = placement.add_virtual_stages();
+    r->set_begin(starts[v]);
+    r->set_end(v + 1 < p ? starts[v + 1] : n);
   }
-  bool changed = partition.SerializeAsString() != plan.partition().SerializeAsString();
-  *plan.mutable_partition() = partition;
-  return changed;
+  ir::Grid::RoundRobin(stages, chunks, &placement);
+  plan.clear_boundaries();
+  for (int v = 0; v + 1 < p; ++v) {
+    ir::Boundary* b = plan.add_boundaries();
+    const auto& group = plan.model().layers(placement.virtual_stages(v).end() - 1).outputs();
+    *b->mutable_tensors() = group;
+    bool differentiable = false;
+    for (const auto& t : group) differentiable |= t.dtype() == ir::FLOAT32;
+    if (!differentiable && plan.config().schedule() != "inference") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "partition '", method, "' cuts the model after layer ", placement.virtual_stages(v).end() - 1, " ('",
+          plan.model().layers(placement.virtual_stages(v).end() - 1).name(),
+          "') where no FLOAT32 tensor crosses, so no gradient could flow back; cut elsewhere"));
+    }
+  }
+  *plan.mutable_placement() = placement;
+  return absl::OkStatus();
 }
 
 }  // namespace ppc::passes

@@ -7,20 +7,22 @@
 
 namespace ppc::passes {
 
-// Splits the layers into topology.num_stages contiguous, non-empty ranges.
+// Splits the layers into P x V contiguous, non-empty virtual stages (P = num_stages,
+// V = config.virtual_stages), placed round-robin (virtual stage v on stage v % P), and
+// writes the boundary table (what crosses between virtual stages v and v + 1).
 // Methods (DeepSpeed's partition_method, plus explicit boundaries):
 //   parameters       minimise the largest per-stage parameter count (DeepSpeed's default)
 //   flops            minimise the largest per-stage compute, estimated from the layer
 //                    shapes (multiply-adds; ir/layer_shapes.h)
 //   uniform          balance the number of layers
 //   type:REGEX       balance the layers whose kind matches REGEX (case-insensitive)
-//   explicit:A:B:..  stage k>0 starts at layer A, B, ... (num_stages - 1 boundaries)
+//   explicit:A:B:..  virtual stage k>0 starts at layer A, B, ... (P x V - 1 boundaries)
 // Empty method: config.partition_method, else "parameters".
 class PartitionPass : public Pass {
  public:
   explicit PartitionPass(std::string method) : method_(std::move(method)) {}
   std::string name() const override { return "partition"; }
-  absl::StatusOr<bool> Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Plan& plan) override;
 
  private:
   std::string method_;

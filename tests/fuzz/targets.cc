@@ -5,13 +5,12 @@
 #include <string>
 
 #include "compiler/deepspeed_config.h"
-#include "compiler/pass_pipeline.h"
 #include "google/protobuf/text_format.h"
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "passes/analysis/timeline.h"
 #include "passes/analysis/verifier.h"
-#include "passes/registry.h"
+#include "passes/compile.h"
 
 namespace ppc::fuzz {
 namespace {
@@ -58,33 +57,47 @@ int PlanTarget(const uint8_t* data, size_t size) {
 }
 
 int SpecTarget(const uint8_t* data, size_t size) {
-  ir::Plan plan;
+  ir::ModelSpec model;
   google::protobuf::TextFormat::Parser parser;
   parser.AllowPartialMessage(false);
-  if (!parser.ParseFromString(std::string(reinterpret_cast<const char*>(data), size), plan.mutable_model())) return 1;
-  // Topology and config from the input's hash: small, valid ones.
+  if (!parser.ParseFromString(std::string(reinterpret_cast<const char*>(data), size), &model)) return 1;
+  // Topology and config from the input's hash: small, valid ones, every schedule that
+  // trains over a pipeline (interleaved 1F1B with 2 virtual stages per stage, so
+  // micro-batches a multiple of the stages).
   const uint32_t h = Hash(data, size);
-  plan.mutable_topology()->set_num_stages(1 + h % 3);
-  plan.mutable_topology()->set_data_parallel(1 + (h >> 4) % 2);
-  auto* c = plan.mutable_config();
-  c->set_micro_batches(1 + (h >> 8) % 4);
-  c->set_micro_batch_size(1 + (h >> 12) % 3);
-  c->set_schedule((h >> 16) % 2 ? "gpipe" : "1f1b");
-  c->set_zero_stage((h >> 17) % 2);
-  c->set_seed(1);
-  c->set_steps(1);
-  c->mutable_optimizer()->set_type((h >> 18) % 2 ? "adam" : "sgd");
-  c->mutable_optimizer()->set_lr(0.01);
-  auto text = passes::DefaultPipeline(*c);
-  if (!text.ok()) return 1;
-  auto pipeline = PassPipeline::Create(*text, passes::GlobalPassRegistry());
-  if (!pipeline.ok()) return 1;
-  pipeline->set_verifier(passes::VerifyPlan);
-  if (!pipeline->Run(plan, PipelineOptions()).ok()) return 1;
-  ir::Stamp(plan);
-  // Whatever the compiler accepts, the runtime's load accepts.
-  Require(ir::CheckPlanStructure(plan, /*complete=*/true).ok(), "a compiled plan passes the runtime's checks");
-  Require(ir::CheckStamp(plan, "fuzz").ok(), "a stamped plan matches its stamp");
+  ir::Topology topology;
+  ir::TrainingConfig c;
+  topology.set_num_stages(1 + h % 3);
+  topology.set_data_parallel(1 + (h >> 4) % 2);
+  c.set_micro_batches(1 + (h >> 8) % 4);
+  c.set_micro_batch_size(1 + (h >> 12) % 3);
+  switch ((h >> 24) % 3) {
+    case 0:
+      c.set_schedule("gpipe");
+      break;
+    case 1:
+      c.set_schedule("1f1b");
+      break;
+    default:
+      topology.set_num_stages(2 + h % 2);
+      c.set_schedule("interleaved-1f1b");
+      c.set_virtual_stages(2);
+      c.set_micro_batches(topology.num_stages() * (1 + (h >> 8) % 2));
+  }
+  c.set_zero_stage((h >> 18) % 2);
+  c.set_seed(1);
+  c.set_steps(1);
+  c.mutable_optimizer()->set_type((h >> 19) % 2 ? "adam" : "sgd");
+  c.mutable_optimizer()->set_lr(0.01);
+  // The compiler's one entry point: the default pipeline for the schedule, the verifier
+  // after every pass, the final check and the stamp.
+  auto plan = passes::CompilePlan(model, topology, c);
+  if (!plan.ok()) return 1;
+  // Whatever the compiler accepts, the runtime's load and pprun accept.
+  Require(!plan->unverified(), "a compiled plan is not marked unverified");
+  Require(ir::CheckPlanStructure(*plan, /*complete=*/true).ok(), "a compiled plan passes the runtime's checks");
+  Require(passes::VerifyRunnablePlan(*plan).ok(), "a compiled plan is one pprun runs");
+  Require(ir::CheckStamp(*plan, "fuzz").ok(), "a stamped plan matches its stamp");
   return 0;
 }
 

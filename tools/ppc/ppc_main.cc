@@ -1,23 +1,27 @@
 // ppc: compile, inspect and transform pipeline-parallel training plans.
 //
-//   ppc compile --model M.textproto --stages P [--data-parallel D] [--micro-batches M]
-//               [--micro-batch-size B] [--schedule 1f1b|gpipe|inference|data-parallel]
+//   ppc compile --model M.textproto --stages P [--data-parallel D] [--virtual-stages V]
+//               [--micro-batches M] [--micro-batch-size B]
+//               [--schedule 1f1b|interleaved-1f1b|gpipe|inference|data-parallel]
 //               [--partition METHOD] [--config C.textproto] --out PLAN
-//   ppc inspect PLAN [--json]
+//   ppc inspect PLAN [--json] [--unit-costs]
 //   ppc verify PLAN
 //   ppc opt --passes=a,b{k=v} IN OUT
 //   ppc export CHECKPOINT_DIR [--tag T] --out FILE   (runs ppc-export, next to ppc)
 //   ppc --list-passes
 //
-// Flags are defined here only; they become a Plan (model, topology, config) at the edge.
+// Flags are defined here only; they become a model, topology and config at the edge, and
+// passes::CompilePlan does the rest (config defaults, pipeline, verification, stamp).
 #include <cstdio>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -33,12 +37,16 @@
 #include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
 #include "ir/layer_shapes.h"
-#include "ir/limits.h"
 #include "google/protobuf/text_format.h"
+#include "ir/instruction_text.h"
+#include "ir/limits.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
+#include "passes/analysis/simulate.h"
 #include "passes/analysis/timeline.h"
 #include "passes/analysis/verifier.h"
+#include "passes/compile.h"
 #include "passes/registry.h"
 #include "tools/flag_names.h"
 
@@ -48,20 +56,32 @@ ABSL_FLAG(std::string, deepspeed_config, "", "DeepSpeed JSON config (batch sizes
           "applied after --config, flags override it");
 ABSL_FLAG(int64_t, stages, 1, "pipeline stages P");
 ABSL_FLAG(int64_t, data_parallel, 1, "data-parallel replicas D of each stage");
+ABSL_FLAG(std::optional<int64_t>, virtual_stages, std::nullopt,
+          "virtual stages V per pipeline stage, in [1, 64]; V > 1 needs --schedule interleaved-1f1b "
+          "(default: config, else 1)");
 ABSL_FLAG(std::optional<int64_t>, micro_batches, std::nullopt,
           "micro-batches per replica per step (default: config, else 1)");
 ABSL_FLAG(std::optional<int64_t>, micro_batch_size, std::nullopt, "samples per micro-batch (default: config, else 1)");
-ABSL_FLAG(std::string, schedule, "", "1f1b | gpipe | inference | data-parallel (default: config, else 1f1b)");
-ABSL_FLAG(std::string, partition, "", "parameters | uniform | type:REGEX | explicit:A:B (default: parameters)");
+ABSL_FLAG(std::string, schedule, "",
+          "1f1b | interleaved-1f1b (with --virtual-stages V) | gpipe | inference | data-parallel "
+          "(default: config, else data-parallel when P = 1 and D > 1, otherwise 1f1b)");
+ABSL_FLAG(std::string, partition, "",
+          "parameters | flops | uniform | type:REGEX | explicit:A:B:... (where virtual stages 1.. start) "
+          "(default: config, else parameters)");
 ABSL_FLAG(std::string, optimizer, "", "sgd | adam | adamw (default: config, else sgd)");
 ABSL_FLAG(std::optional<int64_t>, zero_stage, std::nullopt,
           "ZeRO stage: 0, or 1 to shard optimizer state over data-parallel replicas (default: config, else 0)");
 ABSL_FLAG(std::optional<double>, lr, std::nullopt, "learning rate (default: config, else 0.01)");
-ABSL_FLAG(std::optional<int64_t>, seed, std::nullopt, "seed for weights, data and dropout (default: config, else 1138)");
-ABSL_FLAG(std::optional<int64_t>, steps, std::nullopt, "training steps pprun runs by default (default: config, else 10)");
+ABSL_FLAG(std::optional<int64_t>, seed, std::nullopt,
+          "seed for weights, data and dropout (default: config, else 1138)");
+ABSL_FLAG(std::optional<int64_t>, steps, std::nullopt,
+          "training steps pprun runs by default (default: config, else 10)");
 ABSL_FLAG(std::string, out, "", "where to write the plan (.txt: text form; otherwise binary)");
 ABSL_FLAG(std::string, passes, "", "ppc opt: the pipeline to run; ppc compile: overrides the default pipeline");
 ABSL_FLAG(bool, json, false, "ppc inspect: print JSON");
+ABSL_FLAG(bool, unit_costs, false,
+          "ppc inspect: simulate with unit costs (F=1, B=2, I=W=1) instead of the plan's cost model "
+          "(measured layer costs, else estimates from parameters and output sizes)");
 ABSL_FLAG(bool, list_passes, false, "list every pass and exit");
 ABSL_FLAG(bool, print_ir_after_all, false, "print the plan after every pass");
 ABSL_FLAG(bool, print_ir_after_change, false, "print the plan after every pass that changed it");
@@ -74,6 +94,15 @@ ABSL_FLAG(std::string, disable_passes, "", "comma-separated passes to skip");
 namespace ppc {
 namespace {
 
+// What `ppc compile` seeds with when neither --seed nor the configs give a seed.
+constexpr uint64_t kDefaultSeed = 1138;
+static_assert(ir::kMaxChunks == 64, "the --virtual-stages help names the limit");
+
+// "1 slot", "3 slots".
+std::string Count(int64_t n, const char* singular, const char* plural) {
+  return absl::StrCat(n, " ", n == 1 ? singular : plural);
+}
+
 PipelineOptions OptionsFromFlags() {
   PipelineOptions o;
   o.print_ir_after_all = absl::GetFlag(FLAGS_print_ir_after_all);
@@ -82,18 +111,16 @@ PipelineOptions OptionsFromFlags() {
   o.verify_each = absl::GetFlag(FLAGS_verify_each);
   o.time_passes = absl::GetFlag(FLAGS_time_passes);
   o.dump_to = absl::GetFlag(FLAGS_dump_to);
-  for (auto p : absl::StrSplit(absl::GetFlag(FLAGS_disable_passes), ',', absl::SkipEmpty())) o.disabled.insert(std::string(p));
+  for (auto p : absl::StrSplit(absl::GetFlag(FLAGS_disable_passes), ',', absl::SkipEmpty())) {
+    o.disabled.insert(std::string(p));
+  }
   o.out = &std::cout;
   return o;
 }
 
-absl::Status RunPipelineText(const std::string& text, ir::Plan& plan) {
-  ASSIGN_OR_RETURN(PassPipeline pipeline, PassPipeline::Create(text, passes::GlobalPassRegistry()));
-  pipeline.set_verifier(passes::VerifyPlan);
-  RETURN_IF_ERROR(pipeline.Run(plan, OptionsFromFlags()).status());
-  return absl::OkStatus();
-}
-
+// The model, topology and config the flags describe (a Plan holds them; nothing else is
+// set). Defaults for what neither the flags nor the configs give are CanonicalizeConfig's,
+// inside CompilePlan; the seed's is ppc's own.
 absl::StatusOr<ir::Plan> PlanFromFlags() {
   ir::Plan plan;
   const std::string model = absl::GetFlag(FLAGS_model);
@@ -110,7 +137,7 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
     parser.WriteLocationsTo(&where);
     ir::TrainingConfig again;
     if (parser.ParseFromString(text, &again)) {
-      for (const char* name : {"micro_batches", "micro_batch_size", "steps"}) {
+      for (const char* name : {"micro_batches", "micro_batch_size", "steps", "virtual_stages"}) {
         const auto* field = again.GetDescriptor()->FindFieldByName(name);
         const auto at = where.GetLocation(field, -1);
         if (at.line >= 0 && again.GetReflection()->GetInt32(again, field) == 0) {
@@ -130,11 +157,17 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   }
   // Numeric flags: range-checked, never quietly replaced.
   auto ranged = [](const char* flag, int64_t v, int64_t lo, int64_t hi) -> absl::Status {
-    if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
+    if (v < lo || v > hi) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
+    }
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(ranged("stages", absl::GetFlag(FLAGS_stages), 1, ir::kMaxStages));
   RETURN_IF_ERROR(ranged("data-parallel", absl::GetFlag(FLAGS_data_parallel), 1, ir::kMaxDataParallel));
+  if (auto v = absl::GetFlag(FLAGS_virtual_stages)) {
+    RETURN_IF_ERROR(ranged("virtual-stages", *v, 1, ir::kMaxChunks));
+    c->set_virtual_stages(static_cast<int>(*v));
+  }
   if (auto v = absl::GetFlag(FLAGS_micro_batches)) {
     RETURN_IF_ERROR(ranged("micro-batches", *v, 1, ir::kMaxMicroBatches));
     c->set_micro_batches(static_cast<int>(*v));
@@ -162,57 +195,48 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
   if (auto v = absl::GetFlag(FLAGS_seed)) {
     RETURN_IF_ERROR(ranged("seed", *v, 0, std::numeric_limits<int64_t>::max()));
     c->set_seed(static_cast<uint64_t>(*v));
+  } else if (c->seed() == 0) {
+    c->set_seed(kDefaultSeed);  // ppc's own default; a config's seed 0 reads as "not given"
   }
   if (auto v = absl::GetFlag(FLAGS_steps)) {
     RETURN_IF_ERROR(ranged("steps", *v, 1, std::numeric_limits<int32_t>::max()));
     c->set_steps(static_cast<int>(*v));
   }
-  // Defaults for what neither the flags nor the configs gave (0 in a config: not given).
-  if (c->micro_batches() == 0) c->set_micro_batches(1);
-  if (c->micro_batch_size() == 0) c->set_micro_batch_size(1);
-  if (c->schedule().empty()) c->set_schedule(absl::GetFlag(FLAGS_stages) == 1 && absl::GetFlag(FLAGS_data_parallel) > 1
-                                                 ? "data-parallel" : "1f1b");
-  if (c->optimizer().type().empty()) c->mutable_optimizer()->set_type("sgd");
-  if (!c->optimizer().has_lr()) c->mutable_optimizer()->set_lr(0.01);
-  if (c->seed() == 0 && !absl::GetFlag(FLAGS_seed)) c->set_seed(1138);
-  if (c->steps() == 0) c->set_steps(10);
   plan.mutable_topology()->set_num_stages(static_cast<int>(absl::GetFlag(FLAGS_stages)));
   plan.mutable_topology()->set_data_parallel(static_cast<int>(absl::GetFlag(FLAGS_data_parallel)));
   return plan;
 }
 
-// Stamps the plan for writing. The whole plan is verified once more, whatever the
-// pipeline did: a plan that fails (verification was turned off) is written marked
-// unverified, which pprun refuses unless told --allow-unverified.
-void StampVerified(ir::Plan& plan) {
-  plan.set_unverified(false);
+// A plan that failed the final verification (per-pass verification was off) comes back
+// marked unverified; it is written so, with the verifier's reason on stderr. pprun
+// refuses it unless told --allow-unverified.
+void WarnIfUnverified(const ir::Plan& plan) {
+  if (!plan.unverified()) return;
   absl::Status verified = passes::VerifyPlan(plan);
-  if (!verified.ok()) {
-    plan.set_unverified(true);
-    std::cerr << "ppc: warning: the plan fails verification and is written marked unverified "
-                 "(pprun refuses it without --allow-unverified):\n  "
-              << verified.message() << "\n";
-  }
-  ir::Stamp(plan);
+  std::cerr << "ppc: warning: the plan fails verification and is written marked unverified "
+               "(pprun refuses it without --allow-unverified):\n  "
+            << (verified.ok() ? "the final check failed" : std::string(verified.message())) << "\n";
 }
 
 absl::Status Compile() {
   // Checked first: a compile is not wasted on an output that cannot be written.
-  if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) RETURN_IF_ERROR(ir::CheckOutputPath(out, "--out"));
-  ASSIGN_OR_RETURN(ir::Plan plan, PlanFromFlags());
-  std::string pipeline = absl::GetFlag(FLAGS_passes);
-  if (pipeline.empty()) {
-    ASSIGN_OR_RETURN(pipeline, passes::DefaultPipeline(plan.config()));
+  if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
+    RETURN_IF_ERROR(ir::CheckOutputPath(out, "--out"));
   }
-  RETURN_IF_ERROR(RunPipelineText(pipeline, plan));
-  StampVerified(plan);
+  ASSIGN_OR_RETURN(ir::Plan given, PlanFromFlags());
+  passes::CompileOptions options;
+  options.pipeline = absl::GetFlag(FLAGS_passes);  // empty: the schedule's default pipeline
+  options.pipeline_options = OptionsFromFlags();
+  ASSIGN_OR_RETURN(ir::Plan plan, passes::CompilePlan(given.model(), given.topology(), given.config(), options));
+  WarnIfUnverified(plan);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::cout << ir::PrintPlan(plan);
   } else {
     RETURN_IF_ERROR(ir::SavePlan(plan, out));
-    std::cerr << absl::StrFormat("ppc: wrote %s (%d stages x %d replicas, %s, fingerprint %s)\n", out,
+    std::cerr << absl::StrFormat("ppc: wrote %s (%d stages x %d replicas, %s per stage, %s, fingerprint %s)\n", out,
                                  plan.topology().num_stages(), plan.topology().data_parallel(),
+                                 Count(plan.config().virtual_stages(), "virtual stage", "virtual stages"),
                                  plan.config().schedule(), plan.fingerprint());
   }
   return absl::OkStatus();
@@ -242,14 +266,162 @@ std::string HumanBytes(int64_t b) {
   return absl::StrCat(b, " B");
 }
 
+std::string JsonString(const std::string& s) { return nlohmann::json(s).dump(); }
+
+// What a program holds: its instructions by kind (the Instruction oneof's field names,
+// compute ops by action letter), in field order.
+std::vector<std::pair<std::string, int>> InstructionCounts(const ir::StageProgram& program) {
+  const auto* oneof = ir::Instruction::descriptor()->FindOneofByName("op");
+  std::vector<std::pair<std::string, int>> counts;
+  std::map<std::string, int> index;
+  auto bump = [&](const std::string& name) {
+    auto [it, added] = index.emplace(name, static_cast<int>(counts.size()));
+    if (added) counts.emplace_back(name, 0);
+    ++counts[it->second].second;
+  };
+  // Field order first, so that the listing does not depend on the program's order.
+  for (int f = 0; f < oneof->field_count(); ++f) {
+    const std::string name = oneof->field(f)->name();
+    if (name == "compute") {
+      for (ir::ComputeKind k : {ir::FORWARD, ir::BACKWARD, ir::BACKWARD_INPUT, ir::BACKWARD_WEIGHT}) {
+        index.emplace(absl::StrCat("compute ", ir::ComputeLetter(k)), static_cast<int>(counts.size()));
+        counts.emplace_back(absl::StrCat("compute ", ir::ComputeLetter(k)), 0);
+      }
+    } else {
+      index.emplace(name, static_cast<int>(counts.size()));
+      counts.emplace_back(name, 0);
+    }
+  }
+  for (const ir::Instruction& in : program.instructions()) {
+    if (in.has_compute()) {
+      bump(absl::StrCat("compute ", ir::ComputeLetter(in.compute().kind())));
+    } else if (const auto* field = in.GetReflection()->GetOneofFieldDescriptor(in, oneof)) {
+      bump(field->name());
+    }
+  }
+  std::vector<std::pair<std::string, int>> present;
+  for (const auto& c : counts) {
+    if (c.second > 0) present.push_back(c);
+  }
+  return present;
+}
+
+std::string CountsText(const std::vector<std::pair<std::string, int>>& counts) {
+  std::vector<std::string> parts;
+  for (const auto& [name, n] : counts) parts.push_back(absl::StrCat(n, " ", name));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string CountsJson(const std::vector<std::pair<std::string, int>>& counts) {
+  std::vector<std::string> parts;
+  for (const auto& [name, n] : counts) parts.push_back(absl::StrCat(JsonString(name), ": ", n));
+  return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+}
+
+int64_t LayerParams(const ir::Plan& plan, const ir::VirtualStage& vs) {
+  int64_t params = 0;
+  for (int l = vs.begin(); l < vs.end(); ++l) params += plan.model().layers(l).param_count();
+  return params;
+}
+
+std::string TensorsText(const google::protobuf::RepeatedPtrField<ir::TensorSpec>& tensors) {
+  std::vector<std::string> parts;
+  for (const ir::TensorSpec& t : tensors) parts.push_back(absl::StrCat(t.name(), " ", ir::ShapeString(t)));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string TensorsJson(const google::protobuf::RepeatedPtrField<ir::TensorSpec>& tensors) {
+  std::vector<std::string> parts;
+  for (const ir::TensorSpec& t : tensors) {
+    parts.push_back(absl::StrFormat("{\"name\": %s, \"dtype\": %s, \"shape\": [%s]}", JsonString(t.name()),
+                                    JsonString(ir::DType_Name(t.dtype())), absl::StrJoin(t.shape(), ", ")));
+  }
+  return absl::StrCat("[", absl::StrJoin(parts, ", "), "]");
+}
+
+// The ranks of a stage's replicas, "R" or "R..S" (ir::Grid maps them).
+std::string RanksText(const ir::Grid& grid, int stage) {
+  const std::vector<int> ranks = grid.DataParallelGroup(stage);
+  if (ranks.size() == 1) return absl::StrCat("rank ", ranks.front());
+  return absl::StrCat("ranks ", ranks.front(), "..", ranks.back());
+}
+
+// A simulated time or cost: whole numbers without a fraction, others in the shortest form
+// that reads back exactly (valid JSON either way).
+std::string JsonNumber(double x) {
+  if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15) return absl::StrCat(static_cast<int64_t>(x));
+  return nlohmann::json(x).dump();
+}
+
+// One replica's training programs simulated under unit costs (F=1, B=2, I=W=1) or the
+// plan's own cost model (passes/analysis/simulate.h).
+absl::StatusOr<passes::Timeline> TimelineOf(const ir::Plan& plan, bool unit_costs) {
+  if (unit_costs) return passes::SimulateTimeline(plan, passes::CostModel::Unit(plan));
+  ASSIGN_OR_RETURN(passes::CostModel costs, passes::CostModel::FromPlan(plan));
+  return passes::SimulateTimeline(plan, costs);
+}
+
+std::string CostsText(bool unit_costs) {
+  return unit_costs ? "unit costs F=1, B=2, I=W=1" : "the plan's cost model; --unit-costs for F=1, B=2";
+}
+
+// The whole-plan timeline figures, as JSON members (", \"k\": v, ...").
+std::string TimelineJson(const passes::Timeline& timeline) {
+  return absl::StrFormat(", \"makespan_units\": %s, \"bubble_fraction\": %.6f, \"bytes_sent_per_step\": %d",
+                         JsonNumber(timeline.makespan), timeline.bubble_fraction, timeline.bytes_sent_per_step);
+}
+
+// Stage `s`'s timeline figures, as JSON members; empty when the timeline has no such stage.
+std::string StageTimelineJson(const passes::Timeline& timeline, int s) {
+  if (s >= static_cast<int>(timeline.stages.size())) return "";
+  const passes::StageStats& x = timeline.stages[s];
+  return absl::StrFormat(
+      ", \"params\": %d, \"peak_live_slots\": %d, \"activation_bytes\": %d, \"bytes_sent_per_step\": %d, "
+      "\"busy_units\": %s, \"optimizer_state_bytes_per_rank\": %d, \"optimizer_state_bytes_per_rank_unsharded\": %d",
+      x.params, x.peak_live_slots, x.activation_bytes, x.bytes_sent, JsonNumber(x.busy), x.optimizer_state_bytes,
+      x.optimizer_state_bytes_unsharded);
+}
+
+std::string TimelineText(const ir::Plan& plan, const passes::Timeline& timeline, bool unit_costs) {
+  const auto& c = plan.config();
+  const int64_t d = std::max(1, plan.topology().data_parallel());
+  std::string out = absl::StrCat("\ntimeline (", CostsText(unit_costs), "; '.' = idle):\n",
+                                 passes::RenderTimeline(timeline));
+  absl::StrAppend(&out, absl::StrFormat("\nmakespan %s units, bubble fraction %.4f\n", JsonNumber(timeline.makespan),
+                                        timeline.bubble_fraction));
+  if (timeline.stages.empty()) return out;
+  absl::StrAppend(&out, "stage  params        slots (peak live)   activation memory   busy units   "
+                        "bytes sent/step (per replica)\n");
+  for (size_t s = 0; s < timeline.stages.size(); ++s) {
+    const passes::StageStats& x = timeline.stages[s];
+    absl::StrAppend(&out, absl::StrFormat("%-6d %-13d %-19s %-19s %-12s %s\n", s, x.params,
+                                          absl::StrCat(x.num_slots, " (", x.peak_live_slots, ")"),
+                                          HumanBytes(x.activation_bytes), JsonNumber(x.busy),
+                                          HumanBytes(x.bytes_sent)));
+  }
+  absl::StrAppend(&out, absl::StrFormat("total bytes sent per step, all ranks: %s\n",
+                                        HumanBytes(timeline.bytes_sent_per_step)));
+  absl::StrAppend(&out, absl::StrFormat("optimizer state per rank (%s, ZeRO stage %d):\n", c.optimizer().type(),
+                                        c.zero_stage()));
+  absl::StrAppend(&out, "stage  this plan        without ZeRO-1   with ZeRO-1 (D=", d, ")\n");
+  for (size_t s = 0; s < timeline.stages.size(); ++s) {
+    const passes::StageStats& x = timeline.stages[s];
+    absl::StrAppend(&out, absl::StrFormat("%-6d %-16s %-16s %s\n", s, HumanBytes(x.optimizer_state_bytes),
+                                          HumanBytes(x.optimizer_state_bytes_unsharded),
+                                          HumanBytes((x.optimizer_state_bytes_unsharded + d - 1) / d)));
+  }
+  return out;
+}
+
 absl::Status Inspect(const std::string& path) {
   ASSIGN_OR_RETURN(ir::Plan plan, ir::LoadPlan(path));
   // A plan that fails its stamp or its checks is described, never analysed: the timeline
   // and the per-stage figures assume a valid plan.
   absl::Status stamp = ir::CheckStamp(plan, path);
   absl::Status verified = passes::VerifyPlan(plan);
-  if (!stamp.ok() || !verified.ok()) {
-    const absl::Status& failed = stamp.ok() ? verified : stamp;
+  absl::StatusOr<ir::Grid> grid_or = ir::Grid::Of(plan);
+  if (!stamp.ok() || !verified.ok() || !grid_or.ok()) {
+    const absl::Status& failed = !stamp.ok() ? stamp : !verified.ok() ? verified : grid_or.status();
     if (absl::GetFlag(FLAGS_json)) {
       nlohmann::json j = {{"stats", {{"verified", verified.ok()}, {"fingerprint_ok", stamp.ok()},
                                      {"unverified_mark", plan.unverified()},
@@ -263,86 +435,118 @@ absl::Status Inspect(const std::string& path) {
     std::cout << "not analysed: " << failed.message() << "\n";
     return failed;
   }
-  auto timeline = passes::SimulateTimeline(plan);
+  const ir::Grid& grid = *grid_or;
+  // Before the partition pass the plan has no placement (and no boundaries) to show.
+  const bool placed = plan.placement().virtual_stages_size() == grid.virtual_stages();
+  const int boundaries = placed ? std::min(plan.boundaries_size(), grid.boundaries()) : 0;
+  // Virtual stages of each pipeline stage, in chunk order.
+  std::vector<std::vector<int>> stage_vs(grid.stages());
+  for (int s = 0; s < grid.stages(); ++s) {
+    for (int k = 0; placed && k < grid.chunks(); ++k) stage_vs[s].push_back(grid.VirtualOf(s, k));
+  }
+  const bool unit_costs = absl::GetFlag(FLAGS_unit_costs);
+  absl::StatusOr<passes::Timeline> timeline = TimelineOf(plan, unit_costs);
+  const auto& t = plan.topology();
+  const auto& c = plan.config();
+  const auto& placement = plan.placement();
+
   if (absl::GetFlag(FLAGS_json)) {
     ASSIGN_OR_RETURN(std::string plan_json, ir::PlanToJson(plan));
-    std::string stats = absl::StrFormat("{\"verified\": %s, \"fingerprint_ok\": %s", verified.ok() ? "true" : "false",
-                                        stamp.ok() ? "true" : "false");
+    std::string stats = absl::StrFormat(
+        "{\"verified\": %s, \"fingerprint_ok\": %s, \"level\": %s, \"num_stages\": %d, \"data_parallel\": %d, "
+        "\"virtual_stages_per_stage\": %d, \"world_size\": %d, \"costs\": %s",
+        verified.ok() ? "true" : "false", stamp.ok() ? "true" : "false", JsonString(ir::PlanLevel_Name(plan.level())),
+        grid.stages(), grid.replicas(), grid.chunks(), grid.world_size(), JsonString(unit_costs ? "unit" : "plan"));
     if (timeline.ok()) {
-      std::vector<std::string> st;
-      for (size_t s = 0; s < timeline->stages.size(); ++s) {
-        const auto& x = timeline->stages[s];
-        st.push_back(absl::StrFormat(
-            "{\"stage\": %d, \"params\": %d, \"live_activation_buffers\": %d, \"activation_bytes\": %d, "
-            "\"bytes_sent_per_step\": %d, \"busy_units\": %d, \"optimizer_state_bytes_per_rank\": %d, "
-            "\"optimizer_state_bytes_per_rank_unsharded\": %d}",
-            s, x.params, x.num_slots, x.activation_bytes, x.bytes_sent, x.busy, x.optimizer_state_bytes,
-            x.optimizer_state_bytes_unsharded));
-      }
-      absl::StrAppend(&stats, absl::StrFormat(", \"makespan_units\": %d, \"bubble_fraction\": %.6f, "
-                                              "\"bytes_sent_per_step\": %d, \"stages\": [%s]",
-                                              timeline->makespan, timeline->bubble_fraction,
-                                              timeline->bytes_sent_per_step, absl::StrJoin(st, ", ")));
+      absl::StrAppend(&stats, TimelineJson(*timeline));
+    } else {
+      absl::StrAppend(&stats, ", \"timeline_error\": ", JsonString(std::string(timeline.status().message())));
     }
+    std::vector<std::string> st;
+    for (int s = 0; s < grid.stages(); ++s) {
+      std::vector<std::string> vs;
+      for (int v : stage_vs[s]) {
+        const ir::VirtualStage& r = placement.virtual_stages(v);
+        vs.push_back(absl::StrFormat("{\"virtual_stage\": %d, \"chunk\": %d, \"layers\": [%d, %d], \"params\": %d}", v,
+                                     grid.ChunkOf(v), r.begin(), r.end(), LayerParams(plan, r)));
+      }
+      std::string stage = absl::StrFormat("{\"stage\": %d", s);
+      if (timeline.ok()) absl::StrAppend(&stage, StageTimelineJson(*timeline, s));
+      absl::StrAppend(&stage, absl::StrFormat(", \"ranks\": [%s], \"virtual_stages\": [%s]",
+                                              absl::StrJoin(grid.DataParallelGroup(s), ", "), absl::StrJoin(vs, ", ")));
+      if (s < plan.programs_size()) {
+        absl::StrAppend(&stage, absl::StrFormat(", \"instructions\": %d, \"num_slots\": %d, \"instruction_counts\": %s",
+                                                plan.programs(s).instructions_size(), plan.programs(s).num_slots(),
+                                                CountsJson(InstructionCounts(plan.programs(s)))));
+      }
+      if (s < plan.eval_programs_size()) {
+        absl::StrAppend(&stage, absl::StrFormat(", \"eval_instructions\": %d, \"eval_num_slots\": %d",
+                                                plan.eval_programs(s).instructions_size(),
+                                                plan.eval_programs(s).num_slots()));
+      }
+      st.push_back(absl::StrCat(stage, "}"));
+    }
+    std::vector<std::string> bs;
+    for (int b = 0; b < boundaries; ++b) {
+      const int from = grid.SenderOf(ir::ACTIVATION, b), to = grid.ReceiverOf(ir::ACTIVATION, b);
+      bs.push_back(absl::StrFormat(
+          "{\"boundary\": %d, \"from_virtual_stage\": %d, \"to_virtual_stage\": %d, \"from_stage\": %d, "
+          "\"to_stage\": %d, \"tensors\": %s, \"activation_bytes\": %d, \"gradient_bytes\": %d}",
+          b, from, to, grid.StageOf(from), grid.StageOf(to), TensorsJson(plan.boundaries(b).tensors()),
+          passes::TransferBytes(plan, ir::ACTIVATION, b), passes::TransferBytes(plan, ir::GRADIENT, b)));
+    }
+    absl::StrAppend(&stats, ",\n \"stages\": [\n  ", absl::StrJoin(st, ",\n  "), "],\n \"boundaries\": [\n  ",
+                    absl::StrJoin(bs, ",\n  "), "]");
     std::cout << "{\"stats\": " << stats << "},\n\"plan\": " << plan_json << "}\n";
     return verified;
   }
-  const auto& t = plan.topology();
-  const auto& c = plan.config();
+
   std::cout << absl::StrFormat(
-      "plan %s: model '%s' (%d layers), %d stages x %d data-parallel = %d ranks\n"
+      "plan %s: model '%s' (%d layers), %d stages x %d data-parallel = %d ranks, %s per stage\n"
       "schedule %s, %d micro-batches of %d per replica (global batch %d), optimizer %s lr=%g, seed %d\n"
-      "format v%d, fingerprint %s (%s), verifier: %s\n\n",
-      path, plan.model().name(), plan.model().layers_size(), t.num_stages(), t.data_parallel(),
-      t.num_stages() * t.data_parallel(), c.schedule(), c.micro_batches(), c.micro_batch_size(),
-      c.micro_batches() * c.micro_batch_size() * t.data_parallel(), c.optimizer().type(), c.optimizer().lr(), c.seed(),
-      plan.format_version(), plan.fingerprint(), stamp.ok() ? "matches" : "MISMATCH",
-      verified.ok() ? "ok" : std::string(verified.message()));
-  std::cout << "partition:\n";
-  for (int s = 0; s < plan.partition().stages_size(); ++s) {
-    const auto& r = plan.partition().stages(s);
-    int64_t params = 0;
-    std::vector<std::string> names;
-    for (int l = r.begin(); l < r.end(); ++l) {
-      params += plan.model().layers(l).param_count();
-      names.push_back(plan.model().layers(l).name());
+      "format v%d, level %s, fingerprint %s (%s), verifier: %s\n\n",
+      path, plan.model().name(), plan.model().layers_size(), grid.stages(), grid.replicas(), grid.world_size(),
+      Count(grid.chunks(), "virtual stage", "virtual stages"), c.schedule(), c.micro_batches(), c.micro_batch_size(),
+      int64_t{c.micro_batches()} * c.micro_batch_size() * t.data_parallel(), c.optimizer().type(), c.optimizer().lr(),
+      c.seed(), plan.format_version(), ir::PlanLevel_Name(plan.level()), plan.fingerprint(),
+      stamp.ok() ? "matches" : "MISMATCH", verified.ok() ? "ok" : std::string(verified.message()));
+  std::cout << (placed ? "placement:\n" : "placement: none yet (the partition pass places the virtual stages)\n");
+  for (int s = 0; placed && s < grid.stages(); ++s) {
+    std::cout << absl::StrFormat("  stage %d (%s):\n", s, RanksText(grid, s));
+    for (int v : stage_vs[s]) {
+      const ir::VirtualStage& r = placement.virtual_stages(v);
+      std::vector<std::string> names;
+      for (int l = r.begin(); l < r.end(); ++l) names.push_back(plan.model().layers(l).name());
+      std::cout << absl::StrFormat("    virtual stage %d (chunk %d): layers [%d, %d) %s, %d params\n", v,
+                                   grid.ChunkOf(v), r.begin(), r.end(), absl::StrJoin(names, " "),
+                                   LayerParams(plan, r));
     }
-    std::cout << absl::StrFormat("  stage %d: layers [%d, %d) %s, %d params, output %s\n", s, r.begin(), r.end(),
-                                 absl::StrJoin(names, " "), params,
-                                 ir::ShapeString(plan.model().layers(r.end() - 1).output()));
+  }
+  if (boundaries > 0) {
+    std::cout << "boundaries (activations forward, gradients of the FLOAT32 tensors back; per micro-batch):\n";
+    for (int b = 0; b < boundaries; ++b) {
+      const int from = grid.SenderOf(ir::ACTIVATION, b), to = grid.ReceiverOf(ir::ACTIVATION, b);
+      std::cout << absl::StrFormat("  b%d: virtual stage %d -> %d (stage %d -> %d): %s; %s forward, %s back\n", b, from,
+                                   to, grid.StageOf(from), grid.StageOf(to), TensorsText(plan.boundaries(b).tensors()),
+                                   HumanBytes(passes::TransferBytes(plan, ir::ACTIVATION, b)),
+                                   HumanBytes(passes::TransferBytes(plan, ir::GRADIENT, b)));
+    }
   }
   for (const auto& prog : plan.programs()) {
-    std::cout << absl::StrFormat("\n== stage %d (ranks %d..%d), %d instructions, %d activation slots\n", prog.stage(),
-                                 prog.stage() * t.data_parallel(), prog.stage() * t.data_parallel() + t.data_parallel() - 1,
-                                 prog.instructions_size(), prog.num_slots())
+    std::cout << absl::StrFormat("\n== stage %d (%s; virtual stages %s), %s (%s), %s\n", prog.stage(),
+                                 RanksText(grid, prog.stage()), absl::StrJoin(stage_vs[prog.stage()], ", "),
+                                 Count(prog.instructions_size(), "instruction", "instructions"),
+                                 CountsText(InstructionCounts(prog)), Count(prog.num_slots(), "slot", "slots"))
               << ir::PrintProgram(prog, true);
   }
   for (const auto& prog : plan.eval_programs()) {
-    std::cout << absl::StrFormat("\n== eval stage %d (forward only), %d instructions, %d activation slots\n",
-                                 prog.stage(), prog.instructions_size(), prog.num_slots())
+    std::cout << absl::StrFormat("\n== eval stage %d (forward only), %s (%s), %s\n", prog.stage(),
+                                 Count(prog.instructions_size(), "instruction", "instructions"),
+                                 CountsText(InstructionCounts(prog)), Count(prog.num_slots(), "slot", "slots"))
               << ir::PrintProgram(prog, true);
   }
   if (timeline.ok()) {
-    std::cout << "\ntimeline (unit time: F=1, B=2; '.' = idle):\n" << passes::RenderTimeline(*timeline);
-    std::cout << absl::StrFormat("\nmakespan %d units, bubble fraction %.4f\n", timeline->makespan,
-                                 timeline->bubble_fraction);
-    std::cout << "stage  params        live act. buffers   activation memory   bytes sent/step (per replica)\n";
-    for (size_t s = 0; s < timeline->stages.size(); ++s) {
-      const auto& x = timeline->stages[s];
-      std::cout << absl::StrFormat("%-6d %-13d %-19d %-19s %s\n", s, x.params, x.num_slots,
-                                   HumanBytes(x.activation_bytes), HumanBytes(x.bytes_sent));
-    }
-    std::cout << absl::StrFormat("total bytes sent per step, all ranks: %s\n", HumanBytes(timeline->bytes_sent_per_step));
-    std::cout << absl::StrFormat("optimizer state per rank (%s, ZeRO stage %d):\n", c.optimizer().type(),
-                                 c.zero_stage());
-    std::cout << "stage  this plan        without ZeRO-1   with ZeRO-1 (D=" << t.data_parallel() << ")\n";
-    for (size_t s = 0; s < timeline->stages.size(); ++s) {
-      const auto& x = timeline->stages[s];
-      const int64_t d = std::max(1, t.data_parallel());
-      std::cout << absl::StrFormat("%-6d %-16s %-16s %s\n", s, HumanBytes(x.optimizer_state_bytes),
-                                   HumanBytes(x.optimizer_state_bytes_unsharded),
-                                   HumanBytes((x.optimizer_state_bytes_unsharded + d - 1) / d));
-    }
+    std::cout << TimelineText(plan, *timeline, unit_costs);
   } else {
     std::cout << "\ntimeline: " << timeline.status().message() << "\n";
   }
@@ -361,14 +565,14 @@ absl::Status Opt(const std::string& in, const std::string& out) {
               << plan.fingerprint() << " does not match its contents); " << out
               << " is verified and stamped from the edited contents\n";
   }
-  RETURN_IF_ERROR(RunPipelineText(pipeline, plan));
-  StampVerified(plan);
-  return ir::SavePlan(plan, out);
+  ASSIGN_OR_RETURN(ir::Plan result, passes::RunPipeline(std::move(plan), pipeline, OptionsFromFlags()));
+  WarnIfUnverified(result);
+  return ir::SavePlan(result, out);
 }
 
 void ListPasses() {
   for (const PassInfo& p : passes::GlobalPassRegistry().passes()) {
-    std::cout << absl::StrFormat("%-24s %s\n", p.name, p.summary);
+    std::cout << absl::StrFormat("%-26s %s\n", p.name, p.summary);
   }
 }
 
@@ -393,9 +597,11 @@ int Main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "export") return ExecExport(argc, argv);
   absl::SetProgramUsageMessage(
       "compile, inspect and transform pipeline-parallel training plans.\n"
-      "  ppc compile --model M.textproto --stages P [--data-parallel D] [--micro-batches M]\n"
-      "              [--micro-batch-size B] [--schedule 1f1b|gpipe|inference|data-parallel] --out PLAN\n"
-      "  ppc inspect PLAN [--json]\n"
+      "  ppc compile --model M.textproto --stages P [--data-parallel D] [--virtual-stages V]\n"
+      "              [--micro-batches M] [--micro-batch-size B]\n"
+      "              [--schedule 1f1b|interleaved-1f1b|gpipe|inference|data-parallel] --out PLAN\n"
+      "              (V > 1 virtual stages per stage: --schedule interleaved-1f1b)\n"
+      "  ppc inspect PLAN [--json] [--unit-costs]\n"
       "  ppc verify PLAN\n"
       "  ppc opt --passes=a,b{k=v} IN OUT\n"
       "  ppc export CHECKPOINT_DIR [--tag T] --out FILE [--model M.textproto]\n"

@@ -27,6 +27,7 @@
 #include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
 #include "passes/analysis/verifier.h"
 #include "runtime/gloo_transport.h"
 #include "runtime/runner.h"
@@ -68,6 +69,13 @@ absl::StatusOr<int64_t> EnvInt(const char* name, std::optional<int64_t> fallback
     return absl::InvalidArgumentError(absl::StrCat(name, "='", v, "' is not an integer in [", lo, ", ", hi, "]"));
   }
   return out;
+}
+
+// The plan's ranks, stages and replicas (ir::Grid is the one place that maps them).
+absl::StatusOr<ir::Grid> GridOf(const ir::Plan& plan, const std::string& path) {
+  absl::StatusOr<ir::Grid> grid = ir::Grid::Of(plan);
+  if (!grid.ok()) return Annotate(grid.status(), absl::StrCat(path, ": cannot load the plan"));
+  return grid;
 }
 
 // The gate every plan passes before a rank runs it.
@@ -112,11 +120,11 @@ absl::Status RunOneRank(std::string plan_path, runtime::RunOptions options) {
   ASSIGN_OR_RETURN(int64_t rank, EnvInt("RANK", 0, 0, world - 1));
   rv.rank = static_cast<int>(rank);
   rv.world_size = static_cast<int>(world);
-  const int64_t want = int64_t{plan.topology().num_stages()} * plan.topology().data_parallel();
-  if (rv.world_size != want) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        plan_path, ": the plan needs ", want, " ranks (", plan.topology().num_stages(), " stages x ",
-        plan.topology().data_parallel(), " data-parallel) but WORLD_SIZE is ", rv.world_size));
+  ASSIGN_OR_RETURN(ir::Grid grid, GridOf(plan, plan_path));
+  if (rv.world_size != grid.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(plan_path, ": the plan needs ", grid.world_size(), " ranks (",
+                                                   grid.stages(), " stages x ", grid.replicas(),
+                                                   " data-parallel) but WORLD_SIZE is ", rv.world_size));
   }
   RETURN_IF_ERROR(CheckPlanForRun(plan, plan_path));
   const char* addr = std::getenv("MASTER_ADDR");
@@ -153,10 +161,14 @@ int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
     Say(absl::StrCat("pprun: ", stamp.ToString()));
     return 1;
   }
-  const int64_t want = int64_t{plan->topology().num_stages()} * plan->topology().data_parallel();
-  if (nproc != want) {
-    Say(absl::StrCat("pprun: ", plan_path, ": the plan needs ", want, " ranks (", plan->topology().num_stages(),
-                     " stages x ", plan->topology().data_parallel(), " data-parallel), --nproc is ", nproc));
+  auto grid = GridOf(*plan, plan_path);
+  if (!grid.ok()) {
+    Say(absl::StrCat("pprun: ", grid.status().ToString()));
+    return 1;
+  }
+  if (nproc != grid->world_size()) {
+    Say(absl::StrCat("pprun: ", plan_path, ": the plan needs ", grid->world_size(), " ranks (", grid->stages(),
+                     " stages x ", grid->replicas(), " data-parallel), --nproc is ", nproc));
     return 1;
   }
   absl::Status checked = CheckPlanForRun(*plan, plan_path);

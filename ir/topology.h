@@ -1,0 +1,75 @@
+// The one place that maps ranks, pipeline stages, data-parallel replicas, chunks and
+// virtual stages, and names the process groups. No other file computes a rank.
+//
+//   rank = stage * D + replica            (data-parallel is the fastest-varying axis,
+//                                          as DeepSpeed's PipeDataParallelTopology)
+//   virtual stage v <-> (stage, chunk)    (the plan's placement table; Megatron's
+//                                          round-robin puts v on stage v % P, chunk v / P)
+//   boundary b: virtual stage b -> b + 1  (activations; gradients flow back)
+#ifndef PPC_IR_TOPOLOGY_H_
+#define PPC_IR_TOPOLOGY_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/program.pb.h"
+
+namespace ppc::ir {
+
+class Grid {
+ public:
+  // P stages x D replicas with V chunks per stage placed round-robin (v on stage v % P).
+  Grid(int stages, int replicas, int chunks);
+  // From a plan's topology and placement. InvalidArgument when the placement is not a
+  // bijection between virtual stages and (stage, chunk) with V chunks on every stage.
+  static absl::StatusOr<Grid> Of(const Plan& plan);
+  // The round-robin placement stage/chunk fields for `stages` x `chunks` virtual stages.
+  static void RoundRobin(int stages, int chunks, Placement* placement);
+
+  int stages() const { return stages_; }
+  int replicas() const { return replicas_; }
+  int chunks() const { return chunks_; }
+  int world_size() const { return stages_ * replicas_; }
+  int virtual_stages() const { return stages_ * chunks_; }
+  int boundaries() const { return virtual_stages() - 1; }
+
+  int Rank(int stage, int replica) const { return stage * replicas_ + replica; }
+  int StageOfRank(int rank) const { return rank / replicas_; }
+  int ReplicaOfRank(int rank) const { return rank % replicas_; }
+
+  int StageOf(int virtual_stage) const { return stage_of_[virtual_stage]; }
+  int ChunkOf(int virtual_stage) const { return chunk_of_[virtual_stage]; }
+  int VirtualOf(int stage, int chunk) const { return virtual_of_[stage * chunks_ + chunk]; }
+  bool IsFirst(int virtual_stage) const { return virtual_stage == 0; }
+  bool IsLast(int virtual_stage) const { return virtual_stage == virtual_stages() - 1; }
+
+  // The virtual stage that sends / receives a transfer across `boundary`.
+  int SenderOf(Direction direction, int boundary) const { return direction == GRADIENT ? boundary + 1 : boundary; }
+  int ReceiverOf(Direction direction, int boundary) const { return direction == GRADIENT ? boundary : boundary + 1; }
+  // The pipeline stage at the other end of a send (send) or receive (!send).
+  int PeerStage(bool send, Direction direction, int boundary) const {
+    return StageOf(send ? ReceiverOf(direction, boundary) : SenderOf(direction, boundary));
+  }
+  // The boundary a virtual stage receives its activations over (input) or sends them
+  // over (output); -1 at the ends of the pipeline.
+  int InputBoundary(int virtual_stage) const { return virtual_stage - 1; }
+  int OutputBoundary(int virtual_stage) const { return IsLast(virtual_stage) ? -1 : virtual_stage; }
+
+  // Process groups, as sorted global ranks.
+  std::vector<int> World() const;
+  std::vector<int> DataParallelGroup(int stage) const;   // a stage's replicas
+  std::vector<int> PipelineGroup(int replica) const;     // one replica's stages
+  std::vector<int> StagesGroup(const std::vector<int>& stages, int replica) const;
+
+  // "rank R (stage S, replica D)".
+  std::string Describe(int rank) const;
+
+ private:
+  int stages_, replicas_, chunks_;
+  std::vector<int> stage_of_, chunk_of_, virtual_of_;
+};
+
+}  // namespace ppc::ir
+
+#endif  // PPC_IR_TOPOLOGY_H_

@@ -1,0 +1,639 @@
+#include "passes/analysis/simulate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "ir/instruction_text.h"
+#include "ir/status_macros.h"
+#include "ir/topology.h"
+
+namespace ppc::passes {
+namespace {
+
+using ir::Instruction;
+
+int64_t SaturatingMul(int64_t a, int64_t b) {
+  int64_t out;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &out)) return std::numeric_limits<int64_t>::max();
+  return out;
+}
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t out;
+  if (__builtin_add_overflow(a, b, &out)) return std::numeric_limits<int64_t>::max();
+  return out;
+}
+
+double Elements(const ir::TensorSpec& t) {
+  double n = 1;
+  for (int64_t d : t.shape()) n *= static_cast<double>(d);
+  return n;
+}
+
+bool CostsOk(const std::vector<double>& v, int n) {
+  if (static_cast<int>(v.size()) != n) return false;
+  for (double x : v)
+    if (!std::isfinite(x) || x < 0) return false;
+  return true;
+}
+
+// A transfer as the programs name it: send/recv, direction, boundary, micro-batch.
+uint64_t TransferKey(bool send, ir::Direction direction, int boundary, int micro_batch) {
+  return (uint64_t{send} << 63) | (uint64_t(direction & 3) << 61) | (uint64_t(uint32_t(boundary) & 0x1fffffff) << 32) |
+         uint64_t(uint32_t(micro_batch));
+}
+// The same transfer seen from its other end.
+uint64_t SameTransfer(uint64_t key) { return key & ~(uint64_t{1} << 63); }
+std::string KeyText(uint64_t key) {
+  ir::CommRef ref;
+  ref.set_send(key >> 63);
+  ref.set_direction(static_cast<ir::Direction>((key >> 61) & 3));
+  ref.set_boundary(static_cast<int>((key >> 32) & 0x1fffffff));
+  ref.set_micro_batch(static_cast<int>(static_cast<uint32_t>(key)));
+  return ir::CommRefText(ref);
+}
+
+enum OpKind : uint8_t { kNop, kCompute, kSend, kRecv, kWait, kCollective };
+
+struct Op {
+  OpKind kind = kNop;
+  ir::ComputeKind compute = ir::COMPUTE_UNSPECIFIED;
+  int32_t a = 0;    // compute: virtual stage; send/recv: channel; wait: first ref
+  int32_t b = 0;    // compute: micro-batch; send/recv: index in the channel; wait: number of refs
+  double cost = 0;  // compute: its time; send: transfer time
+};
+
+struct Ref {
+  int32_t channel;
+  int32_t k;
+  bool send;
+};
+
+struct Channel {
+  int from, to;
+  std::vector<uint64_t> send_keys, recv_keys;  // in posting order
+  std::vector<double> send_ready;              // post time + transfer cost
+  std::vector<double> recv_post;
+  int sends_posted = 0, recvs_posted = 0;
+  int send_waiter = -1;  // the sender waits for receive k to be posted
+  int recv_waiter = -1;  // the receiver waits for send k to be posted
+};
+
+struct StageState {
+  int pc = 0;
+  int wait_pos = 0;  // next ref of the current Wait to check
+  double clock = 0;
+  bool at_collective = false;
+  double arrival = 0;
+};
+
+bool CollectiveStages(const Instruction& in, const google::protobuf::RepeatedField<int32_t>** stages) {
+  if (in.has_reduce_tied_grads()) {
+    *stages = &in.reduce_tied_grads().stages();
+    return true;
+  }
+  if (in.has_clip_grad_norm()) {
+    *stages = &in.clip_grad_norm().stages();
+    return true;
+  }
+  return false;
+}
+
+bool SameCollective(const Instruction& a, const Instruction& b) {
+  if (a.op_case() != b.op_case()) return false;
+  if (a.has_reduce_tied_grads()) return a.reduce_tied_grads().tie_key() == b.reduce_tied_grads().tie_key();
+  return a.has_clip_grad_norm();
+}
+
+class Simulator {
+ public:
+  Simulator(const ir::Plan& plan, const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
+            const CostModel& costs, const SimulateOptions& options, const ir::Grid& grid)
+      : plan_(plan), programs_(programs), costs_(costs), options_(options), grid_(grid), p_(grid.stages()) {}
+
+  absl::StatusOr<Simulation> Run() {
+    RETURN_IF_ERROR(CheckInputs());
+    ops_.resize(p_);
+    refs_.resize(p_);
+    out_.busy.assign(p_, 0);
+    out_.peak_live_slots.assign(p_, 0);
+    out_.compute.resize(p_);
+    channel_cache_.assign(2 * p_, -1);
+    for (int s = 0; s < p_; ++s) RETURN_IF_ERROR(Prepare(s));
+    CheckPairing();
+    Execute();
+    double busy = 0;
+    for (int s = 0; s < p_; ++s) {
+      out_.makespan = std::max(out_.makespan, state_[s].clock);
+      busy += out_.busy[s];
+    }
+    out_.bubble_fraction = out_.makespan > 0 ? 1.0 - busy / (double(p_) * out_.makespan) : 0;
+    return std::move(out_);
+  }
+
+ private:
+  std::string Where(int s, int i) const {
+    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(programs_[s].instructions(i)), ")");
+  }
+
+  absl::Status CheckInputs() {
+    if (programs_.size() != p_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("simulate: ", programs_.size(), " programs for ", p_, " pipeline stages"));
+    }
+    for (int s = 0; s < p_; ++s) {
+      if (programs_[s].stage() != s) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("simulate: program ", s, " is for stage ", programs_[s].stage()));
+      }
+    }
+    const int nv = grid_.virtual_stages();
+    if (!CostsOk(costs_.forward, nv) || !CostsOk(costs_.backward, nv) || !CostsOk(costs_.backward_input, nv) ||
+        !CostsOk(costs_.backward_weight, nv)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("simulate: the cost model needs one finite, non-negative F, B, I and W cost per virtual stage (",
+                       nv, "); it has ", costs_.forward.size(), ", ", costs_.backward.size(), ", ",
+                       costs_.backward_input.size(), ", ", costs_.backward_weight.size()));
+    }
+    if (!std::isfinite(costs_.latency) || costs_.latency < 0 || !std::isfinite(costs_.seconds_per_byte) ||
+        costs_.seconds_per_byte < 0) {
+      return absl::InvalidArgumentError("simulate: latency and seconds_per_byte must be finite and >= 0");
+    }
+    if (costs_.seconds_per_byte > 0 && plan_.boundaries_size() != grid_.boundaries()) {
+      return absl::InvalidArgumentError(absl::StrCat("simulate: the plan has ", plan_.boundaries_size(),
+                                                     " boundaries; its placement needs ", grid_.boundaries()));
+    }
+    const int nb = std::max(0, grid_.boundaries());
+    for (int d = 0; d < 2; ++d) {
+      transfer_cost_[d].resize(nb);
+      for (int b = 0; b < nb; ++b) {
+        const int64_t bytes = TransferBytes(plan_, d == 0 ? ir::ACTIVATION : ir::GRADIENT, b);
+        transfer_cost_[d][b] = costs_.latency + static_cast<double>(bytes) * costs_.seconds_per_byte;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  int ChannelOf(int from, int to) {
+    const uint64_t key = (uint64_t(uint32_t(from)) << 32) | uint32_t(to);
+    auto [it, inserted] = channel_ids_.try_emplace(key, static_cast<int>(channels_.size()));
+    if (inserted) {
+      channels_.emplace_back();
+      channels_.back().from = from;
+      channels_.back().to = to;
+    }
+    return it->second;
+  }
+
+  // Resolves stage s's program into ops: costs, channels and positions, wait refs; and
+  // its peak of live slots.
+  absl::Status Prepare(int s) {
+    const ir::StageProgram& prog = programs_[s];
+    const int n = prog.instructions_size();
+    std::vector<Op>& ops = ops_[s];
+    ops.resize(n);
+    absl::flat_hash_map<uint64_t, std::pair<int, int>> posted;  // transfer -> (channel, k)
+    // Slot uses: each distinct (slot, virtual stage, micro-batch) gets an id; use_ids[i]
+    // is instruction i's (or -1), last_use[id] its last instruction.
+    absl::flat_hash_map<std::tuple<int, int, int>, int> use_id_of;
+    std::vector<int> use_ids(n, -1), last_use;
+    std::tuple<int, int, int> use;
+    std::vector<int> cached_entries;  // of channel_cache_, reset at the end
+    const int nv = grid_.virtual_stages(), nb = grid_.boundaries();
+    for (int i = 0; i < n; ++i) {
+      const Instruction& in = prog.instructions(i);
+      Op& op = ops[i];
+      switch (in.op_case()) {
+        case Instruction::kCompute: {
+          const ir::Compute& c = in.compute();
+          const int v = c.virtual_stage();
+          if (v < 0 || v >= nv || grid_.StageOf(v) != s) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(Where(s, i), ": virtual stage ", v,
+                             v < 0 || v >= nv ? absl::StrCat(" is out of range (", nv, " virtual stages)")
+                                              : absl::StrCat(" runs on stage ", grid_.StageOf(v))));
+          }
+          op.kind = kCompute;
+          op.compute = c.kind();
+          op.a = v;
+          op.b = c.micro_batch();
+          switch (c.kind()) {
+            case ir::FORWARD:
+              op.cost = costs_.forward[v];
+              break;
+            case ir::BACKWARD:
+              op.cost = costs_.backward[v];
+              break;
+            case ir::BACKWARD_INPUT:
+              op.cost = costs_.backward_input[v];
+              break;
+            case ir::BACKWARD_WEIGHT:
+              op.cost = costs_.backward_weight[v];
+              break;
+            default:
+              return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": compute kind is unspecified"));
+          }
+          break;
+        }
+        case Instruction::kSend:
+        case Instruction::kRecv: {
+          const bool send = in.has_send();
+          const ir::Direction dir = send ? in.send().direction() : in.recv().direction();
+          const int b = send ? in.send().boundary() : in.recv().boundary();
+          const int mb = send ? in.send().micro_batch() : in.recv().micro_batch();
+          if (dir != ir::ACTIVATION && dir != ir::GRADIENT) {
+            return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": direction is unspecified"));
+          }
+          if (b < 0 || b >= nb) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(Where(s, i), ": boundary ", b, " is out of range (", nb, " boundaries)"));
+          }
+          const int own = send ? grid_.SenderOf(dir, b) : grid_.ReceiverOf(dir, b);
+          if (grid_.StageOf(own) != s) {
+            return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": virtual stage ", own, " ",
+                                                           send ? "sends" : "receives",
+                                                           " this transfer but runs on stage ", grid_.StageOf(own)));
+          }
+          const int peer = grid_.PeerStage(send, dir, b);
+          int& cached = channel_cache_[send ? peer : p_ + peer];
+          if (cached < 0) {
+            cached = send ? ChannelOf(s, peer) : ChannelOf(peer, s);
+            cached_entries.push_back(send ? peer : p_ + peer);
+          }
+          const int ch = cached;
+          Channel& c = channels_[ch];
+          const uint64_t key = TransferKey(send, dir, b, mb);
+          std::vector<uint64_t>& keys = send ? c.send_keys : c.recv_keys;
+          op.kind = send ? kSend : kRecv;
+          op.a = ch;
+          op.b = static_cast<int>(keys.size());
+          op.cost = send ? transfer_cost_[dir == ir::GRADIENT][b] : 0;
+          keys.push_back(key);
+          posted[key] = {ch, op.b};
+          break;
+        }
+        case Instruction::kWait: {
+          op.kind = kWait;
+          op.a = static_cast<int>(refs_[s].size());
+          op.b = in.wait().ops_size();
+          for (const ir::CommRef& ref : in.wait().ops()) {
+            const bool valid = (ref.direction() == ir::ACTIVATION || ref.direction() == ir::GRADIENT) &&
+                               ref.boundary() >= 0 && ref.boundary() < nb;
+            auto it = valid ? posted.find(TransferKey(ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()))
+                            : posted.end();
+            if (it == posted.end()) {
+              return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref),
+                                                             ", which stage ", s, " has not posted before"));
+            }
+            refs_[s].push_back({it->second.first, it->second.second, ref.send()});
+          }
+          break;
+        }
+        case Instruction::kReduceTiedGrads:
+        case Instruction::kClipGradNorm: {
+          const google::protobuf::RepeatedField<int32_t>* stages;
+          CollectiveStages(in, &stages);
+          for (int t : *stages) {
+            if (t < 0 || t >= p_) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(Where(s, i), ": stage ", t, " is out of range (", p_, " stages)"));
+            }
+          }
+          op.kind = kCollective;
+          break;
+        }
+        case Instruction::kLoadMicroBatch:
+        case Instruction::kReduceGrads:
+        case Instruction::kOptimizerStep:
+        case Instruction::kGatherParams:
+          op.kind = kNop;
+          break;
+        default:
+          return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": empty instruction"));
+      }
+      if (SlotUse(in, &use)) {
+        auto [it, inserted] = use_id_of.try_emplace(use, static_cast<int>(last_use.size()));
+        if (inserted) last_use.push_back(i);
+        use_ids[i] = it->second;
+        last_use[it->second] = i;
+      }
+    }
+    // Peak of live slots: a use is live from its first instruction to its last.
+    std::vector<bool> seen(last_use.size());
+    int live = 0, peak = 0;
+    for (int i = 0; i < n; ++i) {
+      const int id = use_ids[i];
+      if (id < 0) continue;
+      if (!seen[id]) {
+        seen[id] = true;
+        peak = std::max(peak, ++live);
+      }
+      if (last_use[id] == i) --live;
+    }
+    out_.peak_live_slots[s] = peak;
+    for (int e : cached_entries) channel_cache_[e] = -1;
+    if (options_.record_spans) {
+      int computes = 0;
+      for (const Op& op : ops) computes += op.kind == kCompute;
+      out_.compute[s].reserve(computes);
+    }
+    return absl::OkStatus();
+  }
+
+  // Which (slot, virtual stage, micro-batch) an instruction names, if any.
+  bool SlotUse(const Instruction& in, std::tuple<int, int, int>* use) const {
+    switch (in.op_case()) {
+      case Instruction::kCompute:
+        *use = {in.compute().slot(), in.compute().virtual_stage(), in.compute().micro_batch()};
+        return true;
+      case Instruction::kSend:
+        *use = {in.send().slot(), grid_.SenderOf(in.send().direction(), in.send().boundary()), in.send().micro_batch()};
+        return true;
+      case Instruction::kRecv:
+        *use = {in.recv().slot(), grid_.ReceiverOf(in.recv().direction(), in.recv().boundary()),
+                in.recv().micro_batch()};
+        return true;
+      case Instruction::kLoadMicroBatch: {
+        const auto& l = in.load_micro_batch();
+        *use = {l.slot(), l.inputs() ? 0 : grid_.virtual_stages() - 1, l.micro_batch()};
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // The FIFO pairing is fixed by the programs: check that the k-th send and the k-th
+  // receive of every channel name the same transfer.
+  void CheckPairing() {
+    for (const Channel& c : channels_) {
+      const size_t n = std::min(c.send_keys.size(), c.recv_keys.size());
+      for (size_t k = 0; k < n; ++k) {
+        if (SameTransfer(c.send_keys[k]) != SameTransfer(c.recv_keys[k])) {
+          out_.errors.push_back(absl::StrCat("stage ", c.from, " -> stage ", c.to, " transfer ", k, ": stage ", c.from,
+                                             " sends ", KeyText(c.send_keys[k]), " but stage ", c.to, "'s receive ", k,
+                                             " is ", KeyText(c.recv_keys[k])));
+          break;
+        }
+      }
+    }
+  }
+
+  void Execute() {
+    state_.assign(p_, StageState());
+    for (Channel& c : channels_) {
+      c.send_ready.resize(c.send_keys.size());
+      c.recv_post.resize(c.recv_keys.size());
+    }
+    ready_.reserve(p_);
+    for (int s = p_ - 1; s >= 0; --s) ready_.push_back(s);
+    while (!ready_.empty()) {
+      const int s = ready_.back();
+      ready_.pop_back();
+      Advance(s);
+    }
+    std::vector<std::string> stuck;
+    int stuck_count = 0;
+    for (int s = 0; s < p_; ++s) {
+      if (Finished(s)) continue;
+      if (++stuck_count <= kMaxDeadlockLines) stuck.push_back(BlockedReason(s));
+    }
+    if (stuck_count > 0) {
+      std::string msg = "deadlock: no stage can proceed:";
+      for (const std::string& line : stuck) absl::StrAppend(&msg, "\n    ", line);
+      if (stuck_count > kMaxDeadlockLines) {
+        absl::StrAppend(&msg, "\n    ... and ", stuck_count - kMaxDeadlockLines, " more stuck stages");
+      }
+      out_.errors.push_back(std::move(msg));
+      return;
+    }
+    for (const Channel& c : channels_) {
+      const size_t ns = c.send_keys.size(), nr = c.recv_keys.size();
+      if (ns > nr) {
+        out_.errors.push_back(absl::StrCat("stage ", c.from, " -> stage ", c.to, ": stage ", c.from, "'s send ", nr,
+                                           " (", KeyText(c.send_keys[nr]), ") has no matching receive on stage ",
+                                           c.to));
+      } else if (nr > ns) {
+        out_.errors.push_back(absl::StrCat("stage ", c.from, " -> stage ", c.to, ": stage ", c.to, "'s receive ", ns,
+                                           " (", KeyText(c.recv_keys[ns]), ") has no matching send on stage ", c.from));
+      }
+    }
+  }
+
+  bool Finished(int s) const { return state_[s].pc >= static_cast<int>(ops_[s].size()); }
+
+  std::string BlockedReason(int s) const {
+    const StageState& st = state_[s];
+    const Op& op = ops_[s][st.pc];
+    const Instruction& in = programs_[s].instructions(st.pc);
+    if (op.kind == kWait) {
+      const Ref& r = refs_[s][op.a + st.wait_pos];
+      const Channel& c = channels_[r.channel];
+      ir::CommRef counterpart = in.wait().ops(st.wait_pos);
+      counterpart.set_send(!counterpart.send());
+      return absl::StrCat(Where(s, st.pc), " waits for stage ", r.send ? c.to : c.from, " to post ",
+                          ir::CommRefText(counterpart));
+    }
+    const google::protobuf::RepeatedField<int32_t>* stages;
+    if (CollectiveStages(in, &stages)) {
+      for (int t : *stages) {
+        if (t == s) continue;
+        if (!state_[t].at_collective || !SameCollective(in, programs_[t].instructions(state_[t].pc))) {
+          return absl::StrCat(Where(s, st.pc), " needs stage ", t, " at the same collective");
+        }
+      }
+    }
+    return absl::StrCat(Where(s, st.pc), " is blocked");
+  }
+
+  void Wake(int s) { ready_.push_back(s); }
+
+  // Runs stage s until it finishes or blocks.
+  void Advance(int s) {
+    StageState& st = state_[s];
+    const std::vector<Op>& ops = ops_[s];
+    const int n = static_cast<int>(ops.size());
+    while (st.pc < n) {
+      const Op& op = ops[st.pc];
+      switch (op.kind) {
+        case kNop:
+          break;
+        case kCompute:
+          if (options_.record_spans) {
+            // ir::OpName's form, from the op rather than the (cold) instruction.
+            out_.compute[s].push_back(
+                {st.pc, st.clock, st.clock + op.cost, absl::StrCat(op.a, ir::ComputeLetter(op.compute), op.b)});
+          }
+          st.clock += op.cost;
+          out_.busy[s] += op.cost;
+          break;
+        case kSend: {
+          Channel& c = channels_[op.a];
+          c.send_ready[op.b] = st.clock + op.cost;
+          c.sends_posted = op.b + 1;
+          if (c.recv_waiter >= 0 && c.recv_waiter <= op.b) {
+            c.recv_waiter = -1;
+            Wake(c.to);
+          }
+          break;
+        }
+        case kRecv: {
+          Channel& c = channels_[op.a];
+          c.recv_post[op.b] = st.clock;
+          c.recvs_posted = op.b + 1;
+          if (c.send_waiter >= 0 && c.send_waiter <= op.b) {
+            c.send_waiter = -1;
+            Wake(c.from);
+          }
+          break;
+        }
+        case kWait: {
+          const Ref* refs = refs_[s].data() + op.a;
+          for (; st.wait_pos < op.b; ++st.wait_pos) {
+            const Ref& r = refs[st.wait_pos];
+            Channel& c = channels_[r.channel];
+            if (r.send) {
+              if (r.k >= c.recvs_posted) {
+                c.send_waiter = r.k;
+                return;
+              }
+              st.clock = std::max(st.clock, c.recv_post[r.k]);
+            } else {
+              if (r.k >= c.sends_posted) {
+                c.recv_waiter = r.k;
+                return;
+              }
+              st.clock = std::max(st.clock, c.send_ready[r.k]);
+            }
+          }
+          st.wait_pos = 0;
+          break;
+        }
+        case kCollective: {
+          const Instruction& in = programs_[s].instructions(st.pc);
+          if (!st.at_collective) {
+            st.at_collective = true;
+            st.arrival = st.clock;
+          }
+          const google::protobuf::RepeatedField<int32_t>* stages;
+          CollectiveStages(in, &stages);
+          double release = st.arrival;
+          for (int t : *stages) {
+            if (t == s) continue;
+            const StageState& other = state_[t];
+            if (!other.at_collective || !SameCollective(in, programs_[t].instructions(other.pc))) return;
+            release = std::max(release, other.arrival);
+          }
+          // Every listed stage is here: all of them pass the collective together.
+          for (int t : *stages) {
+            StageState& other = state_[t];
+            if (t == s || !other.at_collective) continue;
+            other.at_collective = false;
+            other.clock = release;
+            ++other.pc;
+            Wake(t);
+          }
+          st.at_collective = false;
+          st.clock = release;
+          break;
+        }
+      }
+      ++st.pc;
+    }
+  }
+
+  const ir::Plan& plan_;
+  const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs_;
+  const CostModel& costs_;
+  const SimulateOptions& options_;
+  const ir::Grid& grid_;
+  const int p_;
+  std::vector<double> transfer_cost_[2];  // [ACTIVATION, GRADIENT][boundary]
+  std::vector<std::vector<Op>> ops_;
+  std::vector<std::vector<Ref>> refs_;
+  std::vector<Channel> channels_;
+  absl::flat_hash_map<uint64_t, int> channel_ids_;
+  // While preparing stage s: its channel to stage t (index t) and from stage t (p_ + t).
+  std::vector<int> channel_cache_;
+  std::vector<StageState> state_;
+  std::vector<int> ready_;
+  Simulation out_;
+};
+
+}  // namespace
+
+CostModel CostModel::Unit(const ir::Plan& plan) {
+  int n = plan.placement().virtual_stages_size();
+  if (n == 0) n = std::max(1, plan.topology().num_stages()) * std::max(1, plan.placement().chunks_per_stage());
+  CostModel c;
+  c.forward.assign(n, 1);
+  c.backward.assign(n, 2);
+  c.backward_input.assign(n, 1);
+  c.backward_weight.assign(n, 1);
+  return c;
+}
+
+absl::StatusOr<CostModel> CostModel::FromPlan(const ir::Plan& plan) {
+  const ir::Placement& pl = plan.placement();
+  if (pl.virtual_stages_size() == 0) {
+    return absl::FailedPreconditionError("cost model: the plan has no placement (run partition)");
+  }
+  const int layers = plan.model().layers_size();
+  const double mbs = std::max(1, plan.config().micro_batch_size());
+  CostModel c;
+  for (int v = 0; v < pl.virtual_stages_size(); ++v) {
+    const ir::VirtualStage& vs = pl.virtual_stages(v);
+    if (vs.begin() < 0 || vs.begin() > vs.end() || vs.end() > layers) {
+      return absl::InvalidArgumentError(absl::StrCat("cost model: virtual stage ", v, " has layers [", vs.begin(), ", ",
+                                                     vs.end(), "); the model has ", layers));
+    }
+    double f = 0, b = 0;
+    for (int l = vs.begin(); l < vs.end(); ++l) {
+      const ir::LayerSpec& layer = plan.model().layers(l);
+      double lf = layer.forward_cost();
+      if (!(lf > 0)) {
+        if (layer.outputs_size() == 0) {
+          return absl::FailedPreconditionError(absl::StrCat("cost model: layer ", l, " (", layer.name(),
+                                                            ") has no forward_cost and no inferred output shapes"));
+        }
+        double elements = 0;
+        for (const ir::TensorSpec& t : layer.outputs()) elements += Elements(t);
+        lf = (2.0 * static_cast<double>(layer.param_count()) + elements) * mbs;
+      }
+      f += lf;
+      b += layer.backward_cost() > 0 ? layer.backward_cost() : 2 * lf;
+    }
+    c.forward.push_back(f);
+    c.backward.push_back(b);
+    c.backward_input.push_back(b / 2);
+    c.backward_weight.push_back(b / 2);
+  }
+  return c;
+}
+
+int64_t TransferBytes(const ir::Plan& plan, ir::Direction direction, int boundary) {
+  if (boundary < 0 || boundary >= plan.boundaries_size()) return 0;
+  int64_t per_sample = 0;
+  for (const ir::TensorSpec& t : plan.boundaries(boundary).tensors()) {
+    if (direction == ir::GRADIENT && t.dtype() != ir::FLOAT32) continue;
+    int64_t n = t.dtype() == ir::INT64 ? 8 : 4;
+    for (int64_t d : t.shape()) n = SaturatingMul(n, std::max<int64_t>(d, 0));
+    per_sample = SaturatingAdd(per_sample, n);
+  }
+  return SaturatingMul(per_sample, std::max(0, plan.config().micro_batch_size()));
+}
+
+absl::StatusOr<Simulation> Simulate(const ir::Plan& plan,
+                                    const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
+                                    const CostModel& costs, const SimulateOptions& options) {
+  ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
+  Simulator sim(plan, programs, costs, options, grid);
+  return sim.Run();
+}
+
+}  // namespace ppc::passes

@@ -1,0 +1,136 @@
+// The model state of one pipeline stage: the layers of its virtual stages (chunks) with
+// their deterministic initial weights, tied weights shared within the stage, and the
+// stage's distinct parameters and gradients flattened into two buffers. Forward and
+// Backward run one virtual stage on one micro-batch, taking and returning groups of
+// tensors (ir/layer_shapes.h: what crosses a boundary is a group), with activation
+// checkpointing when the plan asks for it.
+#ifndef PPC_RUNTIME_STAGE_MODEL_H_
+#define PPC_RUNTIME_STAGE_MODEL_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/status.h"
+#include "ir/program.pb.h"
+#include "ir/topology.h"
+#include "runtime/layers.h"
+
+namespace ppc::runtime {
+
+using Group = std::vector<torch::Tensor>;
+
+struct NamedParameter {
+  int layer;  // global layer index
+  std::string name;
+  torch::Tensor value;
+};
+
+// What a training forward of one (virtual stage, micro-batch) leaves for its backward.
+struct SavedForward {
+  Group inputs;  // the input group; FLOAT32 members require grad past virtual stage 0
+  // The backward's roots with their graph: the output group, or {loss / M} on the last
+  // virtual stage. Empty with activation checkpointing (the backward recomputes them).
+  Group roots;
+  // Activation checkpointing: the input group of every segment of layers, and the
+  // labels to recompute the last virtual stage's loss with.
+  std::vector<Group> segment_inputs;
+  torch::Tensor labels;
+  ForwardContext ctx;
+  // A forward left state that no backward has consumed yet.
+  bool has_forward() const { return !roots.empty() || !segment_inputs.empty(); }
+  void Clear() { *this = SavedForward(); }
+};
+
+class StageModel {
+ public:
+  // A virtual stage of this stage: layers_[first_layer, end_layer) are global layers
+  // [begin, end); params: their distinct parameters.
+  struct Chunk {
+    int virtual_stage, begin, end;
+    int first_layer, end_layer;
+    std::vector<torch::Tensor> params;
+  };
+
+  // Builds the layers of `stage`'s virtual stages (chunk order, ascending layers), each
+  // tied weight shared within the stage and initialised from the first layer of its tie
+  // group wherever that layer lives. Appends every problem to `problems` (the model is
+  // then unusable).
+  static std::unique_ptr<StageModel> Build(const ir::Plan& plan, const ir::Grid& grid, int stage,
+                                           std::vector<std::string>& problems);
+
+  // Moves the distinct parameters into flat buffers of `size` values (>= their count;
+  // padding is zero) and rebinds every layer, so that every parameter and every .grad is
+  // a view of flat_params() / flat_grads().
+  void Flatten(int64_t size);
+
+  // Forward of virtual stage `vs` on `inputs`: its output group (the model's output on
+  // the last virtual stage). With labels on the last virtual stage, *loss becomes the
+  // micro-batch's mean loss. `saved` null: no autograd graph is kept (evaluation).
+  // Otherwise it receives what Backward needs; the FLOAT32 inputs past virtual stage 0
+  // (received leaves) start to require grad.
+  Group Forward(int vs, Group inputs, const torch::Tensor& labels, const ForwardContext& ctx, SavedForward* saved,
+                torch::Tensor* loss) const;
+  // Backward of virtual stage `vs` from the gradients of its FLOAT32 outputs
+  // (`output_grads`, in order; none on the last virtual stage, whose root is the scaled
+  // loss): returns the gradients of its FLOAT32 inputs (zeros where an input did not
+  // matter; empty on virtual stage 0). BACKWARD and BACKWARD_WEIGHT accumulate into the
+  // parameters' gradients and consume `saved`; BACKWARD_INPUT keeps it for the
+  // BACKWARD_WEIGHT that follows. The caller checks that `saved` is a forward's and that
+  // `output_grads` are complete.
+  Group Backward(ir::ComputeKind kind, int vs, SavedForward& saved, const Group& output_grads);
+
+  torch::Tensor Loss(const torch::Tensor& output, const torch::Tensor& labels) const;
+
+  const std::vector<Chunk>& chunks() const { return chunks_; }
+  const Chunk& ChunkOf(int vs) const { return chunks_[grid_.ChunkOf(vs)]; }
+  // This stage's weight tied as `key`, or null.
+  const torch::Tensor* TiedWeight(const std::string& key) const;
+  // The squared L2 norm of this stage's gradients (float64 [1]), each tied weight
+  // counted on the stage of its first layer only; and scaling every gradient.
+  torch::Tensor SquaredGradNorm() const;
+  void ScaleGrads(double coef);
+
+  const torch::Tensor& flat_params() const { return flat_params_; }
+  const torch::Tensor& flat_grads() const { return flat_grads_; }
+  const std::vector<torch::Tensor>& distinct_params() const { return unique_params_; }
+  int64_t NumParameters() const;
+
+  // Global indices of the layers this stage holds, ascending.
+  std::vector<int> HeldLayers() const;
+  // Parameters by global layer index (a tied weight appears per layer).
+  std::vector<NamedParameter> Parameters() const;
+  // Each distinct parameter once, with the first layer of this stage that holds it.
+  std::vector<NamedParameter> DistinctParameters() const;
+  // Overwrites a parameter's values (shape checked); a tied weight changes in every
+  // layer that shares it. InvalidArgument naming `who` when there is no such parameter.
+  absl::Status SetParameter(int layer, const std::string& name, const torch::Tensor& value,
+                            const std::string& who);
+  int64_t ParameterBytes() const;
+
+ private:
+  explicit StageModel(const ir::Grid& grid) : grid_(grid) {}
+  Group RunLayers(int begin, int end, Group x, const ForwardContext& ctx) const;
+
+  ir::Grid grid_;
+  ir::LossKind loss_kind_ = ir::LOSS_UNSPECIFIED;
+  int micro_batches_ = 1;  // each micro-batch contributes 1/M of the step's gradient
+  // Layers per activation checkpoint segment (0: keep all activations).
+  int checkpoint_interval_ = 0;
+  std::vector<Chunk> chunks_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<torch::Tensor> unique_params_;
+  std::map<std::string, torch::Tensor> tied_;  // tie key -> shared weight on this stage
+  // Tied weights whose first holder is an earlier stage: left out of this stage's
+  // share of the global gradient norm, so each tied weight is counted once.
+  std::set<const void*> not_owned_;
+  torch::Tensor flat_params_, flat_grads_;
+};
+
+}  // namespace ppc::runtime
+
+#endif  // PPC_RUNTIME_STAGE_MODEL_H_

@@ -1,0 +1,340 @@
+// Fast interpreter tests: every rank of a world is a thread of this process, talking
+// over the loopback transport (runtime/loopback_transport.h), so that schedules,
+// partitions and data parallelism are checked against one-process training in seconds
+// (tests/e2e_test.cc checks the same contract with real pprun processes over Gloo), and
+// so are the runtime's errors on plans the verifier would reject.
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "ir/plan_io.h"
+#include "passes/compile.h"
+#include "runtime/interpreter.h"
+#include "runtime/loopback_transport.h"
+#include "runtime/runner.h"
+
+namespace ppc {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kSteps = 10;
+
+ir::Plan ModelPlan(const std::string& model, int stages, int dp, int micro_batches, const std::string& schedule) {
+  ir::Plan plan;
+  EXPECT_TRUE(ir::ParseTextProtoFile(model, plan.mutable_model()).ok()) << model;
+  plan.mutable_topology()->set_num_stages(stages);
+  plan.mutable_topology()->set_data_parallel(dp);
+  auto* c = plan.mutable_config();
+  c->set_micro_batches(micro_batches);
+  c->set_micro_batch_size(4);
+  c->set_schedule(schedule);
+  c->set_seed(1138);
+  c->set_steps(kSteps);
+  c->mutable_optimizer()->set_type("sgd");
+  c->mutable_optimizer()->set_lr(0.2);
+  c->mutable_optimizer()->set_momentum(0.9);
+  return plan;
+}
+
+ir::Plan Mlp(int stages, int dp, int micro_batches, const std::string& schedule) {
+  return ModelPlan("examples/mlp/mlp.textproto", stages, dp, micro_batches, schedule);
+}
+
+ir::Plan Compiled(const ir::Plan& plan) {
+  auto compiled = passes::CompilePlan(plan.model(), plan.topology(), plan.config());
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  return compiled.ok() ? *compiled : ir::Plan();
+}
+
+int WorldSize(const ir::Plan& plan) { return plan.topology().num_stages() * plan.topology().data_parallel(); }
+
+struct Trained {
+  std::vector<double> losses;  // per step
+  double eval_loss = 0;        // one held-out batch after the last step
+  std::map<std::string, std::vector<float>> weights;  // "layerL.name" -> values
+};
+
+// Trains `plan` for kSteps on WorldSize(plan) threads through runtime::RunRank, then
+// evaluates one held-out batch; the weights come back through --dump-weights' files.
+// Fails with the first rank's error (by rank) when any rank fails.
+absl::StatusOr<Trained> Train(const ir::Plan& plan, const std::string& name) {
+  const int world = WorldSize(plan);
+  auto hub = runtime::LoopbackHub::Create(world);
+  if (!hub.ok()) return hub.status();
+  const std::string dir = absl::StrCat(testing::TempDir(), "/", name);
+  runtime::RunOptions options;
+  options.steps = kSteps;
+  options.print = false;
+  options.eval_every = kSteps;
+  options.dump_weights = dir;
+  options.runtime.timeout = absl::Seconds(60);
+  std::vector<absl::StatusOr<runtime::RunRecords>> results(world, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      results[r] = runtime::RunRank(plan, r, [&] { return (*hub)->Connect(r); }, options);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    if (!results[r].ok()) return results[r].status();
+  }
+  Trained out;
+  for (const auto& s : results[0]->steps) out.losses.push_back(s.loss);
+  if (results[0]->evals.size() != 1) return absl::InternalError("expected one evaluation");
+  out.eval_loss = results[0]->evals[0].result.loss;
+  for (int l = 0; l < plan.model().layers_size(); ++l) {
+    for (const char* param : {"weight", "bias"}) {
+      const std::string key = absl::StrCat("layer", l, ".", param);
+      std::ifstream in(absl::StrCat(dir, "/", key, ".f32"), std::ios::binary);
+      if (!in) continue;
+      std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::vector<float>& values = out.weights[key];
+      values.resize(bytes.size() / sizeof(float));
+      std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+    }
+  }
+  return out;
+}
+
+void ExpectSameTraining(const Trained& want, const Trained& got, double tol = 1e-5) {
+  ASSERT_EQ(got.losses.size(), want.losses.size());
+  for (size_t i = 0; i < want.losses.size(); ++i) {
+    EXPECT_NEAR(got.losses[i], want.losses[i], tol * std::abs(want.losses[i])) << "step " << i + 1;
+  }
+  EXPECT_NEAR(got.eval_loss, want.eval_loss, tol * std::abs(want.eval_loss)) << "evaluation";
+  ASSERT_EQ(got.weights.size(), want.weights.size()) << "every layer's parameters must be written once";
+  for (const auto& [key, values] : want.weights) {
+    auto it = got.weights.find(key);
+    ASSERT_NE(it, got.weights.end()) << key;
+    ASSERT_EQ(it->second.size(), values.size()) << key;
+    double worst = 0;
+    for (size_t k = 0; k < values.size(); ++k) worst = std::max(worst, double(std::abs(it->second[k] - values[k])));
+    EXPECT_LE(worst, tol) << key;
+  }
+}
+
+// One-process training of the same global batch: the reference.
+Trained Reference(const ir::Plan& like, const std::string& name) {
+  ir::Plan one = like;
+  one.mutable_topology()->set_num_stages(1);
+  one.mutable_topology()->set_data_parallel(1);
+  auto* c = one.mutable_config();
+  c->set_micro_batches(like.config().micro_batches() * like.topology().data_parallel());
+  c->set_schedule("1f1b");
+  c->set_virtual_stages(1);
+  c->clear_partition_method();
+  c->set_activation_checkpoint_interval(0);
+  auto ref = Train(Compiled(one), name);
+  EXPECT_TRUE(ref.ok()) << ref.status();
+  if (!ref.ok()) return {};
+  EXPECT_EQ(ref->losses.size(), static_cast<size_t>(kSteps));
+  EXPECT_LT(ref->losses.back(), ref->losses.front()) << "training should make progress";
+  return *ref;
+}
+
+void ExpectMatchesOneProcess(const ir::Plan& plan, const std::string& name, double tol = 1e-5) {
+  const Trained ref = Reference(plan, name + "_ref");
+  auto got = Train(Compiled(plan), name);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameTraining(ref, *got, tol);
+}
+
+TEST(Interpreter, OneFOneBMatchesOneProcess) { ExpectMatchesOneProcess(Mlp(2, 1, 4, "1f1b"), "1f1b_p2"); }
+
+TEST(Interpreter, GPipeMatchesOneProcess) { ExpectMatchesOneProcess(Mlp(2, 1, 4, "gpipe"), "gpipe_p2"); }
+
+TEST(Interpreter, InterleavedMatchesOneProcess) {
+  ir::Plan plan = Mlp(2, 1, 4, "interleaved-1f1b");
+  plan.mutable_config()->set_virtual_stages(2);
+  plan.mutable_config()->set_partition_method("uniform");
+  ExpectMatchesOneProcess(plan, "interleaved_p2_v2");
+}
+
+TEST(Interpreter, DataParallelMatchesOneProcess) {
+  ExpectMatchesOneProcess(Mlp(1, 2, 2, "data-parallel"), "dp_d2");
+  ExpectMatchesOneProcess(Mlp(2, 2, 2, "1f1b"), "1f1b_p2_d2");
+}
+
+TEST(Interpreter, ZeroOneMatchesOneProcess) {
+  ir::Plan plan = Mlp(2, 2, 2, "1f1b");
+  plan.mutable_config()->set_zero_stage(1);
+  ExpectMatchesOneProcess(plan, "zero1_p2_d2");
+}
+
+// residual_mlp's skip branch crosses the cut: every boundary carries two tensors.
+TEST(Interpreter, GroupsOfTensorsAcrossStagesMatchOneProcess) {
+  ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
+  plan.mutable_config()->set_partition_method("explicit:3");
+  ASSERT_EQ(Compiled(plan).boundaries(0).tensors_size(), 2);
+  ExpectMatchesOneProcess(plan, "residual_p2");
+}
+
+TEST(Interpreter, ActivationCheckpointingMatchesOneProcess) {
+  ir::Plan plan = Mlp(2, 1, 4, "1f1b");
+  plan.mutable_config()->set_activation_checkpoint_interval(1);
+  ExpectMatchesOneProcess(plan, "checkpointed_p2");
+  ir::Plan residual = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
+  residual.mutable_config()->set_partition_method("explicit:3");
+  residual.mutable_config()->set_activation_checkpoint_interval(2);
+  ExpectMatchesOneProcess(residual, "checkpointed_residual_p2");
+}
+
+// No schedule splits the backward yet: each B becomes I (input gradients, keeping the
+// graph) then W (weight gradients) in place, which must train identically.
+TEST(Interpreter, SplitBackwardMatchesFullBackward) {
+  ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
+  for (auto& program : *plan.mutable_programs()) {
+    ir::StageProgram split = program;
+    split.clear_instructions();
+    for (const ir::Instruction& in : program.instructions()) {
+      *split.add_instructions() = in;
+      if (!in.has_compute() || in.compute().kind() != ir::BACKWARD) continue;
+      split.mutable_instructions()->rbegin()->mutable_compute()->set_kind(ir::BACKWARD_INPUT);
+      *split.add_instructions() = in;
+      split.mutable_instructions()->rbegin()->mutable_compute()->set_kind(ir::BACKWARD_WEIGHT);
+    }
+    program = split;
+  }
+  ir::Stamp(plan);
+  const Trained ref = Reference(plan, "split_ref");
+  auto got = Train(plan, "split_p2");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameTraining(ref, *got);
+}
+
+// --- errors ---------------------------------------------------------------------
+
+// Runs each rank's `body` (given its transport) on its own thread; the statuses by rank.
+std::vector<absl::Status> RunWorld(int world, const std::function<absl::Status(runtime::Transport&)>& body) {
+  auto hub = runtime::LoopbackHub::Create(world);
+  EXPECT_TRUE(hub.ok());
+  std::vector<absl::Status> results(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto transport = (*hub)->Connect(r);
+      results[r] = transport.ok() ? body(**transport) : transport.status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return results;
+}
+
+absl::Status LoadAndStep(const ir::Plan& plan, runtime::Transport& transport, absl::Duration timeout) {
+  runtime::RuntimeOptions options;
+  options.timeout = timeout;
+  auto rt = runtime::StageRuntime::Load(plan, &transport, options);
+  if (!rt.ok()) return rt.status();
+  return (*rt)->RunStep(0).status();
+}
+
+int FindInstruction(const ir::Plan& plan, int stage, const std::function<bool(const ir::Instruction&)>& pred) {
+  for (int i = 0; i < plan.programs(stage).instructions_size(); ++i)
+    if (pred(plan.programs(stage).instructions(i))) return i;
+  ADD_FAILURE() << "stage " << stage << " has no such instruction";
+  return 0;
+}
+
+// A structurally valid plan the verifier would reject: stage 1 backwards micro-batch 0
+// twice. The runtime must say so, not crash.
+TEST(Interpreter, BackwardTwiceIsAFailedPreconditionNamingTheInstruction) {
+  ir::Plan plan = Compiled(Mlp(2, 1, 2, "1f1b"));
+  const int i = FindInstruction(plan, 1, [](const ir::Instruction& in) {
+    return in.has_compute() && in.compute().kind() == ir::BACKWARD;
+  });
+  auto* ins = plan.mutable_programs(1)->mutable_instructions();
+  ins->Add()->CopyFrom(ins->Get(i));
+  for (int k = ins->size() - 1; k > i + 1; --k) ins->SwapElements(k, k - 1);
+  ir::Stamp(plan);
+  const auto statuses = RunWorld(2, [&](runtime::Transport& t) { return LoadAndStep(plan, t, absl::Seconds(20)); });
+  EXPECT_EQ(statuses[1].code(), absl::StatusCode::kFailedPrecondition) << statuses[1];
+  EXPECT_THAT(statuses[1].message(), HasSubstr(absl::StrCat("rank 1 stage 1 step 1 instruction ", i + 1,
+                                                            " (compute kind=BACKWARD vs=1 mb=0 slot=0)")));
+  EXPECT_THAT(statuses[1].message(), HasSubstr("virtual stage 1 micro-batch 0 in slot 0 is already backwarded"));
+  // Rank 0 learns that its peer is gone, without waiting for its timeout.
+  EXPECT_FALSE(statuses[0].ok());
+}
+
+// A send that reads a slot holding another micro-batch (or nothing) is refused before
+// anything is posted.
+TEST(Interpreter, SendFromTheWrongSlotIsAFailedPrecondition) {
+  ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
+  const int i = FindInstruction(plan, 0, [](const ir::Instruction& in) {
+    return in.has_send() && in.send().micro_batch() == 0;
+  });
+  plan.mutable_programs(0)->mutable_instructions(i)->mutable_send()->set_slot(1);
+  ir::Stamp(plan);
+  const auto statuses = RunWorld(2, [&](runtime::Transport& t) { return LoadAndStep(plan, t, absl::Seconds(20)); });
+  EXPECT_EQ(statuses[0].code(), absl::StatusCode::kFailedPrecondition) << statuses[0];
+  EXPECT_THAT(statuses[0].message(), HasSubstr(absl::StrCat("rank 0 stage 0 step 1 instruction ", i,
+                                                            " (send direction=ACTIVATION boundary=0 mb=0 slot=1) "
+                                                            "peer stage 1 rank 1: slot 1 holds ")));
+  EXPECT_THAT(statuses[0].message(), HasSubstr(", not virtual stage 0 micro-batch 0"));
+}
+
+// Two ranks that disagree on the order of their transfers would match messages of
+// different transfers (over Gloo, one of another size aborts the process): Load
+// compares each channel with the peer's program and refuses.
+TEST(Interpreter, ChannelsInAnotherOrderThanThePeersAreRefusedAtLoad) {
+  ir::Plan plan = Mlp(2, 1, 4, "interleaved-1f1b");
+  plan.mutable_config()->set_virtual_stages(2);
+  plan = Compiled(plan);
+  auto* ins = plan.mutable_programs(0)->mutable_instructions();
+  std::vector<int> sends;
+  for (int i = 0; i < ins->size(); ++i)
+    if (ins->Get(i).has_send() && ins->Get(i).send().direction() == ir::ACTIVATION) sends.push_back(i);
+  ASSERT_GE(sends.size(), 2u);
+  ins->SwapElements(sends[0], sends[1]);
+  ir::Stamp(plan);
+  const auto statuses = RunWorld(2, [&](runtime::Transport& t) { return LoadAndStep(plan, t, absl::Seconds(20)); });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(statuses[r].code(), absl::StatusCode::kInvalidArgument) << statuses[r];
+    EXPECT_THAT(statuses[r].message(), HasSubstr(absl::StrCat("rank ", r, " stage ", r, ": cannot load the plan")));
+    EXPECT_THAT(statuses[r].message(), HasSubstr("the channel from stage 0 (rank 0) to stage 1 (rank 1) disagrees "
+                                                 "on the order of its transfers"));
+  }
+}
+
+// Stage 1's rank is connected but never runs: stage 0 gives up after the configured
+// timeout with DeadlineExceeded naming the transfer and the peer.
+TEST(Interpreter, AMissingPeerIsDeadlineExceededWithinTheTimeout) {
+  const ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
+  const absl::Duration timeout = absl::Seconds(2);
+  std::promise<void> done;
+  std::shared_future<void> finished = done.get_future().share();
+  double seconds = 0;
+  const auto statuses = RunWorld(2, [&](runtime::Transport& t) -> absl::Status {
+    if (t.rank() == 1) {
+      finished.wait();  // alive (its transport connected) but silent
+      return absl::OkStatus();
+    }
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = LoadAndStep(plan, t, timeout);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    done.set_value();
+    return s;
+  });
+  EXPECT_EQ(statuses[0].code(), absl::StatusCode::kDeadlineExceeded) << statuses[0];
+  EXPECT_THAT(statuses[0].message(), HasSubstr("rank 0 stage 0 step 1 instruction "));
+  EXPECT_THAT(statuses[0].message(), HasSubstr("with peer stage 1 rank 1"));
+  EXPECT_GE(seconds, 1.9);
+  EXPECT_LT(seconds, 2 + 5.0) << "one wait may time out, not several in a row";
+}
+
+}  // namespace
+}  // namespace ppc
