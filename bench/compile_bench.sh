@@ -74,7 +74,7 @@ done
 for c in "64 512" "256 4096"; do
   read -r p m <<<"$c"
   echo
-  echo "### P=$p M=$m 1f1b: \`ppc compile --time-passes\` (a pass's time includes the pipeline's fingerprint of the plan before it)"
+  echo "### P=$p M=$m 1f1b: \`ppc compile --time-passes\` (each pass's own Run)"
   echo
   echo '```'
   "$ppc" compile --model "$spec" --stages "$p" --micro-batches "$m" --out "$tmp/plan.pb" --time-passes 2>/dev/null
