@@ -28,8 +28,8 @@ std::string CommEngine::Transfer::Text() const {
 }
 
 CommEngine::CommEngine(Transport* transport, const ir::Plan& plan, const ir::Grid& grid, int replica,
-                       absl::Duration timeout)
-    : transport_(transport), grid_(grid), replica_(replica), timeout_(timeout) {
+                       absl::Duration timeout, const torch::Device& device)
+    : transport_(transport), grid_(grid), replica_(replica), timeout_(timeout), device_(device) {
   const int64_t mbs = plan.config().micro_batch_size();
   for (const ir::Boundary& b : plan.boundaries()) {
     std::vector<TensorShape> forward, back;
@@ -87,7 +87,7 @@ absl::Status CommEngine::PostSend(const Transfer& transfer, const Group& group, 
 absl::Status CommEngine::PostRecv(const Transfer& transfer, int slot) {
   Pending op;
   op.slot = slot;
-  for (const TensorShape& shape : *transfer.shapes) op.tensors.push_back(torch::empty(shape.sizes, shape.dtype));
+  for (const TensorShape& shape : *transfer.shapes) op.tensors.push_back(torch::empty(shape.sizes, torch::TensorOptions().dtype(shape.dtype).device(device_)));
   return Post(transfer, std::move(op));
 }
 

@@ -47,7 +47,9 @@ class CommEngine {
   };
 
   // `plan` has passed the structural checks; this rank is `replica` of its stage.
-  CommEngine(Transport* transport, const ir::Plan& plan, const ir::Grid& grid, int replica, absl::Duration timeout);
+  // Received tensors are allocated on `device`.
+  CommEngine(Transport* transport, const ir::Plan& plan, const ir::Grid& grid, int replica, absl::Duration timeout,
+             const torch::Device& device = torch::kCPU);
 
   Transfer Resolve(bool send, ir::Direction direction, int boundary, int micro_batch) const;
 
@@ -88,6 +90,7 @@ class CommEngine {
   const ir::Grid grid_;
   const int replica_;
   const absl::Duration timeout_;
+  const torch::Device device_;
   // [boundary][0: activation, 1: gradient]
   std::vector<std::vector<TensorShape>> shapes_[2];
   std::map<Key, Pending> pending_;

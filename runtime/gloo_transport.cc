@@ -25,6 +25,55 @@ std::chrono::milliseconds Ms(absl::Duration d) { return std::chrono::millisecond
 // stays unique among a channel's messages in flight.
 int GlooTag(uint32_t tag) { return static_cast<int>(tag & 0x7fffffffu); }
 
+// Gloo reads and writes host memory: a tensor on a CUDA device is staged through a
+// pinned host buffer (gloo_transport.h). Pinned memory needs a CUDA build of LibTorch,
+// which is the only kind that has CUDA tensors: nothing here runs for CPU tensors.
+at::Tensor PinnedHostLike(const at::Tensor& t) {
+  return at::empty(t.sizes(), at::TensorOptions().dtype(t.scalar_type()).device(at::kCPU).pinned_memory(true));
+}
+
+// A device tensor and the host buffer that stands in for it; after the operation the
+// buffer's contents go back to the tensor.
+struct CopyBack {
+  at::Tensor device, host;
+};
+
+// What Gloo works on: `tensors` as they are when on the host, else pinned host copies
+// of them (`copy_in`: with their current values; else only the buffers, for results).
+// The copies to the host are synchronous: they wait for the device work up to here.
+struct Staged {
+  std::vector<at::Tensor> host;
+  std::vector<CopyBack> copy_back;  // results to copy back to the device (`results`)
+  std::vector<at::Tensor> keep;     // host buffers the operation reads or writes
+};
+
+Staged Stage(const std::vector<at::Tensor>& tensors, bool copy_in, bool results) {
+  Staged s;
+  s.host.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined() || !t.is_cuda()) {
+      s.host.push_back(t);
+      continue;
+    }
+    at::Tensor host = PinnedHostLike(t);
+    if (copy_in) host.copy_(t);
+    s.host.push_back(host);
+    s.keep.push_back(host);
+    if (results) s.copy_back.push_back({t, host});
+  }
+  return s;
+}
+
+// The results' copies to the device, ordered on the device's current stream (later work
+// on that stream sees them; the caching host allocator keeps each pinned buffer until its
+// copy is done).
+absl::Status CopyToDevice(const std::vector<CopyBack>& copies) {
+  if (copies.empty()) return absl::OkStatus();
+  return TorchCall([&] {
+    for (const CopyBack& c : copies) c.device.copy_(c.host, /*non_blocking=*/true);
+  });
+}
+
 class GlooTransport : public Transport {
  public:
   GlooTransport(c10::intrusive_ptr<c10d::Store> store, int rank, int world, std::string host)
@@ -57,19 +106,25 @@ class GlooTransport : public Transport {
   }
 
   absl::StatusOr<Handle> PostSend(const at::Tensor& tensor, int peer, uint32_t tag) override {
-    std::vector<at::Tensor> t{tensor};
-    c10::intrusive_ptr<c10d::Work> work;
+    const std::string what = absl::StrCat("rank ", rank_, ": send to rank ", peer, " (tag ", tag, ")");
     RETURN_IF_ERROR(CheckPeer(peer));
-    RETURN_IF_ERROR(TorchCall([&] { work = World()->send(t, peer, GlooTag(tag)); }));
-    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": send to rank ", peer, " (tag ", tag, ")"));
+    Staged staged;
+    RETURN_IF_ERROR(Annotate(TorchCall([&] { staged = Stage({tensor}, /*copy_in=*/true, /*results=*/false); }),
+                             absl::StrCat(what, ": staging through host memory")));
+    c10::intrusive_ptr<c10d::Work> work;
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->send(staged.host, peer, GlooTag(tag)); }));
+    return Keep(std::move(work), what, std::move(staged));
   }
 
   absl::StatusOr<Handle> PostRecv(at::Tensor& tensor, int peer, uint32_t tag) override {
-    std::vector<at::Tensor> t{tensor};
-    c10::intrusive_ptr<c10d::Work> work;
+    const std::string what = absl::StrCat("rank ", rank_, ": receive from rank ", peer, " (tag ", tag, ")");
     RETURN_IF_ERROR(CheckPeer(peer));
-    RETURN_IF_ERROR(TorchCall([&] { work = World()->recv(t, peer, GlooTag(tag)); }));
-    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": receive from rank ", peer, " (tag ", tag, ")"));
+    Staged staged;
+    RETURN_IF_ERROR(Annotate(TorchCall([&] { staged = Stage({tensor}, /*copy_in=*/false, /*results=*/true); }),
+                             absl::StrCat(what, ": staging through host memory")));
+    c10::intrusive_ptr<c10d::Work> work;
+    RETURN_IF_ERROR(TorchCall([&] { work = World()->recv(staged.host, peer, GlooTag(tag)); }));
+    return Keep(std::move(work), what, std::move(staged));
   }
 
   absl::Status Wait(Handle handle, absl::Duration timeout) override {
@@ -82,6 +137,7 @@ class GlooTransport : public Transport {
     bool completed = true;
     absl::Status s = TorchCall([&] { completed = op.work->wait(Ms(timeout)); });
     if (s.ok() && !completed) s = absl::AbortedError("aborted");
+    if (s.ok()) s = CopyToDevice(op.staged.copy_back);
     if (s.ok()) return s;
     if (absl::IsDeadlineExceeded(s)) {
       s = absl::DeadlineExceededError(
@@ -92,16 +148,23 @@ class GlooTransport : public Transport {
 
   absl::StatusOr<Handle> PostAllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
+    Staged staged;
+    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { staged = Stage(tensors, true, true); })));
     c10::intrusive_ptr<c10d::Work> work;
-    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { work = pg->allreduce(tensors); })));
-    return Keep(std::move(work), absl::StrCat("rank ", rank_, ": all-reduce over ranks [", absl::StrJoin(group, ","),
-                                              "] (one of them died or stalled)"));
+    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { work = pg->allreduce(staged.host); })));
+    return Keep(std::move(work),
+                absl::StrCat("rank ", rank_, ": all-reduce over ranks [", absl::StrJoin(group, ","),
+                             "] (one of them died or stalled)"),
+                std::move(staged));
   }
 
   absl::Status AllReduceSum(std::vector<at::Tensor>& tensors, const std::vector<int>& group,
                             absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
-    return Named("all-reduce", group, TorchCall([&] { pg->allreduce(tensors)->wait(Ms(timeout)); }));
+    Staged staged;
+    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { staged = Stage(tensors, true, true); })));
+    RETURN_IF_ERROR(Named("all-reduce", group, TorchCall([&] { pg->allreduce(staged.host)->wait(Ms(timeout)); })));
+    return Named("all-reduce", group, CopyToDevice(staged.copy_back));
   }
 
   absl::Status AllGather(const at::Tensor& input, at::Tensor& output, const std::vector<int>& group,
@@ -112,10 +175,17 @@ class GlooTransport : public Transport {
       return absl::InternalError(absl::StrCat("all-gather of ", n, " values into ", output.numel(), " over ",
                                               group.size(), " ranks"));
     }
+    Staged in, out;
+    RETURN_IF_ERROR(Named("all-gather", group, TorchCall([&] {
+                            in = Stage({input}, true, false);
+                            out = Stage({output}, false, true);
+                          })));
     std::vector<std::vector<at::Tensor>> outputs(1);
-    for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(output.narrow(0, int64_t(r) * n, n));
-    std::vector<at::Tensor> inputs{input.contiguous()};
-    return Named("all-gather", group, TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); }));
+    for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(out.host[0].narrow(0, int64_t(r) * n, n));
+    std::vector<at::Tensor> inputs{in.host[0].contiguous()};
+    RETURN_IF_ERROR(
+        Named("all-gather", group, TorchCall([&] { pg->allgather(outputs, inputs)->wait(Ms(timeout)); })));
+    return Named("all-gather", group, CopyToDevice(out.copy_back));
   }
 
   absl::Status Gather(const at::Tensor& input, at::Tensor& output, int root, const std::vector<int>& group,
@@ -125,28 +195,35 @@ class GlooTransport : public Transport {
     if (it == group.end()) return absl::InvalidArgumentError(absl::StrCat("gather root ", root, " not in group"));
     const int64_t n = input.numel();
     std::vector<std::vector<at::Tensor>> outputs;
+    Staged in, out;
+    RETURN_IF_ERROR(Named("gather", group, TorchCall([&] { in = Stage({input}, true, false); })));
     if (rank_ == root) {
       if (input.dim() != 1 || output.dim() != 1 || output.numel() != n * static_cast<int64_t>(group.size())) {
         return absl::InternalError(absl::StrCat("gather of ", n, " values into ", output.numel(), " over ",
                                                 group.size(), " ranks"));
       }
+      RETURN_IF_ERROR(Named("gather", group, TorchCall([&] { out = Stage({output}, false, true); })));
       outputs.resize(1);
-      for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(output.narrow(0, int64_t(r) * n, n));
+      for (size_t r = 0; r < group.size(); ++r) outputs[0].push_back(out.host[0].narrow(0, int64_t(r) * n, n));
     }
-    std::vector<at::Tensor> inputs{input.contiguous()};
+    std::vector<at::Tensor> inputs{in.host[0].contiguous()};
     c10d::GatherOptions o;
     o.rootRank = static_cast<int>(it - group.begin());
-    return Named("gather", group, TorchCall([&] { pg->gather(outputs, inputs, o)->wait(Ms(timeout)); }));
+    RETURN_IF_ERROR(Named("gather", group, TorchCall([&] { pg->gather(outputs, inputs, o)->wait(Ms(timeout)); })));
+    return Named("gather", group, CopyToDevice(out.copy_back));
   }
 
   absl::Status Broadcast(at::Tensor& tensor, int root, const std::vector<int>& group, absl::Duration timeout) override {
     ASSIGN_OR_RETURN(auto pg, Group(group));
     auto it = std::find(group.begin(), group.end(), root);
     if (it == group.end()) return absl::InvalidArgumentError(absl::StrCat("broadcast root ", root, " not in group"));
-    std::vector<at::Tensor> t{tensor};
     c10d::BroadcastOptions o;
     o.rootRank = static_cast<int>(it - group.begin());
-    return Named("broadcast", group, TorchCall([&] { pg->broadcast(t, o)->wait(Ms(timeout)); }));
+    // Only the root's values are sent; every member's buffer receives.
+    Staged staged;
+    RETURN_IF_ERROR(Named("broadcast", group, TorchCall([&] { staged = Stage({tensor}, rank_ == root, true); })));
+    RETURN_IF_ERROR(Named("broadcast", group, TorchCall([&] { pg->broadcast(staged.host, o)->wait(Ms(timeout)); })));
+    return Named("broadcast", group, CopyToDevice(staged.copy_back));
   }
 
   absl::Status Barrier(const std::vector<int>& group, absl::Duration timeout) override {
@@ -185,15 +262,17 @@ class GlooTransport : public Transport {
     return absl::OkStatus();
   }
 
-  // A posted operation and what it is, for Wait's errors.
+  // A posted operation and what it is, for Wait's errors; for tensors on a device, the
+  // host buffers it works on.
   struct Pending {
     c10::intrusive_ptr<c10d::Work> work;
     std::string what;
+    Staged staged;
   };
 
-  Handle Keep(c10::intrusive_ptr<c10d::Work> work, std::string what) {
+  Handle Keep(c10::intrusive_ptr<c10d::Work> work, std::string what, Staged staged = {}) {
     Handle h = next_++;
-    pending_[h] = Pending{std::move(work), std::move(what)};
+    pending_[h] = Pending{std::move(work), std::move(what), std::move(staged)};
     return h;
   }
 
@@ -231,7 +310,11 @@ absl::StatusOr<std::unique_ptr<StoreServer>> StoreServer::Start(int world_size, 
   return std::unique_ptr<StoreServer>(new TcpStoreServer(std::move(store)));
 }
 
-absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousOptions& options) {
+namespace {
+
+// The rendezvous: connects to (or hosts) the TCPStore, then every rank announces itself
+// and checks that all ranks arrived with the same plan.
+absl::StatusOr<c10::intrusive_ptr<c10d::Store>> Join(const RendezvousOptions& options) {
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("rank ", options.rank, " is not in a world of size ", options.world_size));
@@ -304,6 +387,44 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousO
           options.plan_fingerprint, "; ", absl::StrJoin(others, ", "), "); start every rank with the same plan file"));
     }
   }
+  return store;
+}
+
+class C10dRendezvousStore : public RendezvousStore {
+ public:
+  explicit C10dRendezvousStore(c10::intrusive_ptr<c10d::Store> store) : store_(std::move(store)) {}
+
+  absl::Status Set(const std::string& key, const std::string& value) override {
+    return TorchCall([&] { store_->set(key, std::vector<uint8_t>(value.begin(), value.end())); });
+  }
+
+  absl::StatusOr<std::string> Get(const std::string& key, absl::Duration timeout) override {
+    std::vector<uint8_t> value;
+    absl::Status s = TorchCall([&] {
+      store_->wait({key}, Ms(timeout));
+      value = store_->get(key);
+    });
+    if (absl::IsDeadlineExceeded(s)) {
+      return absl::DeadlineExceededError(absl::StrCat("rendezvous key '", key, "' was not set within ",
+                                                      absl::FormatDuration(timeout), " (", s.message(), ")"));
+    }
+    if (!s.ok()) return Annotate(s, absl::StrCat("rendezvous key '", key, "'"));
+    return std::string(value.begin(), value.end());
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> store_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RendezvousStore>> JoinRendezvous(const RendezvousOptions& options) {
+  ASSIGN_OR_RETURN(c10::intrusive_ptr<c10d::Store> store, Join(options));
+  return std::unique_ptr<RendezvousStore>(new C10dRendezvousStore(std::move(store)));
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateGlooTransport(const RendezvousOptions& options) {
+  ASSIGN_OR_RETURN(c10::intrusive_ptr<c10d::Store> store, Join(options));
   auto t = std::make_unique<GlooTransport>(store, options.rank, options.world_size, options.master_addr);
   absl::Status init = t->Init(options.timeout);
   if (!init.ok()) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "ir/instruction_text.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
@@ -105,7 +106,8 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   const std::string who = absl::StrCat("rank ", rank_, " stage ", stage_);
   RETURN_IF_ERROR(CheckMemory(plan, who));
   model_ = StageModel::Build(plan, grid_, stage_, problems);
-  comm_ = std::make_unique<CommEngine>(transport_, plan, grid_, replica_, options_.timeout);
+  device_ = options_.device;
+  comm_ = std::make_unique<CommEngine>(transport_, plan, grid_, replica_, options_.timeout, device_);
 
   // Instructions of the training program and, when there is one, the eval program.
   std::vector<std::vector<int>> tie_groups;
@@ -150,7 +152,7 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
   for (const auto& in : train_->code.instructions()) sharded |= in.has_optimizer_step() && in.optimizer_step().sharded();
   const int64_t numel = model_->NumParameters();
   const int64_t shard = sharded ? std::max<int64_t>(1, (numel + dp_ - 1) / dp_) : numel;
-  model_->Flatten(sharded ? shard * dp_ : numel);
+  model_->Flatten(sharded ? shard * dp_ : numel, device_);
   if (train_->training) {
     auto opt = StageOptimizer::Create(plan.config().optimizer(), model_->distinct_params(), model_->flat_params(),
                                       model_->flat_grads(), sharded ? replica_ : 0, sharded ? dp_ : 1);
@@ -276,8 +278,9 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
         }
         ASSIGN_OR_RETURN(MicroBatch b, data->Load(step, int64_t(replica_) * m_ + mb, inputs, labels));
         slot->Claim(vs, mb);
-        if (inputs) slot->inputs = {b.inputs};
-        if (labels) slot->labels = b.labels;
+        // Data is made (or read) on the CPU, the same values whatever the device.
+        if (inputs) slot->inputs = {b.inputs.to(device_)};
+        if (labels) slot->labels = b.labels.to(device_);
         return absl::OkStatus();
       };
     }
@@ -357,10 +360,12 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
           std::vector<at::Tensor> t{sq};
           RETURN_IF_ERROR(transport_->AllReduceSum(t, pipeline_group_, options_.timeout));
         }
-        const double norm = std::sqrt(sq.item<double>());
-        last_grad_norm_ = norm;
-        const double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) model_->ScaleGrads(coef);
+        // On the device, without a host sync: coef = max_norm / (norm + 1e-6) in float64,
+        // capped at 1 (x * 1 = x exactly), then applied as float32, as a scalar would be.
+        torch::NoGradGuard no_grad;
+        last_grad_norm_ = sq.sqrt();
+        torch::Tensor coef = (max_norm / (last_grad_norm_ + 1e-6)).clamp_max(1.0).to(torch::kFloat32).reshape({});
+        model_->ScaleGrads(coef);
         return absl::OkStatus();
       };
     }
@@ -391,13 +396,20 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
 
 absl::Status StageRuntime::Execute(Program& program, int64_t step) {
   running_ = &program;
-  loss_sum_ = 0;
-  correct_ = 0;
+  // Accumulated on the device: the host reads them once, after the program.
+  loss_sum_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  correct_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   predictions_ = 0;
   comm_->Reset();
   program.slots.Clear();
   const bool inject = options_.fault_signal != 0 && &program == train_.get() && step == options_.fault_step;
+  const bool trace = options_.trace && &program == train_.get();
+  auto now_us = [this] {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - trace_origin_).count();
+  };
+  std::map<std::string, double> posted_at;  // a transfer's CommRef text -> when it was posted
   for (size_t i = 0; i < program.handlers.size(); ++i) {
+    const double began = trace ? now_us() : 0;
     if (inject && program.code.instructions(i).op_case() == options_.fault_op) {
       std::fprintf(stderr, "pprun: rank %d: PPRUN_FAULT_INJECT: signal %d at instruction %zu of step %lld\n", rank_,
                    options_.fault_signal, i, static_cast<long long>(step + 1));
@@ -408,6 +420,33 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
     if (!thrown.ok()) s = thrown;
     if (!s.ok()) return Annotate(s, Where(static_cast<int>(i), program.code.instructions(i), step));
     ++executed_;
+    if (trace) {
+      const ir::Instruction& in = program.code.instructions(i);
+      const double ended = now_us();
+      trace_.push_back(absl::StrFormat(
+          R"json({"name":"%s","ph":"X","pid":%d,"tid":0,"ts":%.1f,"dur":%.1f,"args":{"step":%d,"index":%d}})json",
+          absl::StrReplaceAll(ir::PrintInstruction(in), {{"\\", "\\\\"}, {"\"", "\\\""}}), rank_, began, ended - began,
+          step + 1, i));
+      if (in.has_send() || in.has_recv()) {
+        ir::CommRef ref;
+        ref.set_send(in.has_send());
+        ref.set_direction(in.has_send() ? in.send().direction() : in.recv().direction());
+        ref.set_boundary(in.has_send() ? in.send().boundary() : in.recv().boundary());
+        ref.set_micro_batch(in.has_send() ? in.send().micro_batch() : in.recv().micro_batch());
+        posted_at[ir::CommRefText(ref)] = began;
+      }
+      for (const auto& ref : in.wait().ops()) {  // none unless a wait
+        const std::string name = ir::CommRefText(ref);
+        auto it = posted_at.find(name);
+        if (it == posted_at.end()) continue;
+        const std::string id = absl::StrCat(step + 1, ":", name);
+        trace_.push_back(absl::StrFormat(R"json({"name":"%s","cat":"transfer","ph":"b","id":"%s","pid":%d,"tid":1,"ts":%.1f})json",
+                                         name, id, rank_, it->second));
+        trace_.push_back(absl::StrFormat(R"json({"name":"%s","cat":"transfer","ph":"e","id":"%s","pid":%d,"tid":1,"ts":%.1f})json",
+                                         name, id, rank_, ended));
+        posted_at.erase(it);
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -434,11 +473,11 @@ absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, i
     slot.outputs = std::move(y);
     return absl::OkStatus();
   }
-  loss_sum_ += loss.item<double>();
+  loss_sum_ += loss.detach();  // float32, summed in float64
   if (program.eval) {
     const torch::Tensor& out = y[0];
     if (plan_.model().loss() == ir::CROSS_ENTROPY) {
-      correct_ += out.reshape({-1, out.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum().item<int64_t>();
+      correct_ += out.reshape({-1, out.size(-1)}).argmax(1).eq(slot.labels.reshape({-1})).sum();
       predictions_ += out.numel() / out.size(-1);
     }
     if (options_.keep_predictions) {
@@ -555,8 +594,8 @@ absl::StatusOr<StepResult> StageRuntime::RunStep(int64_t step) {
   // averaged over replicas by one all-reduce across the world.
   StepResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
-  torch::Tensor loss = torch::zeros({1}, torch::kFloat64);
-  if (last_) loss[0] = loss_sum_ / m_ / dp_;
+  // The one host sync of a step: reading the loss at the end.
+  torch::Tensor loss = last_ ? loss_sum_ / m_ / dp_ : torch::zeros_like(loss_sum_);
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{loss};
     absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
@@ -584,20 +623,21 @@ absl::StatusOr<EvalResult> StageRuntime::RunEval(int64_t index) {
   // predictions, so every rank reports the same numbers.
   EvalResult result;
   result.samples = int64_t(m_) * plan_.config().micro_batch_size() * dp_;
-  torch::Tensor sums = torch::zeros({3}, torch::kFloat64);
+  torch::Tensor sums = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   if (last_) {
-    sums[0] = loss_sum_;
-    sums[1] = static_cast<double>(correct_);
-    sums[2] = static_cast<double>(predictions_);
+    sums.narrow(0, 0, 1).copy_(loss_sum_);
+    sums.narrow(0, 1, 1).copy_(correct_);
+    sums[2].fill_(static_cast<double>(predictions_));
   }
   if (transport_->world_size() > 1) {
     std::vector<at::Tensor> t{sums};
     absl::Status s = transport_->AllReduceSum(t, world_group_, options_.timeout);
     if (!s.ok()) return Annotate(s, absl::StrCat(who, " eval batch ", index + 1, " all-reduce"));
   }
-  result.loss = sums[0].item<double>() / m_ / dp_;
+  torch::Tensor host = sums.cpu();
+  result.loss = host[0].item<double>() / m_ / dp_;
   // Per prediction: a sample of a classifier, a position of a sequence model.
-  if (plan_.model().loss() == ir::CROSS_ENTROPY) result.accuracy = sums[1].item<double>() / sums[2].item<double>();
+  if (plan_.model().loss() == ir::CROSS_ENTROPY) result.accuracy = host[1].item<double>() / host[2].item<double>();
   return result;
 }
 
@@ -628,11 +668,11 @@ absl::StatusOr<std::optional<Predictions>> StageRuntime::GatherPredictions() {
   const int64_t out_dims = outputs.dim() - (dp_ > 1 ? 4 : 2);
   std::vector<int64_t> out_shape{-1};
   out_shape.insert(out_shape.end(), outputs.sizes().end() - out_dims, outputs.sizes().end());
-  p.outputs = outputs.reshape(out_shape);
+  p.outputs = outputs.reshape(out_shape).cpu();
   const int64_t label_dims = labels.dim() - (dp_ > 1 ? 4 : 2);
   std::vector<int64_t> label_shape{-1};
   label_shape.insert(label_shape.end(), labels.sizes().end() - label_dims, labels.sizes().end());
-  p.labels = labels.reshape(label_shape);
+  p.labels = labels.reshape(label_shape).cpu();
   return std::optional<Predictions>(std::move(p));
 }
 
@@ -656,7 +696,7 @@ absl::StatusOr<std::vector<std::map<std::string, torch::Tensor>>> StageRuntime::
   for (const std::string& name : optimizer_->StateNames()) {
     torch::Tensor local = optimizer_->LocalState(name);
     // Only replica 0 (which writes the stage's files) holds the whole state, briefly.
-    torch::Tensor all = replica_ == 0 ? torch::empty({local.numel() * dp_}) : torch::Tensor();
+    torch::Tensor all = replica_ == 0 ? torch::empty({local.numel() * dp_}, local.options()) : torch::Tensor();
     absl::Status s = transport_->Gather(local, all, dp_group_[0], dp_group_, options_.timeout);
     if (!s.ok()) return Annotate(s, absl::StrCat("rank ", rank_, " stage ", stage_, ": gathering optimizer state"));
     if (replica_ != 0) continue;
@@ -685,6 +725,21 @@ DataPosition StageRuntime::DataPositionAt(int64_t step) const {
 absl::Status StageRuntime::ResumeData(int64_t step, const DataPosition& position) {
   if (!data_) return absl::OkStatus();
   return data_->Resume(step, position);
+}
+
+absl::Status StageRuntime::WriteTrace(const std::string& path) const {
+  std::string json = "{\"traceEvents\":[\n";
+  absl::StrAppend(&json, absl::StrFormat(R"json({"name":"process_name","ph":"M","pid":%d,"args":{"name":"rank %d stage %d (%s)"}},)json",
+                                         rank_, rank_, stage_, device_.str()),
+                  "\n");
+  absl::StrAppend(&json, absl::StrFormat(R"json({"name":"thread_name","ph":"M","pid":%d,"tid":0,"args":{"name":"program"}},)json",
+                                         rank_),
+                  "\n");
+  absl::StrAppend(&json,
+                  absl::StrFormat(R"json({"name":"thread_name","ph":"M","pid":%d,"tid":1,"args":{"name":"in flight"}})json", rank_));
+  for (const std::string& e : trace_) absl::StrAppend(&json, ",\n", e);
+  absl::StrAppend(&json, "\n]}\n");
+  return ir::WriteFile(path, json);
 }
 
 int64_t StageRuntime::ParameterBytes() const { return model_->ParameterBytes(); }

@@ -11,6 +11,7 @@
 #ifndef PPC_RUNTIME_INTERPRETER_H_
 #define PPC_RUNTIME_INTERPRETER_H_
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -35,6 +36,9 @@ class CommEngine;
 struct Slot;
 
 struct RuntimeOptions {
+  // Where the stage's layers, buffers, received tensors and optimizer state live
+  // (cpu, or cuda:N); data is made on the CPU and copied there.
+  torch::Device device = torch::kCPU;
   // Every blocking wait gives up after this long with DeadlineExceeded.
   absl::Duration timeout = absl::Seconds(120);
   // "synthetic" (or empty): deterministic synthetic data, and held-out synthetic samples
@@ -43,6 +47,8 @@ struct RuntimeOptions {
   std::string data = "synthetic";
   // Keep the last stage's outputs of evaluated micro-batches (GatherPredictions).
   bool keep_predictions = false;
+  // Record a timeline of the training steps for WriteTrace.
+  bool trace = false;
   // The run will evaluate: Load checks that it can and opens the held-out data, so that
   // a missing test set is reported before training, not after it.
   bool evaluates = false;
@@ -123,10 +129,16 @@ class StageRuntime {
   // Bytes held in parameters and in optimizer state by this rank.
   int64_t ParameterBytes() const;
   int64_t OptimizerStateBytes() const;
+  // With options.trace: the training steps so far as a Chrome trace (chrome://tracing,
+  // Perfetto), process = this rank: every instruction on the host as a slice on thread
+  // "program" (its start and end on the host: on a GPU, when its work was enqueued), and
+  // every transfer from its post to the end of its wait as an async slice on "in flight".
+  absl::Status WriteTrace(const std::string& path) const;
   // Instructions executed so far (for benchmarks).
   int64_t instructions_executed() const { return executed_; }
   // Global gradient norm before clipping, from the last ClipGradNorm (0 if none ran).
-  double last_grad_norm() const { return last_grad_norm_; }
+  double last_grad_norm() const { return last_grad_norm_.defined() ? last_grad_norm_.item<double>() : 0.0; }
+  const torch::Device& device() const { return device_; }
 
  private:
   StageRuntime();
@@ -164,11 +176,16 @@ class StageRuntime {
   std::unique_ptr<StageOptimizer> optimizer_;
   std::unique_ptr<DataSource> data_, eval_data_;
   std::vector<int> pipeline_group_, dp_group_, world_group_;
-  double loss_sum_ = 0;
-  int64_t correct_ = 0, predictions_ = 0;
+  torch::Device device_ = torch::kCPU;
+  // Sums over the running program's micro-batches (float64 [1] on the device).
+  torch::Tensor loss_sum_, correct_;
+  int64_t predictions_ = 0;
   std::vector<torch::Tensor> predicted_, predicted_labels_;
-  double last_grad_norm_ = 0;
+  torch::Tensor last_grad_norm_;
   int64_t executed_ = 0;
+  // The trace: Chrome trace events (JSON objects), microseconds since trace_origin_.
+  std::vector<std::string> trace_;
+  std::chrono::steady_clock::time_point trace_origin_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace ppc::runtime

@@ -95,7 +95,8 @@ class Dropout : public Layer {
     if (!ctx.training || p_ == 0) return x;
     torch::Generator gen = MakeGenerator({kDropoutDomain, ctx.seed, uint64_t(ctx.step), uint64_t(ctx.micro_batch),
                                           uint64_t(index_)});
-    torch::Tensor mask = torch::empty(x.sizes()).bernoulli_(1.0 - p_, gen);
+    // Drawn on the CPU (the same masks on every device), then moved to x's.
+    torch::Tensor mask = torch::empty(x.sizes()).bernoulli_(1.0 - p_, gen).to(x.device());
     return x * mask * (1.0 / (1.0 - p_));
   }
 

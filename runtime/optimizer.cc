@@ -97,7 +97,7 @@ torch::Tensor StageOptimizer::StateOf(const torch::Tensor& target, const std::st
 }
 
 torch::Tensor StageOptimizer::LocalState(const std::string& name) const {
-  torch::Tensor out = torch::zeros({sharded() ? shard_size_ : numel_});
+  torch::Tensor out = torch::zeros({sharded() ? shard_size_ : numel_}, flat_grads_.options());
   int64_t off = 0;
   for (const auto& t : TargetsOf()) {
     torch::Tensor s = StateOf(t, name);
@@ -128,7 +128,7 @@ absl::Status StageOptimizer::SetState(const std::map<std::string, torch::Tensor>
   if (sharded()) {
     std::map<std::string, torch::Tensor> slice;
     for (const auto& [name, t] : full) {
-      torch::Tensor s = torch::zeros({shard_size_});
+      torch::Tensor s = torch::zeros({shard_size_}, flat_grads_.options());
       s.narrow(0, 0, end_ - begin_).copy_(t.narrow(0, begin_, end_ - begin_));
       slice[name] = s;
     }
@@ -137,7 +137,7 @@ absl::Status StageOptimizer::SetState(const std::map<std::string, torch::Tensor>
     int64_t off = 0;
     for (const auto& p : params_) {
       std::map<std::string, torch::Tensor> mine;
-      for (const auto& [name, t] : full) mine[name] = t.narrow(0, off, p.numel()).view(p.sizes()).clone();
+      for (const auto& [name, t] : full) mine[name] = t.narrow(0, off, p.numel()).view(p.sizes()).to(p.device(), /*non_blocking=*/false, /*copy=*/true);
       per_target.emplace_back(p, std::move(mine));
       off += p.numel();
     }
@@ -149,7 +149,8 @@ absl::Status StageOptimizer::SetState(const std::map<std::string, torch::Tensor>
     if (values.empty()) continue;
     auto get = [&](const char* name) -> torch::Tensor {
       auto it = values.find(name);
-      return it == values.end() ? torch::zeros_like(target) : it->second.view(target.sizes()).clone();
+      return it == values.end() ? torch::zeros_like(target)
+                                : it->second.view(target.sizes()).to(target.device(), /*non_blocking=*/false, /*copy=*/true);
     };
     if (type_ == "adam") {
       auto s = std::make_unique<torch::optim::AdamParamState>();

@@ -19,6 +19,7 @@
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "runtime/checkpoint.h"
+#include "runtime/nccl_transport.h"
 #include "runtime/torch_file.h"
 
 namespace ppc::runtime {
@@ -27,7 +28,7 @@ absl::Status DumpWeights(const std::vector<NamedParameter>& params, const std::s
   mkdir(dir.c_str(), 0755);
   for (const auto& p : params) {
     std::string path = absl::StrCat(dir, "/layer", p.layer, ".", p.name, ".f32");
-    torch::Tensor t = p.value.detach().contiguous().to(torch::kFloat32);
+    torch::Tensor t = p.value.detach().to(torch::kCPU, torch::kFloat32).contiguous();
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     if (!out) return absl::NotFoundError(absl::StrCat("cannot write '", path, "'"));
     out.write(reinterpret_cast<const char*>(t.data_ptr<float>()), t.numel() * sizeof(float));
@@ -177,9 +178,18 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, int rank, const Transpo
 
 absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
                                    const RunOptions& options) {
-  auto join = [&plan, &rendezvous] {
+  if (options.backend != "gloo" && options.backend != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rendezvous.rank, ": backend '", options.backend,
+                                                   "' is not gloo or nccl"));
+  }
+  if (options.backend == "nccl" && !options.runtime.device.is_cuda()) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rendezvous.rank, ": the nccl backend needs a CUDA device, not ",
+                                                   options.runtime.device.str()));
+  }
+  auto join = [&plan, &rendezvous, &options]() -> absl::StatusOr<std::unique_ptr<Transport>> {
     RendezvousOptions joining = rendezvous;
     joining.plan_fingerprint = ir::Fingerprint(plan);
+    if (options.backend == "nccl") return CreateNcclTransport(joining, options.runtime.device.index());
     return CreateGlooTransport(joining);
   };
   return RunRank(plan, rendezvous.rank, join, options);
@@ -204,6 +214,7 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, cons
                        : fault.phase == "reduce" ? ir::Instruction::kReduceGrads
                                                  : ir::Instruction::kOptimizerStep;
   }
+  runtime.trace = !options.trace_dir.empty();
   runtime.keep_predictions = options.eval_only && !options.predict_path.empty();
   runtime.evaluates = options.eval_only || options.eval_every > 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, connect());
@@ -363,6 +374,9 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, cons
   }
   if (!options.dump_weights.empty() && rt->replica() == 0) {
     RETURN_IF_ERROR(DumpWeights(rt->Parameters(), options.dump_weights));
+  }
+  if (!options.trace_dir.empty()) {
+    RETURN_IF_ERROR(rt->WriteTrace(absl::StrCat(options.trace_dir, "/rank", rank, ".json")));
   }
   if (options.memory_report) {
     std::printf("memory: rank %d stage %d replica %d parameters %lld bytes optimizer_state %lld bytes peak_rss %lld bytes\n",

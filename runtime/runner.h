@@ -46,6 +46,12 @@ struct RunOptions {
   std::string predict_path;
   // Every rank prints its parameter and optimizer-state bytes and peak RSS at the end.
   bool memory_report = false;
+  // runtime.device is where the rank runs; backend the transport RunRank(plan,
+  // rendezvous, ...) joins with: "gloo" or "nccl" (runtime/device.h chooses both).
+  std::string backend = "gloo";
+  // Each rank writes a Chrome trace of its training steps to <trace_dir>/rank<R>.json
+  // (StageRuntime::WriteTrace).
+  std::string trace_dir;
   RuntimeOptions runtime;
 };
 
@@ -65,8 +71,8 @@ struct RunRecords {
   std::vector<EvalRecord> evals;
 };
 
-// Joins the Gloo world `rendezvous` describes (the ranks compare plan fingerprints
-// there) and runs this rank.
+// Joins the world `rendezvous` describes over options.backend (Gloo, or NCCL on
+// options.runtime.device; the ranks compare plan fingerprints there) and runs this rank.
 absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions& rendezvous,
                                    const RunOptions& options);
 

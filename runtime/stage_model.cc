@@ -108,10 +108,12 @@ std::unique_ptr<StageModel> StageModel::Build(const ir::Plan& plan, const ir::Gr
   return model;
 }
 
-void StageModel::Flatten(int64_t size) {
+void StageModel::Flatten(int64_t size, const torch::Device& device) {
   torch::NoGradGuard no_grad;
-  flat_params_ = torch::zeros({size});
-  flat_grads_ = torch::zeros({size});
+  // The layers were built (and initialised) on the CPU; copying into the buffers moves
+  // every parameter to `device` with the same values.
+  flat_params_ = torch::zeros({size}, torch::TensorOptions().device(device));
+  flat_grads_ = torch::zeros({size}, torch::TensorOptions().device(device));
   std::map<const void*, torch::Tensor> moved;  // old parameter -> its view
   int64_t off = 0;
   for (auto& p : unique_params_) {
@@ -291,7 +293,7 @@ const torch::Tensor* StageModel::TiedWeight(const std::string& key) const {
 }
 
 torch::Tensor StageModel::SquaredGradNorm() const {
-  torch::Tensor sq = torch::zeros({1}, torch::kFloat64);
+  torch::Tensor sq = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(flat_grads_.device()));
   for (const auto& p : unique_params_) {
     if (!p.grad().defined() || not_owned_.count(p.unsafeGetTensorImpl())) continue;
     sq += p.grad().to(torch::kFloat64).pow(2).sum();
@@ -299,7 +301,7 @@ torch::Tensor StageModel::SquaredGradNorm() const {
   return sq;
 }
 
-void StageModel::ScaleGrads(double coef) {
+void StageModel::ScaleGrads(const torch::Tensor& coef) {
   for (auto& p : unique_params_)
     if (p.grad().defined()) p.mutable_grad().mul_(coef);
 }

@@ -64,9 +64,10 @@ class StageModel {
                                            std::vector<std::string>& problems);
 
   // Moves the distinct parameters into flat buffers of `size` values (>= their count;
-  // padding is zero) and rebinds every layer, so that every parameter and every .grad is
-  // a view of flat_params() / flat_grads().
-  void Flatten(int64_t size);
+  // padding is zero) on `device` and rebinds every layer, so that every parameter and
+  // every .grad is a view of flat_params() / flat_grads(). Before it, the layers live
+  // on the CPU, where their initial weights are drawn.
+  void Flatten(int64_t size, const torch::Device& device);
 
   // Forward of virtual stage `vs` on `inputs`: its output group (the model's output on
   // the last virtual stage). With labels on the last virtual stage, *loss becomes the
@@ -91,9 +92,10 @@ class StageModel {
   // This stage's weight tied as `key`, or null.
   const torch::Tensor* TiedWeight(const std::string& key) const;
   // The squared L2 norm of this stage's gradients (float64 [1]), each tied weight
-  // counted on the stage of its first layer only; and scaling every gradient.
+  // counted on the stage of its first layer only (on the parameters' device); and
+  // scaling every gradient by a one-element tensor on that device.
   torch::Tensor SquaredGradNorm() const;
-  void ScaleGrads(double coef);
+  void ScaleGrads(const torch::Tensor& coef);
 
   const torch::Tensor& flat_params() const { return flat_params_; }
   const torch::Tensor& flat_grads() const { return flat_grads_; }

@@ -583,11 +583,12 @@ absl::StatusOr<PyValue> ReadTorchFile(const std::string& path) {
 
 namespace {
 
-// A copy of `v` whose tensors own exactly their elements: pickling a view would save
-// its whole storage.
+// A copy of `v` whose tensors are on the CPU and own exactly their elements: pickling
+// a view would save its whole storage.
 c10::IValue Compact(const c10::IValue& v) {
   if (v.isTensor()) {
-    at::Tensor t = v.toTensor().detach();
+    // On the CPU: a file written from a GPU run is the same as one from a CPU run.
+    at::Tensor t = v.toTensor().detach().cpu();
     if (t.storage_offset() != 0 || !t.is_contiguous() ||
         t.storage().nbytes() != static_cast<size_t>(t.numel()) * t.element_size()) {
       t = t.clone(at::MemoryFormat::Contiguous);

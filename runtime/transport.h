@@ -4,8 +4,9 @@
 // transport, and an all-reduce can overlap the compute issued between its post and its
 // wait; the other collectives are blocking calls. Collectives run within a group of
 // global ranks. Every call that can wait for a peer takes a timeout. Implementations:
-// Gloo through LibTorch's c10d (gloo_transport.h); an in-process one whose ranks are
-// threads, for tests (loopback_transport.h); NCCL on GPU later.
+// Gloo through LibTorch's c10d (gloo_transport.h; CPU tensors, and CUDA tensors staged
+// through pinned host memory); NCCL on CUDA devices, stream-ordered (nccl_transport.h);
+// an in-process one whose ranks are threads, for tests (loopback_transport.h).
 //
 // Ordering (the NCCL model). The point-to-point messages of one ordered pair of ranks
 // (sender a -> receiver b) form a channel: the k-th send a posts to b (counting from 0)

@@ -2,11 +2,16 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ir/plan_io.h"
+#include "ir/status_macros.h"
+#include "runtime/device.h"
 
 ABSL_FLAG(std::string, save_dir, "", "save checkpoints here (DeepSpeed's layout; DIR/latest names the newest)");
 ABSL_FLAG(int, save_every, 0, "with --save-dir: also save after every N steps (default: only after the last step)");
@@ -20,6 +25,12 @@ ABSL_FLAG(int, eval_steps, 1, "held-out batches (global batches) per evaluation"
 ABSL_FLAG(int, eval_every, 0, "evaluate after every N training steps (0: never)");
 ABSL_FLAG(std::string, predict, "", "with --eval: write the last stage's outputs and labels here (a .pt file)");
 ABSL_FLAG(bool, memory_report, false, "every rank prints its parameter and optimizer-state bytes and peak RSS");
+ABSL_FLAG(std::string, trace, "",
+          "write a Chrome trace of the training steps per rank to DIR/rank<R>.json (chrome://tracing, Perfetto)");
+ABSL_FLAG(std::string, device, "auto",
+          "cpu, cuda (rank with LOCAL_RANK r uses cuda:r, or the GPUs are shared) or auto (cuda when a GPU is visible)");
+ABSL_FLAG(std::string, backend, "auto",
+          "gloo, nccl (a GPU per local rank) or auto (nccl on cuda when every local rank has its own GPU, else gloo)");
 
 namespace ppc {
 namespace {
@@ -54,10 +65,21 @@ absl::Status ApplyRunFlags(runtime::RunOptions* o) {
   o->eval_every = absl::GetFlag(FLAGS_eval_every);
   o->predict_path = absl::GetFlag(FLAGS_predict);
   o->memory_report = absl::GetFlag(FLAGS_memory_report);
+  o->trace_dir = absl::GetFlag(FLAGS_trace);
 
+  const std::string device = absl::GetFlag(FLAGS_device), backend = absl::GetFlag(FLAGS_backend);
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    return Bad("device", absl::StrCat("'", device, "' is not cpu, cuda or auto"));
+  }
+  if (backend != "auto" && backend != "gloo" && backend != "nccl") {
+    return Bad("backend", absl::StrCat("'", backend, "' is not gloo, nccl or auto"));
+  }
   if (o->save_every < 0) return Bad("save-every", absl::StrCat("must be >= 0, got ", o->save_every));
   if (o->save_every > 0 && o->save_dir.empty()) return Bad("save-every", "needs --save-dir");
   std::error_code ec;
+  if (!o->trace_dir.empty() && !std::filesystem::is_directory(o->trace_dir, ec)) {
+    return Bad("trace", absl::StrCat("'", o->trace_dir, "' is not a directory"));
+  }
   if (!o->save_dir.empty() && std::filesystem::exists(o->save_dir, ec) &&
       !std::filesystem::is_directory(o->save_dir, ec)) {
     return Bad("save-dir", absl::StrCat("'", o->save_dir, "' exists and is not a directory"));
@@ -77,6 +99,27 @@ absl::Status ApplyRunFlags(runtime::RunOptions* o) {
   if (!o->export_path.empty() && o->export_path == o->predict_path) {
     return Bad("predict", "and --export name the same file");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyDeviceFlags(runtime::RunOptions* o, int rank, int world_size) {
+  // torchrun's variables; pprun's launcher sets them too. One machine by default.
+  auto env = [](const char* name, int fallback, int lo, int hi) -> absl::StatusOr<int> {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return fallback;
+    int out;
+    if (!absl::SimpleAtoi(v, &out) || out < lo || out > hi) {
+      return absl::InvalidArgumentError(absl::StrCat(name, "='", v, "' is not an integer in [", lo, ", ", hi, "]"));
+    }
+    return out;
+  };
+  ASSIGN_OR_RETURN(int local_world, env("LOCAL_WORLD_SIZE", world_size, 1, std::max(1, world_size)));
+  ASSIGN_OR_RETURN(int local_rank, env("LOCAL_RANK", rank % local_world, 0, local_world - 1));
+  ASSIGN_OR_RETURN(runtime::DeviceChoice choice,
+                   runtime::ChooseDevice(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_backend), rank, local_rank,
+                                         local_world, runtime::DeviceInventory::Probe()));
+  o->runtime.device = choice.device;
+  o->backend = choice.backend;
   return absl::OkStatus();
 }
 

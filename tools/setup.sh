@@ -5,7 +5,8 @@
 set -euo pipefail
 PKGS=(bazel-bootstrap bazel-rules-java bazel-platforms libtorch-dev libgloo-dev
       libprotobuf-dev protobuf-compiler libabsl-dev libgtest-dev libgmock-dev
-      nlohmann-json3-dev libopenblas0-pthread zlib1g-dev python3-torch python3-torchvision)
+      nlohmann-json3-dev libopenblas0-pthread zlib1g-dev python3-torch python3-torchvision
+      cmake ninja-build)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 // AlexNet on CIFAR-10, the seed's training/pipeline_parallelism/train.py in ppc:
 //
 //   train [--pipeline-parallel-size P] [--nproc N] [--steps S] [--seed 1138]
-//         [--deepspeed_config ds_config.json] [--backend gloo] [--data synthetic|DIR]
+//         [--deepspeed_config ds_config.json] [--device cpu|cuda] [--backend gloo|nccl] [--data synthetic|DIR]
 //         [--image-size 224] [checkpoint, export and evaluation flags: tools/run_flags.h]
 //
 // P > 0: pipeline mode (the seed's train_pipe): P stages, N/P data-parallel replicas,
@@ -36,7 +36,6 @@ extern const char kSeedDeepSpeedConfig[];
 
 ABSL_FLAG(int, steps, 100, "quit after this many steps");
 ABSL_FLAG(int, pipeline_parallel_size, 2, "pipeline stages; 0 = plain data-parallel training (train_base)");
-ABSL_FLAG(std::string, backend, "gloo", "distributed backend: gloo (CPU)");
 ABSL_FLAG(int64_t, seed, 1138, "PRNG seed");
 ABSL_FLAG(std::string, deepspeed_config, "", "DeepSpeed JSON config (default: the seed's ds_config.json)");
 ABSL_FLAG(std::string, data, "synthetic", "'synthetic', or a directory with CIFAR-10's binary files");
@@ -54,14 +53,6 @@ namespace ppc {
 namespace {
 
 absl::StatusOr<ir::Plan> BuildPlan() {
-  const std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend == "nccl") {
-    return absl::UnimplementedError("--backend nccl needs ppc's GPU transport, which this build does not have; "
-                                    "use --backend gloo");
-  }
-  if (backend != "gloo") {
-    return absl::InvalidArgumentError(absl::StrCat("--backend '", backend, "' is not supported; use gloo"));
-  }
   const int p = absl::GetFlag(FLAGS_pipeline_parallel_size);
   if (p < 0) return absl::InvalidArgumentError("--pipeline-parallel-size must be >= 0");
   const int stages = std::max(p, 1);
@@ -157,6 +148,7 @@ absl::Status RunAsRank(runtime::RunOptions options) {
   options.print_every = absl::GetFlag(FLAGS_print_every);
   options.runtime.timeout = rv.timeout;
   options.runtime.data = absl::GetFlag(FLAGS_data);
+  RETURN_IF_ERROR(ApplyDeviceFlags(&options, rv.rank, rv.world_size));
   return runtime::RunRank(plan, rv, options).status();
 }
 
@@ -225,6 +217,13 @@ int Main(int argc, char** argv) {
   if (!grid.ok()) {
     std::cerr << "train: " << grid.status() << "\n";
     return 1;
+  }
+  // --device and --backend as rank 0 will resolve them: refused here, before any rank starts.
+  runtime::RunOptions probe = options;
+  if (absl::Status d = ApplyDeviceFlags(&probe, 0, grid->world_size()); !d.ok()) {
+    std::cerr << "train: " << d.message() << "\n";
+    RemoveRunDir(dir);
+    return 2;
   }
   LaunchOptions launch;
   launch.nproc = grid->world_size();

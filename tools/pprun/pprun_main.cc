@@ -141,6 +141,7 @@ absl::Status RunOneRank(std::string plan_path, runtime::RunOptions options) {
   options.print_every = static_cast<int>(absl::GetFlag(FLAGS_print_every).value_or(0));  // 0: the plan's
   options.runtime.data = absl::GetFlag(FLAGS_data);
   options.runtime.timeout = rv.timeout;
+  RETURN_IF_ERROR(ApplyDeviceFlags(&options, rv.rank, rv.world_size));
   return runtime::RunRank(plan, rv, options).status();
 }
 
@@ -175,6 +176,12 @@ int Launch(int nproc, int argc, char** argv, const std::string& plan_path) {
   if (!checked.ok()) {
     Say(absl::StrCat("pprun: ", checked.ToString()));
     return 1;
+  }
+  // --device and --backend as rank 0 will resolve them: refused here, before any rank starts.
+  runtime::RunOptions probe;
+  if (absl::Status d = ApplyDeviceFlags(&probe, 0, nproc); !d.ok()) {
+    Say(absl::StrCat("pprun: ", d.message()));
+    return 2;
   }
   std::string dir;
   auto private_path = WritePrivatePlan(*plan, &dir);
