@@ -252,6 +252,42 @@ int FindInstruction(const ir::Plan& plan, int stage, const std::function<bool(co
 
 // A structurally valid plan the verifier would reject: stage 1 backwards micro-batch 0
 // twice. The runtime must say so, not crash.
+TEST(Interpreter, TraceHasEveryInstructionAndEveryTransferOfEveryStep) {
+  const ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
+  auto hub = runtime::LoopbackHub::Create(2);
+  ASSERT_TRUE(hub.ok()) << hub.status();
+  runtime::RunOptions options;
+  options.steps = 3;
+  options.print = false;
+  options.trace_dir = testing::TempDir();
+  options.runtime.timeout = absl::Seconds(60);
+  std::vector<absl::StatusOr<runtime::RunRecords>> results(2, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] { results[r] = runtime::RunRank(plan, r, [&] { return (*hub)->Connect(r); }, options); });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(results[r].ok()) << results[r].status();
+    std::ifstream in(absl::StrCat(testing::TempDir(), "/rank", r, ".json"));
+    ASSERT_TRUE(in) << "rank " << r << " wrote no trace";
+    const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto count = [&](const std::string& what) {
+      int n = 0;
+      for (size_t at = json.find(what); at != std::string::npos; at = json.find(what, at + 1)) ++n;
+      return n;
+    };
+    int transfers = 0;
+    for (const auto& in : plan.programs(r).instructions()) transfers += in.has_send() || in.has_recv();
+    ASSERT_GT(transfers, 0);
+    EXPECT_EQ(json.rfind("{\"traceEvents\":[", 0), 0u);
+    EXPECT_EQ(count("\"ph\":\"X\""), options.steps * plan.programs(r).instructions_size()) << "rank " << r;
+    EXPECT_EQ(count("\"ph\":\"b\""), options.steps * transfers) << "rank " << r;
+    EXPECT_EQ(count("\"ph\":\"e\""), options.steps * transfers) << "rank " << r;
+    EXPECT_NE(json.find(absl::StrCat("\"name\":\"rank ", r, " stage ", r, " (cpu)\"")), std::string::npos);
+  }
+}
+
 TEST(Interpreter, BackwardTwiceIsAFailedPreconditionNamingTheInstruction) {
   ir::Plan plan = Compiled(Mlp(2, 1, 2, "1f1b"));
   const int i = FindInstruction(plan, 1, [](const ir::Instruction& in) {

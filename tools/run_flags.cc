@@ -67,13 +67,6 @@ absl::Status ApplyRunFlags(runtime::RunOptions* o) {
   o->memory_report = absl::GetFlag(FLAGS_memory_report);
   o->trace_dir = absl::GetFlag(FLAGS_trace);
 
-  const std::string device = absl::GetFlag(FLAGS_device), backend = absl::GetFlag(FLAGS_backend);
-  if (device != "auto" && device != "cpu" && device != "cuda") {
-    return Bad("device", absl::StrCat("'", device, "' is not cpu, cuda or auto"));
-  }
-  if (backend != "auto" && backend != "gloo" && backend != "nccl") {
-    return Bad("backend", absl::StrCat("'", backend, "' is not gloo, nccl or auto"));
-  }
   if (o->save_every < 0) return Bad("save-every", absl::StrCat("must be >= 0, got ", o->save_every));
   if (o->save_every > 0 && o->save_dir.empty()) return Bad("save-every", "needs --save-dir");
   std::error_code ec;
