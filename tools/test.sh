@@ -38,6 +38,8 @@ else
   echo "check: CMake build and smoke (tools/cmake_build.sh): FAILED"
   checks_failed=1
 fi
+passed=$(grep -cE '^//[^ ]+( \(asan\))? +(\(cached\) )?PASSED' "$log")
+failed=$(grep -cE '^//[^ ]+( \(asan\))? +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' "$log")
 if [ "$checks_failed" -ne 0 ] && [ "$rc" -eq 0 ] && [ "$asan_rc" -eq 0 ]; then
   rc=1
   failed=$((failed + 1))
