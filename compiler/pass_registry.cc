@@ -15,6 +15,23 @@ const PassInfo* PassRegistry::Find(const std::string& name) const {
   return nullptr;
 }
 
+absl::Status PassRegistry::Add(PassInfo info) {
+  bool kebab = !info.name.empty() && info.name.front() != '-' && info.name.back() != '-';
+  for (char c : info.name) kebab = kebab && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (!kebab) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pass name '", info.name, "' is not kebab-case (lowercase letters, digits and inner '-')"));
+  }
+  if (!info.create) return absl::InvalidArgumentError(absl::StrCat("pass '", info.name, "' has no factory"));
+  if (Find(info.name) != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("a pass named '", info.name, "' is already registered"));
+  }
+  auto at = std::lower_bound(passes_.begin(), passes_.end(), info.name,
+                             [](const PassInfo& p, const std::string& name) { return p.name < name; });
+  passes_.insert(at, std::move(info));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Pass>> PassRegistry::Create(const std::string& name,
                                                            const PassOptions& options) const {
   const PassInfo* info = Find(name);

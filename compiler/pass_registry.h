@@ -30,6 +30,9 @@ class PassRegistry {
   explicit PassRegistry(std::vector<PassInfo> passes);
   const PassInfo* Find(const std::string& name) const;
   const std::vector<PassInfo>& passes() const { return passes_; }
+  // Adds a pass (e.g. a plugin's), keeping the list sorted by name. AlreadyExists when
+  // the name is taken, InvalidArgument when it is not kebab-case or has no factory.
+  absl::Status Add(PassInfo info);
   // Creates a pass, rejecting unknown names and options with the list of known ones.
   absl::StatusOr<std::unique_ptr<Pass>> Create(const std::string& name, const PassOptions& options) const;
 

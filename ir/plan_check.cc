@@ -18,7 +18,17 @@
 #include "ir/topology.h"
 
 namespace ppc::ir {
+
+bool IsVSchedule(const std::string& schedule) { return schedule == "zb-v" || schedule == "dualpipev"; }
+
 namespace {
+
+bool KebabCase(const std::string& s) {
+  if (s.empty() || s.size() > 64 || s.front() == '-' || s.back() == '-') return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  return true;
+}
 
 
 bool SameGroup(const google::protobuf::RepeatedPtrField<TensorSpec>& a, const std::vector<TensorSpec>& b) {
@@ -97,8 +107,10 @@ class Checker {
       if (complete_) {
         Error(absl::StrCat("config.schedule is missing; it must be one of ", absl::StrJoin(kSchedules, ", ")));
       }
-    } else if (std::find(kSchedules.begin(), kSchedules.end(), c.schedule()) == kSchedules.end()) {
-      Error(absl::StrCat("config.schedule '", c.schedule(), "' is not one of ", absl::StrJoin(kSchedules, ", ")));
+    } else if (!KebabCase(c.schedule())) {
+      Error(absl::StrCat("config.schedule '", c.schedule(),
+                         "' is not a schedule name (kebab-case, e.g. one of the built-in ", absl::StrJoin(kSchedules, ", "),
+                         ")"));
     }
     const auto& o = c.optimizer();
     if (o.type() != "" && o.type() != "sgd" && o.type() != "adam" && o.type() != "adamw") {
@@ -258,11 +270,6 @@ class Checker {
         return;
       }
       expect = r.end();
-      if (v > 0 && grid->StageOf(v) == grid->StageOf(v - 1)) {
-        Error(absl::StrCat("placement virtual stages ", v - 1, " and ", v, " are both on stage ", grid->StageOf(v),
-                           "; adjacent virtual stages must be on different stages"));
-        return;
-      }
     }
     if (expect != n) {
       Error(absl::StrCat("placement covers layers [0, ", expect, ") of ", n));

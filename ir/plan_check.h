@@ -2,7 +2,8 @@
 // judges the schedule) and by the runtime's load (before it allocates anything).
 //
 //  - topology, config and optimizer values in range (ir/limits.h; optimizer values as
-//    torch.optim validates them), never defaulted; config.schedule one of kSchedules;
+//    torch.optim validates them), never defaulted;
+//    config.schedule kebab-case (kSchedules or a plugin's);
 //    config.micro_batches and micro_batch_size >= 1, and in a complete plan steps >= 1;
 //  - the model: layer names non-empty and unique, every layer kind known, every
 //    attribute key one its kind reads and every attribute in range, recorded shapes and
@@ -10,7 +11,8 @@
 //    the limits with every product overflow-checked;
 //  - the placement: contiguous, non-empty virtual-stage ranges covering every layer, a
 //    bijection between virtual stages and (stage, chunk) with config.virtual_stages
-//    chunks per stage (ir/topology.h), adjacent virtual stages on different stages;
+//    chunks per stage (ir/topology.h); adjacent virtual stages may share a stage (the
+//    V placement's turn), their transfers then stay on the rank;
 //  - the boundary table: one entry per boundary, equal to the output group of the
 //    layer before it;
 //  - the level: no programs at LEVEL_NONE, only compute ops below LOWERED, a complete
@@ -29,16 +31,21 @@
 #define PPC_IR_PLAN_CHECK_H_
 
 #include <array>
+#include <string>
 
 #include "absl/status/status.h"
 #include "ir/program.pb.h"
 
 namespace ppc::ir {
 
-// The schedules the compiler knows (passes/registry.cc registers "schedule-<name>" for
-// each); config.schedule must name one of them.
-inline constexpr std::array<const char*, 5> kSchedules = {"1f1b", "data-parallel", "gpipe", "inference",
-                                                           "interleaved-1f1b"};
+// The schedules built into the compiler (passes/registry.cc registers "schedule-<name>"
+// for each). config.schedule names the schedule pass that wrote the programs: one of
+// these or a pass plugin's, so a plan only requires a kebab-case name; the verifier
+// proves the programs whoever wrote them.
+inline constexpr std::array<const char*, 8> kSchedules = {"1f1b",      "data-parallel",    "dualpipev", "gpipe",
+                                                           "inference", "interleaved-1f1b", "zb-h1",     "zb-v"};
+// The schedules whose placement is the V (ir::Grid::Layout::kV, two chunks per stage).
+bool IsVSchedule(const std::string& schedule);
 
 // `complete`: what a runtime needs (inferred shapes, a partition and one program per
 // stage) must be there. Without it, parts a compilation has not produced yet may be

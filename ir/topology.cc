@@ -7,17 +7,38 @@
 
 namespace ppc::ir {
 
-Grid::Grid(int stages, int replicas, int chunks)
+Grid::Grid(int stages, int replicas, int chunks, Layout layout)
     : stages_(std::max(1, stages)), replicas_(std::max(1, replicas)), chunks_(std::max(1, chunks)) {
+  if (layout == Layout::kV) chunks_ = 2;
   const int v = stages_ * chunks_;
   stage_of_.resize(v);
   chunk_of_.resize(v);
   virtual_of_.resize(v);
   for (int i = 0; i < v; ++i) {
-    stage_of_[i] = i % stages_;
-    chunk_of_[i] = i / stages_;
+    if (layout == Layout::kV) {
+      stage_of_[i] = i < stages_ ? i : 2 * stages_ - 1 - i;
+      chunk_of_[i] = i < stages_ ? 0 : 1;
+    } else {
+      stage_of_[i] = i % stages_;
+      chunk_of_[i] = i / stages_;
+    }
     virtual_of_[stage_of_[i] * chunks_ + chunk_of_[i]] = i;
   }
+}
+
+void Grid::VShape(int stages, Placement* placement) {
+  placement->set_chunks_per_stage(2);
+  for (int v = 0; v < placement->virtual_stages_size(); ++v) {
+    placement->mutable_virtual_stages(v)->set_stage(v < stages ? v : 2 * stages - 1 - v);
+    placement->mutable_virtual_stages(v)->set_chunk(v < stages ? 0 : 1);
+  }
+}
+
+bool Grid::IsV() const {
+  if (chunks_ != 2) return false;
+  for (int v = 0; v < virtual_stages(); ++v)
+    if (stage_of_[v] != (v < stages_ ? v : 2 * stages_ - 1 - v)) return false;
+  return true;
 }
 
 void Grid::RoundRobin(int stages, int chunks, Placement* placement) {

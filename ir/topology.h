@@ -19,13 +19,22 @@ namespace ppc::ir {
 
 class Grid {
  public:
-  // P stages x D replicas with V chunks per stage placed round-robin (v on stage v % P).
-  Grid(int stages, int replicas, int chunks);
+  enum class Layout {
+    kRoundRobin,  // v on stage v % P, chunk v / P (Megatron's interleaving)
+    kV,           // two chunks: v < P on stage v chunk 0, v >= P on stage 2P-1-v chunk 1
+  };
+  // P stages x D replicas with V chunks per stage, placed round-robin or (V = 2) in a V.
+  Grid(int stages, int replicas, int chunks, Layout layout = Layout::kRoundRobin);
   // From a plan's topology and placement. InvalidArgument when the placement is not a
   // bijection between virtual stages and (stage, chunk) with V chunks on every stage.
   static absl::StatusOr<Grid> Of(const Plan& plan);
   // The round-robin placement stage/chunk fields for `stages` x `chunks` virtual stages.
   static void RoundRobin(int stages, int chunks, Placement* placement);
+  // The V placement's stage/chunk fields (two chunks per stage; rank r holds virtual
+  // stages r and 2P-1-r, as the zero-bubble ZB-V and DualPipeV schedules place them).
+  static void VShape(int stages, Placement* placement);
+  // Whether this placement is the V (two chunks, v and 2P-1-v on one stage).
+  bool IsV() const;
 
   int stages() const { return stages_; }
   int replicas() const { return replicas_; }

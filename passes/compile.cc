@@ -1,5 +1,6 @@
 #include "passes/compile.h"
 
+#include "ir/plan_check.h"
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "passes/analysis/verifier.h"
@@ -10,11 +11,12 @@ namespace ppc::passes {
 void CanonicalizeConfig(const ir::Topology& topology, ir::TrainingConfig* c) {
   if (c->micro_batches() == 0) c->set_micro_batches(1);
   if (c->micro_batch_size() == 0) c->set_micro_batch_size(1);
-  if (c->virtual_stages() == 0) c->set_virtual_stages(1);
   if (c->steps() == 0) c->set_steps(10);
   if (c->schedule().empty()) {
     c->set_schedule(topology.num_stages() == 1 && topology.data_parallel() > 1 ? "data-parallel" : "1f1b");
   }
+  // The V schedules place two virtual stages per stage.
+  if (c->virtual_stages() == 0) c->set_virtual_stages(ir::IsVSchedule(c->schedule()) ? 2 : 1);
   if (c->optimizer().type().empty()) c->mutable_optimizer()->set_type("sgd");
   if (!c->optimizer().has_lr()) c->mutable_optimizer()->set_lr(0.01);
 }

@@ -21,8 +21,9 @@ struct CompileOptions {
 };
 
 // Fills what a config leaves out (0 or empty means "not given"): micro_batches 1,
-// micro_batch_size 1, virtual_stages 1, steps 10, schedule data-parallel when P = 1 and
-// D > 1 else 1f1b, optimizer sgd with lr 0.01. Never changes what is given.
+// micro_batch_size 1, steps 10, schedule data-parallel when P = 1 and D > 1 else 1f1b,
+// virtual_stages 2 for the V schedules (zb-v, dualpipev) else 1, optimizer sgd with lr
+// 0.01. Never changes what is given.
 void CanonicalizeConfig(const ir::Topology& topology, ir::TrainingConfig* config);
 
 // Compiles a model for a topology and config into a stamped, verified plan. When

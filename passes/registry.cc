@@ -11,6 +11,7 @@
 #include "passes/lower/place_comm.h"
 #include "passes/partition/partition.h"
 #include "passes/schedule/schedule.h"
+#include "passes/schedule/zero_bubble.h"
 
 namespace ppc::passes {
 namespace {
@@ -30,31 +31,49 @@ PassInfo Schedule(const char* name, const char* summary, StageOrder order, Sched
 
 }  // namespace
 
-const PassRegistry& GlobalPassRegistry() {
-  static const auto* registry = new PassRegistry({
+namespace {
+
+PassRegistry* MutableRegistry() {
+  static auto* registry = new PassRegistry({
       Simple<AssignBuffers>("assign-buffers", "give every compute op its micro-batch's slot (COMPUTE_ONLY -> BUFFERED)"),
       Simple<InferShapes>("infer-shapes", "fill layer output groups and parameter counts"),
       Simple<Lower>("lower", "loads, ordered sends/receives/waits, reductions, optimizer step (BUFFERED -> LOWERED)"),
       Simple<LowerEval>("lower-eval", "give a training plan forward-only eval programs (inference schedule)"),
       {"partition",
        "split layers into P x V virtual stages and write the boundary table "
-       "{method=parameters|flops|uniform|type:REGEX|explicit:A:B}",
-       {"method"},
+       "{method=parameters|flops|uniform|type:REGEX|explicit:A:B, layout=round-robin|v}",
+       {"layout", "method"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
-         auto it = o.find("method");
-         return std::make_unique<PartitionPass>(it == o.end() ? "" : it->second);
+         auto method = o.find("method");
+         auto layout = o.find("layout");
+         return std::make_unique<PartitionPass>(method == o.end() ? "" : method->second,
+                                                layout == o.end() ? "" : layout->second);
        }},
       Simple<PlaceComm>("place-comm", "post each receive as early as its slot is free"),
       Schedule("schedule-1f1b", "one-forward-one-backward (DeepSpeed's TrainSchedule)", OneFOneBOrder, OneChunk),
       Schedule("schedule-data-parallel", "P=1 gradient accumulation", DataParallelOrder, OneStageOneChunk),
+      Schedule("schedule-dualpipev",
+               "DeepSeek's DualPipe in a V (torch's ScheduleDualPipeV): F of one micro-batch and B of another back to "
+               "back",
+               DualPipeVOrder, DualPipeVShape),
       Schedule("schedule-gpipe", "all forwards, then all backwards", GPipeOrder, AnyShape),
       Schedule("schedule-inference", "forward only", InferenceOrder, AnyShape),
       Schedule("schedule-interleaved-1f1b", "Megatron's interleaved 1F1B over V virtual stages per stage",
                Interleaved1F1BOrder, InterleavedShape),
+      Schedule("schedule-zb-h1", "zero-bubble ZB-H1: 1F1B with backward split into I and W, W's in the bubbles",
+               ZbH1Order, ZbH1Shape),
+      Schedule("schedule-zb-v", "zero-bubble ZB-V: two chunks per stage in a V, split backward (torch's ScheduleZBVZeroBubble)",
+               ZbVOrder, ZbVShape),
       Simple<VerifyPass>("verify", "check the plan; never changes it"),
   });
-  return *registry;
+  return registry;
 }
+
+}  // namespace
+
+const PassRegistry& GlobalPassRegistry() { return *MutableRegistry(); }
+
+absl::Status RegisterPass(PassInfo info) { return MutableRegistry()->Add(std::move(info)); }
 
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config) {
   const std::string schedule = config.schedule().empty() ? "1f1b" : config.schedule();

@@ -12,6 +12,9 @@ namespace ppc::passes {
 
 // The one registry: alphabetical by pass name (registry_test checks the order).
 const PassRegistry& GlobalPassRegistry();
+// Adds a pass to the global registry (a pass plugin's; compiler/pass_plugin.h). Not
+// thread-safe: register before compiling. AlreadyExists on a taken name.
+absl::Status RegisterPass(PassInfo info);
 
 // The compile pipeline for config.schedule: infer-shapes, partition, the schedule,
 // assign-buffers, lower, lower-eval, place-comm. Each pass checks the plan level it

@@ -52,6 +52,7 @@ CommEngine::Transfer CommEngine::Resolve(bool send, ir::Direction direction, int
   t.micro_batch = micro_batch;
   t.peer_stage = grid_.PeerStage(send, direction, boundary);
   t.peer_rank = grid_.Rank(t.peer_stage, replica_);
+  t.local = t.peer_stage == grid_.StageOf(send ? grid_.SenderOf(direction, boundary) : grid_.ReceiverOf(direction, boundary));
   t.shapes = &shapes_[direction == ir::GRADIENT ? 1 : 0][boundary];
   return t;
 }
@@ -59,6 +60,7 @@ CommEngine::Transfer CommEngine::Resolve(bool send, ir::Direction direction, int
 void CommEngine::Reset() {
   send_seq_.clear();
   recv_seq_.clear();
+  local_.clear();
 }
 
 absl::Status CommEngine::PostSend(const Transfer& transfer, const Group& group, const std::string& what) {
@@ -87,11 +89,22 @@ absl::Status CommEngine::PostSend(const Transfer& transfer, const Group& group, 
 absl::Status CommEngine::PostRecv(const Transfer& transfer, int slot) {
   Pending op;
   op.slot = slot;
+  if (transfer.local) return Post(transfer, std::move(op));
   for (const TensorShape& shape : *transfer.shapes) op.tensors.push_back(torch::empty(shape.sizes, torch::TensorOptions().dtype(shape.dtype).device(device_)));
   return Post(transfer, std::move(op));
 }
 
 absl::Status CommEngine::Post(const Transfer& transfer, Pending op) {
+  if (transfer.local) {
+    if (transfer.send) {
+      local_[{transfer.direction, transfer.boundary, transfer.micro_batch}] = op.tensors;
+      op.tensors.clear();
+    } else {
+      op.tensors.clear();  // the sender's tensors arrive at the Wait
+    }
+    pending_[KeyOf(transfer)] = std::move(op);
+    return absl::OkStatus();
+  }
   for (auto& t : op.tensors) {
     uint32_t& seq = transfer.send ? send_seq_[transfer.peer_rank] : recv_seq_[transfer.peer_rank];
     ASSIGN_OR_RETURN(Transport::Handle h, transfer.send ? transport_->PostSend(t, transfer.peer_rank, seq)
@@ -109,6 +122,16 @@ absl::StatusOr<CommEngine::Received> CommEngine::Wait(const Transfer& transfer) 
   if (it == pending_.end()) return absl::InternalError("unreachable: wait without a post passed Load");
   Pending op = std::move(it->second);
   pending_.erase(it);
+  if (transfer.local && !transfer.send) {
+    auto sent = local_.find({transfer.direction, transfer.boundary, transfer.micro_batch});
+    if (sent == local_.end()) {
+      return absl::FailedPreconditionError(absl::StrCat("waiting for ", transfer.Text(),
+                                                        ": its send, on this rank (stage ", transfer.peer_stage,
+                                                        "), is not posted yet"));
+    }
+    op.tensors = std::move(sent->second);
+    local_.erase(sent);
+  }
   for (Transport::Handle h : op.handles) {
     absl::Status waited = transport_->Wait(h, timeout_);
     if (!waited.ok()) {

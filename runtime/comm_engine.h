@@ -3,7 +3,9 @@
 // back), named as the program's CommRefs name it: (send, direction, boundary,
 // micro-batch). Post never blocks; Wait completes the transfer. Each direction of each
 // pair of ranks numbers its messages from 0 in every run of a program (Reset), and the
-// number is the tag (transport.h, Ordering).
+// number is the tag (transport.h, Ordering). A transfer between two virtual stages of
+// this rank never reaches the transport: the receive's Wait takes the sender's tensors
+// (the send must have been posted before it; the verifier proves it is).
 #ifndef PPC_RUNTIME_COMM_ENGINE_H_
 #define PPC_RUNTIME_COMM_ENGINE_H_
 
@@ -36,6 +38,9 @@ class CommEngine {
     ir::Direction direction = ir::ACTIVATION;
     int boundary = 0, micro_batch = 0;
     int peer_stage = 0, peer_rank = 0;
+    // Both ends on this rank (adjacent virtual stages on one stage, as at the turn of
+    // the V placement): the tensors are handed over in memory, no transport involved.
+    bool local = false;
     const std::vector<TensorShape>* shapes = nullptr;  // what it carries
     std::string Text() const;                          // "send/activation/0/3"
   };
@@ -94,6 +99,9 @@ class CommEngine {
   // [boundary][0: activation, 1: gradient]
   std::vector<std::vector<TensorShape>> shapes_[2];
   std::map<Key, Pending> pending_;
+  // Local transfers sent and not yet received: (direction, boundary, micro-batch) ->
+  // the sender's tensors.
+  std::map<std::tuple<int, int, int>, Group> local_;
   // Messages posted so far in this run, per peer rank: the tags.
   std::map<int, uint32_t> send_seq_, recv_seq_;
 };

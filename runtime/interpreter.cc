@@ -34,6 +34,9 @@ struct StageRuntime::Program {
   std::vector<Handler> handlers;  // handlers[i] runs code.instructions(i)
   bool training = false;  // has backwards: forwards keep the autograd graph
   bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
+  // The (virtual stage, micro-batch)s whose backward is split into I and W: their
+  // forwards keep a graph per layer.
+  std::set<std::pair<int, int>> split;
 };
 
 StageRuntime::StageRuntime() : train_(std::make_unique<Program>()), eval_(std::make_unique<Program>()) {}
@@ -117,14 +120,6 @@ absl::Status StageRuntime::Validate(const ir::Plan& plan) {
     Compile(*eval_, problems, tie_groups);
     if (plan.eval_programs_size() > 0) CommEngine::CheckChannels(plan, grid_, stage_, replica_, /*eval=*/true, problems);
   }
-  if (plan.config().activation_checkpoint_interval() > 0) {
-    for (const auto& in : train_->code.instructions()) {
-      if (in.has_compute() && (in.compute().kind() == ir::BACKWARD_INPUT || in.compute().kind() == ir::BACKWARD_WEIGHT)) {
-        problems.push_back("activation checkpointing supports full backward only (this plan splits backward)");
-        break;
-      }
-    }
-  }
   if (!problems.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(who, ": cannot load the plan (", problems.size(), " problems):\n  ", absl::StrJoin(problems, "\n  ")));
@@ -196,6 +191,12 @@ void StageRuntime::Compile(Program& program, std::vector<std::string>& problems,
   std::set<CommKey> posted;  // not yet waited
   Program* saved = running_;
   running_ = &program;  // so that Where names the program
+  program.split.clear();
+  for (const ir::Instruction& in : code.instructions()) {
+    if (in.has_compute() && in.compute().kind() == ir::BACKWARD_INPUT) {
+      program.split.insert({in.compute().virtual_stage(), in.compute().micro_batch()});
+    }
+  }
   bool sharded_step = false;  // a sharded step not yet followed by its gather
   for (int i = 0; i < code.instructions_size(); ++i) {
     const ir::Instruction& in = code.instructions(i);
@@ -466,8 +467,10 @@ absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, i
   // Dropout only while training.
   const ForwardContext ctx{plan_.config().seed(), step, int64_t(replica_) * m_ + mb, program.training};
   torch::Tensor loss;
+  const bool split = program.split.count({vs, mb}) > 0;
   Group y = model_->Forward(vs, std::move(slot.inputs), slot.labels, ctx, program.training ? &slot.saved : nullptr,
-                            &loss);
+                            &loss, split);
+  slot.split = split;
   slot.inputs.clear();
   if (!last) {
     slot.outputs = std::move(y);
@@ -494,13 +497,27 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
   if (!slot.saved.has_forward()) {
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " is already backwarded"));
   }
-  if (slot.grad_in.size() != output_grads) {
+  if (kind == ir::BACKWARD_WEIGHT && !slot.saved.input_done) {
+    return absl::FailedPreconditionError(absl::StrCat(slot.Name(), ": W before its I (input backward)"));
+  }
+  if (kind != ir::BACKWARD_WEIGHT && slot.saved.input_done) {
+    return absl::FailedPreconditionError(absl::StrCat(slot.Name(), ": its I already ran; only W may follow"));
+  }
+  if (kind == ir::BACKWARD_INPUT && !slot.split && plan_.config().activation_checkpoint_interval() == 0) {
+    return absl::InternalError(absl::StrCat(slot.Name(), ": I on a forward that kept no per-layer graphs"));
+  }
+  if (kind != ir::BACKWARD_WEIGHT && slot.grad_in.size() != output_grads) {
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " has ", slot.grad_in.size(),
                                                       " received gradients, not ", output_grads,
                                                       " (its gradient receive is not waited for)"));
   }
   Group input_grads = model_->Backward(kind, vs, slot.saved, slot.grad_in);
   if (kind != ir::BACKWARD_WEIGHT) slot.grad_out = std::move(input_grads);
+  // I consumed the received gradients (W works from what I kept).
+  if (kind == ir::BACKWARD_INPUT) {
+    slot.grad_in.clear();
+    slot.outputs.clear();
+  }
   if (kind != ir::BACKWARD_INPUT) {
     // The forward state is consumed; the outputs were sent (a send keeps its own copy).
     slot.outputs.clear();

@@ -152,7 +152,7 @@ torch::Tensor StageModel::Loss(const torch::Tensor& output, const torch::Tensor&
 }
 
 Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, const ForwardContext& ctx,
-                          SavedForward* saved, torch::Tensor* loss) const {
+                          SavedForward* saved, torch::Tensor* loss, bool split) const {
   const Chunk& chunk = ChunkOf(vs);
   const bool last = grid_.IsLast(vs) && labels.defined();
   if (saved == nullptr) {
@@ -183,6 +183,17 @@ Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, con
     }
     return x;
   }
+  if (split) {
+    Group y = RunLayersSplit(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx, saved->tape);
+    if (last) {
+      // The loss gets a graph of its own too: the I pass starts from d(loss/M)/d(output).
+      saved->loss_input = y[0].detach().requires_grad_(y[0].requires_grad());
+      *loss = Loss(saved->loss_input, labels);
+      saved->roots = {*loss / micro_batches_};
+      *loss = loss->detach();
+    }
+    return y;
+  }
   Group y = RunLayers(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx);
   if (last) {
     *loss = Loss(y[0], labels);
@@ -194,10 +205,161 @@ Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, con
   return y;
 }
 
+namespace {
+
+// `t` cut from its producer's graph: a leaf sharing its storage, requiring grad when
+// it did (so gradients still flow to it), or `t` itself when nothing flows.
+torch::Tensor Cut(const torch::Tensor& t) {
+  return t.is_floating_point() && t.requires_grad() ? t.detach().requires_grad_(true) : t;
+}
+
+}  // namespace
+
+Group StageModel::RunLayersSplit(int begin, int end, Group x, const ForwardContext& ctx,
+                                 std::vector<LayerTape>& tape) const {
+  for (int l = begin; l < end; ++l) {
+    if (l > begin) {
+      for (auto& t : x) t = Cut(t);
+    }
+    LayerTape entry;
+    entry.layer = l;
+    entry.inputs = x;
+    x = layers_[l]->ForwardGroup(std::move(x), ctx);
+    entry.outputs = x;
+    tape.push_back(std::move(entry));
+  }
+  return x;
+}
+
+Group StageModel::InputPass(std::vector<LayerTape>& tape, Group grads, bool want_inputs,
+                            std::vector<WeightWork>& work) const {
+  for (int k = static_cast<int>(tape.size()) - 1; k >= 0; --k) {
+    LayerTape& t = tape[k];
+    const Group outs = Differentiable(t.outputs), ins = Differentiable(t.inputs);
+    Group in_grads(ins.size());
+    auto add = [](torch::Tensor& into, const torch::Tensor& g) { into = into.defined() ? into + g : g; };
+    Group roots, root_grads;
+    for (size_t j = 0; j < outs.size() && j < grads.size(); ++j) {
+      if (!outs[j].requires_grad() || !grads[j].defined()) continue;
+      // A tensor the layer passed through unchanged: its gradient goes straight on.
+      bool passed = false;
+      for (size_t i = 0; i < ins.size() && !passed; ++i) {
+        if (ins[i].unsafeGetTensorImpl() == outs[j].unsafeGetTensorImpl()) {
+          add(in_grads[i], grads[j]);
+          passed = true;
+        }
+      }
+      if (passed) continue;
+      roots.push_back(outs[j]);
+      root_grads.push_back(grads[j]);
+    }
+    std::vector<torch::Tensor> params;
+    for (auto& [name, p] : layers_[t.layer]->params()) {
+      bool dup = false;
+      for (const auto& q : params) dup |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+      if (!dup) params.push_back(p);
+    }
+    Group wanted;
+    std::vector<size_t> wanted_at;
+    if (k > 0 || want_inputs) {
+      for (size_t i = 0; i < ins.size(); ++i) {
+        if (ins[i].requires_grad()) {
+          wanted.push_back(ins[i]);
+          wanted_at.push_back(i);
+        }
+      }
+    }
+    if (!roots.empty() && !wanted.empty()) {
+      // Only the edges towards the inputs are computed (autograd skips the weight
+      // gradients nobody asked for); the graph stays for W when the layer has weights.
+      auto g = torch::autograd::grad(roots, wanted, root_grads, /*retain_graph=*/!params.empty(),
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+      for (size_t i = 0; i < g.size(); ++i)
+        if (g[i].defined()) add(in_grads[wanted_at[i]], g[i]);
+    }
+    if (!params.empty() && !roots.empty()) work.push_back({std::move(roots), std::move(root_grads), std::move(params)});
+    grads = std::move(in_grads);
+    t = LayerTape();  // the layer's activations are W's (through its roots) or free
+  }
+  tape.clear();
+  return grads;
+}
+
+void StageModel::RunWeightWork(std::vector<WeightWork>& work) {
+  for (WeightWork& w : work) {
+    auto g = torch::autograd::grad(w.roots, w.params, w.grads, /*retain_graph=*/false, /*create_graph=*/false,
+                                   /*allow_unused=*/true);
+    // Accumulated in place: every .grad is a view of flat_grads_.
+    for (size_t k = 0; k < g.size(); ++k)
+      if (g[k].defined()) w.params[k].mutable_grad().add_(g[k]);
+  }
+  work.clear();
+}
+
+Group StageModel::BackwardInput(int vs, SavedForward& saved, const Group& output_grads) {
+  const Chunk& chunk = ChunkOf(vs);
+  const bool last = grid_.IsLast(vs);
+  const bool has_input_grad = !grid_.IsFirst(vs);
+  // The gradient of the loss with respect to the (cut) model output.
+  auto loss_grads = [&](const torch::Tensor& root, const torch::Tensor& output) {
+    Group g{torch::Tensor()};
+    if (output.requires_grad()) g = torch::autograd::grad({root}, {output}, {}, false, false, true);
+    return g;
+  };
+  Group grads;
+  if (checkpoint_interval_ > 0) {
+    // Recompute each segment once, with a graph per layer, and run its input pass.
+    grads = output_grads;
+    const int segments = static_cast<int>(saved.segment_inputs.size());
+    for (int k = segments - 1; k >= 0; --k) {
+      Group x = k > 0 ? saved.segment_inputs[k] : saved.inputs;
+      if (k > 0) {
+        for (auto& t : x) t = t.is_floating_point() ? t.detach().requires_grad_(true) : t;
+      }
+      const int begin = chunk.first_layer + k * checkpoint_interval_;
+      std::vector<LayerTape> tape;
+      Group y = RunLayersSplit(begin, std::min(chunk.end_layer, begin + checkpoint_interval_), x, saved.ctx, tape);
+      if (k == segments - 1 && last) {
+        torch::Tensor out = Cut(y[0]);
+        grads = loss_grads(Loss(out, saved.labels) / micro_batches_, out);
+      }
+      grads = InputPass(tape, std::move(grads), k > 0 || has_input_grad, saved.weight_work);
+    }
+  } else {
+    grads = last ? loss_grads(saved.roots[0], saved.loss_input) : output_grads;
+    grads = InputPass(saved.tape, std::move(grads), has_input_grad, saved.weight_work);
+  }
+  Group input_grads;
+  if (has_input_grad) {
+    const Group floats = Differentiable(saved.inputs);
+    grads.resize(floats.size());
+    input_grads = InputGrads(floats, grads);
+  }
+  // What W needs is in weight_work; the rest of the forward state goes now.
+  std::vector<WeightWork> work = std::move(saved.weight_work);
+  saved.Clear();
+  saved.weight_work = std::move(work);
+  saved.input_done = true;
+  return input_grads;
+}
+
 Group StageModel::Backward(ir::ComputeKind kind, int vs, SavedForward& saved, const Group& output_grads) {
   const Chunk& chunk = ChunkOf(vs);
   const bool last = grid_.IsLast(vs);
   const bool has_input_grad = !grid_.IsFirst(vs);
+  if (kind == ir::BACKWARD_INPUT) return BackwardInput(vs, saved, output_grads);
+  if (kind == ir::BACKWARD_WEIGHT) {
+    RunWeightWork(saved.weight_work);
+    saved.Clear();
+    return {};
+  }
+  if (!saved.tape.empty()) {
+    // A full backward of a split-mode forward: I then W at once.
+    Group input_grads = BackwardInput(vs, saved, output_grads);
+    RunWeightWork(saved.weight_work);
+    saved.Clear();
+    return input_grads;
+  }
   if (checkpoint_interval_ > 0) {
     // Recompute segment by segment from the last, back-propagating through each.
     Group grad = output_grads;
@@ -252,38 +414,11 @@ Group StageModel::Backward(ir::ComputeKind kind, int vs, SavedForward& saved, co
     }
   }
   const Group inputs = has_input_grad ? Differentiable(saved.inputs) : Group{};
-  Group input_grads;
-  switch (kind) {
-    case ir::BACKWARD: {
-      if (!roots.empty()) torch::autograd::backward(roots, grads);
-      Group in_grads;
-      for (const auto& t : inputs) in_grads.push_back(t.grad());
-      input_grads = InputGrads(inputs, in_grads);
-      saved.Clear();
-      break;
-    }
-    case ir::BACKWARD_INPUT: {
-      Group in_grads(inputs.size());
-      if (!roots.empty() && !inputs.empty()) {
-        in_grads = torch::autograd::grad(roots, inputs, grads, /*retain_graph=*/true, /*create_graph=*/false,
-                                         /*allow_unused=*/true);
-      }
-      input_grads = InputGrads(inputs, in_grads);
-      break;
-    }
-    default: {  // BACKWARD_WEIGHT: this virtual stage's parameters only
-      if (!roots.empty() && !chunk.params.empty()) {
-        auto w = torch::autograd::grad(roots, chunk.params, grads, /*retain_graph=*/false, /*create_graph=*/false,
-                                       /*allow_unused=*/true);
-        // Accumulated in place: every .grad is a view of flat_grads_.
-        for (size_t k = 0; k < w.size(); ++k) {
-          if (w[k].defined()) chunk.params[k].mutable_grad().add_(w[k]);
-        }
-      }
-      saved.Clear();
-      break;
-    }
-  }
+  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  Group in_grads;
+  for (const auto& t : inputs) in_grads.push_back(t.grad());
+  Group input_grads = InputGrads(inputs, in_grads);
+  saved.Clear();
   return input_grads;
 }
 

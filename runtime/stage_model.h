@@ -30,6 +30,22 @@ struct NamedParameter {
   torch::Tensor value;
 };
 
+// One layer's forward in split-backward mode: the layer ran on `inputs`, leaves cut
+// from the previous layer's outputs (detached, requiring grad), so that the layer's
+// autograd graph is its own.
+struct LayerTape {
+  int layer;  // index in the stage's layers
+  Group inputs, outputs;
+};
+
+// What an input backward (I) keeps for the weight backward (W) of one layer: the
+// layer's differentiable outputs, still holding the layer's graph, and the gradients
+// that flowed into them.
+struct WeightWork {
+  Group roots, grads;
+  std::vector<torch::Tensor> params;
+};
+
 // What a training forward of one (virtual stage, micro-batch) leaves for its backward.
 struct SavedForward {
   Group inputs;  // the input group; FLOAT32 members require grad past virtual stage 0
@@ -41,8 +57,17 @@ struct SavedForward {
   std::vector<Group> segment_inputs;
   torch::Tensor labels;
   ForwardContext ctx;
+  // Split backward (the forward was told the backward is I then W): one graph per
+  // layer, and on the last virtual stage the model output cut from the loss, whose
+  // root is roots[0].
+  std::vector<LayerTape> tape;
+  torch::Tensor loss_input;
+  // After I: what W needs. I keeps exactly this (the graphs of the layers that have
+  // parameters, and their output gradients); everything else is freed at I.
+  std::vector<WeightWork> weight_work;
+  bool input_done = false;  // I ran; only W may follow
   // A forward left state that no backward has consumed yet.
-  bool has_forward() const { return !roots.empty() || !segment_inputs.empty(); }
+  bool has_forward() const { return !roots.empty() || !segment_inputs.empty() || !tape.empty() || input_done; }
   void Clear() { *this = SavedForward(); }
 };
 
@@ -73,16 +98,21 @@ class StageModel {
   // the last virtual stage). With labels on the last virtual stage, *loss becomes the
   // micro-batch's mean loss. `saved` null: no autograd graph is kept (evaluation).
   // Otherwise it receives what Backward needs; the FLOAT32 inputs past virtual stage 0
-  // (received leaves) start to require grad.
+  // (received leaves) start to require grad. `split`: the backward will be I then W,
+  // so each layer keeps a graph of its own (a full B works on it too).
   Group Forward(int vs, Group inputs, const torch::Tensor& labels, const ForwardContext& ctx, SavedForward* saved,
-                torch::Tensor* loss) const;
+                torch::Tensor* loss, bool split = false) const;
   // Backward of virtual stage `vs` from the gradients of its FLOAT32 outputs
   // (`output_grads`, in order; none on the last virtual stage, whose root is the scaled
   // loss): returns the gradients of its FLOAT32 inputs (zeros where an input did not
   // matter; empty on virtual stage 0). BACKWARD and BACKWARD_WEIGHT accumulate into the
-  // parameters' gradients and consume `saved`; BACKWARD_INPUT keeps it for the
-  // BACKWARD_WEIGHT that follows. The caller checks that `saved` is a forward's and that
-  // `output_grads` are complete.
+  // parameters' gradients and consume `saved`. BACKWARD_INPUT computes the input
+  // gradients only, layer by layer, and keeps for the BACKWARD_WEIGHT that follows each
+  // parameterised layer's graph and output gradient, so that W computes the weight
+  // gradients from them without going through any activation gradient again; under
+  // activation checkpointing I recomputes each segment once and W recomputes nothing.
+  // BACKWARD_WEIGHT returns an empty group. The caller checks that `saved` is a
+  // forward's (for W: one whose I ran) and that `output_grads` are complete.
   Group Backward(ir::ComputeKind kind, int vs, SavedForward& saved, const Group& output_grads);
 
   torch::Tensor Loss(const torch::Tensor& output, const torch::Tensor& labels) const;
@@ -117,6 +147,17 @@ class StageModel {
  private:
   explicit StageModel(const ir::Grid& grid) : grid_(grid) {}
   Group RunLayers(int begin, int end, Group x, const ForwardContext& ctx) const;
+  // Runs layers [begin, end) on `x`, each on leaves cut from the previous layer's
+  // outputs (x itself for the first), appending their tapes.
+  Group RunLayersSplit(int begin, int end, Group x, const ForwardContext& ctx, std::vector<LayerTape>& tape) const;
+  // The input-gradient pass over `tape` (last layer first) from the gradients of the
+  // last layer's FLOAT32 outputs; returns the gradients of the first layer's FLOAT32
+  // inputs (undefined where none flowed; none computed unless `want_inputs`). Appends
+  // the weight work of every layer with parameters.
+  Group InputPass(std::vector<LayerTape>& tape, Group grads, bool want_inputs, std::vector<WeightWork>& work) const;
+  // The split backward's I from saved state (with or without checkpointing).
+  Group BackwardInput(int vs, SavedForward& saved, const Group& output_grads);
+  static void RunWeightWork(std::vector<WeightWork>& work);
 
   ir::Grid grid_;
   ir::LossKind loss_kind_ = ir::LOSS_UNSPECIFIED;

@@ -25,6 +25,7 @@
 #include "runtime/interpreter.h"
 #include "runtime/loopback_transport.h"
 #include "runtime/runner.h"
+#include "runtime/stage_model.h"
 
 namespace ppc {
 namespace {
@@ -177,6 +178,56 @@ TEST(Interpreter, ZeroOneMatchesOneProcess) {
 }
 
 // residual_mlp's skip branch crosses the cut: every boundary carries two tensors.
+// The V placement (stage r holds virtual stages r and 2P-1-r): the transfers at the
+// turn, between virtual stages P-1 and P, stay on the last stage (handed over in
+// memory). GPipe's order runs on any placement.
+TEST(Interpreter, VPlacementMatchesOneProcess) {
+  for (int stages : {1, 2}) {
+    ir::Plan plan = Mlp(stages, 1, 4, "gpipe");
+    plan.mutable_config()->set_virtual_stages(2);
+    passes::CompileOptions options;
+    options.pipeline = "infer-shapes,partition{method=uniform,layout=v},schedule-gpipe,assign-buffers,lower,lower-eval,place-comm";
+    auto compiled = passes::CompilePlan(plan.model(), plan.topology(), plan.config(), options);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    const int turn = stages - 1;  // the stage that holds virtual stages P-1 and P
+    EXPECT_EQ(compiled->placement().virtual_stages(stages).stage(), turn);
+    int local = 0;
+    for (const auto& in : compiled->programs(turn).instructions()) {
+      local += in.has_send() && (in.send().boundary() == stages - 1);
+    }
+    EXPECT_EQ(local, 2 * 4) << "an activation and a gradient per micro-batch cross the turn on stage " << turn;
+    const Trained ref = Reference(plan, absl::StrCat("v_ref_p", stages));
+    auto got = Train(*compiled, absl::StrCat("v_p", stages));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ExpectSameTraining(ref, *got);
+  }
+}
+
+// The zero-bubble schedules (split backward; ZB-V and DualPipeV on the V placement with
+// two chunks per stage): same losses and weights as one process, at P = 2 and 4, two
+// micro-batch counts each, with and without data parallelism.
+TEST(Interpreter, ZeroBubbleSchedulesMatchOneProcess) {
+  for (const char* schedule : {"zb-h1", "zb-v", "dualpipev"}) {
+    for (int stages : {2, 4}) {
+      // DualPipeV needs M >= 2P.
+      for (int m : {2 * stages, 3 * stages}) {
+        for (int dp : {1, 2}) {
+          SCOPED_TRACE(absl::StrCat(schedule, " P=", stages, " M=", m, " D=", dp));
+          ir::Plan plan = Mlp(stages, dp, m, schedule);
+          plan.mutable_config()->set_partition_method("uniform");
+          const ir::Plan compiled = Compiled(plan);
+          ASSERT_EQ(compiled.placement().chunks_per_stage(), std::string(schedule) == "zb-h1" ? 1 : 2);
+          int inputs = 0;
+          for (const auto& program : compiled.programs())
+            for (const auto& in : program.instructions()) inputs += in.has_compute() && in.compute().kind() == ir::BACKWARD_INPUT;
+          EXPECT_GT(inputs, 0) << "the schedule splits backwards";
+          ExpectMatchesOneProcess(plan, absl::StrCat(schedule, "_p", stages, "_m", m, "_d", dp));
+        }
+      }
+    }
+  }
+}
+
 TEST(Interpreter, GroupsOfTensorsAcrossStagesMatchOneProcess) {
   ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
   plan.mutable_config()->set_partition_method("explicit:3");
@@ -194,27 +245,136 @@ TEST(Interpreter, ActivationCheckpointingMatchesOneProcess) {
   ExpectMatchesOneProcess(residual, "checkpointed_residual_p2");
 }
 
-// No schedule splits the backward yet: each B becomes I (input gradients, keeping the
-// graph) then W (weight gradients) in place, which must train identically.
-TEST(Interpreter, SplitBackwardMatchesFullBackward) {
-  ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
-  for (auto& program : *plan.mutable_programs()) {
+// `plan` compiled with every B split into I then W: in place (W right after its I), or
+// with every W deferred to the end of its stage's compute (what I keeps lives until
+// then). Built at the compute-only level and lowered by the real passes.
+ir::Plan SplitBackwards(const ir::Plan& plan, bool defer) {
+  ir::Plan p = plan;
+  passes::CanonicalizeConfig(p.topology(), p.mutable_config());
+  auto scheduled = passes::RunPipeline(
+      p, absl::StrCat("infer-shapes,partition,schedule-", p.config().schedule()));
+  EXPECT_TRUE(scheduled.ok()) << scheduled.status();
+  if (!scheduled.ok()) return ir::Plan();
+  for (auto& program : *scheduled->mutable_programs()) {
     ir::StageProgram split = program;
     split.clear_instructions();
+    std::vector<ir::Instruction> weights;
     for (const ir::Instruction& in : program.instructions()) {
       *split.add_instructions() = in;
       if (!in.has_compute() || in.compute().kind() != ir::BACKWARD) continue;
       split.mutable_instructions()->rbegin()->mutable_compute()->set_kind(ir::BACKWARD_INPUT);
-      *split.add_instructions() = in;
-      split.mutable_instructions()->rbegin()->mutable_compute()->set_kind(ir::BACKWARD_WEIGHT);
+      ir::Instruction w = in;
+      w.mutable_compute()->set_kind(ir::BACKWARD_WEIGHT);
+      if (defer) {
+        weights.push_back(w);
+      } else {
+        *split.add_instructions() = w;
+      }
     }
+    for (const auto& w : weights) *split.add_instructions() = w;
     program = split;
   }
-  ir::Stamp(plan);
-  const Trained ref = Reference(plan, "split_ref");
-  auto got = Train(plan, "split_p2");
-  ASSERT_TRUE(got.ok()) << got.status();
-  ExpectSameTraining(ref, *got);
+  auto lowered = passes::RunPipeline(*scheduled, "assign-buffers,lower,lower-eval,place-comm");
+  EXPECT_TRUE(lowered.ok()) << lowered.status();
+  return lowered.ok() ? *lowered : ir::Plan();
+}
+
+// I computes the input gradients only, keeping each layer's graph for W; W then the
+// weight gradients from it. Both orders must train as the same plan with full
+// backwards does (the same kernels, summed in another order at most) and as one process.
+void ExpectSplitMatchesFull(const ir::Plan& plan, const std::string& name) {
+  const Trained full = [&] {
+    auto t = Train(Compiled(plan), name + "_full");
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? *t : Trained();
+  }();
+  const Trained ref = Reference(plan, name + "_ref");
+  for (bool defer : {false, true}) {
+    SCOPED_TRACE(defer ? "every W at the end" : "W right after I");
+    ir::Plan split = SplitBackwards(plan, defer);
+    int inputs = 0, weights = 0, fulls = 0;
+    for (const auto& program : split.programs()) {
+      for (const auto& in : program.instructions()) {
+        if (!in.has_compute()) continue;
+        inputs += in.compute().kind() == ir::BACKWARD_INPUT;
+        weights += in.compute().kind() == ir::BACKWARD_WEIGHT;
+        fulls += in.compute().kind() == ir::BACKWARD;
+      }
+    }
+    ASSERT_EQ(fulls, 0);
+    ASSERT_EQ(inputs, plan.config().micro_batches() * split.placement().virtual_stages_size());
+    ASSERT_EQ(weights, inputs);
+    auto got = Train(split, absl::StrCat(name, defer ? "_deferred" : "_inplace"));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ExpectSameTraining(full, *got, 1e-6);
+    ExpectSameTraining(ref, *got);
+  }
+}
+
+// At the model level: I leaves every weight gradient untouched and returns the input
+// gradients of a full backward; W then adds exactly the full backward's weight
+// gradients and returns nothing; I keeps only the layers with weights for W.
+TEST(StageModel, InputBackwardComputesNoWeightGradientAndWeightBackwardNoInputGradient) {
+  const ir::Plan plan = Compiled(Mlp(2, 1, 4, "1f1b"));
+  auto grid = ir::Grid::Of(plan);
+  ASSERT_TRUE(grid.ok());
+  const int vs = 1;  // stage 1: has an input gradient and the loss
+  auto build = [&] {
+    std::vector<std::string> problems;
+    auto model = runtime::StageModel::Build(plan, *grid, 1, problems);
+    EXPECT_TRUE(problems.empty());
+    model->Flatten(model->NumParameters(), torch::kCPU);
+    return model;
+  };
+  std::vector<int64_t> shape{4};
+  for (int64_t d : plan.boundaries(0).tensors(0).shape()) shape.push_back(d);
+  torch::manual_seed(7);
+  const torch::Tensor x = torch::randn(shape);
+  const torch::Tensor labels = torch::randint(0, plan.model().num_classes(), {4});
+  const runtime::ForwardContext ctx{1, 0, 0, true};
+  auto full_model = build(), split_model = build();
+  runtime::SavedForward full, split;
+  torch::Tensor loss;
+  full_model->Forward(vs, {x.clone()}, labels, ctx, &full, &loss, /*split=*/false);
+  const runtime::Group full_in = full_model->Backward(ir::BACKWARD, vs, full, {});
+  split_model->Forward(vs, {x.clone()}, labels, ctx, &split, &loss, /*split=*/true);
+  ASSERT_FALSE(split.tape.empty());
+  const runtime::Group split_in = split_model->Backward(ir::BACKWARD_INPUT, vs, split, {});
+  EXPECT_EQ(split_model->flat_grads().abs().sum().item<float>(), 0.0f) << "I computed weight gradients";
+  ASSERT_EQ(split_in.size(), full_in.size());
+  EXPECT_TRUE(torch::allclose(split_in[0], full_in[0], 1e-6, 1e-7));
+  EXPECT_TRUE(split.input_done);
+  EXPECT_TRUE(split.tape.empty());
+  int with_weights = 0;
+  for (int l = plan.placement().virtual_stages(vs).begin(); l < plan.placement().virtual_stages(vs).end(); ++l) {
+    with_weights += plan.model().layers(l).param_count() > 0;
+  }
+  EXPECT_EQ(static_cast<int>(split.weight_work.size()), with_weights);
+  const runtime::Group none = split_model->Backward(ir::BACKWARD_WEIGHT, vs, split, {});
+  EXPECT_TRUE(none.empty());
+  EXPECT_FALSE(split.has_forward());
+  EXPECT_GT(full_model->flat_grads().abs().sum().item<float>(), 0.0f);
+  EXPECT_TRUE(torch::allclose(split_model->flat_grads(), full_model->flat_grads(), 1e-6, 1e-7));
+}
+
+TEST(Interpreter, SplitBackwardMatchesFullBackward) { ExpectSplitMatchesFull(Mlp(2, 1, 4, "1f1b"), "split_p2"); }
+
+TEST(Interpreter, SplitBackwardOfGroupsMatchesFullBackward) {
+  // Tensors passed through layers unchanged (the residual branch) take the gradient
+  // straight through in the I pass.
+  ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
+  plan.mutable_config()->set_partition_method("explicit:3");
+  ExpectSplitMatchesFull(plan, "split_residual_p2");
+}
+
+TEST(Interpreter, SplitBackwardWithActivationCheckpointingMatchesFullBackward) {
+  ir::Plan plan = Mlp(2, 1, 4, "1f1b");
+  plan.mutable_config()->set_activation_checkpoint_interval(1);
+  ExpectSplitMatchesFull(plan, "split_checkpointed_p2");
+  ir::Plan residual = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
+  residual.mutable_config()->set_partition_method("explicit:3");
+  residual.mutable_config()->set_activation_checkpoint_interval(2);
+  ExpectSplitMatchesFull(residual, "split_checkpointed_residual_p2");
 }
 
 // --- errors ---------------------------------------------------------------------

@@ -272,7 +272,8 @@ class Simulator {
           op.kind = send ? kSend : kRecv;
           op.a = ch;
           op.b = static_cast<int>(keys.size());
-          op.cost = send ? transfer_cost_[dir == ir::GRADIENT][b] : 0;
+          // A transfer within one stage is a hand-over in memory: free.
+          op.cost = send && peer != s ? transfer_cost_[dir == ir::GRADIENT][b] : 0;
           keys.push_back(key);
           posted[key] = {ch, op.b};
           break;

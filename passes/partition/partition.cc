@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
+#include "ir/plan_check.h"
 #include "ir/topology.h"
 #include "ir/status_macros.h"
 #include "passes/plan_util.h"
@@ -63,10 +64,14 @@ absl::Status PartitionPass::Run(ir::Plan& plan) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.virtual_stages is ", chunks, "; it must be in [1, ", ir::kMaxChunks, "]"));
   }
-  if (chunks > 1 && stages < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(chunks, " virtual stages per stage need num_stages >= 2 (adjacent virtual stages must be on "
-                     "different stages)"));
+  std::string layout = layout_;
+  if (layout.empty()) layout = ir::IsVSchedule(plan.config().schedule()) ? "v" : "round-robin";
+  if (layout != "v" && layout != "round-robin") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown partition layout '", layout, "'; use round-robin or v"));
+  }
+  if (layout == "v" && chunks != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("the v layout places 2 virtual stages per stage; config.virtual_stages is ",
+                                                   chunks));
   }
   // Every virtual stage gets a range of layers.
   const int p = stages * chunks;
@@ -145,7 +150,11 @@ absl::Status PartitionPass::Run(ir::Plan& plan) {
     r->set_begin(starts[v]);
     r->set_end(v + 1 < p ? starts[v + 1] : n);
   }
-  ir::Grid::RoundRobin(stages, chunks, &placement);
+  if (layout == "v") {
+    ir::Grid::VShape(stages, &placement);
+  } else {
+    ir::Grid::RoundRobin(stages, chunks, &placement);
+  }
   plan.clear_boundaries();
   for (int v = 0; v + 1 < p; ++v) {
     ir::Boundary* b = plan.add_boundaries();

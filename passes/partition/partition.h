@@ -8,8 +8,11 @@
 namespace ppc::passes {
 
 // Splits the layers into P x V contiguous, non-empty virtual stages (P = num_stages,
-// V = config.virtual_stages), placed round-robin (virtual stage v on stage v % P), and
-// writes the boundary table (what crosses between virtual stages v and v + 1).
+// V = config.virtual_stages) and writes the boundary table (what crosses between
+// virtual stages v and v + 1). Layouts (ir::Grid::Layout):
+//   round-robin      virtual stage v on stage v % P (Megatron's interleaving)
+//   v                V = 2: stage r holds virtual stages r and 2P-1-r (ZB-V, DualPipeV)
+// Empty layout: "v" for the schedules that need it (ir::IsVSchedule), else round-robin.
 // Methods (DeepSpeed's partition_method, plus explicit boundaries):
 //   parameters       minimise the largest per-stage parameter count (DeepSpeed's default)
 //   flops            minimise the largest per-stage compute, estimated from the layer
@@ -20,12 +23,13 @@ namespace ppc::passes {
 // Empty method: config.partition_method, else "parameters".
 class PartitionPass : public Pass {
  public:
-  explicit PartitionPass(std::string method) : method_(std::move(method)) {}
+  explicit PartitionPass(std::string method, std::string layout = "")
+      : method_(std::move(method)), layout_(std::move(layout)) {}
   std::string name() const override { return "partition"; }
   absl::Status Run(ir::Plan& plan) override;
 
  private:
-  std::string method_;
+  std::string method_, layout_;
 };
 
 }  // namespace ppc::passes
