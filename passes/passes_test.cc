@@ -332,6 +332,32 @@ TEST(Timeline, ChartsAndCountsA1F1BPlan) {
   EXPECT_TRUE(absl::StartsWith(chart, "stage 0  |0F0|0F1|0F2|0F3|")) << chart;
 }
 
+TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
+  // widths {16, 16, 16}: fc0, relu0, fc1, relu1, head (16 -> 4); 2 samples per
+  // micro-batch. An F keeps every layer's input (5 x 16 floats) and the output (4):
+  // 2 x 84 x 4 = 672 bytes. An I keeps, per layer with weights, its input, output and
+  // output gradient: fc0 and fc1 16 + 2 x 16, head 16 + 2 x 4: 2 x 120 x 4 = 960.
+  auto full = SimulateTimeline(MustCompile(MlpPlan(1, 1, 2, "1f1b", {16, 16, 16})));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->stages[0].peak_activation_bytes, 672);  // F0 B0 F1 B1
+  auto split = SimulateTimeline(MustCompile(MlpPlan(1, 1, 2, "zb-h1", {16, 16, 16})));
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_EQ(ComputeOrder(MustCompile(MlpPlan(1, 1, 2, "zb-h1", {16, 16, 16})), 0), "0F0 0I0 0W0 0F1 0I1 0W1");
+  EXPECT_EQ(split->stages[0].peak_activation_bytes, 960);  // W frees what I kept
+  // Two micro-batches in flight at P = 2 on stage 0 of 1F1B: twice its F's share.
+  auto two = SimulateTimeline(MustCompile(MlpPlan(2, 1, 4, "1f1b", {16, 16, 16})));
+  ASSERT_TRUE(two.ok()) << two.status();
+  const ir::Plan p2 = MustCompile(MlpPlan(2, 1, 4, "1f1b", {16, 16, 16}));
+  int64_t f0 = 0;
+  for (int l = p2.placement().virtual_stages(0).begin(); l < p2.placement().virtual_stages(0).end(); ++l) f0 += 16;
+  f0 += p2.model().layers(p2.placement().virtual_stages(0).end() - 1).outputs(0).shape(0);
+  EXPECT_EQ(two->stages[0].peak_activation_bytes, 2 * f0 * 2 * 4);
+  // Inference keeps nothing.
+  auto inference = SimulateTimeline(MustCompile(MlpPlan(2, 1, 4, "inference", {16, 16, 16})));
+  ASSERT_TRUE(inference.ok());
+  EXPECT_EQ(inference->stages[0].peak_activation_bytes, 0);
+}
+
 TEST(Timeline, CountsATiedWeightOncePerStage) {
   // MlpPlan with widths {4, 4, 4}: fc0 4x4+4, fc1 4x4+4, head 4x4+4. Tie fc0 and fc1.
   ir::Plan plan = MlpPlan(1, 1, 2, "1f1b", {4, 4, 4});

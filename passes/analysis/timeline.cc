@@ -86,6 +86,57 @@ void ModelStats(const ir::Plan& plan, const ir::Grid& grid, int s, StageStats& s
   if (shapes) st.activation_bytes = SatMul(st.num_slots, largest);
 }
 
+// StageStats::peak_activation_bytes of `prog` (stage s).
+int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir::StageProgram& prog) {
+  const ir::Placement& pl = plan.placement();
+  const int nv = grid.virtual_stages(), layers = plan.model().layers_size();
+  if (pl.virtual_stages_size() != nv) return 0;
+  const int64_t mbs = std::max(0, plan.config().micro_batch_size());
+  const int interval = plan.config().activation_checkpoint_interval();
+  // Per virtual stage: kept by F (forward), kept by I for W (weights).
+  std::vector<int64_t> forward(nv, 0), weights(nv, 0);
+  for (int v = 0; v < nv; ++v) {
+    const ir::VirtualStage& vs = pl.virtual_stages(v);
+    if (vs.begin() < 0 || vs.begin() >= vs.end() || vs.end() > layers) return 0;
+    for (int l = vs.begin(); l < vs.end(); ++l) {
+      const ir::LayerSpec& layer = plan.model().layers(l);
+      if (layer.outputs_size() == 0) return 0;
+      const int64_t in = SatMul(GroupBytes(InputGroup(plan, l)), mbs);
+      const int64_t out = SatMul(GroupBytes({layer.outputs().begin(), layer.outputs().end()}), mbs);
+      if (interval <= 0 || (l - vs.begin()) % interval == 0) forward[v] = SatAdd(forward[v], in);
+      if (l + 1 == vs.end() && interval <= 0) forward[v] = SatAdd(forward[v], out);
+      if (layer.param_count() > 0) weights[v] = SatAdd(weights[v], SatAdd(in, SatMul(out, 2)));
+    }
+  }
+  bool trains = false;  // a forward-only program keeps nothing for backwards
+  for (const ir::Instruction& in : prog.instructions()) trains |= in.has_compute() && in.compute().kind() != ir::FORWARD;
+  if (!trains) return 0;
+  int64_t now = 0, peak = 0;
+  for (const ir::Instruction& in : prog.instructions()) {
+    if (!in.has_compute()) continue;
+    const int v = in.compute().virtual_stage();
+    if (v < 0 || v >= nv) continue;
+    switch (in.compute().kind()) {
+      case ir::FORWARD:
+        now = SatAdd(now, forward[v]);
+        break;
+      case ir::BACKWARD:
+        now -= forward[v];
+        break;
+      case ir::BACKWARD_INPUT:
+        now = SatAdd(now - forward[v], weights[v]);
+        break;
+      case ir::BACKWARD_WEIGHT:
+        now -= weights[v];
+        break;
+      default:
+        break;
+    }
+    peak = std::max(peak, now);
+  }
+  return peak;
+}
+
 }  // namespace
 
 absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel& costs) {
@@ -112,6 +163,7 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel&
     st.peak_live_slots = sim->peak_live_slots[s];
     st.busy = sim->busy[s];
     ModelStats(plan, *grid, s, st);
+    st.peak_activation_bytes = PeakActivationBytes(plan, *grid, prog);
     bool trains = false, sharded = false;
     for (const ir::Instruction& in : prog.instructions()) {
       if (in.has_send())

@@ -21,6 +21,13 @@ struct StageStats {
   // num_slots * the largest (input group + output group) bytes of one micro-batch among
   // the stage's virtual stages; 0 when the output groups have not been inferred.
   int64_t activation_bytes = 0;
+  // The most bytes of activations the stage holds for backwards at once, walking its
+  // program: an F keeps its virtual stage's saved activations (every layer's input
+  // group and the last layer's output group; under activation checkpointing, each
+  // segment's input group), a B frees them; an I frees them but keeps, for the W,
+  // what the weight gradients need (each layer with weights: its input and output
+  // groups and the output gradient), which the W frees. 0 without inferred shapes.
+  int64_t peak_activation_bytes = 0;
   int64_t bytes_sent = 0;  // per step, per replica: every Send of the program (TransferBytes)
   double busy = 0;         // time computing
   // Distinct parameters of the stage's layers (all its chunks): a weight tied between
