@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Pipeline schedules side by side on this machine: for an MLP sized so that compute
+# dominates (8 x Linear(W, W) + ReLU, then a Linear(W, 10) head; W=1024, 32 samples per
+# micro-batch), P = 2 and P = 4, M = 2P micro-batches and 4P, each schedule's
+#   - measured samples/s: pprun --nproc P, Gloo, median of steps 2..N (one intra-op
+#     thread per rank when the ranks share the cores);
+#   - simulated bubble at unit costs (F=1, B=2, I=W=1) and simulated step time from
+#     costs profiled on this machine (bench/schedule_costs: F, B, I, W per virtual
+#     stage, on one thread, communication free);
+#   - peak activation memory per rank: simulated (ppc inspect's peak, the largest
+#     stage) and measured (pprun --memory-report's peak RSS of the largest rank, which
+#     also holds parameters, gradients, optimizer state and LibTorch itself).
+# Prints a markdown table.
+#   bash bench/zero_bubble_bench.sh [steps=8] [width=1024] [micro-batch size=32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps="${1:-8}"
+width="${2:-1024}"
+mbs="${3:-32}"
+bazel build -c opt //tools/ppc:ppc //tools/pprun:pprun //bench:schedule_costs >/dev/null 2>&1 || {
+  echo "build failed: bazel build -c opt //tools/ppc:ppc //tools/pprun:pprun //bench:schedule_costs" >&2
+  exit 1
+}
+bin=$(bazel info -c opt bazel-bin 2>/dev/null)
+ppc=$bin/tools/ppc/ppc
+pprun=$bin/tools/pprun/pprun
+costs=$bin/bench/schedule_costs
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+spec="$tmp/mlp.textproto"
+{
+  echo 'name: "bench_mlp"'
+  for ((i = 0; i < 8; i++)); do
+    echo "layers { name: \"fc$i\" kind: \"Linear\" attrs { key: \"in_features\" value { i: $width } } attrs { key: \"out_features\" value { i: $width } } }"
+    echo "layers { name: \"act$i\" kind: \"ReLU\" }"
+  done
+  echo "layers { name: \"head\" kind: \"Linear\" attrs { key: \"in_features\" value { i: $width } } attrs { key: \"out_features\" value { i: 10 } } }"
+  echo "input { shape: $width dtype: FLOAT32 }"
+  echo 'label { dtype: INT64 }'
+  echo 'loss: CROSS_ENTROPY'
+  echo 'num_classes: 10'
+} >"$spec"
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
+mib() { awk '{printf "%.1f", $1 / 1048576}'; }
+
+echo "MLP 8 x Linear($width, $width) + ReLU + Linear($width, 10), micro-batch $mbs, SGD; $steps steps, median of steps 2..$steps"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%d)"
+echo
+echo "| P | M | schedule | samples/s (measured) | bubble (unit costs) | simulated step (profiled costs) | measured step | peak activations, simulated (MiB) | peak RSS, largest rank (MiB) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for p in 2 4; do
+  for m in $((2 * p)) $((4 * p)); do
+    for schedule in 1f1b zb-h1 zb-v dualpipev; do
+      plan="$tmp/$schedule-$p-$m.pb"
+      "$ppc" compile --model "$spec" --stages "$p" --micro_batches "$m" --micro_batch_size "$mbs" \
+        --schedule "$schedule" --steps "$steps" --out "$plan" >"$tmp/compile.log" 2>&1 || {
+        echo "| $p | $m | $schedule | (not compiled: $(tail -1 "$tmp/compile.log")) | | | | | |"
+        continue
+      }
+      bubble=$("$ppc" inspect --unit-costs "$plan" | sed -n 's/.*bubble fraction \([0-9.]*\).*/\1/p' | head -1)
+      sim=$("$costs" --plan "$plan")
+      sim_ms=$(echo "$sim" | field simulated_step_ms)
+      peak_act=$(echo "$sim" | field peak_activation_bytes | mib)
+      metrics="$tmp/metrics-$schedule-$p-$m.txt"
+      "$pprun" --nproc "$p" --quiet --memory_report --metrics_out "$metrics" "$plan" >"$tmp/run.log" 2>&1 || {
+        echo "pprun failed for $schedule P=$p M=$m:" >&2
+        tail -5 "$tmp/run.log" >&2
+        exit 1
+      }
+      sps=$(tail -n +2 "$metrics" | awk '{print $3}' | median)
+      step_ms=$(awk -v s="$sps" -v n="$((m * mbs))" 'BEGIN {printf "%.1f", 1000 * n / s}')
+      rss=$(grep -o 'peak_rss [0-9]*' "$tmp/run.log" | awk '{print $2}' | sort -g | tail -1 | mib)
+      echo "| $p | $m | $schedule | $sps | $bubble | $sim_ms ms | $step_ms ms | $peak_act | $rss |"
+    done
+  done
+done
