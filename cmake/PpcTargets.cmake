@@ -44,6 +44,26 @@ function(ppc_cc_binary target)
     RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/${ARG_DIR})
 endfunction()
 
+# ppc_pass_plugin(<target> DIR <package> OUTPUT_NAME <name> SRCS <files>... [DEFINES <defs>...])
+# A pass plugin (compiler/pass_plugin.h), ${CMAKE_BINARY_DIR}/<package>/lib<name>.so, as
+# //compiler:pass_plugin_api builds one: ppc's headers (and the generated
+# ir/program.pb.h), Abseil's and protobuf's headers, and no library at all. Its undefined
+# symbols resolve against the ppc that loads it (linked with ENABLE_EXPORTS).
+function(ppc_pass_plugin target)
+  cmake_parse_arguments(ARG "" "DIR;OUTPUT_NAME" "SRCS;DEFINES" ${ARGN})
+  add_library(${target} MODULE ${ARG_SRCS})
+  add_dependencies(${target} ir_program_proto)  # generates ir/program.pb.h
+  target_include_directories(${target} PRIVATE
+    $<TARGET_PROPERTY:absl::status,INTERFACE_INCLUDE_DIRECTORIES>
+    $<TARGET_PROPERTY:protobuf::libprotobuf,INTERFACE_INCLUDE_DIRECTORIES>)
+  target_compile_definitions(${target} PRIVATE ${ARG_DEFINES})
+  set_target_properties(${target} PROPERTIES
+    PREFIX lib
+    SUFFIX .so
+    OUTPUT_NAME ${ARG_OUTPUT_NAME}
+    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/${ARG_DIR})
+endfunction()
+
 # Bazel's timeouts per test size, as .bazelrc sets them (--test_timeout=300,900,1800,3600).
 set(PPC_TIMEOUT_small 300)
 set(PPC_TIMEOUT_medium 900)

@@ -333,27 +333,40 @@ TEST(Timeline, ChartsAndCountsA1F1BPlan) {
 }
 
 TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
-  // widths {16, 16, 16}: fc0, relu0, fc1, relu1, head (16 -> 4); 2 samples per
-  // micro-batch. An F keeps every layer's input (5 x 16 floats) and the output (4):
-  // 2 x 84 x 4 = 672 bytes. An I keeps, per layer with weights, its input, output and
-  // output gradient: fc0 and fc1 16 + 2 x 16, head 16 + 2 x 4: 2 x 120 x 4 = 960.
-  auto full = SimulateTimeline(MustCompile(MlpPlan(1, 1, 2, "1f1b", {16, 16, 16})));
+  // fc0 (16 -> 32), fc1 (32 -> 16), head (16 -> 4), no activations between; 2 samples
+  // per micro-batch. An F keeps every layer's input and the output: 16 + 32 + 16 + 4 =
+  // 68 floats, 2 x 68 x 4 = 544 bytes. An I keeps, per layer with weights, its input and
+  // its output gradient: (16 + 32) + (32 + 16) + (16 + 4) = 116 floats, 928 bytes.
+  auto model = [](int stages, int m, const std::string& schedule) {
+    ir::Plan plan = MlpPlan(stages, 1, m, schedule, {16, 32, 16});
+    auto* layers = plan.mutable_model()->mutable_layers();
+    layers->DeleteSubrange(3, 1);  // relu1
+    layers->DeleteSubrange(1, 1);  // relu0
+    return MustCompile(plan);
+  };
+  auto full = SimulateTimeline(model(1, 2, "1f1b"));
   ASSERT_TRUE(full.ok()) << full.status();
-  EXPECT_EQ(full->stages[0].peak_activation_bytes, 672);  // F0 B0 F1 B1
-  auto split = SimulateTimeline(MustCompile(MlpPlan(1, 1, 2, "zb-h1", {16, 16, 16})));
+  EXPECT_EQ(full->stages[0].peak_activation_bytes, 544);  // F0 B0 F1 B1
+  EXPECT_EQ(ComputeOrder(model(1, 2, "zb-h1"), 0), "0F0 0I0 0W0 0F1 0I1 0W1");
+  auto split = SimulateTimeline(model(1, 2, "zb-h1"));
   ASSERT_TRUE(split.ok()) << split.status();
-  EXPECT_EQ(ComputeOrder(MustCompile(MlpPlan(1, 1, 2, "zb-h1", {16, 16, 16})), 0), "0F0 0I0 0W0 0F1 0I1 0W1");
-  EXPECT_EQ(split->stages[0].peak_activation_bytes, 960);  // W frees what I kept
-  // Two micro-batches in flight at P = 2 on stage 0 of 1F1B: twice its F's share.
-  auto two = SimulateTimeline(MustCompile(MlpPlan(2, 1, 4, "1f1b", {16, 16, 16})));
+  EXPECT_EQ(split->stages[0].peak_activation_bytes, 928);  // after each I; W frees it
+  // GPipe keeps both forwards at once.
+  auto gpipe = SimulateTimeline(model(1, 2, "gpipe"));
+  ASSERT_TRUE(gpipe.ok());
+  EXPECT_EQ(gpipe->stages[0].peak_activation_bytes, 2 * 544);  // F0 F1 B0 B1
+  // Two micro-batches in flight on stage 0 of 1F1B at P = 2: twice its F's share.
+  const ir::Plan p2 = model(2, 4, "1f1b");
+  auto two = SimulateTimeline(p2);
   ASSERT_TRUE(two.ok()) << two.status();
-  const ir::Plan p2 = MustCompile(MlpPlan(2, 1, 4, "1f1b", {16, 16, 16}));
   int64_t f0 = 0;
-  for (int l = p2.placement().virtual_stages(0).begin(); l < p2.placement().virtual_stages(0).end(); ++l) f0 += 16;
+  for (int l = p2.placement().virtual_stages(0).begin(); l < p2.placement().virtual_stages(0).end(); ++l) {
+    f0 += l == 0 ? 16 : p2.model().layers(l - 1).outputs(0).shape(0);
+  }
   f0 += p2.model().layers(p2.placement().virtual_stages(0).end() - 1).outputs(0).shape(0);
   EXPECT_EQ(two->stages[0].peak_activation_bytes, 2 * f0 * 2 * 4);
   // Inference keeps nothing.
-  auto inference = SimulateTimeline(MustCompile(MlpPlan(2, 1, 4, "inference", {16, 16, 16})));
+  auto inference = SimulateTimeline(model(2, 4, "inference"));
   ASSERT_TRUE(inference.ok());
   EXPECT_EQ(inference->stages[0].peak_activation_bytes, 0);
 }

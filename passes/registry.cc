@@ -1,5 +1,6 @@
 #include "passes/registry.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ir/plan_check.h"
@@ -78,8 +79,12 @@ absl::Status RegisterPass(PassInfo info) { return MutableRegistry()->Add(std::mo
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config) {
   const std::string schedule = config.schedule().empty() ? "1f1b" : config.schedule();
   if (!GlobalPassRegistry().Find("schedule-" + schedule)) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown schedule '", schedule, "'; use ",
-                                                   absl::StrJoin(ir::kSchedules, ", ")));
+    std::vector<std::string> known;  // built-in and plugin schedules alike
+    for (const PassInfo& p : GlobalPassRegistry().passes()) {
+      if (absl::StartsWith(p.name, "schedule-")) known.push_back(p.name.substr(9));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown schedule '", schedule, "'; use ", absl::StrJoin(known, ", ")));
   }
   std::string partition = "partition";
   if (!config.partition_method().empty()) partition = absl::StrCat("partition{method=", config.partition_method(), "}");

@@ -4,6 +4,8 @@
 #include <optional>
 
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/nn/functional/loss.h>
 
 #include "absl/strings/str_cat.h"
@@ -277,7 +279,11 @@ Group StageModel::InputPass(std::vector<LayerTape>& tape, Group grads, bool want
       for (size_t i = 0; i < g.size(); ++i)
         if (g[i].defined()) add(in_grads[wanted_at[i]], g[i]);
     }
-    if (!params.empty() && !roots.empty()) work.push_back({std::move(roots), std::move(root_grads), std::move(params)});
+    if (!params.empty() && !roots.empty()) {
+      torch::autograd::edge_list edges;
+      for (const auto& r : roots) edges.push_back(torch::autograd::impl::gradient_edge(r));
+      work.push_back({std::move(edges), std::move(root_grads), std::move(params)});
+    }
     grads = std::move(in_grads);
     t = LayerTape();  // the layer's activations are W's (through its roots) or free
   }
@@ -287,8 +293,12 @@ Group StageModel::InputPass(std::vector<LayerTape>& tape, Group grads, bool want
 
 void StageModel::RunWeightWork(std::vector<WeightWork>& work) {
   for (WeightWork& w : work) {
-    auto g = torch::autograd::grad(w.roots, w.params, w.grads, /*retain_graph=*/false, /*create_graph=*/false,
-                                   /*allow_unused=*/true);
+    // What torch::autograd::grad does, from graph edges instead of output tensors.
+    torch::autograd::edge_list params;
+    for (const auto& p : w.params) params.push_back(torch::autograd::impl::gradient_edge(p));
+    auto g = torch::autograd::Engine::get_default_engine().execute(w.roots, w.grads, /*keep_graph=*/false,
+                                                                   /*create_graph=*/false,
+                                                                   /*accumulate_grad=*/false, params);
     // Accumulated in place: every .grad is a view of flat_grads_.
     for (size_t k = 0; k < g.size(); ++k)
       if (g[k].defined()) w.params[k].mutable_grad().add_(g[k]);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <torch/csrc/autograd/edge.h>
 #include <torch/types.h>
 
 #include "absl/status/status.h"
@@ -38,11 +39,13 @@ struct LayerTape {
   Group inputs, outputs;
 };
 
-// What an input backward (I) keeps for the weight backward (W) of one layer: the
-// layer's differentiable outputs, still holding the layer's graph, and the gradients
-// that flowed into them.
+// What an input backward (I) keeps for the weight backward (W) of one layer: the graph
+// edges of the layer's differentiable outputs (the graph, not the output tensors: their
+// storage is freed unless something else holds it) and the gradients that flowed into
+// them.
 struct WeightWork {
-  Group roots, grads;
+  std::vector<torch::autograd::Edge> roots;
+  Group grads;
   std::vector<torch::Tensor> params;
 };
 

@@ -105,7 +105,7 @@ int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir
       const int64_t out = SatMul(GroupBytes({layer.outputs().begin(), layer.outputs().end()}), mbs);
       if (interval <= 0 || (l - vs.begin()) % interval == 0) forward[v] = SatAdd(forward[v], in);
       if (l + 1 == vs.end() && interval <= 0) forward[v] = SatAdd(forward[v], out);
-      if (layer.param_count() > 0) weights[v] = SatAdd(weights[v], SatAdd(in, SatMul(out, 2)));
+      if (layer.param_count() > 0) weights[v] = SatAdd(weights[v], SatAdd(in, out));
     }
   }
   bool trains = false;  // a forward-only program keeps nothing for backwards

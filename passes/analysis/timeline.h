@@ -25,8 +25,9 @@ struct StageStats {
   // program: an F keeps its virtual stage's saved activations (every layer's input
   // group and the last layer's output group; under activation checkpointing, each
   // segment's input group), a B frees them; an I frees them but keeps, for the W,
-  // what the weight gradients need (each layer with weights: its input and output
-  // groups and the output gradient), which the W frees. 0 without inferred shapes.
+  // what the weight gradients need (each layer with weights: its input group and the
+  // gradient of its output group; the outputs themselves go), which the W frees. 0
+  // without inferred shapes.
   int64_t peak_activation_bytes = 0;
   int64_t bytes_sent = 0;  // per step, per replica: every Send of the program (TransferBytes)
   double busy = 0;         // time computing

@@ -65,11 +65,34 @@ grep -q '^gather_params$' "$T/z.txt" || fail "zero-1 without gather_params"
 # The MLP's stage 0 holds 32*64+64 + 64*64+64 = 6272 parameters; Adam keeps 2 floats (8 bytes) each.
 grep -q '"stage": 0, "params": 6272,.*"optimizer_state_bytes_per_rank": 25088, "optimizer_state_bytes_per_rank_unsharded": 50176' "$T/zj"   || fail "zero-1 optimizer bytes: $(grep '"stage": 0' "$T/zj")"
 grep -q '"stage": 0, "params": 6272,.*"optimizer_state_bytes_per_rank": 50176, "optimizer_state_bytes_per_rank_unsharded": 50176' "$T/z0j"   || fail "zero-0 optimizer bytes: $(grep '"stage": 0' "$T/z0j")"
-"$PPC" inspect "$T/z.txt" | grep -q 'optimizer state per rank (adam, ZeRO stage 1)' || fail "inspect zero table"
+"$PPC" inspect "$T/z.txt" | grep 'optimizer state per rank (adam, ZeRO stage 1)' >/dev/null || fail "inspect zero table"
 "$PPC" compile --model "$MODEL" --data-parallel 2 --zero-stage 2 > /dev/null 2> "$T/e7" && fail "zero stage 2 accepted"
 grep -q 'ZeRO stage 2 is not supported with pipeline parallelism' "$T/e7" || fail "zero 2 error: $(cat "$T/e7")"
 echo '{"train_batch_size": 16, "train_micro_batch_size_per_gpu": 8, "zero_optimization": {"stage": 3}}' > "$T/z3.json"
 "$PPC" compile --model "$MODEL" --data-parallel 2 --deepspeed_config "$T/z3.json" > /dev/null 2> "$T/e8" \
   && fail "ds zero stage 3 accepted"
 grep -q "zero_optimization.stage" "$T/e8" || fail "ds zero 3 error: $(cat "$T/e8")"
+# --passes names the schedule: the plan records it unless --schedule says otherwise (warned).
+"$PPC" compile --model "$MODEL" --stages 2 --passes=infer-shapes,partition,schedule-gpipe,assign-buffers,lower \
+  --out "$T/g.txt" 2> "$T/eg" || fail "compile --passes gpipe: $(cat "$T/eg")"
+grep -q 'schedule: "gpipe"' "$T/g.txt" || fail "--passes with schedule-gpipe should record schedule gpipe"
+"$PPC" compile --model "$MODEL" --stages 2 --schedule 1f1b --passes=infer-shapes,partition,schedule-gpipe,assign-buffers,lower \
+  --out "$T/g2.txt" 2> "$T/eg2" || fail "compile --schedule 1f1b --passes gpipe: $(cat "$T/eg2")"
+grep -q "warning: --passes runs schedule-gpipe but the plan will record schedule '1f1b'" "$T/eg2" \
+  || fail "no warning for a schedule that --passes contradicts: $(cat "$T/eg2")"
+
+# Pass plugins (compiler/pass_plugin.h; examples/custom_schedule tests a real one): a bad
+# path is an error naming it, never a signal.
+plugin_error() {  # plugin_error PATH TEXT
+  "$PPC" --pass-plugin="$1" --list-passes > /dev/null 2> "$T/ep"
+  local rc=$?
+  [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] || fail "--pass-plugin=$1: exit $rc"
+  grep -qF "pass plugin '$1' $2" "$T/ep" || fail "--pass-plugin=$1: $(cat "$T/ep")"
+}
+plugin_error /nonexistent/libplugin.so "does not exist"
+plugin_error "$T" "is a directory"
+plugin_error "$MODEL" "is not a loadable shared library"
+plugin_error "$PPC" "is not a loadable shared library"
+"$PPC" --pass-plugin= --list-passes > /dev/null 2> "$T/ep" && fail "empty --pass-plugin accepted"
+grep -q -- '--pass-plugin is empty' "$T/ep" || fail "empty --pass-plugin: $(cat "$T/ep")"
 echo "all ppc CLI checks passed"

@@ -9,6 +9,11 @@
 //   ppc opt --passes=a,b{k=v} IN OUT
 //   ppc export CHECKPOINT_DIR [--tag T] --out FILE   (runs ppc-export, next to ppc)
 //   ppc --list-passes
+//   ppc --pass-plugin=lib.so[,lib2.so] COMMAND ...   (any command; the flag may be repeated)
+//
+// --pass-plugin loads pass plugins (compiler/pass_plugin.h) before anything else; their
+// passes join the registry, so --list-passes shows them, --passes pipelines can name
+// them and `--schedule NAME` runs a plugin's `schedule-NAME` pass.
 //
 // Flags are defined here only; they become a model, topology and config at the edge, and
 // passes::CompilePlan does the rest (config defaults, pipeline, verification, stamp).
@@ -22,6 +27,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <set>
 #include <optional>
 #include <sstream>
 
@@ -33,9 +39,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
+#include "compiler/pass_plugin.h"
 #include "ir/layer_shapes.h"
 #include "google/protobuf/text_format.h"
 #include "ir/instruction_text.h"
@@ -63,8 +71,9 @@ ABSL_FLAG(std::optional<int64_t>, micro_batches, std::nullopt,
           "micro-batches per replica per step (default: config, else 1)");
 ABSL_FLAG(std::optional<int64_t>, micro_batch_size, std::nullopt, "samples per micro-batch (default: config, else 1)");
 ABSL_FLAG(std::string, schedule, "",
-          "1f1b | interleaved-1f1b (with --virtual-stages V) | gpipe | inference | data-parallel "
-          "(default: config, else data-parallel when P = 1 and D > 1, otherwise 1f1b)");
+          "1f1b | interleaved-1f1b (with --virtual-stages V) | gpipe | inference | data-parallel, or NAME "
+          "for a pass plugin's schedule-NAME (default: config, else the one schedule pass --passes names, "
+          "else data-parallel when P = 1 and D > 1, otherwise 1f1b)");
 ABSL_FLAG(std::string, partition, "",
           "parameters | flops | uniform | type:REGEX | explicit:A:B:... (where virtual stages 1.. start) "
           "(default: config, else parameters)");
@@ -90,6 +99,10 @@ ABSL_FLAG(bool, verify_each, true, "run the verifier after every pass that chang
 ABSL_FLAG(bool, time_passes, false, "print the time each pass took");
 ABSL_FLAG(std::string, dump_to, "", "write the plan after every pass, and a reproducer on failure, to this directory");
 ABSL_FLAG(std::string, disable_passes, "", "comma-separated passes to skip");
+// Read (and removed from the command line) before the flags are parsed: see TakePassPlugins.
+ABSL_FLAG(std::string, pass_plugin, "",
+          "load a pass plugin (a shared library, compiler/pass_plugin.h) before anything else; "
+          "repeat the flag or separate paths with ',' for several");
 
 namespace ppc {
 namespace {
@@ -218,12 +231,35 @@ void WarnIfUnverified(const ir::Plan& plan) {
             << (verified.ok() ? "the final check failed" : std::string(verified.message())) << "\n";
 }
 
+// config.schedule names the schedule pass that wrote the programs. With --passes and
+// no schedule given (flag or config), that is the one schedule-NAME pass the pipeline
+// runs (options and all: `schedule-memcap-1f1b{k=2}` is NAME memcap-1f1b); a given
+// schedule that differs from it is kept, with a warning.
+void RecordScheduleOfPipeline(const std::string& pipeline, ir::TrainingConfig* config) {
+  if (pipeline.empty()) return;
+  absl::StatusOr<std::vector<PipelineElement>> elements = ParsePipeline(pipeline);
+  if (!elements.ok()) return;  // the pipeline reports its own errors
+  std::set<std::string> schedules;
+  for (const PipelineElement& e : *elements) {
+    if (absl::StartsWith(e.name, "schedule-")) schedules.insert(e.name.substr(std::strlen("schedule-")));
+  }
+  if (schedules.size() != 1) return;
+  const std::string& ran = *schedules.begin();
+  if (config->schedule().empty()) {
+    config->set_schedule(ran);
+  } else if (config->schedule() != ran) {
+    std::cerr << "ppc compile: warning: --passes runs schedule-" << ran << " but the plan will record schedule '"
+              << config->schedule() << "' (--schedule or the config); give --schedule " << ran << "\n";
+  }
+}
+
 absl::Status Compile() {
   // Checked first: a compile is not wasted on an output that cannot be written.
   if (const std::string out = absl::GetFlag(FLAGS_out); !out.empty()) {
     RETURN_IF_ERROR(ir::CheckOutputPath(out, "--out"));
   }
   ASSIGN_OR_RETURN(ir::Plan given, PlanFromFlags());
+  RecordScheduleOfPipeline(absl::GetFlag(FLAGS_passes), given.mutable_config());
   passes::CompileOptions options;
   options.pipeline = absl::GetFlag(FLAGS_passes);  // empty: the schedule's default pipeline
   options.pipeline_options = OptionsFromFlags();
@@ -376,9 +412,10 @@ std::string StageTimelineJson(const passes::Timeline& timeline, int s) {
   if (s >= static_cast<int>(timeline.stages.size())) return "";
   const passes::StageStats& x = timeline.stages[s];
   return absl::StrFormat(
-      ", \"params\": %d, \"peak_live_slots\": %d, \"activation_bytes\": %d, \"bytes_sent_per_step\": %d, "
+      ", \"params\": %d, \"peak_live_slots\": %d, \"activation_bytes\": %d, \"peak_activation_bytes\": %d, "
+      "\"bytes_sent_per_step\": %d, "
       "\"busy_units\": %s, \"optimizer_state_bytes_per_rank\": %d, \"optimizer_state_bytes_per_rank_unsharded\": %d",
-      x.params, x.peak_live_slots, x.activation_bytes, x.bytes_sent, JsonNumber(x.busy), x.optimizer_state_bytes,
+      x.params, x.peak_live_slots, x.activation_bytes, x.peak_activation_bytes, x.bytes_sent, JsonNumber(x.busy), x.optimizer_state_bytes,
       x.optimizer_state_bytes_unsharded);
 }
 
@@ -390,13 +427,14 @@ std::string TimelineText(const ir::Plan& plan, const passes::Timeline& timeline,
   absl::StrAppend(&out, absl::StrFormat("\nmakespan %s units, bubble fraction %.4f\n", JsonNumber(timeline.makespan),
                                         timeline.bubble_fraction));
   if (timeline.stages.empty()) return out;
-  absl::StrAppend(&out, "stage  params        slots (peak live)   activation memory   busy units   "
-                        "bytes sent/step (per replica)\n");
+  absl::StrAppend(&out, "stage  params        slots (peak live)   activation memory   peak activations   "
+                        "busy units   bytes sent/step (per replica)\n");
   for (size_t s = 0; s < timeline.stages.size(); ++s) {
     const passes::StageStats& x = timeline.stages[s];
-    absl::StrAppend(&out, absl::StrFormat("%-6d %-13d %-19s %-19s %-12s %s\n", s, x.params,
+    absl::StrAppend(&out, absl::StrFormat("%-6d %-13d %-19s %-19s %-18s %-12s %s\n", s, x.params,
                                           absl::StrCat(x.num_slots, " (", x.peak_live_slots, ")"),
-                                          HumanBytes(x.activation_bytes), JsonNumber(x.busy),
+                                          HumanBytes(x.activation_bytes), HumanBytes(x.peak_activation_bytes),
+                                          JsonNumber(x.busy),
                                           HumanBytes(x.bytes_sent)));
   }
   absl::StrAppend(&out, absl::StrFormat("total bytes sent per step, all ranks: %s\n",
@@ -570,10 +608,67 @@ absl::Status Opt(const std::string& in, const std::string& out) {
   return ir::SavePlan(result, out);
 }
 
+// Pass name -> the plugin that registered it.
+std::map<std::string, std::string>& PluginOfPass() {
+  static auto* plugins = new std::map<std::string, std::string>;
+  return *plugins;
+}
+
 void ListPasses() {
   for (const PassInfo& p : passes::GlobalPassRegistry().passes()) {
-    std::cout << absl::StrFormat("%-26s %s\n", p.name, p.summary);
+    auto plugin = PluginOfPass().find(p.name);
+    std::cout << absl::StrFormat("%-26s %s%s\n", p.name, p.summary,
+                                 plugin == PluginOfPass().end() ? "" : absl::StrCat(" [plugin ", plugin->second, "]"));
   }
+}
+
+// --pass-plugin=a.so[,b.so] or --pass-plugin a.so, any number of times (also spelt
+// --pass_plugin): the paths in order, taken out of argv before Abseil parses it (Abseil
+// keeps a flag's last value; NormalizeFlagNames refuses a repeated flag).
+absl::StatusOr<std::vector<std::string>> TakePassPlugins(int& argc, char** argv) {
+  std::vector<std::string> plugins;
+  int kept = 1;
+  bool flags_done = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") flags_done = true;
+    std::optional<std::string> value;
+    for (const char* name : {"--pass-plugin", "--pass_plugin", "-pass-plugin", "-pass_plugin"}) {
+      if (flags_done) break;
+      const std::string flag = name;
+      if (a == flag) {
+        if (i + 1 >= argc) return absl::InvalidArgumentError("--pass-plugin needs a value: a plugin's path");
+        value = argv[++i];
+      } else if (absl::StartsWith(a, flag + "=")) {
+        value = a.substr(flag.size() + 1);
+      }
+      if (value) break;
+    }
+    if (!value) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    if (value->empty()) return absl::InvalidArgumentError("--pass-plugin is empty");
+    for (absl::string_view path : absl::StrSplit(*value, ',')) {
+      if (path.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("--pass-plugin=", *value, " has an empty path"));
+      }
+      plugins.emplace_back(path);
+    }
+  }
+  argc = kept;
+  argv[argc] = nullptr;
+  return plugins;
+}
+
+// Loads every --pass-plugin, in order, into the pass registry.
+absl::Status LoadPassPlugins(const std::vector<std::string>& plugins) {
+  for (const std::string& path : plugins) {
+    std::vector<std::string> names;
+    RETURN_IF_ERROR(LoadPassPlugin(path, passes::RegisterPass, &names));
+    for (const std::string& name : names) PluginOfPass()[name] = path;
+  }
+  return absl::OkStatus();
 }
 
 // `ppc export ...` is ppc-export, a sibling program: reading PyTorch files needs
@@ -594,18 +689,30 @@ int ExecExport(int argc, char** argv) {
 }
 
 int Main(int argc, char** argv) {
+  // Plugins first: every command, and the flags' help, sees their passes.
+  absl::StatusOr<std::vector<std::string>> plugins = TakePassPlugins(argc, argv);
+  if (!plugins.ok()) {
+    std::cerr << "ppc: " << plugins.status().message() << "\n";
+    return 2;
+  }
+  if (absl::Status loaded = LoadPassPlugins(*plugins); !loaded.ok()) {
+    std::cerr << "ppc: " << loaded << "\n";
+    return 1;
+  }
   if (argc >= 2 && std::string(argv[1]) == "export") return ExecExport(argc, argv);
   absl::SetProgramUsageMessage(
       "compile, inspect and transform pipeline-parallel training plans.\n"
       "  ppc compile --model M.textproto --stages P [--data-parallel D] [--virtual-stages V]\n"
       "              [--micro-batches M] [--micro-batch-size B]\n"
-      "              [--schedule 1f1b|interleaved-1f1b|gpipe|inference|data-parallel] --out PLAN\n"
+      "              [--schedule 1f1b|interleaved-1f1b|gpipe|inference|data-parallel|NAME] --out PLAN\n"
       "              (V > 1 virtual stages per stage: --schedule interleaved-1f1b)\n"
       "  ppc inspect PLAN [--json] [--unit-costs]\n"
       "  ppc verify PLAN\n"
       "  ppc opt --passes=a,b{k=v} IN OUT\n"
       "  ppc export CHECKPOINT_DIR [--tag T] --out FILE [--model M.textproto]\n"
-      "  ppc --list-passes");
+      "  ppc --list-passes\n"
+      "  ppc --pass-plugin=lib.so[,lib2.so] COMMAND ...   (with any command, repeatable; loads pass\n"
+      "      plugins first: a plugin's schedule-NAME is --schedule NAME; docs/writing-a-pass.md)");
   std::vector<std::string> storage;
   if (const std::string e = NormalizeFlagNames(argc, argv, storage); !e.empty()) {
     std::fprintf(stderr, "%s: %s\n", "ppc", e.c_str());
