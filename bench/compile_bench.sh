@@ -25,18 +25,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 spec="$tmp/deep_mlp.textproto"
-{
-  echo 'name: "deep_mlp"'
-  for ((i = 0; i < 256; i++)); do
-    echo "layers { name: \"fc$i\" kind: \"Linear\" attrs { key: \"in_features\" value { i: 16 } } attrs { key: \"out_features\" value { i: 16 } } }"
-    echo "layers { name: \"act$i\" kind: \"ReLU\" }"
-  done
-  echo 'layers { name: "head" kind: "Linear" attrs { key: "in_features" value { i: 16 } } attrs { key: "out_features" value { i: 10 } } }'
-  echo 'input { shape: 16 dtype: FLOAT32 }'
-  echo 'label { dtype: INT64 }'
-  echo 'loss: CROSS_ENTROPY'
-  echo 'num_classes: 10'
-} >"$spec"
+bash bench/mlp_spec.sh 256 16 deep_mlp >"$spec"
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -28,18 +28,7 @@ costs=$bin/bench/schedule_costs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 spec="$tmp/mlp.textproto"
-{
-  echo 'name: "bench_mlp"'
-  for ((i = 0; i < 8; i++)); do
-    echo "layers { name: \"fc$i\" kind: \"Linear\" attrs { key: \"in_features\" value { i: $width } } attrs { key: \"out_features\" value { i: $width } } }"
-    echo "layers { name: \"act$i\" kind: \"ReLU\" }"
-  done
-  echo "layers { name: \"head\" kind: \"Linear\" attrs { key: \"in_features\" value { i: $width } } attrs { key: \"out_features\" value { i: 10 } } }"
-  echo "input { shape: $width dtype: FLOAT32 }"
-  echo 'label { dtype: INT64 }'
-  echo 'loss: CROSS_ENTROPY'
-  echo 'num_classes: 10'
-} >"$spec"
+bash bench/mlp_spec.sh 8 "$width" bench_mlp >"$spec"
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
 mib() { awk '{printf "%.1f", $1 / 1048576}'; }

@@ -1,6 +1,7 @@
 #include "ir/topology.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "ir/limits.h"
@@ -16,8 +17,7 @@ Grid::Grid(int stages, int replicas, int chunks, Layout layout)
   virtual_of_.resize(v);
   for (int i = 0; i < v; ++i) {
     if (layout == Layout::kV) {
-      stage_of_[i] = i < stages_ ? i : 2 * stages_ - 1 - i;
-      chunk_of_[i] = i < stages_ ? 0 : 1;
+      std::tie(stage_of_[i], chunk_of_[i]) = VPlace(i, stages_);
     } else {
       stage_of_[i] = i % stages_;
       chunk_of_[i] = i / stages_;
@@ -29,15 +29,16 @@ Grid::Grid(int stages, int replicas, int chunks, Layout layout)
 void Grid::VShape(int stages, Placement* placement) {
   placement->set_chunks_per_stage(2);
   for (int v = 0; v < placement->virtual_stages_size(); ++v) {
-    placement->mutable_virtual_stages(v)->set_stage(v < stages ? v : 2 * stages - 1 - v);
-    placement->mutable_virtual_stages(v)->set_chunk(v < stages ? 0 : 1);
+    const auto [stage, chunk] = VPlace(v, stages);
+    placement->mutable_virtual_stages(v)->set_stage(stage);
+    placement->mutable_virtual_stages(v)->set_chunk(chunk);
   }
 }
 
 bool Grid::IsV() const {
   if (chunks_ != 2) return false;
   for (int v = 0; v < virtual_stages(); ++v)
-    if (stage_of_[v] != (v < stages_ ? v : 2 * stages_ - 1 - v)) return false;
+    if (std::pair<int, int>{stage_of_[v], chunk_of_[v]} != VPlace(v, stages_)) return false;
   return true;
 }
 

@@ -10,6 +10,7 @@
 #define PPC_IR_TOPOLOGY_H_
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,6 +36,10 @@ class Grid {
   static void VShape(int stages, Placement* placement);
   // Whether this placement is the V (two chunks, v and 2P-1-v on one stage).
   bool IsV() const;
+  // The V's placement of virtual stage v of 2P: (stage, chunk).
+  static std::pair<int, int> VPlace(int v, int stages) {
+    return v < stages ? std::pair<int, int>{v, 0} : std::pair<int, int>{2 * stages - 1 - v, 1};
+  }
 
   int stages() const { return stages_; }
   int replicas() const { return replicas_; }

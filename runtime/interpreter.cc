@@ -470,7 +470,6 @@ absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, i
   const bool split = program.split.count({vs, mb}) > 0;
   Group y = model_->Forward(vs, std::move(slot.inputs), slot.labels, ctx, program.training ? &slot.saved : nullptr,
                             &loss, split);
-  slot.split = split;
   slot.inputs.clear();
   if (!last) {
     slot.outputs = std::move(y);
@@ -503,7 +502,7 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
   if (kind != ir::BACKWARD_WEIGHT && slot.saved.input_done) {
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), ": its I already ran; only W may follow"));
   }
-  if (kind == ir::BACKWARD_INPUT && !slot.split && plan_.config().activation_checkpoint_interval() == 0) {
+  if (kind == ir::BACKWARD_INPUT && slot.saved.tape.empty() && slot.saved.segment_inputs.empty()) {
     return absl::InternalError(absl::StrCat(slot.Name(), ": I on a forward that kept no per-layer graphs"));
   }
   if (kind != ir::BACKWARD_WEIGHT && slot.grad_in.size() != output_grads) {

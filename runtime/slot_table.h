@@ -22,7 +22,6 @@ struct Slot {
   int virtual_stage = -1;
   int micro_batch = -1;
   bool forwarded = false;  // its forward ran
-  bool split = false;      // its forward kept a graph per layer (the backward is I then W)
   Group inputs;            // loaded or received, for the forward
   torch::Tensor labels;    // the last virtual stage's, loaded
   Group outputs;           // the forward's output group, to send (not on the last virtual stage)

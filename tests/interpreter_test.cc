@@ -55,6 +55,13 @@ ir::Plan Mlp(int stages, int dp, int micro_batches, const std::string& schedule)
   return ModelPlan("examples/mlp/mlp.textproto", stages, dp, micro_batches, schedule);
 }
 
+// The residual MLP at P=2 cut after layer 3, where two tensors cross (the skip branch).
+ir::Plan ResidualP2() {
+  ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
+  plan.mutable_config()->set_partition_method("explicit:3");
+  return plan;
+}
+
 ir::Plan Compiled(const ir::Plan& plan) {
   auto compiled = passes::CompilePlan(plan.model(), plan.topology(), plan.config());
   EXPECT_TRUE(compiled.ok()) << compiled.status();
@@ -229,8 +236,7 @@ TEST(Interpreter, ZeroBubbleSchedulesMatchOneProcess) {
 }
 
 TEST(Interpreter, GroupsOfTensorsAcrossStagesMatchOneProcess) {
-  ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
-  plan.mutable_config()->set_partition_method("explicit:3");
+  ir::Plan plan = ResidualP2();
   ASSERT_EQ(Compiled(plan).boundaries(0).tensors_size(), 2);
   ExpectMatchesOneProcess(plan, "residual_p2");
 }
@@ -239,8 +245,7 @@ TEST(Interpreter, ActivationCheckpointingMatchesOneProcess) {
   ir::Plan plan = Mlp(2, 1, 4, "1f1b");
   plan.mutable_config()->set_activation_checkpoint_interval(1);
   ExpectMatchesOneProcess(plan, "checkpointed_p2");
-  ir::Plan residual = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
-  residual.mutable_config()->set_partition_method("explicit:3");
+  ir::Plan residual = ResidualP2();
   residual.mutable_config()->set_activation_checkpoint_interval(2);
   ExpectMatchesOneProcess(residual, "checkpointed_residual_p2");
 }
@@ -362,8 +367,7 @@ TEST(Interpreter, SplitBackwardMatchesFullBackward) { ExpectSplitMatchesFull(Mlp
 TEST(Interpreter, SplitBackwardOfGroupsMatchesFullBackward) {
   // Tensors passed through layers unchanged (the residual branch) take the gradient
   // straight through in the I pass.
-  ir::Plan plan = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
-  plan.mutable_config()->set_partition_method("explicit:3");
+  ir::Plan plan = ResidualP2();
   ExpectSplitMatchesFull(plan, "split_residual_p2");
 }
 
@@ -371,8 +375,7 @@ TEST(Interpreter, SplitBackwardWithActivationCheckpointingMatchesFullBackward) {
   ir::Plan plan = Mlp(2, 1, 4, "1f1b");
   plan.mutable_config()->set_activation_checkpoint_interval(1);
   ExpectSplitMatchesFull(plan, "split_checkpointed_p2");
-  ir::Plan residual = ModelPlan("tests/testdata/residual_mlp.textproto", 2, 1, 4, "1f1b");
-  residual.mutable_config()->set_partition_method("explicit:3");
+  ir::Plan residual = ResidualP2();
   residual.mutable_config()->set_activation_checkpoint_interval(2);
   ExpectSplitMatchesFull(residual, "split_checkpointed_residual_p2");
 }
