@@ -105,7 +105,7 @@ int Main() {
   int64_t instructions = 0;
   for (int r = 0; r < repeats; ++r) {
     auto t_start = Clock::now();
-    ir::Plan plan = given;
+    ir::Module plan = ir::ToModule(given);
     {
       auto a = Clock::now();
       absl::Status s = passes::VerifyPlan(plan);
@@ -148,9 +148,9 @@ int Main() {
     // CompilePlan, because every change was verified above), then ir::Stamp (the
     // whole-plan fingerprint).
     auto a = Clock::now();
-    plan.set_unverified(false);
+    plan.header.set_unverified(false);
     absl::Status verified = absl::OkStatus();
-    plan.set_unverified(!verified.ok());
+    plan.header.set_unverified(!verified.ok());
     auto b = Clock::now();
     ir::Stamp(plan);
     auto b2 = Clock::now();
@@ -165,14 +165,14 @@ int Main() {
     save.push_back(Ms(b2, d));
     total.push_back(Ms(t_start, d));
     instructions = 0;
-    for (const auto& p : plan.programs()) instructions += p.instructions_size();
-    for (const auto& p : plan.eval_programs()) instructions += p.instructions_size();
+    for (const auto& p : plan.programs) instructions += p.size();
+    for (const auto& p : plan.eval_programs) instructions += p.size();
 
     auto c0 = Clock::now();
-    auto compiled = passes::CompilePlan(given.model(), given.topology(), given.config());
+    auto compiled = passes::CompileModule(given.model(), given.topology(), given.config());
     compile_plan.push_back(Ms(c0, Clock::now()));
     if (!compiled.ok()) {
-      std::fprintf(stderr, "compile_profile: CompilePlan: %s\n", compiled.status().ToString().c_str());
+      std::fprintf(stderr, "compile_profile: CompileModule: %s\n", compiled.status().ToString().c_str());
       return 1;
     }
   }
@@ -201,7 +201,7 @@ int Main() {
               "verifier %.0f%%, save %.0f%%)\n",
               Median(save), all, 100 * sum_run / all, 100 * sum_fp / all, 100 * sum_verify / all,
               100 * Median(save) / all);
-  std::printf("passes::CompilePlan end to end, in process: %.1f ms\n", Median(compile_plan));
+  std::printf("passes::CompileModule end to end, in process: %.1f ms\n", Median(compile_plan));
   return 0;
 }
 

@@ -86,21 +86,22 @@ absl::StatusOr<PassPipeline> PassPipeline::Create(const std::string& text, const
   return pipeline;
 }
 
-absl::StatusOr<bool> PassPipeline::Run(ir::Plan& plan, const PipelineOptions& options, bool* verified) const {
+absl::StatusOr<bool> PassPipeline::Run(ir::Module& plan, const PipelineOptions& options, bool* verified) const {
   if (verified) *verified = false;
   // The input, for a reproducer (copied only when one may be written).
-  const ir::Plan input = options.dump_to.empty() ? ir::Plan() : plan;
+  const ir::Module input = options.dump_to.empty() ? ir::Module() : plan;
+  auto print = [](const ir::Module& m) { return ir::PrintPlan(ir::ToPlan(m)); };
   std::ostream* out = options.out;
   if (!options.dump_to.empty()) mkdir(options.dump_to.c_str(), 0755);
   auto write_reproducer = [&](const std::string& failed_pass) {
     if (options.dump_to.empty()) return;
     std::string repro = absl::StrCat("# reproduce with: ppc opt --passes='", ToString(), "' ",
                                      options.dump_to, "/reproducer.txt OUT\n# failed in: ", failed_pass, "\n");
-    ir::WriteFile(options.dump_to + "/reproducer.txt", ir::PrintPlan(input)).IgnoreError();
+    ir::WriteFile(options.dump_to + "/reproducer.txt", print(input)).IgnoreError();
     ir::WriteFile(options.dump_to + "/reproducer.pipeline", repro).IgnoreError();
   };
   auto fail = [&](const absl::Status& status, const std::string& prefix, const std::string& pass) {
-    if (options.print_ir_after_failure && out) *out << "// IR after failure of " << pass << "\n" << ir::PrintPlan(plan);
+    if (options.print_ir_after_failure && out) *out << "// IR after failure of " << pass << "\n" << print(plan);
     write_reproducer(pass);
     return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
   };
@@ -129,10 +130,10 @@ absl::StatusOr<bool> PassPipeline::Run(ir::Plan& plan, const PipelineOptions& op
       if (!s.ok()) return fail(s, absl::StrCat("failed after ", name), name);
     }
     if (out && (options.print_ir_after_all || (options.print_ir_after_change && changed))) {
-      *out << "// IR after " << name << (changed ? "" : " (no change)") << "\n" << ir::PrintPlan(plan);
+      *out << "// IR after " << name << (changed ? "" : " (no change)") << "\n" << print(plan);
     }
     if (!options.dump_to.empty()) {
-      RETURN_IF_ERROR(ir::WriteFile(absl::StrFormat("%s/%02d-%s.txt", options.dump_to, i, name), ir::PrintPlan(plan)));
+      RETURN_IF_ERROR(ir::WriteFile(absl::StrFormat("%s/%02d-%s.txt", options.dump_to, i, name), print(plan)));
     }
   }
   if (verified) *verified = options.verify_each;

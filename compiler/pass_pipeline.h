@@ -43,7 +43,7 @@ struct PipelineOptions {
   std::ostream* out = nullptr;
 };
 
-using Verifier = std::function<absl::Status(const ir::Plan&)>;
+using Verifier = std::function<absl::Status(const ir::Module&)>;
 
 class PassPipeline {
  public:
@@ -56,7 +56,7 @@ class PassPipeline {
   // `verified`, when given, is set to whether the verifier passed the plan as returned
   // (verify_each on and the verifier ran after the last pass that changed it, or on the
   // input when none did), so that a caller need not verify it again.
-  absl::StatusOr<bool> Run(ir::Plan& plan, const PipelineOptions& options, bool* verified = nullptr) const;
+  absl::StatusOr<bool> Run(ir::Module& module, const PipelineOptions& options, bool* verified = nullptr) const;
 
  private:
   std::vector<PipelineElement> elements_;

@@ -14,8 +14,8 @@ class SetMicroBatches : public Pass {
  public:
   explicit SetMicroBatches(int n) : n_(n) {}
   std::string name() const override { return "set-micro-batches"; }
-  absl::Status Run(ir::Plan& plan) override {
-    plan.mutable_config()->set_micro_batches(n_);
+  absl::Status Run(ir::Module& module) override {
+    module.header.mutable_config()->set_micro_batches(n_);
     return absl::OkStatus();
   }
 
@@ -26,10 +26,10 @@ class SetMicroBatches : public Pass {
 class Fails : public Pass {
  public:
   std::string name() const override { return "fails"; }
-  absl::Status Run(ir::Plan&) override { return absl::InvalidArgumentError("boom"); }
+  absl::Status Run(ir::Module&) override { return absl::InvalidArgumentError("boom"); }
 };
 
-absl::Status Accept(const ir::Plan&) { return absl::OkStatus(); }
+absl::Status Accept(const ir::Module&) { return absl::OkStatus(); }
 
 PassRegistry TestRegistry() {
   return PassRegistry({
@@ -75,16 +75,16 @@ TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
   PassRegistry registry = TestRegistry();
   int verified = 0;
   auto pipeline = PassPipeline::Create("set-micro-batches{n=4},set-micro-batches{n=7}", registry,
-                                       [&](const ir::Plan& plan) {
+                                       [&](const ir::Module& module) {
                                          ++verified;
-                                         if (plan.config().micro_batches() > 5) {
+                                         if (module.header.config().micro_batches() > 5) {
                                            return absl::InvalidArgumentError("too many micro-batches");
                                          }
                                          return absl::OkStatus();
                                        });
   ASSERT_TRUE(pipeline.ok());
-  ir::Plan plan;
-  plan.mutable_config()->set_micro_batches(4);
+  ir::Module plan;
+  plan.header.mutable_config()->set_micro_batches(4);
   std::ostringstream out;
   PipelineOptions options;
   options.out = &out;
@@ -100,7 +100,7 @@ TEST(PassPipeline, PassErrorsCarryThePassNameAndWriteAReproducer) {
   PassRegistry registry = TestRegistry();
   auto pipeline = PassPipeline::Create("set-micro-batches{n=3},fails", registry, Accept);
   ASSERT_TRUE(pipeline.ok());
-  ir::Plan plan;
+  ir::Module plan;
   PipelineOptions options;
   options.dump_to = ::testing::TempDir() + "/dump";
   auto result = pipeline->Run(plan, options);

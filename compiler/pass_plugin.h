@@ -16,7 +16,7 @@
 //     registrar->AddPass({"schedule-mine", "what it does", {"k"}, [](const ppc::PassOptions& o) { ... }});
 //   }
 //
-// What crosses the boundary are C++ objects of ppc's (PassInfo, Pass, ir::Plan, absl::Status,
+// What crosses the boundary are C++ objects of ppc's (PassInfo, Pass, ir::Module, absl::Status,
 // std::string, std::function), so a plugin must be compiled against this ppc's headers,
 // with the same compiler, standard library and flags that change their layout
 // (-std=c++17, _GLIBCXX_USE_CXX11_ABI). PPC_PASS_PLUGIN_ABI_VERSION changes whenever
@@ -56,7 +56,8 @@
 
 // The ABI this ppc speaks. History: 1 = PassInfo {name, summary, options, create},
 // Pass {name(), Run(ir::Plan&)}, plan format v4, PassPluginRegistrar::AddPass.
-#define PPC_PASS_PLUGIN_ABI_VERSION 1
+// 2 = Pass::Run(ir::Module&) (ir/module.h: the compiler's in-memory plan), plan format v5.
+#define PPC_PASS_PLUGIN_ABI_VERSION 2
 
 namespace ppc {
 

@@ -46,8 +46,8 @@ TEST_F(PassPluginTest, RegistersEveryPassItAdds) {
   auto pass = registry.Create("test-plugin-a", {});
   ASSERT_TRUE(pass.ok()) << pass.status();
   EXPECT_EQ((*pass)->name(), "test-plugin-a");
-  ir::Plan plan;
-  EXPECT_TRUE((*pass)->Run(plan).ok());
+  ir::Module module;
+  EXPECT_TRUE((*pass)->Run(module).ok());
 }
 
 TEST_F(PassPluginTest, LoadingTheSamePluginTwiceNamesTheTakenPass) {

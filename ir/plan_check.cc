@@ -51,12 +51,34 @@ std::string GroupString(const Group& group) {
   return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
 }
 
+bool Trains(const std::vector<Program>& programs) {
+  for (const Program& prog : programs) {
+    for (const Op& op : prog.ops) {
+      if (op.is(OpCode::kOptimizerStep) || (op.is(OpCode::kCompute) && op.kind != FORWARD)) return true;
+    }
+  }
+  return false;
+}
+
+// `plan_` is the header (its programs fields unused); `programs_` and `eval_programs_`
+// the programs. With `only_stage` >= 0, only that stage's programs are checked (the
+// others may be placeholders holding their stage number alone) and `trains` says
+// whether the whole plan trains.
 class Checker {
  public:
-  Checker(const Plan& plan, bool complete, int only_stage = -1)
-      : plan_(plan), complete_(complete), only_stage_(only_stage) {}
+  Checker(const Plan& header, const std::vector<Program>& programs, const std::vector<Program>& eval_programs,
+          bool complete, int only_stage, bool trains)
+      : plan_(header),
+        programs_(programs),
+        eval_programs_(eval_programs),
+        complete_(complete),
+        only_stage_(only_stage),
+        trains_(trains) {}
 
   absl::Status Run() {
+    if (plan_.programs_size() > 0 || plan_.eval_programs_size() > 0) {
+      return absl::InternalError("a module's header holds programs; they belong in Module::programs");
+    }
     CheckTopology();
     CheckConfig();
     if (errors_.empty()) CheckModel();
@@ -64,8 +86,8 @@ class Checker {
     if (errors_.empty()) CheckBoundaries();
     if (errors_.empty()) CheckLevel();
     if (errors_.empty()) {
-      CheckPrograms(plan_.programs(), "");
-      CheckPrograms(plan_.eval_programs(), "eval ");
+      CheckPrograms(programs_, "");
+      CheckPrograms(eval_programs_, "eval ");
     }
     return errors_.ToStatus();
   }
@@ -122,10 +144,7 @@ class Checker {
     if (o.has_beta1()) Real("config.optimizer.beta1", o.beta1(), 0, 1);
     if (o.has_beta2()) Real("config.optimizer.beta2", o.beta2(), 0, 1);
     if (o.has_eps()) Real("config.optimizer.eps", o.eps(), 0);
-    bool trains = false;
-    for (const auto& prog : plan_.programs()) {
-      for (const auto& in : prog.instructions()) trains |= in.has_optimizer_step() || (in.has_compute() && in.compute().kind() != FORWARD);
-    }
+    const bool trains = trains_;
     if (trains && o.type().empty()) Error("config.optimizer.type is missing; a training plan needs sgd, adam or adamw");
     if (trains && !o.has_lr()) Error("config.optimizer.lr is missing; a training plan needs a learning rate");
   }
@@ -247,7 +266,7 @@ class Checker {
     const int want_chunks = std::max(1, plan_.config().virtual_stages());
     if (pl.virtual_stages_size() == 0) {
       // Programs are written for a placement: they may not come without one.
-      if (complete_ || plan_.programs_size() > 0) Error("the plan has no placement; compile it with ppc");
+      if (complete_ || !programs_.empty()) Error("the plan has no placement; compile it with ppc");
       return;
     }
     if (pl.chunks_per_stage() != want_chunks) {
@@ -285,7 +304,7 @@ class Checker {
       return;
     }
     const int want = grid_->boundaries();
-    if (plan_.boundaries_size() == 0 && !complete_ && plan_.programs_size() == 0) return;
+    if (plan_.boundaries_size() == 0 && !complete_ && programs_.empty()) return;
     if (plan_.boundaries_size() != want) {
       Error(absl::StrCat("the boundary table has ", plan_.boundaries_size(), " boundaries; ",
                          grid_->virtual_stages(), " virtual stages need ", want));
@@ -308,17 +327,17 @@ class Checker {
       Error(absl::StrCat("plan level ", static_cast<int>(level), " is not a level"));
       return;
     }
-    if (plan_.programs_size() == 0 && level != LEVEL_NONE) {
+    if (programs_.empty() && level != LEVEL_NONE) {
       Error(absl::StrCat("plan level is ", PlanLevel_Name(level), " but the plan has no programs"));
-    } else if (plan_.programs_size() > 0 && level == LEVEL_NONE) {
+    } else if (!programs_.empty() && level == LEVEL_NONE) {
       Error("the plan has programs but level LEVEL_NONE");
     } else if (complete_ && level != LOWERED) {
       Error(absl::StrCat("plan level is ", PlanLevel_Name(level), "; a runnable plan is LOWERED (compile it with ppc)"));
     }
   }
 
-  std::string Where(const std::string& kind, int s, int i, const Instruction& in) {
-    return absl::StrCat(kind, "stage ", s, " instruction ", i, " (", PrintInstruction(in), ")");
+  std::string Where(const std::string& kind, int s, int i, const Program& prog) {
+    return absl::StrCat(kind, "stage ", s, " instruction ", i, " (", PrintOp(prog, i), ")");
   }
 
   // A transfer across `boundary` posted on stage s: the right end of the boundary is here,
@@ -346,14 +365,14 @@ class Checker {
     }
   }
 
-  void CheckPrograms(const google::protobuf::RepeatedPtrField<StageProgram>& programs, const std::string& kind) {
+  void CheckPrograms(const std::vector<Program>& programs, const std::string& kind) {
     const int p = plan_.topology().num_stages();
     const int m = plan_.config().micro_batches();
     if (programs.empty()) {
       if (complete_ && kind.empty()) Error("the plan has no programs; compile it with ppc");
       return;
     }
-    if (programs.size() != p) {
+    if (static_cast<int>(programs.size()) != p) {
       Error(absl::StrCat("plan has ", programs.size(), " ", kind, "programs for ", p, " stages"));
       return;
     }
@@ -362,88 +381,81 @@ class Checker {
     const int64_t max_slots = std::max<int64_t>(1, int64_t{m} * (grid_ ? grid_->chunks() : 1));
     for (int s = 0; s < p; ++s) {
       if (only_stage_ >= 0 && s != only_stage_) continue;
-      const StageProgram& prog = programs.Get(s);
-      if (prog.stage() != s) Error(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage()));
-      const int slots = prog.num_slots();
+      const Program& prog = programs[s];
+      if (prog.stage != s) Error(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage));
+      const int slots = prog.num_slots;
       const bool buffered = plan_.level() >= BUFFERED;
       if (!InRange(absl::StrCat(kind, "stage ", s, " num_slots"), slots, buffered ? 1 : 0, buffered ? max_slots : 0)) {
         continue;
       }
-      if (!InRange(absl::StrCat(kind, "stage ", s, " instruction count"), prog.instructions_size(), 0, kMaxInstructions)) {
+      if (!InRange(absl::StrCat(kind, "stage ", s, " instruction count"), prog.size(), 0, kMaxInstructions)) {
         continue;
       }
-      for (int i = 0; i < prog.instructions_size(); ++i) {
-        const Instruction& in = prog.instructions(i);
-        if (in.op_case() == Instruction::OP_NOT_SET) {
+      const int slot_limit = std::max(slots, 1);
+      for (int i = 0; i < prog.size(); ++i) {
+        const Op& op = prog.ops[i];
+        if (op.is(OpCode::kNone)) {
           Error(absl::StrCat(kind, "stage ", s, " instruction ", i, " is empty"));
           continue;
         }
         // Built only when an error is reported: formatting every instruction dominates otherwise.
-        auto where = [&] { return Where(kind, s, i, in); };
-        int mb = 0;
-        if (MicroBatchOf(in, &mb) && (mb < 0 || mb >= m)) {
-          Error(absl::StrCat(where(), ": micro-batch ", mb, " is out of range [0, ", m, ")"));
+        auto where = [&] { return Where(kind, s, i, prog); };
+        const bool data_op = op.is(OpCode::kLoadMicroBatch) || op.is(OpCode::kCompute) || op.is_transfer();
+        if (data_op && (op.micro_batch < 0 || op.micro_batch >= m)) {
+          Error(absl::StrCat(where(), ": micro-batch ", op.micro_batch, " is out of range [0, ", m, ")"));
         }
-        int slot = 0;
-        if (SlotOf(in, &slot) && (slot < 0 || slot >= std::max(slots, 1))) {
-          Error(absl::StrCat(where(), ": slot ", slot, " is out of range [0, ", std::max(slots, 1), ")"));
+        if (data_op && (op.slot < 0 || op.slot >= slot_limit)) {
+          Error(absl::StrCat(where(), ": slot ", op.slot, " is out of range [0, ", slot_limit, ")"));
         }
-        const bool lowering_op = !in.has_compute();
-        if (lowering_op && plan_.level() < LOWERED) {
+        if (!op.is(OpCode::kCompute) && plan_.level() < LOWERED) {
           Error(absl::StrCat(where(), ": a ", PlanLevel_Name(plan_.level()), " plan holds compute ops only"));
         }
         auto training_only = [&] {
           if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
         };
-        switch (in.op_case()) {
-          case Instruction::kLoadMicroBatch: {
-            const auto& l = in.load_micro_batch();
-            if (!l.inputs() && !l.labels()) Error(absl::StrCat(where(), ": loads neither inputs nor labels"));
-            if (grid_ && l.inputs() && grid_->StageOf(0) != s) {
+        switch (op.code) {
+          case OpCode::kLoadMicroBatch: {
+            if (!op.inputs() && !op.labels()) Error(absl::StrCat(where(), ": loads neither inputs nor labels"));
+            if (grid_ && op.inputs() && grid_->StageOf(0) != s) {
               Error(absl::StrCat(where(), ": inputs belong to virtual stage 0 on stage ", grid_->StageOf(0)));
             }
-            if (grid_ && l.labels() && grid_->StageOf(vlast) != s) {
+            if (grid_ && op.labels() && grid_->StageOf(vlast) != s) {
               Error(absl::StrCat(where(), ": labels belong to the last virtual stage, on stage ", grid_->StageOf(vlast)));
             }
             break;
           }
-          case Instruction::kCompute: {
-            const auto& c = in.compute();
-            if (c.kind() < FORWARD || c.kind() > BACKWARD_WEIGHT) {
+          case OpCode::kCompute: {
+            if (op.kind < FORWARD || op.kind > BACKWARD_WEIGHT) {
               Error(absl::StrCat(where(), ": kind must be FORWARD, BACKWARD, BACKWARD_INPUT or BACKWARD_WEIGHT"));
-            } else if (c.kind() != FORWARD) {
+            } else if (op.kind != FORWARD) {
               training_only();
             }
             if (grid_) {
-              if (c.virtual_stage() < 0 || c.virtual_stage() > vlast) {
-                Error(absl::StrCat(where(), ": virtual stage ", c.virtual_stage(), " is out of range [0, ", vlast + 1,
-                                   ")"));
-              } else if (grid_->StageOf(c.virtual_stage()) != s) {
-                Error(absl::StrCat(where(), ": virtual stage ", c.virtual_stage(), " runs on stage ",
-                                   grid_->StageOf(c.virtual_stage()), ", not ", s));
+              const int v = op.virtual_stage();
+              if (v < 0 || v > vlast) {
+                Error(absl::StrCat(where(), ": virtual stage ", v, " is out of range [0, ", vlast + 1, ")"));
+              } else if (grid_->StageOf(v) != s) {
+                Error(absl::StrCat(where(), ": virtual stage ", v, " runs on stage ", grid_->StageOf(v), ", not ", s));
               }
             }
             break;
           }
-          case Instruction::kSend:
-            CheckTransfer(where, true, in.send().direction(), in.send().boundary(), s);
-            if (in.send().direction() == GRADIENT) training_only();
+          case OpCode::kSend:
+          case OpCode::kRecv:
+            CheckTransfer(where, op.is(OpCode::kSend), op.direction(), op.boundary(), s);
+            if (op.direction() == GRADIENT) training_only();
             break;
-          case Instruction::kRecv:
-            CheckTransfer(where, false, in.recv().direction(), in.recv().boundary(), s);
-            if (in.recv().direction() == GRADIENT) training_only();
-            break;
-          case Instruction::kWait:
-            if (in.wait().ops_size() == 0) Error(absl::StrCat(where(), ": waits for nothing"));
-            for (const auto& ref : in.wait().ops()) {
-              if ((ref.direction() != ACTIVATION && ref.direction() != GRADIENT) || ref.micro_batch() < 0 ||
-                  ref.micro_batch() >= m || ref.boundary() < 0 || (grid_ && ref.boundary() >= grid_->boundaries())) {
-                Error(absl::StrCat(where(), ": waits for a transfer that cannot exist (", CommRefText(ref), ")"));
+          case OpCode::kWait:
+            if (op.micro_batch == 0) Error(absl::StrCat(where(), ": waits for nothing"));
+            for (const Ref& ref : prog.RefsOf(op)) {
+              if ((ref.direction != ACTIVATION && ref.direction != GRADIENT) || ref.micro_batch < 0 ||
+                  ref.micro_batch >= m || ref.boundary < 0 || (grid_ && ref.boundary >= grid_->boundaries())) {
+                Error(absl::StrCat(where(), ": waits for a transfer that cannot exist (", RefText(ref), ")"));
               }
             }
             break;
-          case Instruction::kReduceTiedGrads: {
-            const auto& r = in.reduce_tied_grads();
+          case OpCode::kReduceTiedGrads: {
+            const auto& r = prog.CollectiveOf(op).reduce_tied_grads();
             std::set<int> holders;
             if (grid_) {
               for (int v = 0; v <= vlast; ++v) {
@@ -461,11 +473,11 @@ class Checker {
             training_only();
             break;
           }
-          case Instruction::kReduceGrads:
+          case OpCode::kReduceGrads:
             training_only();
             break;
-          case Instruction::kClipGradNorm: {
-            const auto& c = in.clip_grad_norm();
+          case OpCode::kClipGradNorm: {
+            const auto& c = prog.CollectiveOf(op).clip_grad_norm();
             std::set<int> listed(c.stages().begin(), c.stages().end());
             if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
                 *listed.rbegin() != p - 1) {
@@ -477,27 +489,31 @@ class Checker {
             training_only();
             break;
           }
-          case Instruction::kOptimizerStep:
-            if (in.optimizer_step().sharded() != sharded) {
+          case OpCode::kOptimizerStep:
+            if (op.sharded() != sharded) {
               Error(absl::StrCat(where(), sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
                                                 : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
             }
             training_only();
             break;
-          case Instruction::kGatherParams:
+          case OpCode::kGatherParams:
             if (!sharded) Error(absl::StrCat(where(), ": gathers parameters but the plan's optimizer is not sharded"));
             training_only();
             break;
-          case Instruction::OP_NOT_SET:
+          case OpCode::kNone:
             break;
         }
+        if (errors_.full()) return;
       }
     }
   }
 
   const Plan& plan_;
+  const std::vector<Program>& programs_;
+  const std::vector<Program>& eval_programs_;
   const bool complete_;
   const int only_stage_;  // >= 0: check that stage's programs only
+  const bool trains_;
   bool inferred_ = false;
   bool bounded_ = false;  // the boundary table matches the model
   std::optional<Grid> grid_;  // set once the placement is valid
@@ -506,14 +522,37 @@ class Checker {
 
 }  // namespace
 
-absl::Status CheckPlanStructure(const Plan& plan, bool complete) { return Checker(plan, complete).Run(); }
+absl::Status CheckPlanStructure(const Module& module, bool complete) {
+  return Checker(module.header, module.programs, module.eval_programs, complete, -1, Trains(module.programs)).Run();
+}
+
+absl::Status CheckPlanStructure(const Plan& plan, bool complete) { return CheckPlanStructure(ToModule(plan), complete); }
 
 absl::Status CheckStageStructure(const Plan& plan, int stage) {
   const int p = plan.topology().num_stages();
   if (stage < 0 || stage >= std::max(p, 1)) {
     return absl::InvalidArgumentError(absl::StrCat("stage ", stage, " is out of range (", p, " stages)"));
   }
-  return Checker(plan, /*complete=*/true, stage).Run();
+  // Only this stage's programs are converted and checked; the others are placeholders.
+  auto own = [stage](const google::protobuf::RepeatedPtrField<StageProgram>& from) {
+    std::vector<Program> out(from.size());
+    for (int s = 0; s < from.size(); ++s) {
+      if (s == stage) {
+        out[s] = ToProgram(from.Get(s));
+      } else {
+        out[s].stage = from.Get(s).stage();
+      }
+    }
+    return out;
+  };
+  bool trains = false;
+  for (const StageProgram& prog : plan.programs()) {
+    for (const Instruction& in : prog.instructions()) {
+      trains |= in.has_optimizer_step() || (in.has_compute() && in.compute().kind() != FORWARD);
+    }
+  }
+  const Plan header = PlanHeader(plan);
+  return Checker(header, own(plan.programs()), own(plan.eval_programs()), /*complete=*/true, stage, trains).Run();
 }
 
 }  // namespace ppc::ir

@@ -34,6 +34,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::ir {
@@ -50,6 +51,7 @@ bool IsVSchedule(const std::string& schedule);
 // `complete`: what a runtime needs (inferred shapes, a partition and one program per
 // stage) must be there. Without it, parts a compilation has not produced yet may be
 // missing, but what is there must obey the rules.
+absl::Status CheckPlanStructure(const Module& module, bool complete);
 absl::Status CheckPlanStructure(const Plan& plan, bool complete);
 
 // What one rank needs before it loads its stage: the rules of a complete plan for

@@ -23,6 +23,7 @@
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "ir/instruction_text.h"
+#include "ir/module_hash.h"
 #include "ir/status_macros.h"
 
 namespace ppc::ir {
@@ -170,25 +171,23 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
   return plan;
 }
 
-std::string Fingerprint(const Plan& plan) {
-  // The deterministic bytes of the plan without its fingerprint field, taken without
-  // copying the plan: fields serialize in field-number order and the fingerprint (2)
-  // follows only format_version (1), so they are the whole serialization less the
-  // fingerprint field's bytes, which sit right after format_version's.
-  static_assert(Plan::kFormatVersionFieldNumber == 1 && Plan::kFingerprintFieldNumber == 2,
-                "Fingerprint skips field 2 after field 1");
-  using google::protobuf::io::CodedOutputStream;
-  const std::string bytes = Deterministic(plan);
-  const absl::string_view all(bytes);
-  const size_t head = plan.format_version() == 0 ? 0 : 1 + CodedOutputStream::VarintSize32(plan.format_version());
-  const size_t fp = plan.fingerprint().empty()
-                        ? 0
-                        : 1 + CodedOutputStream::VarintSize64(plan.fingerprint().size()) + plan.fingerprint().size();
-  uint64_t h = Fnv1a("|plan|", 14695981039346656037ull);
-  h = Fnv1a(all.substr(0, head), h);
-  h = Fnv1a(all.substr(std::min(all.size(), head + fp)), h);
-  return absl::StrFormat("%016x", h);
+namespace {
+
+std::string FingerprintOf(uint64_t header, uint64_t programs, uint64_t eval_programs) {
+  Hasher h(0x66696e67 /* "fing" */);
+  h.Word(header);
+  h.Word(programs);
+  h.Word(eval_programs);
+  return absl::StrFormat("%016x", h.Finish());
 }
+
+}  // namespace
+
+std::string Fingerprint(const Module& module) {
+  return FingerprintOf(HashHeader(module.header), HashPrograms(module.programs), HashPrograms(module.eval_programs));
+}
+
+std::string Fingerprint(const Plan& plan) { return Fingerprint(ToModule(plan)); }
 
 std::string ModelFingerprint(const ModelSpec& model) {
   ModelSpec normalized = model;
@@ -197,6 +196,11 @@ std::string ModelFingerprint(const ModelSpec& model) {
     l.clear_backward_cost();
   }
   return absl::StrFormat("%016x", Fnv1a(Deterministic(normalized), Fnv1a("|model|", 14695981039346656037ull)));
+}
+
+void Stamp(Module& module) {
+  module.header.set_format_version(kFormatVersion);
+  module.header.set_fingerprint(Fingerprint(module));
 }
 
 void Stamp(Plan& plan) {
@@ -340,6 +344,16 @@ static constexpr char kMagic[] = "PPCPLAN\n";
 absl::Status SavePlan(const Plan& plan, const std::string& path) {
   if (IsTextPath(path)) return WriteFile(path, PrintPlan(plan));
   return WriteFile(path, kMagic + Deterministic(plan));
+}
+
+absl::Status SavePlan(const Module& module, const std::string& path) {
+  if (IsTextPath(path)) return WriteFile(path, PrintPlan(ToPlan(module)));
+  return WriteFile(path, kMagic + EncodePlan(module));
+}
+
+absl::StatusOr<Module> LoadModule(const std::string& path) {
+  ASSIGN_OR_RETURN(Plan plan, LoadPlan(path));
+  return ToModule(std::move(plan));
 }
 
 absl::StatusOr<Plan> LoadPlan(const std::string& path) {

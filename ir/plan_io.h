@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::ir {
@@ -25,8 +26,12 @@ namespace ppc::ir {
 // Version 3: the fingerprint covers the whole plan; Plan.unverified; optional lr/betas/eps.
 // Version 4 (IR v2): virtual stages (Placement), the boundary table, Plan.level,
 // Compute{F,B,I,W} ops, one Send/Recv keyed by (direction, boundary, micro-batch),
-// layer output groups. Plans of other versions are refused with "recompile".
-inline constexpr uint32_t kFormatVersion = 4;
+// layer output groups.
+// Version 5: the fingerprint is a word hash of the header's bytes and the programs'
+// instructions (ir/module.h: HashHeader, HashPrograms) instead of FNV-1a over the
+// whole serialization; the messages are those of version 4.
+// Plans of other versions are refused with "recompile".
+inline constexpr uint32_t kFormatVersion = 5;
 
 std::string PrintPlan(const Plan& plan);
 absl::StatusOr<Plan> ParsePlan(const std::string& text);
@@ -34,23 +39,30 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text);
 // One stage's program in assembly form, with instruction indices when `numbered`.
 std::string PrintProgram(const StageProgram& program, bool numbered);
 
-// 16 hex digits over the deterministic serialization of the whole plan but its
-// fingerprint: model, topology, config, placement, boundaries, level, programs, eval programs, version and
-// the unverified mark. Any edit changes it.
+// 16 hex digits over the whole plan but its fingerprint: model, topology, config,
+// placement, boundaries, level, programs, eval programs, version and the unverified mark
+// (HashHeader and HashPrograms of ir/module.h). Any edit changes it; a Plan and its
+// Module have the same.
+std::string Fingerprint(const Module& module);
 std::string Fingerprint(const Plan& plan);
 // 16 hex digits over the model alone (layers, their kinds, attributes and ties, input,
 // label and loss; not measured costs): what a checkpoint must match, whatever the
 // partition, topology, schedule or config of the plan that loads it.
 std::string ModelFingerprint(const ModelSpec& model);
 // Sets format_version and fingerprint.
+void Stamp(Module& module);
 void Stamp(Plan& plan);
 // FailedPrecondition if version or fingerprint do not match the plan's contents.
 absl::Status CheckStamp(const Plan& plan, const std::string& where);
 
 // Files ending in .txt or .pbtxt are the canonical text form; anything else binary.
 absl::Status SavePlan(const Plan& plan, const std::string& path);
+// The same file as SavePlan(ToPlan(module)), without building the Plan.
+absl::Status SavePlan(const Module& module, const std::string& path);
 // Refuses unknown versions and corrupt files with an error naming the path.
 absl::StatusOr<Plan> LoadPlan(const std::string& path);
+// LoadPlan, as a Module.
+absl::StatusOr<Module> LoadModule(const std::string& path);
 
 absl::StatusOr<std::string> PlanToJson(const Plan& plan);
 // Any message as protobuf JSON (field names as in the .proto), and back.

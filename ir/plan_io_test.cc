@@ -87,7 +87,7 @@ Plan SmallPlan() {
 TEST(PlanText, PrintsAndParsesBackExactly) {
   Plan plan = SmallPlan();
   std::string text = PrintPlan(plan);
-  EXPECT_EQ(text.rfind("ppc-plan v4 fingerprint=", 0), 0u) << text;
+  EXPECT_EQ(text.rfind("ppc-plan v5 fingerprint=", 0), 0u) << text;
   auto parsed = ParsePlan(text);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(PrintPlan(*parsed), text);
@@ -118,7 +118,7 @@ TEST(PlanText, AnOlderFormatIsRefusedWithRecompile) {
   text.replace(0, text.find(' ', 9), "ppc-plan v3");
   auto parsed = ParsePlan(text);
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kFailedPrecondition) << parsed.status();
-  EXPECT_NE(parsed.status().message().find("plan format version 3 is not supported (this build reads version 4)"),
+  EXPECT_NE(parsed.status().message().find("plan format version 3 is not supported (this build reads version 5)"),
             std::string::npos)
       << parsed.status();
   EXPECT_NE(parsed.status().message().find("recompile"), std::string::npos);

@@ -21,36 +21,49 @@ void CanonicalizeConfig(const ir::Topology& topology, ir::TrainingConfig* c) {
   if (!c->optimizer().has_lr()) c->mutable_optimizer()->set_lr(0.01);
 }
 
-absl::Status StampVerified(ir::Plan& plan, bool already_verified) {
-  plan.set_unverified(false);
-  absl::Status verified = already_verified ? absl::OkStatus() : VerifyPlan(plan);
-  plan.set_unverified(!verified.ok());
-  ir::Stamp(plan);
+absl::Status StampVerified(ir::Module& module, bool already_verified) {
+  module.header.set_unverified(false);
+  absl::Status verified = already_verified ? absl::OkStatus() : VerifyPlan(module);
+  module.header.set_unverified(!verified.ok());
+  ir::Stamp(module);
   return verified;
 }
 
-absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline, const PipelineOptions& options) {
-  ASSIGN_OR_RETURN(PassPipeline p, PassPipeline::Create(pipeline, GlobalPassRegistry(), VerifyPlan));
+absl::StatusOr<ir::Module> RunPipeline(ir::Module module, const std::string& pipeline,
+                                       const PipelineOptions& options) {
+  ASSIGN_OR_RETURN(PassPipeline p, PassPipeline::Create(pipeline, GlobalPassRegistry(),
+                                                        [](const ir::Module& m) { return VerifyPlan(m); }));
   bool pipeline_verified = false;
-  RETURN_IF_ERROR(p.Run(plan, options, &pipeline_verified).status());
-  absl::Status verified = StampVerified(plan, pipeline_verified);
+  RETURN_IF_ERROR(p.Run(module, options, &pipeline_verified).status());
+  absl::Status verified = StampVerified(module, pipeline_verified);
   // With per-pass verification on, the pipeline has already proven the plan.
   if (!verified.ok() && options.verify_each) return verified;
-  return plan;
+  return module;
+}
+
+absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline, const PipelineOptions& options) {
+  ASSIGN_OR_RETURN(ir::Module module, RunPipeline(ir::ToModule(std::move(plan)), pipeline, options));
+  return ir::ToPlan(module);
+}
+
+absl::StatusOr<ir::Module> CompileModule(const ir::ModelSpec& model, const ir::Topology& topology,
+                                         const ir::TrainingConfig& config, const CompileOptions& options) {
+  ir::Module module;
+  *module.header.mutable_model() = model;
+  *module.header.mutable_topology() = topology;
+  *module.header.mutable_config() = config;
+  CanonicalizeConfig(topology, module.header.mutable_config());
+  std::string pipeline = options.pipeline;
+  if (pipeline.empty()) {
+    ASSIGN_OR_RETURN(pipeline, DefaultPipeline(module.header.config()));
+  }
+  return RunPipeline(std::move(module), pipeline, options.pipeline_options);
 }
 
 absl::StatusOr<ir::Plan> CompilePlan(const ir::ModelSpec& model, const ir::Topology& topology,
                                      const ir::TrainingConfig& config, const CompileOptions& options) {
-  ir::Plan plan;
-  *plan.mutable_model() = model;
-  *plan.mutable_topology() = topology;
-  *plan.mutable_config() = config;
-  CanonicalizeConfig(topology, plan.mutable_config());
-  std::string pipeline = options.pipeline;
-  if (pipeline.empty()) {
-    ASSIGN_OR_RETURN(pipeline, DefaultPipeline(plan.config()));
-  }
-  return RunPipeline(std::move(plan), pipeline, options.pipeline_options);
+  ASSIGN_OR_RETURN(ir::Module module, CompileModule(model, topology, config, options));
+  return ir::ToPlan(module);
 }
 
 }  // namespace ppc::passes

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "compiler/pass_pipeline.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
@@ -26,21 +27,27 @@ struct CompileOptions {
 // 0.01. Never changes what is given.
 void CanonicalizeConfig(const ir::Topology& topology, ir::TrainingConfig* config);
 
-// Compiles a model for a topology and config into a stamped, verified plan. When
-// options turn per-pass verification off and the final check fails, the plan comes
-// back marked unverified (Plan.unverified; pprun refuses it).
+// Compiles a model for a topology and config into a stamped, verified plan, in the
+// compiler's form (ir::SavePlan writes it; ir::ToPlan gives the protobuf). When options
+// turn per-pass verification off and the final check fails, the plan comes back marked
+// unverified (Plan.unverified; pprun refuses it).
+absl::StatusOr<ir::Module> CompileModule(const ir::ModelSpec& model, const ir::Topology& topology,
+                                         const ir::TrainingConfig& config, const CompileOptions& options = {});
+// CompileModule, as a Plan (what the runtime takes).
 absl::StatusOr<ir::Plan> CompilePlan(const ir::ModelSpec& model, const ir::Topology& topology,
                                      const ir::TrainingConfig& config, const CompileOptions& options = {});
 
 // Runs `pipeline` (with the verifier) on an existing plan, then stamps it as CompilePlan
 // does (`ppc opt`).
+absl::StatusOr<ir::Module> RunPipeline(ir::Module module, const std::string& pipeline,
+                                       const PipelineOptions& options = {});
 absl::StatusOr<ir::Plan> RunPipeline(ir::Plan plan, const std::string& pipeline,
                                      const PipelineOptions& options = {});
 
 // Verifies the whole plan (unless `already_verified`: the pipeline's verifier passed it
 // as it is) and stamps it; a plan that fails is stamped marked unverified. Returns the
 // verification result.
-absl::Status StampVerified(ir::Plan& plan, bool already_verified = false);
+absl::Status StampVerified(ir::Module& module, bool already_verified = false);
 
 }  // namespace ppc::passes
 

@@ -1,5 +1,5 @@
 // Golden plans. passes/testdata/<case>.txt holds "# pipeline: <passes>" on its first
-// line and then an input plan (format v4: "ppc-plan v4 fingerprint=" and a header
+// line and then an input plan (format v5: "ppc-plan v5 fingerprint=" and a header
 // without placement, boundaries or programs). The test runs the pipeline (with the
 // verifier, as `ppc opt` does) and compares the result's SUMMARY with
 // <case>.expected.txt. The summary is what the passes decide, not the 100+-line header

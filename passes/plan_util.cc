@@ -31,21 +31,24 @@ absl::Status RequirePlacement(const ir::Plan& plan, const char* pass) {
   return absl::OkStatus();
 }
 
-bool IsTraining(const ir::Plan& plan) {
-  for (const auto& p : plan.programs())
-    for (const auto& in : p.instructions())
-      if ((in.has_compute() && in.compute().kind() != ir::FORWARD) || in.has_optimizer_step()) return true;
+bool IsTraining(const ir::Module& module) {
+  for (const ir::Program& p : module.programs)
+    for (const ir::Op& op : p.ops)
+      if ((op.is(ir::OpCode::kCompute) && op.kind != ir::FORWARD) || op.is(ir::OpCode::kOptimizerStep)) return true;
   return false;
 }
 
-ir::Instruction MakeCompute(ir::ComputeKind kind, int virtual_stage, int micro_batch, int slot) {
-  ir::Instruction in;
-  ir::Compute* c = in.mutable_compute();
-  c->set_kind(kind);
-  c->set_virtual_stage(virtual_stage);
-  c->set_micro_batch(micro_batch);
-  c->set_slot(slot);
-  return in;
+absl::Status RequireOwnOp(const ir::Grid& grid, const ir::Program& prog, int i, int virtual_stage, int micro_batches,
+                          const char* pass) {
+  const int mb = prog.ops[i].micro_batch;
+  if (virtual_stage >= 0 && virtual_stage < grid.virtual_stages() && grid.StageOf(virtual_stage) == prog.stage &&
+      mb >= 0 && mb < micro_batches) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(pass, ": stage ", prog.stage, " instruction ", i, " (",
+                                                 ir::PrintOp(prog, i), ") names virtual stage ", virtual_stage,
+                                                 " micro-batch ", mb, ", which stage ", prog.stage,
+                                                 " does not run (verify the plan)"));
 }
 
 }  // namespace ppc::passes

@@ -3,6 +3,8 @@
 #define PPC_PASSES_PLAN_UTIL_H_
 
 #include "absl/status/status.h"
+#include "ir/topology.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
@@ -14,9 +16,14 @@ absl::Status RequireShapes(const ir::Plan& plan, const char* pass);
 absl::Status RequirePlacement(const ir::Plan& plan, const char* pass);
 
 // True when the schedule trains: any program has a backward op or an optimizer step.
-bool IsTraining(const ir::Plan& plan);
+bool IsTraining(const ir::Module& module);
 
-ir::Instruction MakeCompute(ir::ComputeKind kind, int virtual_stage, int micro_batch, int slot = 0);
+// InvalidArgument naming the pass, stage and instruction unless `op`'s virtual stage runs
+// on stage `s` and its micro-batch is in [0, micro_batches): what a pass must know before
+// it indexes its tables by (chunk, micro-batch). The verifier proves it for every plan a
+// pass gets with verification on; this keeps an unverified plan from crashing one.
+absl::Status RequireOwnOp(const ir::Grid& grid, const ir::Program& prog, int i, int virtual_stage, int micro_batches,
+                          const char* pass);
 
 }  // namespace ppc::passes
 

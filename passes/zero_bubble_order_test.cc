@@ -254,13 +254,13 @@ ir::Plan MakePlan(int p, int chunks, bool v_layout, int m, const std::string& sc
 // Schedule, assign slots, lower, verify (which also simulates).
 absl::StatusOr<ir::Plan> Lowered(Sched sched, int p, int m, int layers_per_vs = 1) {
   const Schedule s = Get(sched);
-  ir::Plan plan = MakePlan(p, s.v_layout ? 2 : 1, s.v_layout, m, s.name, layers_per_vs);
+  ir::Module module = ir::ToModule(MakePlan(p, s.v_layout ? 2 : 1, s.v_layout, m, s.name, layers_per_vs));
   SchedulePass schedule(absl::StrCat("schedule-", s.name), s.order, s.check);
-  if (absl::Status st = schedule.Run(plan); !st.ok()) return st;
-  if (absl::Status st = AssignBuffers().Run(plan); !st.ok()) return st;
-  if (absl::Status st = Lower().Run(plan); !st.ok()) return st;
-  if (absl::Status st = VerifyPlan(plan); !st.ok()) return st;
-  return plan;
+  if (absl::Status st = schedule.Run(module); !st.ok()) return st;
+  if (absl::Status st = AssignBuffers().Run(module); !st.ok()) return st;
+  if (absl::Status st = Lower().Run(module); !st.ok()) return st;
+  if (absl::Status st = VerifyPlan(module); !st.ok()) return st;
+  return ir::ToPlan(module);
 }
 
 Simulation SimulateUnit(const ir::Plan& plan) {
@@ -463,8 +463,8 @@ TEST(ZeroBubbleOrder, ChecksRefuseUnsupportedShapes) {
 
   // Through the schedule pass, which names itself.
   const Schedule zbv = Get(Sched::kZbV);
-  ir::Plan plan = MakePlan(4, 2, /*v_layout=*/false, 8, "zb-v");
-  absl::Status st = SchedulePass("schedule-zb-v", zbv.order, zbv.check).Run(plan);
+  ir::Module module = ir::ToModule(MakePlan(4, 2, /*v_layout=*/false, 8, "zb-v"));
+  absl::Status st = SchedulePass("schedule-zb-v", zbv.order, zbv.check).Run(module);
   expect_refused(st, "schedule-zb-v: ZB-V needs two chunks per stage in the V placement");
   auto small = Lowered(Sched::kDualPipeV, 3, 5);
   ASSERT_FALSE(small.ok());

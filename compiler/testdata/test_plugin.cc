@@ -15,7 +15,7 @@ class Nop : public ppc::Pass {
  public:
   explicit Nop(std::string name) : name_(std::move(name)) {}
   std::string name() const override { return name_; }
-  absl::Status Run(ppc::ir::Plan&) override { return absl::OkStatus(); }
+  absl::Status Run(ppc::ir::Module&) override { return absl::OkStatus(); }
 
  private:
   std::string name_;

@@ -187,7 +187,7 @@ train "$T/plugin_gpipe.pb" 2 plugin_gpipe
 same_training ref plugin_gpipe
 
 # --- Bad plugins: clear errors naming the plugin, never a signal ------------------------
-expect_error wrong_abi "pass plugin '$WRONG_ABI' was built for pass plugin ABI 7; this ppc has ABI 1: rebuild it against this ppc's headers" -- \
+expect_error wrong_abi "pass plugin '$WRONG_ABI' was built for pass plugin ABI 7; this ppc has ABI 2: rebuild it against this ppc's headers" -- \
   "$PPC" --pass-plugin="$WRONG_ABI" --list-passes
 expect_error duplicate "pass plugin '$DUPLICATE' cannot register pass 'schedule-1f1b'" "ALREADY_EXISTS" "already registered" -- \
   "$PPC" --pass-plugin="$DUPLICATE" compile --model "$MODEL" --stages 2 --out "$T/dup.pb"

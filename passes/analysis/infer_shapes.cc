@@ -10,7 +10,8 @@
 
 namespace ppc::passes {
 
-absl::Status InferShapes::Run(ir::Plan& plan) {
+absl::Status InferShapes::Run(ir::Module& module) {
+  ir::Plan& plan = module.header;  // the model, topology and config; no programs yet
   if (plan.level() != ir::LEVEL_NONE) {
     return absl::FailedPreconditionError(absl::StrCat("infer-shapes needs a ", ir::PlanLevel_Name(ir::LEVEL_NONE),
                                                       " plan; this one is ", ir::PlanLevel_Name(plan.level())));

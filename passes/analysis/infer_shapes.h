@@ -14,7 +14,7 @@ namespace ppc::passes {
 class InferShapes : public Pass {
  public:
   std::string name() const override { return "infer-shapes"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
 }  // namespace ppc::passes

@@ -50,12 +50,12 @@ uint64_t TransferKey(bool send, ir::Direction direction, int boundary, int micro
 // The same transfer seen from its other end.
 uint64_t SameTransfer(uint64_t key) { return key & ~(uint64_t{1} << 63); }
 std::string KeyText(uint64_t key) {
-  ir::CommRef ref;
-  ref.set_send(key >> 63);
-  ref.set_direction(static_cast<ir::Direction>((key >> 61) & 3));
-  ref.set_boundary(static_cast<int>((key >> 32) & 0x1fffffff));
-  ref.set_micro_batch(static_cast<int>(static_cast<uint32_t>(key)));
-  return ir::CommRefText(ref);
+  ir::Ref ref;
+  ref.send = key >> 63;
+  ref.direction = static_cast<int>((key >> 61) & 3);
+  ref.boundary = static_cast<int>((key >> 32) & 0x1fffffff);
+  ref.micro_batch = static_cast<int>(static_cast<uint32_t>(key));
+  return ir::RefText(ref);
 }
 
 enum OpKind : uint8_t { kNop, kCompute, kSend, kRecv, kWait, kCollective };
@@ -110,10 +110,16 @@ bool SameCollective(const Instruction& a, const Instruction& b) {
   return a.has_clip_grad_norm();
 }
 
+// The collective an Op is (kReduceTiedGrads or kClipGradNorm), or null.
+const ir::Instruction* CollectiveOf(const ir::Program& prog, const ir::Op& op) {
+  if (!op.is(ir::OpCode::kReduceTiedGrads) && !op.is(ir::OpCode::kClipGradNorm)) return nullptr;
+  return &prog.CollectiveOf(op);
+}
+
 class Simulator {
  public:
-  Simulator(const ir::Plan& plan, const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
-            const CostModel& costs, const SimulateOptions& options, const ir::Grid& grid)
+  Simulator(const ir::Plan& plan, const std::vector<ir::Program>& programs, const CostModel& costs,
+            const SimulateOptions& options, const ir::Grid& grid)
       : plan_(plan), programs_(programs), costs_(costs), options_(options), grid_(grid), p_(grid.stages()) {}
 
   absl::StatusOr<Simulation> Run() {
@@ -138,18 +144,18 @@ class Simulator {
 
  private:
   std::string Where(int s, int i) const {
-    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(programs_[s].instructions(i)), ")");
+    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintOp(programs_[s], i), ")");
   }
 
   absl::Status CheckInputs() {
-    if (programs_.size() != p_) {
+    if (static_cast<int>(programs_.size()) != p_) {
       return absl::InvalidArgumentError(
           absl::StrCat("simulate: ", programs_.size(), " programs for ", p_, " pipeline stages"));
     }
     for (int s = 0; s < p_; ++s) {
-      if (programs_[s].stage() != s) {
+      if (programs_[s].stage != s) {
         return absl::InvalidArgumentError(
-            absl::StrCat("simulate: program ", s, " is for stage ", programs_[s].stage()));
+            absl::StrCat("simulate: program ", s, " is for stage ", programs_[s].stage));
       }
     }
     const int nv = grid_.virtual_stages();
@@ -193,25 +199,36 @@ class Simulator {
   // Resolves stage s's program into ops: costs, channels and positions, wait refs; and
   // its peak of live slots.
   absl::Status Prepare(int s) {
-    const ir::StageProgram& prog = programs_[s];
-    const int n = prog.instructions_size();
+    const ir::Program& prog = programs_[s];
+    const int n = prog.size();
     std::vector<Op>& ops = ops_[s];
     ops.resize(n);
-    absl::flat_hash_map<uint64_t, std::pair<int, int>> posted;  // transfer -> (channel, k)
-    // Slot uses: each distinct (slot, virtual stage, micro-batch) gets an id; use_ids[i]
-    // is instruction i's (or -1), last_use[id] its last instruction.
-    absl::flat_hash_map<std::tuple<int, int, int>, int> use_id_of;
-    std::vector<int> use_ids(n, -1), last_use;
-    std::tuple<int, int, int> use;
-    std::vector<int> cached_entries;  // of channel_cache_, reset at the end
     const int nv = grid_.virtual_stages(), nb = grid_.boundaries();
+    const int m = std::max(1, plan_.config().micro_batches());
+    const int chunks = grid_.chunks();
+    // Per (what this stage does with a transfer, chunk of its own end, micro-batch): the
+    // most recent post of that transfer, as (channel, k); -1: none.
+    const size_t per_role = static_cast<size_t>(chunks) * m;
+    posted_.assign(4 * per_role, {-1, -1});
+    auto posted_at = [&](bool send, ir::Direction dir, int own, int mb) -> std::pair<int, int>& {
+      const int role = (dir == ir::GRADIENT ? 2 : 0) + (send ? 0 : 1);
+      return posted_[role * per_role + static_cast<size_t>(grid_.ChunkOf(own)) * m + mb];
+    };
+    // Slot uses: each distinct (slot, virtual stage, micro-batch) gets an id; use_ids[i]
+    // is instruction i's (or -1), last_use[id] its last instruction. A (virtual stage,
+    // micro-batch) of this stage takes one slot (dense arrays); anything else (another
+    // slot for it, a virtual stage of another stage) goes to a map.
+    use_slot_.assign(per_role, -1);
+    use_id_.assign(per_role, -1);
+    absl::flat_hash_map<std::tuple<int, int, int>, int> other_uses;
+    std::vector<int> use_ids(n, -1), last_use;
+    std::vector<int> cached_entries;  // of channel_cache_, reset at the end
     for (int i = 0; i < n; ++i) {
-      const Instruction& in = prog.instructions(i);
+      const ir::Op& in = prog.ops[i];
       Op& op = ops[i];
-      switch (in.op_case()) {
-        case Instruction::kCompute: {
-          const ir::Compute& c = in.compute();
-          const int v = c.virtual_stage();
+      switch (in.code) {
+        case ir::OpCode::kCompute: {
+          const int v = in.virtual_stage();
           if (v < 0 || v >= nv || grid_.StageOf(v) != s) {
             return absl::InvalidArgumentError(
                 absl::StrCat(Where(s, i), ": virtual stage ", v,
@@ -219,10 +236,10 @@ class Simulator {
                                               : absl::StrCat(" runs on stage ", grid_.StageOf(v))));
           }
           op.kind = kCompute;
-          op.compute = c.kind();
+          op.compute = in.compute_kind();
           op.a = v;
-          op.b = c.micro_batch();
-          switch (c.kind()) {
+          op.b = in.micro_batch;
+          switch (in.compute_kind()) {
             case ir::FORWARD:
               op.cost = costs_.forward[v];
               break;
@@ -240,18 +257,21 @@ class Simulator {
           }
           break;
         }
-        case Instruction::kSend:
-        case Instruction::kRecv: {
-          const bool send = in.has_send();
-          const ir::Direction dir = send ? in.send().direction() : in.recv().direction();
-          const int b = send ? in.send().boundary() : in.recv().boundary();
-          const int mb = send ? in.send().micro_batch() : in.recv().micro_batch();
+        case ir::OpCode::kSend:
+        case ir::OpCode::kRecv: {
+          const bool send = in.is(ir::OpCode::kSend);
+          const ir::Direction dir = in.direction();
+          const int b = in.boundary(), mb = in.micro_batch;
           if (dir != ir::ACTIVATION && dir != ir::GRADIENT) {
             return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": direction is unspecified"));
           }
           if (b < 0 || b >= nb) {
             return absl::InvalidArgumentError(
                 absl::StrCat(Where(s, i), ": boundary ", b, " is out of range (", nb, " boundaries)"));
+          }
+          if (mb < 0 || mb >= m) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(Where(s, i), ": micro-batch ", mb, " is out of range (", m, " micro-batches)"));
           }
           const int own = send ? grid_.SenderOf(dir, b) : grid_.ReceiverOf(dir, b);
           if (grid_.StageOf(own) != s) {
@@ -275,30 +295,32 @@ class Simulator {
           // A transfer within one stage is a hand-over in memory: free.
           op.cost = send && peer != s ? transfer_cost_[dir == ir::GRADIENT][b] : 0;
           keys.push_back(key);
-          posted[key] = {ch, op.b};
+          posted_at(send, dir, own, mb) = {ch, op.b};
           break;
         }
-        case Instruction::kWait: {
+        case ir::OpCode::kWait: {
           op.kind = kWait;
           op.a = static_cast<int>(refs_[s].size());
-          op.b = in.wait().ops_size();
-          for (const ir::CommRef& ref : in.wait().ops()) {
-            const bool valid = (ref.direction() == ir::ACTIVATION || ref.direction() == ir::GRADIENT) &&
-                               ref.boundary() >= 0 && ref.boundary() < nb;
-            auto it = valid ? posted.find(TransferKey(ref.send(), ref.direction(), ref.boundary(), ref.micro_batch()))
-                            : posted.end();
-            if (it == posted.end()) {
-              return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref),
+          op.b = static_cast<int>(prog.RefsOf(in).size());
+          for (const ir::Ref& ref : prog.RefsOf(in)) {
+            const ir::Direction dir = ref.dir();
+            const bool valid = (dir == ir::ACTIVATION || dir == ir::GRADIENT) && ref.boundary >= 0 &&
+                               ref.boundary < nb && ref.micro_batch >= 0 && ref.micro_batch < m;
+            const int own = !valid ? -1 : ref.send ? grid_.SenderOf(dir, ref.boundary) : grid_.ReceiverOf(dir, ref.boundary);
+            const std::pair<int, int> at =
+                valid && grid_.StageOf(own) == s ? posted_at(ref.send, dir, own, ref.micro_batch) : std::make_pair(-1, -1);
+            if (at.first < 0) {
+              return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": waits for ", ir::RefText(ref),
                                                              ", which stage ", s, " has not posted before"));
             }
-            refs_[s].push_back({it->second.first, it->second.second, ref.send()});
+            refs_[s].push_back({at.first, at.second, ref.send});
           }
           break;
         }
-        case Instruction::kReduceTiedGrads:
-        case Instruction::kClipGradNorm: {
+        case ir::OpCode::kReduceTiedGrads:
+        case ir::OpCode::kClipGradNorm: {
           const google::protobuf::RepeatedField<int32_t>* stages;
-          CollectiveStages(in, &stages);
+          CollectiveStages(prog.CollectiveOf(in), &stages);
           for (int t : *stages) {
             if (t < 0 || t >= p_) {
               return absl::InvalidArgumentError(
@@ -308,20 +330,30 @@ class Simulator {
           op.kind = kCollective;
           break;
         }
-        case Instruction::kLoadMicroBatch:
-        case Instruction::kReduceGrads:
-        case Instruction::kOptimizerStep:
-        case Instruction::kGatherParams:
+        case ir::OpCode::kLoadMicroBatch:
+        case ir::OpCode::kReduceGrads:
+        case ir::OpCode::kOptimizerStep:
+        case ir::OpCode::kGatherParams:
           op.kind = kNop;
           break;
         default:
           return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": empty instruction"));
       }
-      if (SlotUse(in, &use)) {
-        auto [it, inserted] = use_id_of.try_emplace(use, static_cast<int>(last_use.size()));
-        if (inserted) last_use.push_back(i);
-        use_ids[i] = it->second;
-        last_use[it->second] = i;
+      int slot, v, mb;
+      if (SlotUse(in, &slot, &v, &mb)) {
+        int* id = nullptr;
+        if (v >= 0 && v < nv && grid_.StageOf(v) == s && mb >= 0 && mb < m) {
+          const size_t k = static_cast<size_t>(grid_.ChunkOf(v)) * m + mb;
+          if (use_slot_[k] < 0) use_slot_[k] = slot;
+          if (use_slot_[k] == slot) id = &use_id_[k];
+        }
+        if (id == nullptr) id = &other_uses.try_emplace({slot, v, mb}, -1).first->second;
+        if (*id < 0) {
+          *id = static_cast<int>(last_use.size());
+          last_use.push_back(i);
+        }
+        use_ids[i] = *id;
+        last_use[*id] = i;
       }
     }
     // Peak of live slots: a use is live from its first instruction to its last.
@@ -347,23 +379,22 @@ class Simulator {
   }
 
   // Which (slot, virtual stage, micro-batch) an instruction names, if any.
-  bool SlotUse(const Instruction& in, std::tuple<int, int, int>* use) const {
-    switch (in.op_case()) {
-      case Instruction::kCompute:
-        *use = {in.compute().slot(), in.compute().virtual_stage(), in.compute().micro_batch()};
+  bool SlotUse(const ir::Op& op, int* slot, int* v, int* mb) const {
+    *slot = op.slot;
+    *mb = op.micro_batch;
+    switch (op.code) {
+      case ir::OpCode::kCompute:
+        *v = op.virtual_stage();
         return true;
-      case Instruction::kSend:
-        *use = {in.send().slot(), grid_.SenderOf(in.send().direction(), in.send().boundary()), in.send().micro_batch()};
+      case ir::OpCode::kSend:
+        *v = grid_.SenderOf(op.direction(), op.boundary());
         return true;
-      case Instruction::kRecv:
-        *use = {in.recv().slot(), grid_.ReceiverOf(in.recv().direction(), in.recv().boundary()),
-                in.recv().micro_batch()};
+      case ir::OpCode::kRecv:
+        *v = grid_.ReceiverOf(op.direction(), op.boundary());
         return true;
-      case Instruction::kLoadMicroBatch: {
-        const auto& l = in.load_micro_batch();
-        *use = {l.slot(), l.inputs() ? 0 : grid_.virtual_stages() - 1, l.micro_batch()};
+      case ir::OpCode::kLoadMicroBatch:
+        *v = op.inputs() ? 0 : grid_.virtual_stages() - 1;
         return true;
-      }
       default:
         return false;
     }
@@ -431,20 +462,22 @@ class Simulator {
   std::string BlockedReason(int s) const {
     const StageState& st = state_[s];
     const Op& op = ops_[s][st.pc];
-    const Instruction& in = programs_[s].instructions(st.pc);
+    const ir::Program& prog = programs_[s];
+    const ir::Op& in = prog.ops[st.pc];
     if (op.kind == kWait) {
       const Ref& r = refs_[s][op.a + st.wait_pos];
       const Channel& c = channels_[r.channel];
-      ir::CommRef counterpart = in.wait().ops(st.wait_pos);
-      counterpart.set_send(!counterpart.send());
+      ir::Ref counterpart = prog.RefsOf(in)[st.wait_pos];
+      counterpart.send = !counterpart.send;
       return absl::StrCat(Where(s, st.pc), " waits for stage ", r.send ? c.to : c.from, " to post ",
-                          ir::CommRefText(counterpart));
+                          ir::RefText(counterpart));
     }
     const google::protobuf::RepeatedField<int32_t>* stages;
-    if (CollectiveStages(in, &stages)) {
+    if (const ir::Instruction* coll = CollectiveOf(prog, in); coll != nullptr && CollectiveStages(*coll, &stages)) {
       for (int t : *stages) {
         if (t == s) continue;
-        if (!state_[t].at_collective || !SameCollective(in, programs_[t].instructions(state_[t].pc))) {
+        const ir::Instruction* there = state_[t].at_collective ? CollectiveOf(programs_[t], programs_[t].ops[state_[t].pc]) : nullptr;
+        if (there == nullptr || !SameCollective(*coll, *there)) {
           return absl::StrCat(Where(s, st.pc), " needs stage ", t, " at the same collective");
         }
       }
@@ -516,7 +549,7 @@ class Simulator {
           break;
         }
         case kCollective: {
-          const Instruction& in = programs_[s].instructions(st.pc);
+          const ir::Instruction& in = programs_[s].CollectiveOf(programs_[s].ops[st.pc]);
           if (!st.at_collective) {
             st.at_collective = true;
             st.arrival = st.clock;
@@ -527,7 +560,8 @@ class Simulator {
           for (int t : *stages) {
             if (t == s) continue;
             const StageState& other = state_[t];
-            if (!other.at_collective || !SameCollective(in, programs_[t].instructions(other.pc))) return;
+            const ir::Instruction* there = other.at_collective ? CollectiveOf(programs_[t], programs_[t].ops[other.pc]) : nullptr;
+            if (there == nullptr || !SameCollective(in, *there)) return;
             release = std::max(release, other.arrival);
           }
           // Every listed stage is here: all of them pass the collective together.
@@ -549,7 +583,7 @@ class Simulator {
   }
 
   const ir::Plan& plan_;
-  const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs_;
+  const std::vector<ir::Program>& programs_;
   const CostModel& costs_;
   const SimulateOptions& options_;
   const ir::Grid& grid_;
@@ -563,6 +597,9 @@ class Simulator {
   std::vector<int> channel_cache_;
   std::vector<StageState> state_;
   std::vector<int> ready_;
+  // Prepare's per-stage tables, kept to reuse their memory.
+  std::vector<std::pair<int, int>> posted_;
+  std::vector<int> use_slot_, use_id_;
   Simulation out_;
 };
 
@@ -629,12 +666,20 @@ int64_t TransferBytes(const ir::Plan& plan, ir::Direction direction, int boundar
   return SaturatingMul(per_sample, std::max(0, plan.config().micro_batch_size()));
 }
 
-absl::StatusOr<Simulation> Simulate(const ir::Plan& plan,
-                                    const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
+absl::StatusOr<Simulation> Simulate(const ir::Plan& plan, const std::vector<ir::Program>& programs,
                                     const CostModel& costs, const SimulateOptions& options) {
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
   Simulator sim(plan, programs, costs, options, grid);
   return sim.Run();
+}
+
+absl::StatusOr<Simulation> Simulate(const ir::Plan& plan,
+                                    const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
+                                    const CostModel& costs, const SimulateOptions& options) {
+  std::vector<ir::Program> converted;
+  converted.reserve(programs.size());
+  for (const ir::StageProgram& p : programs) converted.push_back(ir::ToProgram(p));
+  return Simulate(plan, converted, costs, options);
 }
 
 }  // namespace ppc::passes

@@ -41,9 +41,9 @@
 //    matching receive on stage B" (or "stage B's receive k (<recv/...>) has no matching
 //    send on stage A").
 // Malformed programs (a compute of a virtual stage placed on another stage, a transfer
-// over a boundary this stage is not an end of, a Wait on a transfer not posted before, a
-// collective naming a stage out of range, programs or costs of the wrong size) are not
-// simulated: Simulate returns InvalidArgument naming the stage and instruction.
+// over a boundary this stage is not an end of or of a micro-batch out of range, a Wait
+// on a transfer not posted before, a collective naming a stage out of range, programs
+// or costs of the wrong size) are not simulated: Simulate returns InvalidArgument naming the stage and instruction.
 //
 // Cost: linear in the number of instructions plus, per collective, its stages squared.
 // Stages run until they block and are woken by the post or the arrival they wait for.
@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
@@ -116,10 +117,13 @@ struct SimulateOptions {
 
 inline constexpr int kMaxDeadlockLines = 64;
 
-// Runs one data-parallel replica's programs (`programs`: one StageProgram per pipeline
-// stage, in stage order; plan.programs() or plan.eval_programs()) under the semantics
-// above. The plan supplies the topology, placement, boundary table and
-// micro_batch_size.
+// Runs one data-parallel replica's programs (`programs`: one per pipeline stage, in
+// stage order; a Module's programs or eval_programs) under the semantics above. The plan
+// (a Module's header) supplies the topology, placement, boundary table, micro_batches
+// and micro_batch_size.
+absl::StatusOr<Simulation> Simulate(const ir::Plan& plan, const std::vector<ir::Program>& programs,
+                                    const CostModel& costs, const SimulateOptions& options = {});
+// The same over protobuf programs (plan.programs() or plan.eval_programs()).
 absl::StatusOr<Simulation> Simulate(const ir::Plan& plan,
                                     const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
                                     const CostModel& costs, const SimulateOptions& options = {});

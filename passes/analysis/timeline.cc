@@ -87,7 +87,7 @@ void ModelStats(const ir::Plan& plan, const ir::Grid& grid, int s, StageStats& s
 }
 
 // StageStats::peak_activation_bytes of `prog` (stage s).
-int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir::StageProgram& prog) {
+int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir::Program& prog) {
   const ir::Placement& pl = plan.placement();
   const int nv = grid.virtual_stages(), layers = plan.model().layers_size();
   if (pl.virtual_stages_size() != nv) return 0;
@@ -109,14 +109,14 @@ int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir
     }
   }
   bool trains = false;  // a forward-only program keeps nothing for backwards
-  for (const ir::Instruction& in : prog.instructions()) trains |= in.has_compute() && in.compute().kind() != ir::FORWARD;
+  for (const ir::Op& op : prog.ops) trains |= op.is(ir::OpCode::kCompute) && op.kind != ir::FORWARD;
   if (!trains) return 0;
   int64_t now = 0, peak = 0;
-  for (const ir::Instruction& in : prog.instructions()) {
-    if (!in.has_compute()) continue;
-    const int v = in.compute().virtual_stage();
+  for (const ir::Op& op : prog.ops) {
+    if (!op.is(ir::OpCode::kCompute)) continue;
+    const int v = op.virtual_stage();
     if (v < 0 || v >= nv) continue;
-    switch (in.compute().kind()) {
+    switch (op.compute_kind()) {
       case ir::FORWARD:
         now = SatAdd(now, forward[v]);
         break;
@@ -139,11 +139,12 @@ int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir
 
 }  // namespace
 
-absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel& costs) {
-  if (plan.programs_size() == 0) return absl::FailedPreconditionError("plan has no programs to simulate");
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module, const CostModel& costs) {
+  const ir::Plan& plan = module.header;
+  if (module.programs.empty()) return absl::FailedPreconditionError("plan has no programs to simulate");
   auto grid = ir::Grid::Of(plan);
   if (!grid.ok()) return absl::FailedPreconditionError(absl::StrCat("timeline: ", grid.status().message()));
-  auto sim = Simulate(plan, plan.programs(), costs);
+  auto sim = Simulate(plan, module.programs, costs);
   if (!sim.ok()) return absl::FailedPreconditionError(absl::StrCat("timeline: ", sim.status().message()));
   if (!sim->errors.empty()) {
     return absl::FailedPreconditionError(
@@ -157,20 +158,19 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel&
   t.compute = std::move(sim->compute);
   t.stages.resize(p);
   for (int s = 0; s < p; ++s) {
-    const ir::StageProgram& prog = plan.programs(s);
+    const ir::Program& prog = module.programs[s];
     StageStats& st = t.stages[s];
-    st.num_slots = prog.num_slots();
+    st.num_slots = prog.num_slots;
     st.peak_live_slots = sim->peak_live_slots[s];
     st.busy = sim->busy[s];
     ModelStats(plan, *grid, s, st);
     st.peak_activation_bytes = PeakActivationBytes(plan, *grid, prog);
     bool trains = false, sharded = false;
-    for (const ir::Instruction& in : prog.instructions()) {
-      if (in.has_send())
-        st.bytes_sent = SatAdd(st.bytes_sent, TransferBytes(plan, in.send().direction(), in.send().boundary()));
-      if (in.has_optimizer_step()) {
+    for (const ir::Op& op : prog.ops) {
+      if (op.is(ir::OpCode::kSend)) st.bytes_sent = SatAdd(st.bytes_sent, TransferBytes(plan, op.direction(), op.boundary()));
+      if (op.is(ir::OpCode::kOptimizerStep)) {
         trains = true;
-        sharded = in.optimizer_step().sharded();
+        sharded = op.sharded();
       }
     }
     if (trains) {
@@ -184,9 +184,15 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel&
   return t;
 }
 
-absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) {
-  return SimulateTimeline(plan, CostModel::Unit(plan));
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module) {
+  return SimulateTimeline(module, CostModel::Unit(module.header));
 }
+
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel& costs) {
+  return SimulateTimeline(ir::ToModule(plan), costs);
+}
+
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan) { return SimulateTimeline(ir::ToModule(plan)); }
 
 namespace {
 

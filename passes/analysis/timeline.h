@@ -51,10 +51,13 @@ struct Timeline {
   int64_t bytes_sent_per_step = 0;  // all ranks together
 };
 
-// Simulates plan.programs() under `costs`. FailedPrecondition when the plan has no
+// Simulates module.programs under `costs`. FailedPrecondition when the plan has no
 // programs or the programs do not run to the end (the simulator's errors, one per line).
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module, const CostModel& costs);
+// The same under CostModel::Unit.
+absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module);
+// The same for a Plan's programs.
 absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan, const CostModel& costs);
-// The same under CostModel::Unit(plan).
 absl::StatusOr<Timeline> SimulateTimeline(const ir::Plan& plan);
 
 // ASCII chart, one row per stage ("stage S  |..."). When every op starts and ends on a

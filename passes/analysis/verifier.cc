@@ -1,9 +1,10 @@
 #include "passes/analysis/verifier.h"
 
 #include <algorithm>
-#include <map>
 #include <tuple>
 #include <vector>
+
+#include "absl/container/flat_hash_map.h"
 
 #include "absl/strings/str_cat.h"
 #include "ir/error_list.h"
@@ -16,7 +17,8 @@
 namespace ppc::passes {
 namespace {
 
-using ir::Instruction;
+using ir::Op;
+using ir::OpCode;
 
 // The four transfers a (virtual stage, micro-batch) takes part in, by what this stage does.
 enum Role { kSendAct = 0, kRecvAct = 1, kSendGrad = 2, kRecvGrad = 3 };
@@ -31,8 +33,8 @@ class Verifier {
   // `programs`: plan.programs() or plan.eval_programs(). `training`: backwards and
   // optimizer steps are required (else forbidden). `runnable`: the plan must be what a
   // runtime runs (LOWERED).
-  Verifier(const ir::Plan& plan, const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs,
-           const ir::Grid& grid, bool training, std::string kind)
+  Verifier(const ir::Plan& plan, const std::vector<ir::Program>& programs, const ir::Grid& grid, bool training,
+           std::string kind)
       : plan_(plan), programs_(programs), grid_(grid), training_(training), kind_(std::move(kind)) {}
 
   absl::Status Run() {
@@ -48,12 +50,11 @@ class Verifier {
   void Error(std::string msg) { errors_.Add(absl::StrCat(kind_, msg)); }
 
   std::string Where(int s, int i) const {
-    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintInstruction(programs_.Get(s).instructions(i)),
-                        ")");
+    return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintOp(programs_[s], i), ")");
   }
 
-  void CheckStage(const ir::StageProgram& prog) {
-    const int s = prog.stage();
+  void CheckStage(const ir::Program& prog) {
+    const int s = prog.stage;
     const int m = plan_.config().micro_batches();
     const int chunks = grid_.chunks();
     const int vlast = grid_.virtual_stages() - 1;
@@ -71,51 +72,60 @@ class Verifier {
     int optimizer = -1, reduce = -1, last_backward = -1, clip = -1, gather = -1;
     bool sharded_step = false;
     std::vector<int> reductions;
-    // Slot liveness: (slot, key) -> [first, last] instruction.
-    std::map<std::pair<int, size_t>, std::pair<int, int>> live;
+    // Slot liveness: (slot, key) -> [first, last] instruction. A key keeps one slot (the
+    // dense arrays); another slot for it goes to the map.
+    std::vector<int> live_slot(buffered ? n : 0, -1), live_first(buffered ? n : 0), live_last(buffered ? n : 0);
+    absl::flat_hash_map<std::pair<int, size_t>, std::pair<int, int>> live_other;
     auto touch = [&](int slot, size_t key, int i) {
       if (!buffered) return;
-      auto [it, fresh] = live.try_emplace({slot, key}, i, i);
+      if (live_slot[key] < 0) {
+        live_slot[key] = slot;
+        live_first[key] = i;
+      }
+      if (live_slot[key] == slot) {
+        live_last[key] = i;
+        return;
+      }
+      auto [it, fresh] = live_other.try_emplace({slot, key}, i, i);
       if (!fresh) it->second.second = i;
     };
-    for (int i = 0; i < prog.instructions_size(); ++i) {
-      const Instruction& in = prog.instructions(i);
-      switch (in.op_case()) {
-        case Instruction::kLoadMicroBatch: {
-          const auto& l = in.load_micro_batch();
-          if (l.inputs()) {
-            loaded_in[idx(0, l.micro_batch())] = l.slot();
-            touch(l.slot(), idx(0, l.micro_batch()), i);
+    for (int i = 0; i < prog.size(); ++i) {
+      const Op& in = prog.ops[i];
+      switch (in.code) {
+        case OpCode::kLoadMicroBatch: {
+          if (in.inputs()) {
+            loaded_in[idx(0, in.micro_batch)] = in.slot;
+            touch(in.slot, idx(0, in.micro_batch), i);
           }
-          if (l.labels()) {
-            loaded_labels[idx(vlast, l.micro_batch())] = l.slot();
-            touch(l.slot(), idx(vlast, l.micro_batch()), i);
+          if (in.labels()) {
+            loaded_labels[idx(vlast, in.micro_batch)] = in.slot;
+            touch(in.slot, idx(vlast, in.micro_batch), i);
           }
           break;
         }
-        case Instruction::kCompute: {
-          const auto& c = in.compute();
-          const int v = c.virtual_stage(), mb = c.micro_batch();
+        case OpCode::kCompute: {
+          const Op& c = in;
+          const int v = c.virtual_stage(), mb = c.micro_batch;
           const size_t k = idx(v, mb);
-          touch(c.slot(), k, i);
-          if (c.kind() == ir::FORWARD) {
+          touch(c.slot, k, i);
+          if (c.compute_kind() == ir::FORWARD) {
             if (fwd[k] >= 0) {
               Error(absl::StrCat(Where(s, i), ": forwards virtual stage ", v, " micro-batch ", mb,
                                  " a second time (first at instruction ", fwd[k], ")"));
               break;
             }
             fwd[k] = i;
-            slot_of[k] = c.slot();
+            slot_of[k] = c.slot;
             if (!lowered) break;
-            if (v == 0 && loaded_in[k] != c.slot()) {
-              Error(absl::StrCat(Where(s, i), ": inputs of micro-batch ", mb, " were not loaded into slot ", c.slot()));
+            if (v == 0 && loaded_in[k] != c.slot) {
+              Error(absl::StrCat(Where(s, i), ": inputs of micro-batch ", mb, " were not loaded into slot ", c.slot));
             }
-            if (v == vlast && loaded_labels[k] != c.slot()) {
-              Error(absl::StrCat(Where(s, i), ": labels of micro-batch ", mb, " were not loaded into slot ", c.slot()));
+            if (v == vlast && loaded_labels[k] != c.slot) {
+              Error(absl::StrCat(Where(s, i), ": labels of micro-batch ", mb, " were not loaded into slot ", c.slot));
             }
-            if (v > 0 && (waited[kRecvAct][k] < 0 || posted_slot[kRecvAct][k] != c.slot())) {
+            if (v > 0 && (waited[kRecvAct][k] < 0 || posted_slot[kRecvAct][k] != c.slot)) {
               Error(absl::StrCat(Where(s, i), ": the activation across boundary ", v - 1, " from stage ",
-                                 grid_.StageOf(v - 1), " was not received into slot ", c.slot(), " and waited for"));
+                                 grid_.StageOf(v - 1), " was not received into slot ", c.slot, " and waited for"));
             }
             break;
           }
@@ -128,22 +138,22 @@ class Verifier {
             Error(absl::StrCat(Where(s, i), ": backward of virtual stage ", v, " micro-batch ", mb, " before its forward"));
             break;
           }
-          if (buffered && c.slot() != slot_of[k]) {
-            Error(absl::StrCat(Where(s, i), ": uses slot ", c.slot(), " but the forward of virtual stage ", v,
+          if (buffered && c.slot != slot_of[k]) {
+            Error(absl::StrCat(Where(s, i), ": uses slot ", c.slot, " but the forward of virtual stage ", v,
                                " micro-batch ", mb, " used slot ", slot_of[k]));
           }
           const bool first_backward = bwd[k] < 0 && bin[k] < 0;
-          if (lowered && v < vlast && first_backward && c.kind() != ir::BACKWARD_WEIGHT &&
+          if (lowered && v < vlast && first_backward && c.compute_kind() != ir::BACKWARD_WEIGHT &&
               (waited[kRecvGrad][k] < 0 || posted_slot[kRecvGrad][k] != slot_of[k])) {
             Error(absl::StrCat(Where(s, i), ": the gradient across boundary ", v, " from stage ", grid_.StageOf(v + 1),
                                " was not received into slot ", slot_of[k], " and waited for"));
           }
-          if (c.kind() == ir::BACKWARD) {
+          if (c.compute_kind() == ir::BACKWARD) {
             if (bwd[k] >= 0 || bin[k] >= 0 || bw[k] >= 0) {
               Error(absl::StrCat(Where(s, i), ": backward of virtual stage ", v, " micro-batch ", mb, " is done twice"));
             }
             bwd[k] = i;
-          } else if (c.kind() == ir::BACKWARD_INPUT) {
+          } else if (c.compute_kind() == ir::BACKWARD_INPUT) {
             if (bwd[k] >= 0 || bin[k] >= 0) {
               Error(absl::StrCat(Where(s, i), ": input backward of virtual stage ", v, " micro-batch ", mb,
                                  " is done twice"));
@@ -161,13 +171,11 @@ class Verifier {
           }
           break;
         }
-        case Instruction::kSend:
-        case Instruction::kRecv: {
-          const bool send = in.has_send();
-          const ir::Direction d = send ? in.send().direction() : in.recv().direction();
-          const int b = send ? in.send().boundary() : in.recv().boundary();
-          const int mb = send ? in.send().micro_batch() : in.recv().micro_batch();
-          const int slot = send ? in.send().slot() : in.recv().slot();
+        case OpCode::kSend:
+        case OpCode::kRecv: {
+          const bool send = in.is(OpCode::kSend);
+          const ir::Direction d = in.direction();
+          const int b = in.boundary(), mb = in.micro_batch, slot = in.slot;
           const int v = send ? grid_.SenderOf(d, b) : grid_.ReceiverOf(d, b);
           const size_t k = idx(v, mb);
           const Role role = RoleOf(send, d);
@@ -190,55 +198,54 @@ class Verifier {
           }
           break;
         }
-        case Instruction::kWait:
-          for (const auto& ref : in.wait().ops()) {
-            const int v = ref.send() ? grid_.SenderOf(ref.direction(), ref.boundary())
-                                     : grid_.ReceiverOf(ref.direction(), ref.boundary());
+        case OpCode::kWait:
+          for (const ir::Ref& ref : prog.RefsOf(in)) {
+            const int v = ref.send ? grid_.SenderOf(ref.dir(), ref.boundary) : grid_.ReceiverOf(ref.dir(), ref.boundary);
             if (grid_.StageOf(v) != s) {
-              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), ", which stage ", grid_.StageOf(v),
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::RefText(ref), ", which stage ", grid_.StageOf(v),
                                  " posts"));
               continue;
             }
-            const size_t k = idx(v, ref.micro_batch());
-            const Role role = RoleOf(ref.send(), ref.direction());
+            const size_t k = idx(v, ref.micro_batch);
+            const Role role = RoleOf(ref.send, ref.dir());
             if (posted[role][k] < 0) {
-              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), " which was not posted before"));
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::RefText(ref), " which was not posted before"));
             } else if (waited[role][k] >= 0) {
-              Error(absl::StrCat(Where(s, i), ": waits for ", ir::CommRefText(ref), " a second time"));
+              Error(absl::StrCat(Where(s, i), ": waits for ", ir::RefText(ref), " a second time"));
             } else {
               waited[role][k] = i;
               // A received transfer lands in its slot at the wait; a send holds its own
               // reference to the data, so its wait does not need the slot.
-              if (!ref.send()) touch(posted_slot[role][k], k, i);
+              if (!ref.send) touch(posted_slot[role][k], k, i);
             }
           }
           break;
-        case Instruction::kReduceTiedGrads:
-        case Instruction::kReduceGrads:
+        case OpCode::kReduceTiedGrads:
+        case OpCode::kReduceGrads:
           reductions.push_back(i);
-          if (in.has_reduce_grads()) {
+          if (in.is(OpCode::kReduceGrads)) {
             if (reduce >= 0) Error(absl::StrCat(Where(s, i), ": reduces gradients twice"));
             reduce = i;
           }
           break;
-        case Instruction::kClipGradNorm:
+        case OpCode::kClipGradNorm:
           reductions.push_back(i);
           if (reduce >= 0 && i < reduce) Error(absl::StrCat(Where(s, i), ": clips before the data-parallel reduction"));
           clip = i;
           break;
-        case Instruction::kOptimizerStep:
+        case OpCode::kOptimizerStep:
           if (optimizer >= 0) Error(absl::StrCat(Where(s, i), ": second optimizer step (first at ", optimizer, ")"));
           optimizer = i;
-          sharded_step = in.optimizer_step().sharded();
+          sharded_step = in.sharded();
           break;
-        case Instruction::kGatherParams:
+        case OpCode::kGatherParams:
           if (gather >= 0) Error(absl::StrCat(Where(s, i), ": gathers parameters twice (first at ", gather, ")"));
           if (optimizer < 0 || !sharded_step) {
             Error(absl::StrCat(Where(s, i), ": gathers parameters without a sharded optimizer step before it"));
           }
           gather = i;
           break;
-        case Instruction::OP_NOT_SET:
+        case OpCode::kNone:
           break;
       }
       if (errors_.full()) return;
@@ -280,9 +287,14 @@ class Verifier {
                          " but gradients are never reduced (ReduceGrads)"));
     }
     // A slot holds one (virtual stage, micro-batch) from its first use to its last.
-    std::map<int, std::vector<std::tuple<int, int, size_t>>> by_slot;  // slot -> (first, last, key)
-    for (const auto& [sk, range] : live) by_slot[sk.first].emplace_back(range.first, range.second, sk.second);
-    for (auto& [slot, ranges] : by_slot) {
+    if (!buffered) return;
+    std::vector<std::vector<std::tuple<int, int, size_t>>> by_slot(std::max(1, prog.num_slots));  // (first, last, key)
+    for (size_t k = 0; k < n; ++k) {
+      if (live_slot[k] >= 0) by_slot[live_slot[k]].emplace_back(live_first[k], live_last[k], k);
+    }
+    for (const auto& [sk, range] : live_other) by_slot[sk.first].emplace_back(range.first, range.second, sk.second);
+    for (int slot = 0; slot < static_cast<int>(by_slot.size()); ++slot) {
+      auto& ranges = by_slot[slot];
       std::sort(ranges.begin(), ranges.end());
       for (size_t j = 1; j < ranges.size(); ++j) {
         auto [f0, l0, k0] = ranges[j - 1];
@@ -302,50 +314,61 @@ class Verifier {
   void CheckChannels() {
     struct Post {
       int stage, instruction;
-      ir::CommRef ref;
     };
-    std::map<std::pair<int, int>, std::vector<Post>> sends, recvs;  // (from, to)
-    for (const auto& prog : programs_) {
-      for (int i = 0; i < prog.instructions_size(); ++i) {
-        const Instruction& in = prog.instructions(i);
-        if (!in.has_send() && !in.has_recv()) continue;
-        const bool send = in.has_send();
-        ir::CommRef ref;
-        ref.set_send(send);
-        ref.set_direction(send ? in.send().direction() : in.recv().direction());
-        ref.set_boundary(send ? in.send().boundary() : in.recv().boundary());
-        ref.set_micro_batch(send ? in.send().micro_batch() : in.recv().micro_batch());
-        const int peer = grid_.PeerStage(send, ref.direction(), ref.boundary());
-        (send ? sends[{prog.stage(), peer}] : recvs[{peer, prog.stage()}]).push_back({prog.stage(), i, ref});
+    struct Channel {
+      int from, to;
+      std::vector<Post> sends, recvs;
+    };
+    std::vector<Channel> channels;
+    absl::flat_hash_map<std::pair<int, int>, int> channel_of;  // (from, to) -> index
+    const int p = static_cast<int>(programs_.size());
+    std::vector<int> cache(2 * p, -1);  // this stage's channel to stage t (t) and from it (p + t)
+    for (const ir::Program& prog : programs_) {
+      const int s = prog.stage;
+      std::fill(cache.begin(), cache.end(), -1);
+      for (int i = 0; i < prog.size(); ++i) {
+        const Op& in = prog.ops[i];
+        if (!in.is_transfer()) continue;
+        const bool send = in.is(OpCode::kSend);
+        const int peer = grid_.PeerStage(send, in.direction(), in.boundary());
+        int& ch = cache[send ? peer : p + peer];
+        if (ch < 0) {
+          const std::pair<int, int> edge = send ? std::make_pair(s, peer) : std::make_pair(peer, s);
+          auto [it, fresh] = channel_of.try_emplace(edge, static_cast<int>(channels.size()));
+          if (fresh) channels.push_back({edge.first, edge.second, {}, {}});
+          ch = it->second;
+        }
+        (send ? channels[ch].sends : channels[ch].recvs).push_back({s, i});
       }
     }
-    auto same = [](const ir::CommRef& a, const ir::CommRef& b) {
-      return a.direction() == b.direction() && a.boundary() == b.boundary() && a.micro_batch() == b.micro_batch();
+    // In (from, to) order, as the errors are reported.
+    std::sort(channels.begin(), channels.end(),
+              [](const Channel& a, const Channel& b) { return std::tie(a.from, a.to) < std::tie(b.from, b.to); });
+    auto ref = [&](const Post& post) { return programs_[post.stage].ops[post.instruction].AsRef(); };
+    auto same = [](const ir::Ref& a, const ir::Ref& b) {
+      return a.direction == b.direction && a.boundary == b.boundary && a.micro_batch == b.micro_batch;
     };
-    std::map<std::pair<int, int>, int> channels;
-    for (const auto& [edge, v] : sends) channels[edge] = 0;
-    for (const auto& [edge, v] : recvs) channels[edge] = 0;
-    for (const auto& [edge, unused] : channels) {
-      const auto& out = sends[edge];
-      const auto& in = recvs[edge];
+    for (const Channel& c : channels) {
+      const auto& out = c.sends;
+      const auto& in = c.recvs;
       const size_t common = std::min(out.size(), in.size());
       for (size_t k = 0; k < common; ++k) {
-        if (!same(out[k].ref, in[k].ref)) {
-          Error(absl::StrCat("stage ", edge.first, " -> stage ", edge.second, " transfer ", k, ": ",
-                             Where(out[k].stage, out[k].instruction), " is stage ", edge.second, "'s receive ", k,
+        if (!same(ref(out[k]), ref(in[k]))) {
+          Error(absl::StrCat("stage ", c.from, " -> stage ", c.to, " transfer ", k, ": ",
+                             Where(out[k].stage, out[k].instruction), " is stage ", c.to, "'s receive ", k,
                              ", but that is ", Where(in[k].stage, in[k].instruction),
                              " (transfers between two ranks match in the order they are posted)"));
           break;
         }
       }
       if (out.size() > common) {
-        Error(absl::StrCat(Where(out[common].stage, out[common].instruction), ": no matching receive on stage ",
-                           edge.second, " (it posts ", in.size(), " receives from stage ", edge.first, ", stage ",
-                           edge.first, " posts ", out.size(), " sends)"));
+        Error(absl::StrCat(Where(out[common].stage, out[common].instruction), ": no matching receive on stage ", c.to,
+                           " (it posts ", in.size(), " receives from stage ", c.from, ", stage ", c.from, " posts ",
+                           out.size(), " sends)"));
       } else if (in.size() > common) {
-        Error(absl::StrCat(Where(in[common].stage, in[common].instruction), ": no matching send on stage ",
-                           edge.first, " (it posts ", out.size(), " sends to stage ", edge.second, ", stage ",
-                           edge.second, " posts ", in.size(), " receives)"));
+        Error(absl::StrCat(Where(in[common].stage, in[common].instruction), ": no matching send on stage ", c.from,
+                           " (it posts ", out.size(), " sends to stage ", c.to, ", stage ", c.to, " posts ", in.size(),
+                           " receives)"));
       }
     }
   }
@@ -353,7 +376,9 @@ class Verifier {
   // All stages together under the transport semantics (passes/analysis/simulate.h):
   // posts never block, a wait needs its counterpart posted, collectives meet.
   void Simulate() {
-    auto sim = passes::Simulate(plan_, programs_, CostModel::Unit(plan_));
+    SimulateOptions options;
+    options.record_spans = false;
+    auto sim = passes::Simulate(plan_, programs_, CostModel::Unit(plan_), options);
     if (!sim.ok()) {
       Error(std::string(sim.status().message()));
       return;
@@ -362,7 +387,7 @@ class Verifier {
   }
 
   const ir::Plan& plan_;
-  const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs_;
+  const std::vector<ir::Program>& programs_;
   const ir::Grid& grid_;
   const bool training_;
   const std::string kind_;
@@ -370,34 +395,36 @@ class Verifier {
   ir::ErrorList errors_;
 };
 
-bool HasBackward(const google::protobuf::RepeatedPtrField<ir::StageProgram>& programs) {
-  for (const auto& prog : programs)
-    for (const auto& in : prog.instructions())
-      if ((in.has_compute() && in.compute().kind() != ir::FORWARD) || in.has_optimizer_step()) return true;
+bool HasBackward(const std::vector<ir::Program>& programs) {
+  for (const ir::Program& prog : programs)
+    for (const Op& op : prog.ops)
+      if ((op.is(OpCode::kCompute) && op.kind != ir::FORWARD) || op.is(OpCode::kOptimizerStep)) return true;
   return false;
 }
 
 // `runnable`: the plan must be what pprun can run (LOWERED; a training schedule has its
 // backwards and optimizer steps) rather than any correct stage of compilation.
-absl::Status Verify(const ir::Plan& plan, bool runnable) {
+absl::Status Verify(const ir::Module& module, bool runnable) {
   // The structural rules first (shared with the runtime's load): everything below may
   // assume indices, stages, slots and boundaries in range.
-  RETURN_IF_ERROR(ir::CheckPlanStructure(plan, /*complete=*/runnable));
-  if (plan.programs_size() == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(ir::CheckPlanStructure(module, /*complete=*/runnable));
+  if (module.programs.empty()) return absl::OkStatus();
+  const ir::Plan& plan = module.header;
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
-  const bool training = HasBackward(plan.programs()) || (runnable && plan.config().schedule() != "inference");
-  RETURN_IF_ERROR(Verifier(plan, plan.programs(), grid, training, "").Run());
-  if (plan.eval_programs_size() == 0) return absl::OkStatus();
+  const bool training = HasBackward(module.programs) || (runnable && plan.config().schedule() != "inference");
+  RETURN_IF_ERROR(Verifier(plan, module.programs, grid, training, "").Run());
+  if (module.eval_programs.empty()) return absl::OkStatus();
   // The eval programs: a forward-only plan of their own over the same placement.
-  return Verifier(plan, plan.eval_programs(), grid, /*training=*/false, "eval programs: ").Run();
+  return Verifier(plan, module.eval_programs, grid, /*training=*/false, "eval programs: ").Run();
 }
 
 }  // namespace
 
-absl::Status VerifyPlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*/false); }
+absl::Status VerifyPlan(const ir::Module& module) { return Verify(module, /*runnable=*/false); }
+absl::Status VerifyRunnablePlan(const ir::Module& module) { return Verify(module, /*runnable=*/true); }
+absl::Status VerifyPlan(const ir::Plan& plan) { return Verify(ir::ToModule(plan), /*runnable=*/false); }
+absl::Status VerifyRunnablePlan(const ir::Plan& plan) { return Verify(ir::ToModule(plan), /*runnable=*/true); }
 
-absl::Status VerifyRunnablePlan(const ir::Plan& plan) { return Verify(plan, /*runnable=*/true); }
-
-absl::Status VerifyPass::Run(ir::Plan& plan) { return VerifyPlan(plan); }
+absl::Status VerifyPass::Run(ir::Module& module) { return VerifyPlan(module); }
 
 }  // namespace ppc::passes

@@ -19,23 +19,26 @@
 
 #include "absl/status/status.h"
 #include "compiler/pass.h"
+#include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
 
+absl::Status VerifyPlan(const ir::Module& module);
 absl::Status VerifyPlan(const ir::Plan& plan);
 
 // VerifyPlan for a plan that is to run (pprun, ppc verify): also requires what a correct
 // intermediate plan may still lack. Every stage loads or receives what it forwards and
 // waits for it, a training schedule backwards every micro-batch and steps the optimizer
 // on every stage, and the runtime's complete structural rules (buffers assigned) hold.
+absl::Status VerifyRunnablePlan(const ir::Module& module);
 absl::Status VerifyRunnablePlan(const ir::Plan& plan);
 
 // The verifier as a pass (never changes the plan), for `ppc opt --passes=...,verify`.
 class VerifyPass : public Pass {
  public:
   std::string name() const override { return "verify"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
 }  // namespace ppc::passes

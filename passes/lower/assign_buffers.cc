@@ -1,75 +1,83 @@
 #include "passes/lower/assign_buffers.h"
 
-#include <map>
-#include <set>
+#include <functional>
+#include <queue>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "ir/instruction_text.h"
 #include "ir/status_macros.h"
+#include "ir/topology.h"
 #include "passes/plan_util.h"
 
 namespace ppc::passes {
 
-absl::Status AssignSlots(ir::StageProgram& prog) {
+absl::Status AssignSlots(const ir::Grid& grid, int micro_batches, ir::Program& prog) {
   bool training = false;
-  for (const auto& in : prog.instructions()) training |= in.has_compute() && in.compute().kind() != ir::FORWARD;
-  std::set<int> free_slots;
+  for (const ir::Op& op : prog.ops) training |= op.is(ir::OpCode::kCompute) && op.kind != ir::FORWARD;
+  // The smallest free slot first.
+  std::priority_queue<int, std::vector<int>, std::greater<int>> free_slots;
   int num_slots = 0;
-  std::map<std::pair<int, int>, int> slot_of;  // live (virtual stage, micro-batch) -> slot
-  std::vector<std::pair<int, int>> forwards;   // in order, for two-deep forward-only buffering
+  const int m = micro_batches;
+  // Live (virtual stage, micro-batch) -> slot, by (chunk, micro-batch); -1: not live.
+  std::vector<int> slot_of(static_cast<size_t>(grid.chunks()) * m, -1);
+  std::vector<size_t> forwards;  // keys in order, for two-deep forward-only buffering
   auto take = [&]() {
     if (free_slots.empty()) return num_slots++;
-    int s = *free_slots.begin();
-    free_slots.erase(free_slots.begin());
+    const int s = free_slots.top();
+    free_slots.pop();
     return s;
   };
-  for (ir::Instruction& in : *prog.mutable_instructions()) {
-    if (!in.has_compute()) {
-      return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": assign-buffers found '",
-                                                     ir::PrintInstruction(in), "' in a COMPUTE_ONLY program"));
+  auto name = [&](int i) { return ir::OpName(ir::ToInstruction(prog, i)); };
+  for (int i = 0; i < prog.size(); ++i) {
+    ir::Op& c = prog.ops[i];
+    if (!c.is(ir::OpCode::kCompute)) {
+      return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage, ": assign-buffers found '",
+                                                     ir::PrintOp(prog, i), "' in a COMPUTE_ONLY program"));
     }
-    ir::Compute& c = *in.mutable_compute();
-    const std::pair<int, int> key{c.virtual_stage(), c.micro_batch()};
-    if (c.kind() == ir::FORWARD) {
+    RETURN_IF_ERROR(RequireOwnOp(grid, prog, i, c.virtual_stage(), m, "assign-buffers"));
+    const size_t key = static_cast<size_t>(grid.ChunkOf(c.virtual_stage())) * m + c.micro_batch;
+    if (c.compute_kind() == ir::FORWARD) {
       if (!training && forwards.size() >= 2) {
         // Forward-only: the forward two back has posted its send (which keeps its own
         // reference to the data); its slot is free again.
-        auto it = slot_of.find(forwards[forwards.size() - 2]);
-        if (it != slot_of.end()) {
-          free_slots.insert(it->second);
-          slot_of.erase(it);
+        int& old = slot_of[forwards[forwards.size() - 2]];
+        if (old >= 0) {
+          free_slots.push(old);
+          old = -1;
         }
       }
-      if (slot_of.count(key)) {
-        return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": ", ir::OpName(in),
-                                                       " forwards a micro-batch that is still live"));
+      if (slot_of[key] >= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stage ", prog.stage, ": ", name(i), " forwards a micro-batch that is still live"));
       }
-      c.set_slot(take());
-      slot_of[key] = c.slot();
+      c.slot = take();
+      slot_of[key] = c.slot;
       forwards.push_back(key);
       continue;
     }
-    auto it = slot_of.find(key);
-    if (it == slot_of.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage(), ": ", ir::OpName(in),
-                                                     " has no live forward to take its slot from"));
+    if (slot_of[key] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage ", prog.stage, ": ", name(i), " has no live forward to take its slot from"));
     }
-    c.set_slot(it->second);
-    if (c.kind() != ir::BACKWARD_INPUT) {  // B and W end the micro-batch's life here
-      free_slots.insert(it->second);
-      slot_of.erase(it);
+    c.slot = slot_of[key];
+    if (c.compute_kind() != ir::BACKWARD_INPUT) {  // B and W end the micro-batch's life here
+      free_slots.push(slot_of[key]);
+      slot_of[key] = -1;
     }
   }
-  prog.set_num_slots(std::max(1, num_slots));
+  prog.num_slots = std::max(1, num_slots);
   return absl::OkStatus();
 }
 
-absl::Status AssignBuffers::Run(ir::Plan& plan) {
-  RETURN_IF_ERROR(RequireLevel(plan, ir::COMPUTE_ONLY, "assign-buffers"));
-  for (ir::StageProgram& prog : *plan.mutable_programs()) RETURN_IF_ERROR(AssignSlots(prog));
-  plan.set_level(ir::BUFFERED);
+absl::Status AssignBuffers::Run(ir::Module& module) {
+  RETURN_IF_ERROR(RequireLevel(module.header, ir::COMPUTE_ONLY, "assign-buffers"));
+  RETURN_IF_ERROR(RequirePlacement(module.header, "assign-buffers"));
+  ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(module.header));
+  const int m = module.header.config().micro_batches();
+  for (ir::Program& prog : module.programs) RETURN_IF_ERROR(AssignSlots(grid, m, prog));
+  module.header.set_level(ir::BUFFERED);
   return absl::OkStatus();
 }
 

@@ -2,6 +2,7 @@
 #define PPC_PASSES_LOWER_ASSIGN_BUFFERS_H_
 
 #include "compiler/pass.h"
+#include "ir/topology.h"
 
 namespace ppc::passes {
 
@@ -13,11 +14,11 @@ namespace ppc::passes {
 class AssignBuffers : public Pass {
  public:
   std::string name() const override { return "assign-buffers"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
 // One program's slots (the pass, per stage).
-absl::Status AssignSlots(ir::StageProgram& program);
+absl::Status AssignSlots(const ir::Grid& grid, int micro_batches, ir::Program& program);
 
 }  // namespace ppc::passes
 

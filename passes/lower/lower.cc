@@ -1,12 +1,13 @@
 #include "passes/lower/lower.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "ir/instruction_text.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 #include "passes/plan_util.h"
@@ -17,34 +18,22 @@ namespace {
 // (direction, boundary, micro-batch)
 using Transfer = std::tuple<int, int, int>;
 
-ir::CommRef Ref(bool send, const Transfer& t) {
-  ir::CommRef ref;
-  ref.set_send(send);
-  ref.set_direction(static_cast<ir::Direction>(std::get<0>(t)));
-  ref.set_boundary(std::get<1>(t));
-  ref.set_micro_batch(std::get<2>(t));
-  return ref;
-}
-
-template <typename Msg>
-void Fill(Msg* m, const Transfer& t, int slot) {
-  m->set_direction(static_cast<ir::Direction>(std::get<0>(t)));
-  m->set_boundary(std::get<1>(t));
-  m->set_micro_batch(std::get<2>(t));
-  m->set_slot(slot);
+ir::Ref Ref(bool send, const Transfer& t) {
+  return ir::Ref{send, {0, 0, 0}, std::get<0>(t), std::get<1>(t), std::get<2>(t)};
 }
 
 // The transfers a compute op needs before it runs (at most one: an F's activation, or
-// the gradient before the first of B/I) and produces after it.
+// the gradient before the first of B/I) and produces after it. `grad_received` marks,
+// by (chunk, micro-batch), the ops whose gradient was already taken.
 struct OpTransfers {
   bool needs = false, produces = false;
   Transfer in, out;
 };
 
-OpTransfers TransfersOf(const ir::Grid& grid, const ir::Compute& c, std::set<std::pair<int, int>>& grad_received) {
+OpTransfers TransfersOf(const ir::Grid& grid, const ir::Op& c, size_t key, std::vector<bool>& grad_received) {
   OpTransfers t;
-  const int v = c.virtual_stage(), mb = c.micro_batch();
-  switch (c.kind()) {
+  const int v = c.virtual_stage(), mb = c.micro_batch;
+  switch (c.compute_kind()) {
     case ir::FORWARD:
       if (!grid.IsFirst(v)) t = {true, false, {ir::ACTIVATION, v - 1, mb}, {}};
       if (!grid.IsLast(v)) {
@@ -54,7 +43,8 @@ OpTransfers TransfersOf(const ir::Grid& grid, const ir::Compute& c, std::set<std
       break;
     case ir::BACKWARD:
     case ir::BACKWARD_INPUT:
-      if (!grid.IsLast(v) && grad_received.insert({v, mb}).second) {
+      if (!grid.IsLast(v) && !grad_received[key]) {
+        grad_received[key] = true;
         t.needs = true;
         t.in = {ir::GRADIENT, v, mb};
       }
@@ -69,157 +59,218 @@ OpTransfers TransfersOf(const ir::Grid& grid, const ir::Compute& c, std::set<std
   return t;
 }
 
-void InsertReductions(const ir::Plan& plan, const ir::Grid& grid, ir::StageProgram& prog) {
-  const bool sharded = plan.config().zero_stage() == 1 && plan.topology().data_parallel() > 1;
+// The tail every training program ends with: tied-weight and data-parallel reductions,
+// clipping, the optimizer step (and ZeRO-1's gather).
+struct Reductions {
   std::map<std::string, std::set<int>> ties;  // tie key -> stages holding a copy
-  for (int v = 0; v < plan.placement().virtual_stages_size(); ++v) {
-    const auto& vs = plan.placement().virtual_stages(v);
-    for (int l = vs.begin(); l < vs.end(); ++l) {
-      const std::string& key = plan.model().layers(l).tie_key();
-      if (!key.empty()) ties[key].insert(grid.StageOf(v));
+  bool sharded = false;
+
+  Reductions(const ir::Plan& plan, const ir::Grid& grid) {
+    sharded = plan.config().zero_stage() == 1 && plan.topology().data_parallel() > 1;
+    for (int v = 0; v < plan.placement().virtual_stages_size(); ++v) {
+      const auto& vs = plan.placement().virtual_stages(v);
+      for (int l = vs.begin(); l < vs.end(); ++l) {
+        const std::string& key = plan.model().layers(l).tie_key();
+        if (!key.empty()) ties[key].insert(grid.StageOf(v));
+      }
     }
   }
-  for (const auto& [key, stages] : ties) {
-    if (stages.size() < 2 || !stages.count(prog.stage())) continue;
-    ir::Instruction in;
-    in.mutable_reduce_tied_grads()->set_tie_key(key);
-    for (int s : stages) in.mutable_reduce_tied_grads()->add_stages(s);
-    *prog.add_instructions() = in;
+
+  void AppendTo(const ir::Plan& plan, ir::Program& prog) const {
+    for (const auto& [key, stages] : ties) {
+      if (stages.size() < 2 || !stages.count(prog.stage)) continue;
+      ir::Instruction in;
+      in.mutable_reduce_tied_grads()->set_tie_key(key);
+      for (int s : stages) in.mutable_reduce_tied_grads()->add_stages(s);
+      prog.AddCollective(std::move(in));
+    }
+    if (plan.topology().data_parallel() > 1) prog.Add(ir::Op::Plain(ir::OpCode::kReduceGrads));
+    if (plan.config().gradient_clipping() > 0) {
+      // After every reduction: the norm is taken over final, replica-averaged gradients.
+      ir::Instruction in;
+      auto* clip = in.mutable_clip_grad_norm();
+      clip->set_max_norm(plan.config().gradient_clipping());
+      for (int s = 0; s < plan.topology().num_stages(); ++s) clip->add_stages(s);
+      prog.AddCollective(std::move(in));
+    }
+    prog.Add(ir::Op::Plain(ir::OpCode::kOptimizerStep, sharded ? ir::Op::kSharded : 0));
+    if (sharded) prog.Add(ir::Op::Plain(ir::OpCode::kGatherParams));
   }
-  if (plan.topology().data_parallel() > 1) prog.add_instructions()->mutable_reduce_grads();
-  if (plan.config().gradient_clipping() > 0) {
-    // After every reduction: the norm is taken over final, replica-averaged gradients.
-    auto* clip = prog.add_instructions()->mutable_clip_grad_norm();
-    clip->set_max_norm(plan.config().gradient_clipping());
-    for (int s = 0; s < plan.topology().num_stages(); ++s) clip->add_stages(s);
-  }
-  prog.add_instructions()->mutable_optimizer_step()->set_sharded(sharded);
-  if (sharded) prog.add_instructions()->mutable_gather_params();
-}
+};
+
+// What a stage posts to one receiver, in the order that receiver takes it.
+struct Channel {
+  int sender, receiver;
+  std::vector<Transfer> transfers;
+};
 
 }  // namespace
 
-absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrField<ir::StageProgram>& programs) {
+absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& programs) {
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
   const int vlast = grid.virtual_stages() - 1;
-  // The order in which each receiver takes transfers from each sender: what the
-  // sender's posts on that channel must follow.
-  std::map<std::pair<int, int>, std::vector<Transfer>> channel;  // (sender, receiver) -> transfers
-  for (const ir::StageProgram& prog : programs) {
-    std::set<std::pair<int, int>> grad_received;
-    for (const ir::Instruction& in : prog.instructions()) {
-      if (!in.has_compute()) continue;
-      OpTransfers t = TransfersOf(grid, in.compute(), grad_received);
-      if (!t.needs) continue;
-      const int sender = grid.PeerStage(false, static_cast<ir::Direction>(std::get<0>(t.in)), std::get<1>(t.in));
-      channel[{sender, prog.stage()}].push_back(t.in);
+  const int m = plan.config().micro_batches();
+  const int p = grid.stages();
+  if (static_cast<int>(programs.size()) != p) {
+    return absl::InvalidArgumentError(absl::StrCat("lower: ", programs.size(), " programs for ", p, " stages"));
+  }
+  const size_t keys = static_cast<size_t>(grid.chunks()) * m;
+  auto key_of = [&](int v, int mb) { return static_cast<size_t>(grid.ChunkOf(v)) * m + mb; };
+  for (const ir::Program& prog : programs) {
+    for (int i = 0; i < prog.size(); ++i) {
+      const ir::Op& in = prog.ops[i];
+      if (!in.is(ir::OpCode::kCompute)) {
+        return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage, ": lower found '", ir::PrintOp(prog, i),
+                                                       "' in a BUFFERED program"));
+      }
+      RETURN_IF_ERROR(RequireOwnOp(grid, prog, i, in.virtual_stage(), m, "lower"));
     }
   }
-  for (ir::StageProgram& prog : programs) {
-    const int s = prog.stage();
-    google::protobuf::RepeatedPtrField<ir::Instruction> out;
+  // The order in which each receiver takes transfers from each sender: what the
+  // sender's posts on that channel must follow. Per sender, its channels.
+  std::vector<Channel> channels;
+  absl::flat_hash_map<std::pair<int, int>, int> channel_of;  // (sender, receiver) -> index
+  std::vector<std::vector<int>> channels_from(p);          // sender -> its channels, by receiver
+  for (const ir::Program& prog : programs) {
+    std::vector<bool> grad_received(keys);
+    for (const ir::Op& in : prog.ops) {
+      OpTransfers t = TransfersOf(grid, in, key_of(in.virtual_stage(), in.micro_batch), grad_received);
+      if (!t.needs) continue;
+      const int sender = grid.PeerStage(false, static_cast<ir::Direction>(std::get<0>(t.in)), std::get<1>(t.in));
+      auto [it, fresh] = channel_of.try_emplace({sender, prog.stage}, static_cast<int>(channels.size()));
+      if (fresh) {
+        channels.push_back({sender, prog.stage, {}});
+        channels_from[sender].push_back(it->second);
+      }
+      channels[it->second].transfers.push_back(t.in);
+    }
+  }
+  for (auto& list : channels_from) {
+    std::sort(list.begin(), list.end(), [&](int a, int b) { return channels[a].receiver < channels[b].receiver; });
+  }
+  const Reductions reductions(plan, grid);
+  for (ir::Program& prog : programs) {
+    const int s = prog.stage;
+    ir::Program out;
+    out.stage = s;
+    out.num_slots = prog.num_slots;
+    out.ops.reserve(prog.ops.size() * 4 + 8);
+    // Sends posted, in order; the waited ones marked.
     struct Posted {
       Transfer transfer;
-      int slot;
-      std::pair<int, int> key;  // (virtual stage, micro-batch) whose slot it read
+      bool waited = false;
     };
-    std::vector<Posted> unwaited;  // sends posted, in order; waited ones marked below
-    std::vector<bool> waited;
-    std::map<Transfer, size_t> unwaited_at;  // activation send -> its index in `unwaited`
-    std::map<int, size_t> next;                                      // receiver -> position in its channel
-    std::map<int, std::map<Transfer, std::pair<int, std::pair<int, int>>>> ready;  // receiver -> transfer -> slot, key
-    std::set<std::pair<int, int>> grad_received;
+    std::vector<Posted> unwaited;
+    std::vector<int> unwaited_act(keys, -1);  // activation send of (chunk, mb) -> index in `unwaited`
+    // Transfers produced but not yet posted, by (direction, chunk of the sending virtual
+    // stage, micro-batch): the slot they are read from, or -1.
+    std::vector<int> ready(2 * keys, -1);
+    auto ready_at = [&](const Transfer& t) -> int& {
+      const int dir = std::get<0>(t);
+      const int sender_v = grid.SenderOf(static_cast<ir::Direction>(dir), std::get<1>(t));
+      return ready[(dir == ir::GRADIENT ? keys : 0) + key_of(sender_v, std::get<2>(t))];
+    };
+    std::vector<int> next(channels.size(), 0);  // per channel from this stage: how many posted
+    std::vector<int> pending(p, 0);              // per receiver: transfers produced, not posted
+    std::vector<bool> grad_received(keys);
     auto post_ready = [&](int receiver) {
-      auto ch = channel.find({s, receiver});
-      if (ch == channel.end()) return;
-      size_t& k = next[receiver];
-      auto& r = ready[receiver];
-      while (k < ch->second.size()) {
-        auto it = r.find(ch->second[k]);
-        if (it == r.end()) break;
-        ir::Instruction send;
-        Fill(send.mutable_send(), it->first, it->second.first);
-        *out.Add() = send;
-        if (std::get<0>(it->first) == ir::ACTIVATION) unwaited_at[it->first] = unwaited.size();
-        unwaited.push_back({it->first, it->second.first, it->second.second});
-        waited.push_back(false);
-        r.erase(it);
+      auto ch = channel_of.find({s, receiver});
+      if (ch == channel_of.end()) return;
+      const std::vector<Transfer>& order = channels[ch->second].transfers;
+      int& k = next[ch->second];
+      while (k < static_cast<int>(order.size())) {
+        int& slot = ready_at(order[k]);
+        if (slot < 0) break;
+        const Transfer& t = order[k];
+        out.Add(ir::Op::Transfer(true, static_cast<ir::Direction>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), slot));
+        if (std::get<0>(t) == ir::ACTIVATION) {
+          unwaited_act[key_of(grid.SenderOf(ir::ACTIVATION, std::get<1>(t)), std::get<2>(t))] =
+              static_cast<int>(unwaited.size());
+        }
+        unwaited.push_back({t});
+        slot = -1;
+        --pending[receiver];
         ++k;
       }
     };
-    for (const ir::Instruction& in : prog.instructions()) {
-      if (!in.has_compute()) {
-        return absl::InvalidArgumentError(absl::StrCat("stage ", s, ": lower found '", ir::PrintInstruction(in),
-                                                       "' in a BUFFERED program"));
+    for (const ir::Op& c : prog.ops) {
+      const size_t key = key_of(c.virtual_stage(), c.micro_batch);
+      if (c.compute_kind() == ir::FORWARD && (c.virtual_stage() == 0 || c.virtual_stage() == vlast)) {
+        out.Add(ir::Op::Load(c.micro_batch, c.slot, c.virtual_stage() == 0, c.virtual_stage() == vlast));
       }
-      const ir::Compute& c = in.compute();
-      const std::pair<int, int> key{c.virtual_stage(), c.micro_batch()};
-      if (c.kind() == ir::FORWARD && (c.virtual_stage() == 0 || c.virtual_stage() == vlast)) {
-        ir::Instruction load;
-        load.mutable_load_micro_batch()->set_micro_batch(c.micro_batch());
-        load.mutable_load_micro_batch()->set_slot(c.slot());
-        load.mutable_load_micro_batch()->set_inputs(c.virtual_stage() == 0);
-        load.mutable_load_micro_batch()->set_labels(c.virtual_stage() == vlast);
-        *out.Add() = load;
-      }
-      OpTransfers t = TransfersOf(grid, c, grad_received);
+      OpTransfers t = TransfersOf(grid, c, key, grad_received);
       if (t.needs) {
-        ir::Instruction recv;
-        Fill(recv.mutable_recv(), t.in, c.slot());
-        *out.Add() = recv;
-        ir::Instruction wait;
-        *wait.mutable_wait()->add_ops() = Ref(false, t.in);
+        out.Add(ir::Op::Transfer(false, static_cast<ir::Direction>(std::get<0>(t.in)), std::get<1>(t.in),
+                                 std::get<2>(t.in), c.slot));
+        ir::Ref waited[2] = {Ref(false, t.in)};
+        int n = 1;
         // The gradient arrived, so the receiver took this micro-batch's activation: its
         // send is complete, or will be without anything else from this rank.
         if (std::get<0>(t.in) == ir::GRADIENT) {
-          const Transfer act{ir::ACTIVATION, std::get<1>(t.in), std::get<2>(t.in)};
-          if (auto j = unwaited_at.find(act); j != unwaited_at.end()) {
-            *wait.mutable_wait()->add_ops() = Ref(true, act);
-            waited[j->second] = true;
-            unwaited_at.erase(j);
+          int& j = unwaited_act[key];
+          if (j >= 0) {
+            waited[n++] = Ref(true, {ir::ACTIVATION, std::get<1>(t.in), std::get<2>(t.in)});
+            unwaited[j].waited = true;
+            j = -1;
           }
         }
-        *out.Add() = wait;
+        out.AddWait(absl::MakeConstSpan(waited, n));
       }
-      *out.Add() = in;
+      out.Add(c);
       if (t.produces) {
         const int receiver = grid.PeerStage(true, static_cast<ir::Direction>(std::get<0>(t.out)), std::get<1>(t.out));
-        ready[receiver][t.out] = {c.slot(), key};
+        int& slot = ready_at(t.out);
+        if (slot < 0) ++pending[receiver];
+        slot = c.slot;
         post_ready(receiver);
       }
     }
-    for (const auto& [receiver, left] : ready) {
-      if (!left.empty()) {
-        const Transfer& t = left.begin()->first;
-        return absl::InvalidArgumentError(absl::StrCat("stage ", s, ": produces ", ir::CommRefText(Ref(true, t)),
-                                                       " for stage ", receiver, ", which never receives it"));
+    for (int receiver = 0; receiver < p; ++receiver) {
+      if (pending[receiver] == 0) continue;
+      // The first (direction, boundary, micro-batch) left for that receiver.
+      Transfer first{3, 0, 0};
+      for (int dir : {ir::ACTIVATION, ir::GRADIENT}) {
+        for (int v = 0; v <= vlast; ++v) {
+          if (grid.StageOf(v) != s) continue;
+          const int b = dir == ir::ACTIVATION ? v : v - 1;
+          if (b < 0 || b >= grid.boundaries() || grid.PeerStage(true, static_cast<ir::Direction>(dir), b) != receiver) {
+            continue;
+          }
+          for (int mb = 0; mb < m; ++mb) {
+            const Transfer t{dir, b, mb};
+            if (ready_at(t) >= 0) first = std::min(first, t);
+          }
+        }
+      }
+      return absl::InvalidArgumentError(absl::StrCat("stage ", s, ": produces ", ir::RefText(Ref(true, first)),
+                                                     " for stage ", receiver, ", which never receives it"));
+    }
+    for (int c : channels_from[s]) {
+      const Channel& ch = channels[c];
+      if (next[c] != static_cast<int>(ch.transfers.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("stage ", ch.receiver, " receives ",
+                                                       ir::RefText(Ref(false, ch.transfers[next[c]])), " from stage ",
+                                                       s, ", which never produces it"));
       }
     }
-    for (const auto& [edge, transfers] : channel) {
-      if (edge.first == s && next[edge.second] != transfers.size()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "stage ", edge.second, " receives ", ir::CommRefText(Ref(false, transfers[next[edge.second]])),
-            " from stage ", s, ", which never produces it"));
-      }
+    std::vector<ir::Ref> rest;
+    for (const Posted& post : unwaited) {
+      if (!post.waited) rest.push_back(Ref(true, post.transfer));
     }
-    ir::Instruction rest;
-    for (size_t j = 0; j < unwaited.size(); ++j) {
-      if (!waited[j]) *rest.mutable_wait()->add_ops() = Ref(true, unwaited[j].transfer);
-    }
-    if (rest.has_wait()) *out.Add() = std::move(rest);
-    prog.mutable_instructions()->Swap(&out);
+    if (!rest.empty()) out.AddWait(rest);
     bool trains = false;
-    for (const auto& in : prog.instructions()) trains |= in.has_compute() && in.compute().kind() != ir::FORWARD;
-    if (trains) InsertReductions(plan, grid, prog);
+    for (const ir::Op& op : prog.ops) trains |= op.compute_kind() != ir::FORWARD;
+    if (trains) reductions.AppendTo(plan, out);
+    prog = std::move(out);
   }
   return absl::OkStatus();
 }
 
-absl::Status Lower::Run(ir::Plan& plan) {
-  RETURN_IF_ERROR(RequireLevel(plan, ir::BUFFERED, "lower"));
-  RETURN_IF_ERROR(RequirePlacement(plan, "lower"));
-  RETURN_IF_ERROR(LowerPrograms(plan, *plan.mutable_programs()));
-  plan.set_level(ir::LOWERED);
+absl::Status Lower::Run(ir::Module& module) {
+  RETURN_IF_ERROR(RequireLevel(module.header, ir::BUFFERED, "lower"));
+  RETURN_IF_ERROR(RequirePlacement(module.header, "lower"));
+  RETURN_IF_ERROR(LowerPrograms(module.header, module.programs));
+  module.header.set_level(ir::LOWERED);
   return absl::OkStatus();
 }
 

@@ -26,11 +26,11 @@ namespace ppc::passes {
 class Lower : public Pass {
  public:
   std::string name() const override { return "lower"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
 // The same lowering on a set of programs of `plan` (the eval programs use it).
-absl::Status LowerPrograms(const ir::Plan& plan, google::protobuf::RepeatedPtrField<ir::StageProgram>& programs);
+absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& programs);
 
 }  // namespace ppc::passes
 

@@ -8,22 +8,19 @@
 
 namespace ppc::passes {
 
-absl::Status LowerEval::Run(ir::Plan& plan) {
-  RETURN_IF_ERROR(RequireLevel(plan, ir::LOWERED, "lower-eval"));
-  if (!IsTraining(plan) || plan.eval_programs_size() > 0) return absl::OkStatus();
-  // The same lowering any schedule gets, on a plan without the training programs (moved
-  // out and back rather than copied: they are most of the plan).
-  google::protobuf::RepeatedPtrField<ir::StageProgram> training;
-  training.Swap(plan.mutable_programs());
-  ir::Plan eval = plan;
-  plan.mutable_programs()->Swap(&training);
-  eval.set_level(ir::LEVEL_NONE);
-  eval.mutable_config()->set_schedule("inference");
+absl::Status LowerEval::Run(ir::Module& module) {
+  RETURN_IF_ERROR(RequireLevel(module.header, ir::LOWERED, "lower-eval"));
+  if (!IsTraining(module) || !module.eval_programs.empty()) return absl::OkStatus();
+  // The same lowering any schedule gets, on a module of the header alone.
+  ir::Module eval;
+  eval.header = module.header;
+  eval.header.set_level(ir::LEVEL_NONE);
+  eval.header.mutable_config()->set_schedule("inference");
   SchedulePass schedule("schedule-inference", InferenceOrder, AnyShape);
   AssignBuffers buffers;
   Lower lower;
   for (Pass* pass : std::initializer_list<Pass*>{&schedule, &buffers, &lower}) RETURN_IF_ERROR(pass->Run(eval));
-  plan.mutable_eval_programs()->Swap(eval.mutable_programs());
+  module.eval_programs = std::move(eval.programs);
   return absl::OkStatus();
 }
 

@@ -13,7 +13,7 @@ namespace ppc::passes {
 class LowerEval : public Pass {
  public:
   std::string name() const override { return "lower-eval"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
 }  // namespace ppc::passes

@@ -17,10 +17,10 @@ namespace ppc::passes {
 class PlaceComm : public Pass {
  public:
   std::string name() const override { return "place-comm"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 };
 
-absl::Status PlaceReceives(const ir::Plan& plan, ir::StageProgram& program);
+absl::Status PlaceReceives(const ir::Plan& plan, ir::Program& program);
 
 }  // namespace ppc::passes
 

@@ -1,5 +1,6 @@
 #include "passes/partition/partition.h"
 
+#include <algorithm>
 #include <limits>
 #include <regex>
 #include <vector>
@@ -18,12 +19,50 @@
 namespace ppc::passes {
 namespace {
 
-// Contiguous partition of `w` into `parts` non-empty ranges minimising the largest sum;
-// among optimal partitions, the one whose range sizes are most even. Returns starts.
-std::vector<int> Balanced(const std::vector<int64_t>& w, int parts) {
+// The smallest largest-range sum of any split of `w` into `parts` non-empty contiguous
+// ranges (n >= parts): a binary search on it, each try a greedy count of the ranges it
+// needs (a split into fewer ranges can always be split further without raising it).
+int64_t SmallestLargestSum(const std::vector<int64_t>& w, int parts) {
+  int64_t lo = 0, hi = 0;
+  for (int64_t x : w) {
+    lo = std::max(lo, x);
+    hi += x;
+  }
+  auto fits = [&](int64_t bound) {
+    int ranges = 1;
+    int64_t sum = 0;
+    for (int64_t x : w) {
+      if (sum + x > bound) {
+        ++ranges;
+        sum = 0;
+      }
+      sum += x;
+    }
+    return ranges <= parts;
+  };
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (fits(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+}  // namespace
+
+// A dynamic program over (ranges, layers) whose last range may only be one no larger
+// than the optimal largest sum B (found first): every state on an optimal split has a
+// largest sum <= B, and among its choices the ones over B can never win, so the result
+// is that of the unrestricted program while each state looks at the few cuts whose
+// last range fits B rather than all of them.
+std::vector<int> BalancedSplit(const std::vector<int64_t>& w, int parts) {
   const int n = static_cast<int>(w.size());
   std::vector<int64_t> prefix(n + 1, 0);
   for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + w[i];
+  const int64_t bound = SmallestLargestSum(w, parts);
   constexpr int64_t kInf = std::numeric_limits<int64_t>::max();
   // cost[k][i]: (max sum, sum of squared range sizes) splitting the first i layers into k ranges.
   using Cost = std::pair<int64_t, int64_t>;
@@ -31,8 +70,11 @@ std::vector<int> Balanced(const std::vector<int64_t>& w, int parts) {
   std::vector<std::vector<int>> from(parts + 1, std::vector<int>(n + 1, -1));
   cost[0][0] = {0, 0};
   for (int k = 1; k <= parts; ++k) {
-    for (int i = k; i <= n; ++i) {
-      for (int j = k - 1; j < i; ++j) {
+    // The first i layers in k ranges, the other n - i in parts - k.
+    int lo = k - 1;  // the first cut whose last range [j, i) fits the bound; grows with i
+    for (int i = k; i <= n - (parts - k); ++i) {
+      while (lo < i - 1 && prefix[i] - prefix[lo] > bound) ++lo;
+      for (int j = lo; j < i; ++j) {
         if (cost[k - 1][j].first == kInf) continue;
         Cost c{std::max(cost[k - 1][j].first, prefix[i] - prefix[j]),
                cost[k - 1][j].second + int64_t(i - j) * (i - j)};
@@ -51,9 +93,8 @@ std::vector<int> Balanced(const std::vector<int64_t>& w, int parts) {
   return starts;
 }
 
-}  // namespace
-
-absl::Status PartitionPass::Run(ir::Plan& plan) {
+absl::Status PartitionPass::Run(ir::Module& module) {
+  ir::Plan& plan = module.header;  // the model, topology and config; no programs yet
   RETURN_IF_ERROR(RequireShapes(plan, "partition"));
   RETURN_IF_ERROR(RequireLevel(plan, ir::LEVEL_NONE, "partition"));
   const int stages = plan.topology().num_stages();
@@ -87,7 +128,7 @@ absl::Status PartitionPass::Run(ir::Plan& plan) {
   std::vector<int64_t> weights(n, 1);
   if (method == "parameters") {
     for (int i = 0; i < n; ++i) weights[i] = plan.model().layers(i).param_count();
-    starts = Balanced(weights, p);
+    starts = BalancedSplit(weights, p);
   } else if (method == "flops") {
     std::vector<ir::TensorSpec> in{plan.model().input()};
     for (int i = 0; i < n; ++i) {
@@ -96,9 +137,9 @@ absl::Status PartitionPass::Run(ir::Plan& plan) {
       weights[i] = std::max<int64_t>(1, info->flops);
       in = info->outputs;
     }
-    starts = Balanced(weights, p);
+    starts = BalancedSplit(weights, p);
   } else if (method == "uniform") {
-    starts = Balanced(weights, p);
+    starts = BalancedSplit(weights, p);
   } else if (absl::StartsWith(method, "type:")) {
     std::string pattern = method.substr(5);
     std::regex re;
@@ -115,7 +156,7 @@ absl::Status PartitionPass::Run(ir::Plan& plan) {
     if (matched == 0) {
       return absl::InvalidArgumentError(absl::StrCat("partition method '", method, "' matches no layer kind"));
     }
-    starts = Balanced(weights, p);
+    starts = BalancedSplit(weights, p);
   } else if (absl::StartsWith(method, "explicit:") || method == "explicit") {
     std::vector<std::string> parts = absl::StrSplit(method.substr(std::min<size_t>(9, method.size())), ':',
                                                     absl::SkipEmpty());

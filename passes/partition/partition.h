@@ -1,7 +1,9 @@
 #ifndef PPC_PASSES_PARTITION_PARTITION_H_
 #define PPC_PASSES_PARTITION_PARTITION_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "compiler/pass.h"
 
@@ -26,11 +28,16 @@ class PartitionPass : public Pass {
   explicit PartitionPass(std::string method, std::string layout = "")
       : method_(std::move(method)), layout_(std::move(layout)) {}
   std::string name() const override { return "partition"; }
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 
  private:
   std::string method_, layout_;
 };
+
+// The split of `weights` (>= 0) into `parts` non-empty contiguous ranges (parts <=
+// weights.size()) with the smallest largest sum; among those, the most even range sizes
+// (least sum of squared sizes), then the earliest cuts. Returns each range's start.
+std::vector<int> BalancedSplit(const std::vector<int64_t>& weights, int parts);
 
 }  // namespace ppc::passes
 

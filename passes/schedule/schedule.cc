@@ -6,7 +6,8 @@
 
 namespace ppc::passes {
 
-absl::Status SchedulePass::Run(ir::Plan& plan) {
+absl::Status SchedulePass::Run(ir::Module& module) {
+  ir::Plan& plan = module.header;
   const char* pass = name_.c_str();
   RETURN_IF_ERROR(RequireLevel(plan, ir::LEVEL_NONE, pass));
   RETURN_IF_ERROR(RequirePlacement(plan, pass));
@@ -19,13 +20,13 @@ absl::Status SchedulePass::Run(ir::Plan& plan) {
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
   absl::Status fits = check_(grid, m);
   if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat(pass, ": ", fits.message()));
-  plan.clear_programs();
+  module.programs.assign(grid.stages(), ir::Program());
   for (int s = 0; s < grid.stages(); ++s) {
-    ir::StageProgram* prog = plan.add_programs();
-    prog->set_stage(s);
-    for (const ComputeOp& op : order_(grid, s, m)) {
-      *prog->add_instructions() = MakeCompute(op.kind, op.virtual_stage, op.micro_batch);
-    }
+    ir::Program& prog = module.programs[s];
+    prog.stage = s;
+    const std::vector<ComputeOp> order = order_(grid, s, m);
+    prog.ops.reserve(order.size());
+    for (const ComputeOp& op : order) prog.Add(ir::Op::Compute(op.kind, op.virtual_stage, op.micro_batch));
   }
   plan.set_level(ir::COMPUTE_ONLY);
   return absl::OkStatus();

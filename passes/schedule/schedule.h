@@ -37,7 +37,7 @@ class SchedulePass : public Pass {
       : name_(std::move(name)), order_(std::move(order)), check_(std::move(check)) {}
   std::string name() const override { return name_; }
   // LEVEL_NONE with a placement -> COMPUTE_ONLY.
-  absl::Status Run(ir::Plan& plan) override;
+  absl::Status Run(ir::Module& module) override;
 
  private:
   std::string name_;

@@ -13,7 +13,7 @@ grep -q '^schedule-1f1b ' "$T/passes" || fail "schedule-1f1b not listed"
 
 "$PPC" compile --model "$MODEL" --stages 2 --micro-batches 4 --micro-batch-size 8 --out "$T/p.txt" 2> "$T/err" \
   || fail "compile: $(cat "$T/err")"
-head -1 "$T/p.txt" | grep -q '^ppc-plan v4 fingerprint=[0-9a-f]\{16\}$' || fail "text plan header"
+head -1 "$T/p.txt" | grep -q '^ppc-plan v5 fingerprint=[0-9a-f]\{16\}$' || fail "text plan header"
 
 "$PPC" inspect --unit-costs "$T/p.txt" > "$T/inspect" || fail "inspect"
 grep -q 'verifier: ok' "$T/inspect" || fail "inspect: verifier line"

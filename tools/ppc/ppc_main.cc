@@ -223,9 +223,9 @@ absl::StatusOr<ir::Plan> PlanFromFlags() {
 // A plan that failed the final verification (per-pass verification was off) comes back
 // marked unverified; it is written so, with the verifier's reason on stderr. pprun
 // refuses it unless told --allow-unverified.
-void WarnIfUnverified(const ir::Plan& plan) {
-  if (!plan.unverified()) return;
-  absl::Status verified = passes::VerifyPlan(plan);
+void WarnIfUnverified(const ir::Module& module) {
+  if (!module.header.unverified()) return;
+  absl::Status verified = passes::VerifyPlan(module);
   std::cerr << "ppc: warning: the plan fails verification and is written marked unverified "
                "(pprun refuses it without --allow-unverified):\n  "
             << (verified.ok() ? "the final check failed" : std::string(verified.message())) << "\n";
@@ -263,13 +263,14 @@ absl::Status Compile() {
   passes::CompileOptions options;
   options.pipeline = absl::GetFlag(FLAGS_passes);  // empty: the schedule's default pipeline
   options.pipeline_options = OptionsFromFlags();
-  ASSIGN_OR_RETURN(ir::Plan plan, passes::CompilePlan(given.model(), given.topology(), given.config(), options));
-  WarnIfUnverified(plan);
+  ASSIGN_OR_RETURN(ir::Module module, passes::CompileModule(given.model(), given.topology(), given.config(), options));
+  WarnIfUnverified(module);
+  const ir::Plan& plan = module.header;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
-    std::cout << ir::PrintPlan(plan);
+    std::cout << ir::PrintPlan(ir::ToPlan(module));
   } else {
-    RETURN_IF_ERROR(ir::SavePlan(plan, out));
+    RETURN_IF_ERROR(ir::SavePlan(module, out));
     std::cerr << absl::StrFormat("ppc: wrote %s (%d stages x %d replicas, %s per stage, %s, fingerprint %s)\n", out,
                                  plan.topology().num_stages(), plan.topology().data_parallel(),
                                  Count(plan.config().virtual_stages(), "virtual stage", "virtual stages"),
@@ -603,7 +604,8 @@ absl::Status Opt(const std::string& in, const std::string& out) {
               << plan.fingerprint() << " does not match its contents); " << out
               << " is verified and stamped from the edited contents\n";
   }
-  ASSIGN_OR_RETURN(ir::Plan result, passes::RunPipeline(std::move(plan), pipeline, OptionsFromFlags()));
+  ASSIGN_OR_RETURN(ir::Module result,
+                   passes::RunPipeline(ir::ToModule(std::move(plan)), pipeline, OptionsFromFlags()));
   WarnIfUnverified(result);
   return ir::SavePlan(result, out);
 }
