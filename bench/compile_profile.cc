@@ -3,14 +3,15 @@
 // final verification and stamp, a binary save), but runs the steps itself so that each
 // is timed on its own:
 //   - each pass's Run alone;
-//   - the pipeline's change detection: ir::Fingerprint of the plan after every pass
+//   - the pipeline's change detection: ir::HashParts of the plan after every pass
 //     (compared with the one after the previous pass);
-//   - VerifyPlan after every pass that changed the plan (`--verify-each`, on by default);
+//   - VerifyPlan after every pass that changed the plan (`--verify-each`, on by default),
+//     skipping the parts it passed before, as the pipeline's verifier does;
 //   - StampVerified's two parts (the final VerifyPlan, which CompilePlan skips when the
 //     pipeline verified the last change; ir::Stamp, the whole-plan fingerprint) and
 //     SavePlan.
 // Prints a markdown table of the medians of --repeats runs, and the end-to-end time of
-// passes::CompilePlan in this process for comparison.
+// passes::CompileModule in this process for comparison.
 //   bazel run //bench:compile_profile -- --model=$PWD/spec.textproto --stages=64 --micro_batches=512
 //   bazel run //bench:compile_profile -- --model=... --stages=64 --micro_batches=512 \
 //       --virtual_stages=2 --schedule=interleaved-1f1b
@@ -115,9 +116,9 @@ int Main() {
         return 1;
       }
     }
-    // As the pipeline does: one fingerprint per pass, the one after a pass being the
-    // one before the next.
-    std::string current = ir::Fingerprint(plan);
+    // As the pipeline does: one set of part hashes per pass, the one after a pass being
+    // the one before the next; the verifier skips the parts it passed before.
+    ir::PartHashes current = ir::HashParts(plan), proven = current;
     for (size_t i = 0; i < n; ++i) {
       auto a = Clock::now();
       auto b = a;
@@ -127,15 +128,21 @@ int Main() {
         std::fprintf(stderr, "compile_profile: pass %s: %s\n", pass_list[i]->name().c_str(), ran.ToString().c_str());
         return 1;
       }
-      std::string after = ir::Fingerprint(plan);
+      const ir::PartHashes after = ir::HashParts(plan);
       const bool changed = after != current;
-      current = std::move(after);
+      current = after;
       auto e = Clock::now();
       run[i].push_back(Ms(b, d));
       fingerprint[i].push_back(Ms(a, b) + Ms(d, e));
       double v = 0;
       if (changed) {
-        absl::Status s = passes::VerifyPlan(plan);
+        Unchanged unchanged;
+        if (current.header == proven.header) {
+          unchanged.programs = current.programs == proven.programs;
+          unchanged.eval_programs = current.eval_programs == proven.eval_programs;
+        }
+        absl::Status s = passes::VerifyPlan(plan, unchanged);
+        proven = current;
         v = Ms(e, Clock::now());
         if (!s.ok()) {
           std::fprintf(stderr, "compile_profile: after %s: %s\n", pass_list[i]->name().c_str(), s.ToString().c_str());

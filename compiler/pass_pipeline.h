@@ -1,8 +1,9 @@
 // An ordered list of passes with MLIR-style textual form, e.g.
 //   infer-shapes,partition{method=parameters},schedule-1f1b,assign-buffers
 // The pipeline owns the verifier (given at construction; there is no pipeline without
-// one) and runs it on the input and after every pass that changed the plan. A pass's
-// change is detected here, by hashing the plan before and after it. The pipeline prints
+// one) and runs it on the input and after every pass that changed the plan, telling it
+// which parts (programs, eval programs) are as it last passed them. A pass's change is
+// detected here, by hashing the plan's parts before and after it (ir::HashParts). The pipeline prints
 // or dumps IR when asked, times passes, and on failure says "failed after <pass>" and
 // writes a reproducer (input plan + exact pipeline).
 #ifndef PPC_COMPILER_PASS_PIPELINE_H_
@@ -43,7 +44,14 @@ struct PipelineOptions {
   std::ostream* out = nullptr;
 };
 
-using Verifier = std::function<absl::Status(const ir::Module&)>;
+// The parts of a module that are exactly as they were when the verifier last passed it
+// (the same header and the same programs, or the same eval programs): the verifier need
+// not prove them again. A verifier may ignore it and check everything.
+struct Unchanged {
+  bool programs = false;
+  bool eval_programs = false;
+};
+using Verifier = std::function<absl::Status(const ir::Module&, const Unchanged&)>;
 
 class PassPipeline {
  public:

@@ -29,7 +29,7 @@ class Fails : public Pass {
   absl::Status Run(ir::Module&) override { return absl::InvalidArgumentError("boom"); }
 };
 
-absl::Status Accept(const ir::Module&) { return absl::OkStatus(); }
+absl::Status Accept(const ir::Module&, const Unchanged&) { return absl::OkStatus(); }
 
 PassRegistry TestRegistry() {
   return PassRegistry({
@@ -75,7 +75,7 @@ TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
   PassRegistry registry = TestRegistry();
   int verified = 0;
   auto pipeline = PassPipeline::Create("set-micro-batches{n=4},set-micro-batches{n=7}", registry,
-                                       [&](const ir::Module& module) {
+                                       [&](const ir::Module& module, const Unchanged&) {
                                          ++verified;
                                          if (module.header.config().micro_batches() > 5) {
                                            return absl::InvalidArgumentError("too many micro-batches");

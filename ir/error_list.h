@@ -28,6 +28,12 @@ class ErrorList {
   bool empty() const { return errors_.empty(); }
   // Nothing more will be kept: checkers may stop looking.
   bool full() const { return truncated_; }
+  // Adds `other`'s errors after these, as if they had been added here (a checker that
+  // works on stages in parallel merges the stages' lists in stage order).
+  void Merge(const ErrorList& other) {
+    for (const std::string& e : other.errors_) Add(e);
+    if (other.truncated_) truncated_ = true;
+  }
 
   // OK when empty; else InvalidArgument with one error per line.
   absl::Status ToStatus() const {

@@ -1,11 +1,14 @@
 #include "ir/module.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "ir/instruction_text.h"
 #include "ir/module_hash.h"
+#include "ir/parallel.h"
+#include "ir/status_macros.h"
 
 namespace ppc::ir {
 
@@ -380,7 +383,7 @@ Plan ToPlan(const Module& module) {
   return plan;
 }
 
-std::string EncodePlan(const Module& module) {
+absl::Status EncodePlan(const Module& module, const std::function<absl::Status(absl::string_view)>& sink) {
   // The header's bytes are fields 1-5 (version, fingerprint, model, topology, config),
   // then 9-12 (unverified, placement, boundaries, level) and any unknown fields; the
   // programs (7) and eval programs (8) go between, as protobuf orders fields by number.
@@ -393,25 +396,40 @@ std::string EncodePlan(const Module& module) {
                        (h.fingerprint().empty() ? 0 : 1 + VarintSize(h.fingerprint().size()) + h.fingerprint().size()) +
                        MessageFieldSize(h.has_model(), h.model()) + MessageFieldSize(h.has_topology(), h.topology()) +
                        MessageFieldSize(h.has_config(), h.config());
-  std::string scratch;
-  std::vector<size_t> sizes;
-  size_t total = header.size();
-  for (const auto* section : {&module.programs, &module.eval_programs}) {
-    for (const Program& p : *section) {
-      sizes.push_back(ProgramBodySize(p, &scratch));
-      total += 1 + VarintSize(sizes.back()) + sizes.back();
+  RETURN_IF_ERROR(sink(absl::string_view(header).substr(0, split)));
+  // The programs in batches, each program encoded on its own (on the machine's cores):
+  // its size first (the length prefix), then its bytes; the batch then goes to the sink
+  // in order.
+  std::vector<std::pair<const Program*, int>> all;  // program, its field
+  for (const Program& p : module.programs) all.push_back({&p, Plan::kProgramsFieldNumber});
+  for (const Program& p : module.eval_programs) all.push_back({&p, Plan::kEvalProgramsFieldNumber});
+  constexpr size_t kBatch = 16;
+  std::vector<std::string> bytes(kBatch);
+  std::vector<bool> miscounted(kBatch);
+  for (size_t first = 0; first < all.size(); first += kBatch) {
+    const int n = static_cast<int>(std::min(kBatch, all.size() - first));
+    ParallelFor(n, [&](int i) {
+      const auto [prog, field] = all[first + i];
+      std::string scratch;
+      const size_t body = ProgramBodySize(*prog, &scratch);
+      bytes[i].resize(1 + VarintSize(body) + body);
+      char* end = PutProgram(bytes[i].data(), field, *prog, body, &scratch);
+      miscounted[i] = end != bytes[i].data() + bytes[i].size();
+    });
+    for (int i = 0; i < n; ++i) {
+      if (miscounted[i]) return absl::InternalError("EncodePlan: a program's size was miscounted");
+      RETURN_IF_ERROR(sink(bytes[i]));
     }
   }
-  std::string out(total, '\0');
-  char* p = out.data();
-  std::memcpy(p, header.data(), split);
-  p += split;
-  size_t k = 0;
-  for (const Program& prog : module.programs) p = PutProgram(p, Plan::kProgramsFieldNumber, prog, sizes[k++], &scratch);
-  for (const Program& prog : module.eval_programs) {
-    p = PutProgram(p, Plan::kEvalProgramsFieldNumber, prog, sizes[k++], &scratch);
-  }
-  std::memcpy(p, header.data() + split, header.size() - split);
+  return sink(absl::string_view(header).substr(split));
+}
+
+std::string EncodePlan(const Module& module) {
+  std::string out;
+  EncodePlan(module, [&out](absl::string_view bytes) {
+    out.append(bytes.data(), bytes.size());
+    return absl::OkStatus();
+  }).IgnoreError();  // the sink never fails
   return out;
 }
 
@@ -437,36 +455,50 @@ uint64_t HashHeader(const Plan& header) {
   return hasher.Finish();
 }
 
-uint64_t HashPrograms(const std::vector<Program>& programs) {
+namespace {
+
+uint64_t HashProgram(const Program& p) {
   Hasher h(0x70726f67 /* "prog" */);
-  h.Word(programs.size());
+  h.Word((uint64_t(uint32_t(p.stage)) << 32) | uint32_t(p.num_slots));
+  h.Word(p.ops.size());
   std::string scratch;
-  for (const Program& p : programs) {
-    h.Word((uint64_t(uint32_t(p.stage)) << 32) | uint32_t(p.num_slots));
-    h.Word(p.ops.size());
-    for (const Op& op : p.ops) {
-      uint64_t w[3];
-      std::memcpy(w, &op, sizeof(Op) - 4);
-      w[2] = uint32_t(op.slot);
-      if (op.code == OpCode::kWait || op.code == OpCode::kReduceTiedGrads || op.code == OpCode::kClipGradNorm) {
-        w[1] = uint64_t(uint32_t(op.micro_batch)) << 32;  // not the index: where its data sits
+  for (const Op& op : p.ops) {
+    uint64_t w[3];
+    std::memcpy(w, &op, sizeof(Op) - 4);
+    w[2] = uint32_t(op.slot);
+    const bool indexed = op.code == OpCode::kWait || op.code == OpCode::kReduceTiedGrads || op.code == OpCode::kClipGradNorm;
+    if (indexed) w[1] = uint64_t(uint32_t(op.micro_batch)) << 32;  // not the index: where its data sits
+    h.Op3(w[0], w[1], w[2]);
+    if (op.code == OpCode::kWait) {
+      for (const Ref& r : p.RefsOf(op)) {
+        uint64_t rw[2];
+        std::memcpy(rw, &r, sizeof(Ref));
+        h.Word(rw[0]);
+        h.Word(rw[1]);
       }
-      h.Op3(w[0], w[1], w[2]);
-      if (op.code == OpCode::kWait) {
-        for (const Ref& r : p.RefsOf(op)) {
-          uint64_t rw[2];
-          std::memcpy(rw, &r, sizeof(Ref));
-          h.Word(rw[0]);
-          h.Word(rw[1]);
-        }
-      } else if (op.code == OpCode::kReduceTiedGrads || op.code == OpCode::kClipGradNorm) {
-        scratch = Deterministic(p.CollectiveOf(op));
-        h.Word(scratch.size());
-        h.Bytes(scratch);
-      }
+    } else if (indexed) {
+      scratch = Deterministic(p.CollectiveOf(op));
+      h.Word(scratch.size());
+      h.Bytes(scratch);
     }
   }
   return h.Finish();
+}
+
+}  // namespace
+
+uint64_t HashPrograms(const std::vector<Program>& programs) {
+  // Each program on its own (on the machine's cores), then the list of their hashes.
+  std::vector<uint64_t> each(programs.size());
+  ParallelFor(static_cast<int>(programs.size()), [&](int i) { each[i] = HashProgram(programs[i]); });
+  Hasher h(0x70726f67 /* "prog" */);
+  h.Word(programs.size());
+  for (uint64_t x : each) h.Word(x);
+  return h.Finish();
+}
+
+PartHashes HashParts(const Module& module) {
+  return PartHashes{HashHeader(module.header), HashPrograms(module.programs), HashPrograms(module.eval_programs)};
 }
 
 }  // namespace ppc::ir

@@ -14,9 +14,12 @@
 #define PPC_IR_MODULE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "ir/program.pb.h"
 
@@ -158,6 +161,9 @@ std::string RefText(const Ref& ref);
 
 // The bytes of ToPlan(module)'s deterministic protobuf serialization, written directly.
 std::string EncodePlan(const Module& module);
+// The same bytes handed to `sink` in pieces (at most one program at a time), so that a
+// large plan is never whole in memory twice; stops at the first error of `sink`.
+absl::Status EncodePlan(const Module& module, const std::function<absl::Status(absl::string_view)>& sink);
 
 // 64-bit hashes of a Module's parts, for the pipeline's change detection and the
 // fingerprint (ir/plan_io.h). Each covers the part's canonical contents: the header as its
@@ -167,6 +173,17 @@ std::string EncodePlan(const Module& module);
 // of it.
 uint64_t HashHeader(const Plan& header);
 uint64_t HashPrograms(const std::vector<Program>& programs);
+
+// The three hashes of a module's parts, which is how the pass pipeline sees what a pass
+// changed (and what it did not).
+struct PartHashes {
+  uint64_t header = 0, programs = 0, eval_programs = 0;
+  bool operator==(const PartHashes& o) const {
+    return header == o.header && programs == o.programs && eval_programs == o.eval_programs;
+  }
+  bool operator!=(const PartHashes& o) const { return !(*this == o); }
+};
+PartHashes HashParts(const Module& module);
 
 }  // namespace ppc::ir
 

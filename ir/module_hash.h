@@ -23,7 +23,6 @@ class Hasher {
     a_ = Step(a_, w0);
     b_ = Step(b_, w1);
     c_ = Step(c_, w2);
-    d_ = Step(d_, kK);
   }
   void Bytes(absl::string_view s) {
     Word(s.size());

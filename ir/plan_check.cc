@@ -15,6 +15,7 @@
 #include "ir/error_list.h"
 #include "ir/layer_shapes.h"
 #include "ir/limits.h"
+#include "ir/parallel.h"
 #include "ir/topology.h"
 
 namespace ppc::ir {
@@ -67,8 +68,10 @@ bool Trains(const std::vector<Program>& programs) {
 class Checker {
  public:
   Checker(const Plan& header, const std::vector<Program>& programs, const std::vector<Program>& eval_programs,
-          bool complete, int only_stage, bool trains)
-      : plan_(header),
+          bool complete, int only_stage, bool trains, bool check_programs = true, bool check_eval_programs = true)
+      : check_programs_(check_programs),
+        check_eval_programs_(check_eval_programs),
+        plan_(header),
         programs_(programs),
         eval_programs_(eval_programs),
         complete_(complete),
@@ -86,8 +89,8 @@ class Checker {
     if (errors_.empty()) CheckBoundaries();
     if (errors_.empty()) CheckLevel();
     if (errors_.empty()) {
-      CheckPrograms(programs_, "");
-      CheckPrograms(eval_programs_, "eval ");
+      if (check_programs_) CheckPrograms(programs_, "");
+      if (check_eval_programs_) CheckPrograms(eval_programs_, "eval ");
     }
     return errors_.ToStatus();
   }
@@ -95,9 +98,10 @@ class Checker {
  private:
   void Error(std::string msg) { errors_.Add(std::move(msg)); }
 
-  bool InRange(const std::string& field, int64_t v, int64_t lo, int64_t hi) {
+  bool InRange(const std::string& field, int64_t v, int64_t lo, int64_t hi) { return InRange(errors_, field, v, lo, hi); }
+  static bool InRange(ErrorList& errors, const std::string& field, int64_t v, int64_t lo, int64_t hi) {
     if (v >= lo && v <= hi) return true;
-    Error(absl::StrCat(field, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
+    errors.Add(absl::StrCat(field, " is ", v, "; it must be in [", lo, ", ", hi, "]"));
     return false;
   }
 
@@ -319,6 +323,12 @@ class Checker {
       }
     }
     bounded_ = errors_.empty();
+    if (bounded_) {
+      differentiable_.assign(want, false);
+      for (int b = 0; b < want; ++b) {
+        for (const auto& t : plan_.boundaries(b).tensors()) differentiable_[b] = differentiable_[b] || t.dtype() == FLOAT32;
+      }
+    }
   }
 
   void CheckLevel() {
@@ -336,38 +346,35 @@ class Checker {
     }
   }
 
-  std::string Where(const std::string& kind, int s, int i, const Program& prog) {
+  static std::string Where(const std::string& kind, int s, int i, const Program& prog) {
     return absl::StrCat(kind, "stage ", s, " instruction ", i, " (", PrintOp(prog, i), ")");
   }
 
   // A transfer across `boundary` posted on stage s: the right end of the boundary is here,
   // the other end on another stage.
   template <typename Where>
-  void CheckTransfer(const Where& where, bool send, Direction direction, int boundary, int s) {
+  void CheckTransfer(const Where& where, bool send, Direction direction, int boundary, int s, ErrorList& errors) const {
     if (direction != ACTIVATION && direction != GRADIENT) {
-      Error(absl::StrCat(where(), ": direction must be ACTIVATION or GRADIENT"));
+      errors.Add(absl::StrCat(where(), ": direction must be ACTIVATION or GRADIENT"));
       return;
     }
     if (!grid_) return;
     if (boundary < 0 || boundary >= grid_->boundaries()) {
-      Error(absl::StrCat(where(), ": boundary ", boundary, " is out of range [0, ", grid_->boundaries(), ")"));
+      errors.Add(absl::StrCat(where(), ": boundary ", boundary, " is out of range [0, ", grid_->boundaries(), ")"));
       return;
     }
     const int here = send ? grid_->SenderOf(direction, boundary) : grid_->ReceiverOf(direction, boundary);
     if (grid_->StageOf(here) != s) {
-      Error(absl::StrCat(where(), ": virtual stage ", here, " ", send ? "sends" : "receives", " this transfer, and it runs on stage ",
-                         grid_->StageOf(here), ", not ", s));
+      errors.Add(absl::StrCat(where(), ": virtual stage ", here, " ", send ? "sends" : "receives",
+                              " this transfer, and it runs on stage ", grid_->StageOf(here), ", not ", s));
     }
-    if (direction == GRADIENT && bounded_) {
-      bool any = false;
-      for (const auto& t : plan_.boundaries(boundary).tensors()) any |= t.dtype() == FLOAT32;
-      if (!any) Error(absl::StrCat(where(), ": boundary ", boundary, " has no FLOAT32 tensor to carry a gradient"));
+    if (direction == GRADIENT && bounded_ && !differentiable_[boundary]) {
+      errors.Add(absl::StrCat(where(), ": boundary ", boundary, " has no FLOAT32 tensor to carry a gradient"));
     }
   }
 
   void CheckPrograms(const std::vector<Program>& programs, const std::string& kind) {
     const int p = plan_.topology().num_stages();
-    const int m = plan_.config().micro_batches();
     if (programs.empty()) {
       if (complete_ && kind.empty()) Error("the plan has no programs; compile it with ppc");
       return;
@@ -376,138 +383,148 @@ class Checker {
       Error(absl::StrCat("plan has ", programs.size(), " ", kind, "programs for ", p, " stages"));
       return;
     }
+    std::vector<ErrorList> stage_errors(p);
+    ParallelFor(p, [&](int s) {
+      if (only_stage_ >= 0 && s != only_stage_) return;
+      CheckStageProgram(programs[s], s, kind, stage_errors[s]);
+    });
+    for (const ErrorList& e : stage_errors) errors_.Merge(e);
+  }
+
+  // One stage's program (CheckPrograms has checked the programs' count); on several
+  // threads at once for different stages, so it reports into `errors` alone.
+  void CheckStageProgram(const Program& prog, int s, const std::string& kind, ErrorList& errors) const {
+    const int p = plan_.topology().num_stages();
+    const int m = plan_.config().micro_batches();
     const bool sharded = plan_.config().zero_stage() == 1 && plan_.topology().data_parallel() > 1;
     const int vlast = grid_ ? grid_->virtual_stages() - 1 : 0;
     const int64_t max_slots = std::max<int64_t>(1, int64_t{m} * (grid_ ? grid_->chunks() : 1));
-    for (int s = 0; s < p; ++s) {
-      if (only_stage_ >= 0 && s != only_stage_) continue;
-      const Program& prog = programs[s];
-      if (prog.stage != s) Error(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage));
-      const int slots = prog.num_slots;
-      const bool buffered = plan_.level() >= BUFFERED;
-      if (!InRange(absl::StrCat(kind, "stage ", s, " num_slots"), slots, buffered ? 1 : 0, buffered ? max_slots : 0)) {
+    if (prog.stage != s) errors.Add(absl::StrCat(kind, "program ", s, " says it is stage ", prog.stage));
+    const int slots = prog.num_slots;
+    const bool buffered = plan_.level() >= BUFFERED;
+    if (!InRange(errors, absl::StrCat(kind, "stage ", s, " num_slots"), slots, buffered ? 1 : 0, buffered ? max_slots : 0)) {
+      return;
+    }
+    if (!InRange(errors, absl::StrCat(kind, "stage ", s, " instruction count"), prog.size(), 0, kMaxInstructions)) {
+      return;
+    }
+    const int slot_limit = std::max(slots, 1);
+    for (int i = 0; i < prog.size(); ++i) {
+      const Op& op = prog.ops[i];
+      if (op.is(OpCode::kNone)) {
+        errors.Add(absl::StrCat(kind, "stage ", s, " instruction ", i, " is empty"));
         continue;
       }
-      if (!InRange(absl::StrCat(kind, "stage ", s, " instruction count"), prog.size(), 0, kMaxInstructions)) {
-        continue;
+      // Built only when an error is reported: formatting every instruction dominates otherwise.
+      auto where = [&] { return Where(kind, s, i, prog); };
+      const bool data_op = op.is(OpCode::kLoadMicroBatch) || op.is(OpCode::kCompute) || op.is_transfer();
+      if (data_op && (op.micro_batch < 0 || op.micro_batch >= m)) {
+        errors.Add(absl::StrCat(where(), ": micro-batch ", op.micro_batch, " is out of range [0, ", m, ")"));
       }
-      const int slot_limit = std::max(slots, 1);
-      for (int i = 0; i < prog.size(); ++i) {
-        const Op& op = prog.ops[i];
-        if (op.is(OpCode::kNone)) {
-          Error(absl::StrCat(kind, "stage ", s, " instruction ", i, " is empty"));
-          continue;
-        }
-        // Built only when an error is reported: formatting every instruction dominates otherwise.
-        auto where = [&] { return Where(kind, s, i, prog); };
-        const bool data_op = op.is(OpCode::kLoadMicroBatch) || op.is(OpCode::kCompute) || op.is_transfer();
-        if (data_op && (op.micro_batch < 0 || op.micro_batch >= m)) {
-          Error(absl::StrCat(where(), ": micro-batch ", op.micro_batch, " is out of range [0, ", m, ")"));
-        }
-        if (data_op && (op.slot < 0 || op.slot >= slot_limit)) {
-          Error(absl::StrCat(where(), ": slot ", op.slot, " is out of range [0, ", slot_limit, ")"));
-        }
-        if (!op.is(OpCode::kCompute) && plan_.level() < LOWERED) {
-          Error(absl::StrCat(where(), ": a ", PlanLevel_Name(plan_.level()), " plan holds compute ops only"));
-        }
-        auto training_only = [&] {
-          if (!kind.empty()) Error(absl::StrCat(where(), ": an eval program must be forward-only"));
-        };
-        switch (op.code) {
-          case OpCode::kLoadMicroBatch: {
-            if (!op.inputs() && !op.labels()) Error(absl::StrCat(where(), ": loads neither inputs nor labels"));
-            if (grid_ && op.inputs() && grid_->StageOf(0) != s) {
-              Error(absl::StrCat(where(), ": inputs belong to virtual stage 0 on stage ", grid_->StageOf(0)));
-            }
-            if (grid_ && op.labels() && grid_->StageOf(vlast) != s) {
-              Error(absl::StrCat(where(), ": labels belong to the last virtual stage, on stage ", grid_->StageOf(vlast)));
-            }
-            break;
-          }
-          case OpCode::kCompute: {
-            if (op.kind < FORWARD || op.kind > BACKWARD_WEIGHT) {
-              Error(absl::StrCat(where(), ": kind must be FORWARD, BACKWARD, BACKWARD_INPUT or BACKWARD_WEIGHT"));
-            } else if (op.kind != FORWARD) {
-              training_only();
-            }
-            if (grid_) {
-              const int v = op.virtual_stage();
-              if (v < 0 || v > vlast) {
-                Error(absl::StrCat(where(), ": virtual stage ", v, " is out of range [0, ", vlast + 1, ")"));
-              } else if (grid_->StageOf(v) != s) {
-                Error(absl::StrCat(where(), ": virtual stage ", v, " runs on stage ", grid_->StageOf(v), ", not ", s));
-              }
-            }
-            break;
-          }
-          case OpCode::kSend:
-          case OpCode::kRecv:
-            CheckTransfer(where, op.is(OpCode::kSend), op.direction(), op.boundary(), s);
-            if (op.direction() == GRADIENT) training_only();
-            break;
-          case OpCode::kWait:
-            if (op.micro_batch == 0) Error(absl::StrCat(where(), ": waits for nothing"));
-            for (const Ref& ref : prog.RefsOf(op)) {
-              if ((ref.direction != ACTIVATION && ref.direction != GRADIENT) || ref.micro_batch < 0 ||
-                  ref.micro_batch >= m || ref.boundary < 0 || (grid_ && ref.boundary >= grid_->boundaries())) {
-                Error(absl::StrCat(where(), ": waits for a transfer that cannot exist (", RefText(ref), ")"));
-              }
-            }
-            break;
-          case OpCode::kReduceTiedGrads: {
-            const auto& r = prog.CollectiveOf(op).reduce_tied_grads();
-            std::set<int> holders;
-            if (grid_) {
-              for (int v = 0; v <= vlast; ++v) {
-                const auto& vs = plan_.placement().virtual_stages(v);
-                for (int l = vs.begin(); l < vs.end(); ++l)
-                  if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(grid_->StageOf(v));
-              }
-            }
-            const std::set<int> listed(r.stages().begin(), r.stages().end());
-            if (r.tie_key().empty() || (grid_ && (holders != listed || !listed.count(s))) ||
-                static_cast<int>(listed.size()) != r.stages_size()) {
-              Error(absl::StrCat(where(), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
-                                 "], instruction lists [", absl::StrJoin(r.stages(), ","), "]"));
-            }
-            training_only();
-            break;
-          }
-          case OpCode::kReduceGrads:
-            training_only();
-            break;
-          case OpCode::kClipGradNorm: {
-            const auto& c = prog.CollectiveOf(op).clip_grad_norm();
-            std::set<int> listed(c.stages().begin(), c.stages().end());
-            if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
-                *listed.rbegin() != p - 1) {
-              Error(absl::StrCat(where(), ": must list every stage 0..", p - 1, " exactly once"));
-            }
-            if (!(std::isfinite(c.max_norm()) && c.max_norm() > 0)) {
-              Error(absl::StrCat(where(), ": max_norm must be finite and > 0"));
-            }
-            training_only();
-            break;
-          }
-          case OpCode::kOptimizerStep:
-            if (op.sharded() != sharded) {
-              Error(absl::StrCat(where(), sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
-                                                : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
-            }
-            training_only();
-            break;
-          case OpCode::kGatherParams:
-            if (!sharded) Error(absl::StrCat(where(), ": gathers parameters but the plan's optimizer is not sharded"));
-            training_only();
-            break;
-          case OpCode::kNone:
-            break;
-        }
-        if (errors_.full()) return;
+      if (data_op && (op.slot < 0 || op.slot >= slot_limit)) {
+        errors.Add(absl::StrCat(where(), ": slot ", op.slot, " is out of range [0, ", slot_limit, ")"));
       }
+      if (!op.is(OpCode::kCompute) && plan_.level() < LOWERED) {
+        errors.Add(absl::StrCat(where(), ": a ", PlanLevel_Name(plan_.level()), " plan holds compute ops only"));
+      }
+      auto training_only = [&] {
+        if (!kind.empty()) errors.Add(absl::StrCat(where(), ": an eval program must be forward-only"));
+      };
+      switch (op.code) {
+        case OpCode::kLoadMicroBatch: {
+          if (!op.inputs() && !op.labels()) errors.Add(absl::StrCat(where(), ": loads neither inputs nor labels"));
+          if (grid_ && op.inputs() && grid_->StageOf(0) != s) {
+            errors.Add(absl::StrCat(where(), ": inputs belong to virtual stage 0 on stage ", grid_->StageOf(0)));
+          }
+          if (grid_ && op.labels() && grid_->StageOf(vlast) != s) {
+            errors.Add(absl::StrCat(where(), ": labels belong to the last virtual stage, on stage ", grid_->StageOf(vlast)));
+          }
+          break;
+        }
+        case OpCode::kCompute: {
+          if (op.kind < FORWARD || op.kind > BACKWARD_WEIGHT) {
+            errors.Add(absl::StrCat(where(), ": kind must be FORWARD, BACKWARD, BACKWARD_INPUT or BACKWARD_WEIGHT"));
+          } else if (op.kind != FORWARD) {
+            training_only();
+          }
+          if (grid_) {
+            const int v = op.virtual_stage();
+            if (v < 0 || v > vlast) {
+              errors.Add(absl::StrCat(where(), ": virtual stage ", v, " is out of range [0, ", vlast + 1, ")"));
+            } else if (grid_->StageOf(v) != s) {
+              errors.Add(absl::StrCat(where(), ": virtual stage ", v, " runs on stage ", grid_->StageOf(v), ", not ", s));
+            }
+          }
+          break;
+        }
+        case OpCode::kSend:
+        case OpCode::kRecv:
+          CheckTransfer(where, op.is(OpCode::kSend), op.direction(), op.boundary(), s, errors);
+          if (op.direction() == GRADIENT) training_only();
+          break;
+        case OpCode::kWait:
+          if (op.micro_batch == 0) errors.Add(absl::StrCat(where(), ": waits for nothing"));
+          for (const Ref& ref : prog.RefsOf(op)) {
+            if ((ref.direction != ACTIVATION && ref.direction != GRADIENT) || ref.micro_batch < 0 ||
+                ref.micro_batch >= m || ref.boundary < 0 || (grid_ && ref.boundary >= grid_->boundaries())) {
+              errors.Add(absl::StrCat(where(), ": waits for a transfer that cannot exist (", RefText(ref), ")"));
+            }
+          }
+          break;
+        case OpCode::kReduceTiedGrads: {
+          const auto& r = prog.CollectiveOf(op).reduce_tied_grads();
+          std::set<int> holders;
+          if (grid_) {
+            for (int v = 0; v <= vlast; ++v) {
+              const auto& vs = plan_.placement().virtual_stages(v);
+              for (int l = vs.begin(); l < vs.end(); ++l)
+                if (plan_.model().layers(l).tie_key() == r.tie_key()) holders.insert(grid_->StageOf(v));
+            }
+          }
+          const std::set<int> listed(r.stages().begin(), r.stages().end());
+          if (r.tie_key().empty() || (grid_ && (holders != listed || !listed.count(s))) ||
+              static_cast<int>(listed.size()) != r.stages_size()) {
+            errors.Add(absl::StrCat(where(), ": tie '", r.tie_key(), "' is held by stages [", absl::StrJoin(holders, ","),
+                               "], instruction lists [", absl::StrJoin(r.stages(), ","), "]"));
+          }
+          training_only();
+          break;
+        }
+        case OpCode::kReduceGrads:
+          training_only();
+          break;
+        case OpCode::kClipGradNorm: {
+          const auto& c = prog.CollectiveOf(op).clip_grad_norm();
+          std::set<int> listed(c.stages().begin(), c.stages().end());
+          if (static_cast<int>(listed.size()) != p || c.stages_size() != p || *listed.begin() != 0 ||
+              *listed.rbegin() != p - 1) {
+            errors.Add(absl::StrCat(where(), ": must list every stage 0..", p - 1, " exactly once"));
+          }
+          if (!(std::isfinite(c.max_norm()) && c.max_norm() > 0)) {
+            errors.Add(absl::StrCat(where(), ": max_norm must be finite and > 0"));
+          }
+          training_only();
+          break;
+        }
+        case OpCode::kOptimizerStep:
+          if (op.sharded() != sharded) {
+            errors.Add(absl::StrCat(where(), sharded ? ": must be sharded (config.zero_stage 1 with data_parallel > 1)"
+                                              : ": is sharded but config.zero_stage is 0 or data_parallel is 1"));
+          }
+          training_only();
+          break;
+        case OpCode::kGatherParams:
+          if (!sharded) errors.Add(absl::StrCat(where(), ": gathers parameters but the plan's optimizer is not sharded"));
+          training_only();
+          break;
+        case OpCode::kNone:
+          break;
+      }
+      if (errors.full()) return;
     }
   }
 
+  const bool check_programs_, check_eval_programs_;
   const Plan& plan_;
   const std::vector<Program>& programs_;
   const std::vector<Program>& eval_programs_;
@@ -516,14 +533,17 @@ class Checker {
   const bool trains_;
   bool inferred_ = false;
   bool bounded_ = false;  // the boundary table matches the model
+  std::vector<bool> differentiable_;  // when bounded_: boundary b has a FLOAT32 tensor
   std::optional<Grid> grid_;  // set once the placement is valid
   ErrorList errors_;
 };
 
 }  // namespace
 
-absl::Status CheckPlanStructure(const Module& module, bool complete) {
-  return Checker(module.header, module.programs, module.eval_programs, complete, -1, Trains(module.programs)).Run();
+absl::Status CheckPlanStructure(const Module& module, bool complete, bool check_programs, bool check_eval_programs) {
+  return Checker(module.header, module.programs, module.eval_programs, complete, -1, Trains(module.programs),
+                 check_programs, check_eval_programs)
+      .Run();
 }
 
 absl::Status CheckPlanStructure(const Plan& plan, bool complete) { return CheckPlanStructure(ToModule(plan), complete); }

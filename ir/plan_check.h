@@ -51,7 +51,10 @@ bool IsVSchedule(const std::string& schedule);
 // `complete`: what a runtime needs (inferred shapes, a partition and one program per
 // stage) must be there. Without it, parts a compilation has not produced yet may be
 // missing, but what is there must obey the rules.
-absl::Status CheckPlanStructure(const Module& module, bool complete);
+// `check_programs` / `check_eval_programs` false: those programs' rules are taken as
+// holding (they passed with this same header before; the pass pipeline knows).
+absl::Status CheckPlanStructure(const Module& module, bool complete, bool check_programs = true,
+                                bool check_eval_programs = true);
 absl::Status CheckPlanStructure(const Plan& plan, bool complete);
 
 // What one rank needs before it loads its stage: the rules of a complete plan for

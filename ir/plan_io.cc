@@ -173,19 +173,17 @@ absl::StatusOr<Plan> ParsePlan(const std::string& text) {
 
 namespace {
 
-std::string FingerprintOf(uint64_t header, uint64_t programs, uint64_t eval_programs) {
+std::string FingerprintOf(const PartHashes& parts) {
   Hasher h(0x66696e67 /* "fing" */);
-  h.Word(header);
-  h.Word(programs);
-  h.Word(eval_programs);
+  h.Word(parts.header);
+  h.Word(parts.programs);
+  h.Word(parts.eval_programs);
   return absl::StrFormat("%016x", h.Finish());
 }
 
 }  // namespace
 
-std::string Fingerprint(const Module& module) {
-  return FingerprintOf(HashHeader(module.header), HashPrograms(module.programs), HashPrograms(module.eval_programs));
-}
+std::string Fingerprint(const Module& module) { return FingerprintOf(HashParts(module)); }
 
 std::string Fingerprint(const Plan& plan) { return Fingerprint(ToModule(plan)); }
 
@@ -293,40 +291,60 @@ absl::Status CheckOutputPath(const std::string& path, const std::string& what) {
   return absl::OkStatus();
 }
 
-absl::Status WriteFile(const std::string& path, const std::string& contents) {
+absl::StatusOr<std::unique_ptr<FileWriter>> FileWriter::Open(const std::string& path) {
   RETURN_IF_ERROR(CheckOutputPath(path, "output"));
-  // Write to a temporary file and rename, so a failure never leaves half a file.
+  // Written to a temporary file and renamed, so a failure never leaves half a file.
   std::string tmp = path + ".tmp-XXXXXX";
   const int fd = mkstemp(tmp.data());
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create a file next to '", path, "': ",
-                                                              std::strerror(errno)));
-  auto fail = [&](const std::string& what) {
-    const int e = errno;
-    close(fd);
-    unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat(what, " '", path, "': ", std::strerror(e)));
-  };
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create a file next to '", path, "': ", std::strerror(errno)));
+  }
+  return std::unique_ptr<FileWriter>(new FileWriter(path, std::move(tmp), fd));
+}
+
+FileWriter::~FileWriter() {
+  if (fd_ >= 0) close(fd_);
+  if (!committed_) unlink(tmp_.c_str());
+}
+
+absl::Status FileWriter::Append(absl::string_view bytes) {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
   size_t done = 0;
-  while (done < contents.size()) {
-    const ssize_t w = write(fd, contents.data() + done, contents.size() - done);
+  while (done < bytes.size()) {
+    const ssize_t w = write(fd_, bytes.data() + done, bytes.size() - done);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return fail("cannot write");
+    if (w <= 0) {
+      const int e = errno;
+      close(fd_);
+      fd_ = -1;
+      return absl::DataLossError(absl::StrCat("cannot write '", path_, "': ", std::strerror(e)));
+    }
     done += static_cast<size_t>(w);
   }
+  return absl::OkStatus();
+}
+
+absl::Status FileWriter::Commit() {
+  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
   // mkstemp creates 0600; a plan is as readable as any file the user creates.
   const mode_t mask = umask(0);
   umask(mask);
-  fchmod(fd, 0666 & ~mask);
-  if (close(fd) != 0) {
-    unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("cannot close '", tmp, "': ", std::strerror(errno)));
+  fchmod(fd_, 0666 & ~mask);
+  const int closed = close(fd_);
+  fd_ = -1;
+  if (closed != 0) return absl::DataLossError(absl::StrCat("cannot close '", tmp_, "': ", std::strerror(errno)));
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    return absl::DataLossError(absl::StrCat("cannot rename '", tmp_, "' to '", path_, "': ", std::strerror(errno)));
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("cannot rename '", tmp, "' to '", path, "': ", std::strerror(e)));
-  }
+  committed_ = true;
   return absl::OkStatus();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& contents) {
+  ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> file, FileWriter::Open(path));
+  RETURN_IF_ERROR(file->Append(contents));
+  return file->Commit();
 }
 
 absl::Status ParseTextProtoFile(const std::string& path, google::protobuf::Message* msg) {
@@ -348,7 +366,10 @@ absl::Status SavePlan(const Plan& plan, const std::string& path) {
 
 absl::Status SavePlan(const Module& module, const std::string& path) {
   if (IsTextPath(path)) return WriteFile(path, PrintPlan(ToPlan(module)));
-  return WriteFile(path, kMagic + EncodePlan(module));
+  ASSIGN_OR_RETURN(std::unique_ptr<FileWriter> file, FileWriter::Open(path));
+  RETURN_IF_ERROR(file->Append(kMagic));
+  RETURN_IF_ERROR(EncodePlan(module, [&file](absl::string_view bytes) { return file->Append(bytes); }));
+  return file->Commit();
 }
 
 absl::StatusOr<Module> LoadModule(const std::string& path) {

@@ -13,6 +13,7 @@
 #ifndef PPC_IR_PLAN_IO_H_
 #define PPC_IR_PLAN_IO_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -75,6 +76,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, int64_t max_bytes 
 // Writes through a temporary file in the same directory and a rename; checks the path
 // with CheckOutputPath first and removes the temporary file on any failure.
 absl::Status WriteFile(const std::string& path, const std::string& contents);
+
+// WriteFile's protocol for contents written in pieces: Open checks the path and creates
+// the temporary file, Append writes to it, Commit renames it into place. Destroyed
+// without a successful Commit, it removes the temporary file and leaves the path as it
+// was.
+class FileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<FileWriter>> Open(const std::string& path);
+  ~FileWriter();
+  FileWriter(const FileWriter&) = delete;
+  FileWriter& operator=(const FileWriter&) = delete;
+  absl::Status Append(absl::string_view bytes);
+  absl::Status Commit();
+
+ private:
+  FileWriter(std::string path, std::string tmp, int fd) : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd) {}
+  std::string path_, tmp_;
+  int fd_;
+  bool committed_ = false;
+};
 
 // An output path ppc may create or replace: not empty, its directory exists, and if
 // something is there already it is a regular file (never a directory, a device, a FIFO,

@@ -32,7 +32,7 @@ absl::Status StampVerified(ir::Module& module, bool already_verified) {
 absl::StatusOr<ir::Module> RunPipeline(ir::Module module, const std::string& pipeline,
                                        const PipelineOptions& options) {
   ASSIGN_OR_RETURN(PassPipeline p, PassPipeline::Create(pipeline, GlobalPassRegistry(),
-                                                        [](const ir::Module& m) { return VerifyPlan(m); }));
+                                                        [](const ir::Module& m, const Unchanged& u) { return VerifyPlan(m, u); }));
   bool pipeline_verified = false;
   RETURN_IF_ERROR(p.Run(module, options, &pipeline_verified).status());
   absl::Status verified = StampVerified(module, pipeline_verified);

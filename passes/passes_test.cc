@@ -316,7 +316,7 @@ static_assert(std::is_same_v<decltype(std::declval<Pass&>().Run(std::declval<ir:
 TEST(PassPipeline, DetectsChangesByItself) {
   ir::Module fresh = ir::ToModule(MlpPlan(2, 1, 2, "1f1b"));
   CanonicalizeConfig(fresh.header.topology(), fresh.header.mutable_config());
-  const Verifier verify = [](const ir::Module& m) { return VerifyPlan(m); };
+  const Verifier verify = [](const ir::Module& m, const Unchanged& u) { return VerifyPlan(m, u); };
   auto scheduling = PassPipeline::Create("infer-shapes,partition,schedule-1f1b", GlobalPassRegistry(), verify);
   ASSERT_TRUE(scheduling.ok()) << scheduling.status();
   auto changed = scheduling->Run(fresh, {});

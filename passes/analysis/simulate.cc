@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "ir/instruction_text.h"
+#include "ir/parallel.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 
@@ -58,16 +59,7 @@ std::string KeyText(uint64_t key) {
   return ir::RefText(ref);
 }
 
-enum OpKind : uint8_t { kNop, kCompute, kSend, kRecv, kWait, kCollective };
-
-struct Op {
-  OpKind kind = kNop;
-  ir::ComputeKind compute = ir::COMPUTE_UNSPECIFIED;
-  int32_t a = 0;    // compute: virtual stage; send/recv: channel; wait: first ref
-  int32_t b = 0;    // compute: micro-batch; send/recv: index in the channel; wait: number of refs
-  double cost = 0;  // compute: its time; send: transfer time
-};
-
+// A Wait's ref resolved: the channel and the position of its post in it.
 struct Ref {
   int32_t channel;
   int32_t k;
@@ -87,6 +79,7 @@ struct Channel {
 struct StageState {
   int pc = 0;
   int wait_pos = 0;  // next ref of the current Wait to check
+  int next_ref = 0;  // the current Wait's first ref in the stage's resolved refs
   double clock = 0;
   bool at_collective = false;
   double arrival = 0;
@@ -116,6 +109,8 @@ const ir::Instruction* CollectiveOf(const ir::Program& prog, const ir::Op& op) {
   return &prog.CollectiveOf(op);
 }
 
+// Runs the programs as they are (ir::Op), with what Prepare resolved beside them: the
+// channel of each Send and Recv, and each Wait's refs as (channel, position).
 class Simulator {
  public:
   Simulator(const ir::Plan& plan, const std::vector<ir::Program>& programs, const CostModel& costs,
@@ -124,13 +119,16 @@ class Simulator {
 
   absl::StatusOr<Simulation> Run() {
     RETURN_IF_ERROR(CheckInputs());
-    ops_.resize(p_);
+    channel_of_op_.resize(p_);
     refs_.resize(p_);
     out_.busy.assign(p_, 0);
     out_.peak_live_slots.assign(p_, 0);
     out_.compute.resize(p_);
-    channel_cache_.assign(2 * p_, -1);
-    for (int s = 0; s < p_; ++s) RETURN_IF_ERROR(Prepare(s));
+    MakeChannels();
+    // Stage by stage on the machine's cores; the first stage with an error reports it.
+    std::vector<absl::Status> prepared(p_);
+    ir::ParallelFor(p_, [&](int s) { prepared[s] = Prepare(s); });
+    for (const absl::Status& st : prepared) RETURN_IF_ERROR(st);
     CheckPairing();
     Execute();
     double busy = 0;
@@ -185,47 +183,79 @@ class Simulator {
     return absl::OkStatus();
   }
 
-  int ChannelOf(int from, int to) {
-    const uint64_t key = (uint64_t(uint32_t(from)) << 32) | uint32_t(to);
-    auto [it, inserted] = channel_ids_.try_emplace(key, static_cast<int>(channels_.size()));
-    if (inserted) {
-      channels_.emplace_back();
-      channels_.back().from = from;
-      channels_.back().to = to;
+  // Every channel the placement allows (the stages at the two ends of each boundary, in
+  // both directions), in (from, to) order; per stage, its channels out and in.
+  void MakeChannels() {
+    std::vector<std::pair<int, int>> edges;
+    for (int b = 0; b < grid_.boundaries(); ++b) {
+      const int a = grid_.StageOf(b), c = grid_.StageOf(b + 1);
+      edges.push_back({a, c});  // activations
+      edges.push_back({c, a});  // gradients
     }
-    return it->second;
+    std::sort(edges.begin(), edges.end());
+    edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+    channels_.resize(edges.size());
+    out_channels_.assign(p_, {});
+    in_channels_.assign(p_, {});
+    for (size_t i = 0; i < edges.size(); ++i) {
+      channels_[i].from = edges[i].first;
+      channels_[i].to = edges[i].second;
+      out_channels_[edges[i].first].push_back({edges[i].second, static_cast<int>(i)});
+      in_channels_[edges[i].second].push_back({edges[i].first, static_cast<int>(i)});
+    }
   }
 
-  // Resolves stage s's program into ops: costs, channels and positions, wait refs; and
-  // its peak of live slots.
+  // The channel from stage `from` to `to` as seen by one of its ends (`list`: that end's
+  // out or in channels, keyed by the other end).
+  static int FindChannel(const std::vector<std::pair<int, int>>& list, int peer) {
+    for (const auto& [other, ch] : list)
+      if (other == peer) return ch;
+    return -1;  // cannot happen for a transfer the placement allows
+  }
+
+  double ComputeCost(const ir::Op& op) const {
+    const int v = op.virtual_stage();
+    switch (op.compute_kind()) {
+      case ir::FORWARD:
+        return costs_.forward[v];
+      case ir::BACKWARD:
+        return costs_.backward[v];
+      case ir::BACKWARD_INPUT:
+        return costs_.backward_input[v];
+      default:
+        return costs_.backward_weight[v];
+    }
+  }
+
+  // Checks stage s's program and resolves what the run needs: each transfer's channel
+  // (its position there is the count of earlier posts on it), each Wait's refs; and its
+  // peak of live slots.
   absl::Status Prepare(int s) {
     const ir::Program& prog = programs_[s];
     const int n = prog.size();
-    std::vector<Op>& ops = ops_[s];
-    ops.resize(n);
+    std::vector<int32_t>& channel_of = channel_of_op_[s];
+    channel_of.assign(n, -1);
     const int nv = grid_.virtual_stages(), nb = grid_.boundaries();
     const int m = std::max(1, plan_.config().micro_batches());
     const int chunks = grid_.chunks();
     // Per (what this stage does with a transfer, chunk of its own end, micro-batch): the
     // most recent post of that transfer, as (channel, k); -1: none.
     const size_t per_role = static_cast<size_t>(chunks) * m;
-    posted_.assign(4 * per_role, {-1, -1});
+    std::vector<std::pair<int, int>> posted(4 * per_role, {-1, -1});
     auto posted_at = [&](bool send, ir::Direction dir, int own, int mb) -> std::pair<int, int>& {
       const int role = (dir == ir::GRADIENT ? 2 : 0) + (send ? 0 : 1);
-      return posted_[role * per_role + static_cast<size_t>(grid_.ChunkOf(own)) * m + mb];
+      return posted[role * per_role + static_cast<size_t>(grid_.ChunkOf(own)) * m + mb];
     };
     // Slot uses: each distinct (slot, virtual stage, micro-batch) gets an id; use_ids[i]
     // is instruction i's (or -1), last_use[id] its last instruction. A (virtual stage,
     // micro-batch) of this stage takes one slot (dense arrays); anything else (another
     // slot for it, a virtual stage of another stage) goes to a map.
-    use_slot_.assign(per_role, -1);
-    use_id_.assign(per_role, -1);
+    std::vector<int> use_slot(options_.count_live_slots ? per_role : 0, -1), use_id(use_slot.size(), -1);
     absl::flat_hash_map<std::tuple<int, int, int>, int> other_uses;
-    std::vector<int> use_ids(n, -1), last_use;
-    std::vector<int> cached_entries;  // of channel_cache_, reset at the end
+    std::vector<int> use_ids(options_.count_live_slots ? n : 0, -1), last_use;
+    int computes = 0;
     for (int i = 0; i < n; ++i) {
       const ir::Op& in = prog.ops[i];
-      Op& op = ops[i];
       switch (in.code) {
         case ir::OpCode::kCompute: {
           const int v = in.virtual_stage();
@@ -235,26 +265,10 @@ class Simulator {
                              v < 0 || v >= nv ? absl::StrCat(" is out of range (", nv, " virtual stages)")
                                               : absl::StrCat(" runs on stage ", grid_.StageOf(v))));
           }
-          op.kind = kCompute;
-          op.compute = in.compute_kind();
-          op.a = v;
-          op.b = in.micro_batch;
-          switch (in.compute_kind()) {
-            case ir::FORWARD:
-              op.cost = costs_.forward[v];
-              break;
-            case ir::BACKWARD:
-              op.cost = costs_.backward[v];
-              break;
-            case ir::BACKWARD_INPUT:
-              op.cost = costs_.backward_input[v];
-              break;
-            case ir::BACKWARD_WEIGHT:
-              op.cost = costs_.backward_weight[v];
-              break;
-            default:
-              return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": compute kind is unspecified"));
+          if (in.kind < ir::FORWARD || in.kind > ir::BACKWARD_WEIGHT) {
+            return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": compute kind is unspecified"));
           }
+          ++computes;
           break;
         }
         case ir::OpCode::kSend:
@@ -280,28 +294,15 @@ class Simulator {
                                                            " this transfer but runs on stage ", grid_.StageOf(own)));
           }
           const int peer = grid_.PeerStage(send, dir, b);
-          int& cached = channel_cache_[send ? peer : p_ + peer];
-          if (cached < 0) {
-            cached = send ? ChannelOf(s, peer) : ChannelOf(peer, s);
-            cached_entries.push_back(send ? peer : p_ + peer);
-          }
-          const int ch = cached;
-          Channel& c = channels_[ch];
-          const uint64_t key = TransferKey(send, dir, b, mb);
-          std::vector<uint64_t>& keys = send ? c.send_keys : c.recv_keys;
-          op.kind = send ? kSend : kRecv;
-          op.a = ch;
-          op.b = static_cast<int>(keys.size());
-          // A transfer within one stage is a hand-over in memory: free.
-          op.cost = send && peer != s ? transfer_cost_[dir == ir::GRADIENT][b] : 0;
-          keys.push_back(key);
-          posted_at(send, dir, own, mb) = {ch, op.b};
+          const int ch = FindChannel(send ? out_channels_[s] : in_channels_[s], peer);
+          // Only this stage writes its sends' (receives') keys of the channel.
+          std::vector<uint64_t>& keys = send ? channels_[ch].send_keys : channels_[ch].recv_keys;
+          posted_at(send, dir, own, mb) = {ch, static_cast<int>(keys.size())};
+          keys.push_back(TransferKey(send, dir, b, mb));
+          channel_of[i] = ch;
           break;
         }
         case ir::OpCode::kWait: {
-          op.kind = kWait;
-          op.a = static_cast<int>(refs_[s].size());
-          op.b = static_cast<int>(prog.RefsOf(in).size());
           for (const ir::Ref& ref : prog.RefsOf(in)) {
             const ir::Direction dir = ref.dir();
             const bool valid = (dir == ir::ACTIVATION || dir == ir::GRADIENT) && ref.boundary >= 0 &&
@@ -327,25 +328,23 @@ class Simulator {
                   absl::StrCat(Where(s, i), ": stage ", t, " is out of range (", p_, " stages)"));
             }
           }
-          op.kind = kCollective;
           break;
         }
         case ir::OpCode::kLoadMicroBatch:
         case ir::OpCode::kReduceGrads:
         case ir::OpCode::kOptimizerStep:
         case ir::OpCode::kGatherParams:
-          op.kind = kNop;
           break;
         default:
           return absl::InvalidArgumentError(absl::StrCat(Where(s, i), ": empty instruction"));
       }
       int slot, v, mb;
-      if (SlotUse(in, &slot, &v, &mb)) {
+      if (options_.count_live_slots && SlotUse(in, &slot, &v, &mb)) {
         int* id = nullptr;
         if (v >= 0 && v < nv && grid_.StageOf(v) == s && mb >= 0 && mb < m) {
           const size_t k = static_cast<size_t>(grid_.ChunkOf(v)) * m + mb;
-          if (use_slot_[k] < 0) use_slot_[k] = slot;
-          if (use_slot_[k] == slot) id = &use_id_[k];
+          if (use_slot[k] < 0) use_slot[k] = slot;
+          if (use_slot[k] == slot) id = &use_id[k];
         }
         if (id == nullptr) id = &other_uses.try_emplace({slot, v, mb}, -1).first->second;
         if (*id < 0) {
@@ -359,7 +358,7 @@ class Simulator {
     // Peak of live slots: a use is live from its first instruction to its last.
     std::vector<bool> seen(last_use.size());
     int live = 0, peak = 0;
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < static_cast<int>(use_ids.size()); ++i) {
       const int id = use_ids[i];
       if (id < 0) continue;
       if (!seen[id]) {
@@ -369,12 +368,7 @@ class Simulator {
       if (last_use[id] == i) --live;
     }
     out_.peak_live_slots[s] = peak;
-    for (int e : cached_entries) channel_cache_[e] = -1;
-    if (options_.record_spans) {
-      int computes = 0;
-      for (const Op& op : ops) computes += op.kind == kCompute;
-      out_.compute[s].reserve(computes);
-    }
+    if (options_.record_spans) out_.compute[s].reserve(computes);
     return absl::OkStatus();
   }
 
@@ -457,15 +451,14 @@ class Simulator {
     }
   }
 
-  bool Finished(int s) const { return state_[s].pc >= static_cast<int>(ops_[s].size()); }
+  bool Finished(int s) const { return state_[s].pc >= programs_[s].size(); }
 
   std::string BlockedReason(int s) const {
     const StageState& st = state_[s];
-    const Op& op = ops_[s][st.pc];
     const ir::Program& prog = programs_[s];
     const ir::Op& in = prog.ops[st.pc];
-    if (op.kind == kWait) {
-      const Ref& r = refs_[s][op.a + st.wait_pos];
+    if (in.is(ir::OpCode::kWait)) {
+      const Ref& r = refs_[s][st.next_ref + st.wait_pos];
       const Channel& c = channels_[r.channel];
       ir::Ref counterpart = prog.RefsOf(in)[st.wait_pos];
       counterpart.send = !counterpart.send;
@@ -476,7 +469,8 @@ class Simulator {
     if (const ir::Instruction* coll = CollectiveOf(prog, in); coll != nullptr && CollectiveStages(*coll, &stages)) {
       for (int t : *stages) {
         if (t == s) continue;
-        const ir::Instruction* there = state_[t].at_collective ? CollectiveOf(programs_[t], programs_[t].ops[state_[t].pc]) : nullptr;
+        const ir::Instruction* there =
+            state_[t].at_collective ? CollectiveOf(programs_[t], programs_[t].ops[state_[t].pc]) : nullptr;
         if (there == nullptr || !SameCollective(*coll, *there)) {
           return absl::StrCat(Where(s, st.pc), " needs stage ", t, " at the same collective");
         }
@@ -490,46 +484,50 @@ class Simulator {
   // Runs stage s until it finishes or blocks.
   void Advance(int s) {
     StageState& st = state_[s];
-    const std::vector<Op>& ops = ops_[s];
-    const int n = static_cast<int>(ops.size());
+    const ir::Program& prog = programs_[s];
+    const ir::Op* ops = prog.ops.data();
+    const int32_t* channel_of = channel_of_op_[s].data();
+    const Ref* refs = refs_[s].data();
+    const int n = prog.size();
     while (st.pc < n) {
-      const Op& op = ops[st.pc];
-      switch (op.kind) {
-        case kNop:
-          break;
-        case kCompute:
+      const ir::Op& op = ops[st.pc];
+      switch (op.code) {
+        case ir::OpCode::kCompute: {
+          const double cost = ComputeCost(op);
           if (options_.record_spans) {
-            // ir::OpName's form, from the op rather than the (cold) instruction.
-            out_.compute[s].push_back(
-                {st.pc, st.clock, st.clock + op.cost, absl::StrCat(op.a, ir::ComputeLetter(op.compute), op.b)});
+            out_.compute[s].push_back({st.pc, st.clock, st.clock + cost,
+                                       absl::StrCat(op.virtual_stage(), ir::ComputeLetter(op.compute_kind()),
+                                                    op.micro_batch)});
           }
-          st.clock += op.cost;
-          out_.busy[s] += op.cost;
+          st.clock += cost;
+          out_.busy[s] += cost;
           break;
-        case kSend: {
-          Channel& c = channels_[op.a];
-          c.send_ready[op.b] = st.clock + op.cost;
-          c.sends_posted = op.b + 1;
-          if (c.recv_waiter >= 0 && c.recv_waiter <= op.b) {
+        }
+        case ir::OpCode::kSend: {
+          Channel& c = channels_[channel_of[st.pc]];
+          const int k = c.sends_posted++;
+          // A transfer within one stage is a hand-over in memory: free.
+          c.send_ready[k] = st.clock + (c.to != s ? transfer_cost_[op.direction() == ir::GRADIENT][op.boundary()] : 0);
+          if (c.recv_waiter >= 0 && c.recv_waiter <= k) {
             c.recv_waiter = -1;
             Wake(c.to);
           }
           break;
         }
-        case kRecv: {
-          Channel& c = channels_[op.a];
-          c.recv_post[op.b] = st.clock;
-          c.recvs_posted = op.b + 1;
-          if (c.send_waiter >= 0 && c.send_waiter <= op.b) {
+        case ir::OpCode::kRecv: {
+          Channel& c = channels_[channel_of[st.pc]];
+          const int k = c.recvs_posted++;
+          c.recv_post[k] = st.clock;
+          if (c.send_waiter >= 0 && c.send_waiter <= k) {
             c.send_waiter = -1;
             Wake(c.from);
           }
           break;
         }
-        case kWait: {
-          const Ref* refs = refs_[s].data() + op.a;
-          for (; st.wait_pos < op.b; ++st.wait_pos) {
-            const Ref& r = refs[st.wait_pos];
+        case ir::OpCode::kWait: {
+          const int count = op.micro_batch;
+          for (; st.wait_pos < count; ++st.wait_pos) {
+            const Ref& r = refs[st.next_ref + st.wait_pos];
             Channel& c = channels_[r.channel];
             if (r.send) {
               if (r.k >= c.recvs_posted) {
@@ -546,10 +544,12 @@ class Simulator {
             }
           }
           st.wait_pos = 0;
+          st.next_ref += count;
           break;
         }
-        case kCollective: {
-          const ir::Instruction& in = programs_[s].CollectiveOf(programs_[s].ops[st.pc]);
+        case ir::OpCode::kReduceTiedGrads:
+        case ir::OpCode::kClipGradNorm: {
+          const ir::Instruction& in = prog.CollectiveOf(op);
           if (!st.at_collective) {
             st.at_collective = true;
             st.arrival = st.clock;
@@ -560,7 +560,8 @@ class Simulator {
           for (int t : *stages) {
             if (t == s) continue;
             const StageState& other = state_[t];
-            const ir::Instruction* there = other.at_collective ? CollectiveOf(programs_[t], programs_[t].ops[other.pc]) : nullptr;
+            const ir::Instruction* there =
+                other.at_collective ? CollectiveOf(programs_[t], programs_[t].ops[other.pc]) : nullptr;
             if (there == nullptr || !SameCollective(in, *there)) return;
             release = std::max(release, other.arrival);
           }
@@ -577,6 +578,8 @@ class Simulator {
           st.clock = release;
           break;
         }
+        default:
+          break;
       }
       ++st.pc;
     }
@@ -589,17 +592,14 @@ class Simulator {
   const ir::Grid& grid_;
   const int p_;
   std::vector<double> transfer_cost_[2];  // [ACTIVATION, GRADIENT][boundary]
-  std::vector<std::vector<Op>> ops_;
+  // Per stage: the channel of each instruction (-1 but for Send/Recv), the Waits' refs.
+  std::vector<std::vector<int32_t>> channel_of_op_;
   std::vector<std::vector<Ref>> refs_;
   std::vector<Channel> channels_;
-  absl::flat_hash_map<uint64_t, int> channel_ids_;
-  // While preparing stage s: its channel to stage t (index t) and from stage t (p_ + t).
-  std::vector<int> channel_cache_;
+  // Per stage: (the other end, channel) of its channels out and in.
+  std::vector<std::vector<std::pair<int, int>>> out_channels_, in_channels_;
   std::vector<StageState> state_;
   std::vector<int> ready_;
-  // Prepare's per-stage tables, kept to reuse their memory.
-  std::vector<std::pair<int, int>> posted_;
-  std::vector<int> use_slot_, use_id_;
   Simulation out_;
 };
 

@@ -102,7 +102,7 @@ struct Simulation {
   // stage, micro-batch) (a send or receive names its own end's virtual stage; a load of
   // inputs virtual stage 0, of labels the last). A receive's buffer is live from its
   // post, so a receive posted early (place-comm) while its slot's previous occupant is
-  // still live counts as one more.
+  // still live counts as one more. 0 with SimulateOptions::count_live_slots off.
   std::vector<int> peak_live_slots;
   // Order mismatches, deadlock, unmatched posts; empty when the programs run to the
   // end. With errors, the figures above cover what ran.
@@ -113,6 +113,8 @@ struct SimulateOptions {
   // Fill Simulation::compute (a label per compute op); off for checks that only need
   // the errors and the figures.
   bool record_spans = true;
+  // Fill Simulation::peak_live_slots; off for checks that only need the errors.
+  bool count_live_slots = true;
 };
 
 inline constexpr int kMaxDeadlockLines = 64;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "ir/error_list.h"
 #include "ir/instruction_text.h"
+#include "ir/parallel.h"
 #include "ir/plan_check.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
@@ -40,7 +41,9 @@ class Verifier {
   absl::Status Run() {
     if (programs_.empty()) return absl::OkStatus();
     level_ = plan_.level();
-    for (const auto& prog : programs_) CheckStage(prog);
+    std::vector<ir::ErrorList> stage_errors(programs_.size());
+    ir::ParallelFor(static_cast<int>(programs_.size()), [&](int s) { CheckStage(programs_[s], stage_errors[s]); });
+    for (const ir::ErrorList& e : stage_errors) errors_.Merge(e);
     if (errors_.empty() && level_ == ir::LOWERED) CheckChannels();
     if (errors_.empty() && level_ == ir::LOWERED) Simulate();
     return errors_.ToStatus();
@@ -53,7 +56,10 @@ class Verifier {
     return absl::StrCat("stage ", s, " instruction ", i, " (", ir::PrintOp(programs_[s], i), ")");
   }
 
-  void CheckStage(const ir::Program& prog) {
+  // One stage's program; on several threads at once for different stages, so it reports
+  // into `errors` alone.
+  void CheckStage(const ir::Program& prog, ir::ErrorList& errors) const {
+    auto Error = [&](std::string msg) { errors.Add(absl::StrCat(kind_, msg)); };
     const int s = prog.stage;
     const int m = plan_.config().micro_batches();
     const int chunks = grid_.chunks();
@@ -248,7 +254,7 @@ class Verifier {
         case OpCode::kNone:
           break;
       }
-      if (errors_.full()) return;
+      if (errors.full()) return;
     }
     // Whole-program properties.
     for (int c = 0; c < chunks; ++c) {
@@ -263,7 +269,7 @@ class Verifier {
         for (int r = 0; r < 4; ++r) {
           if (posted[r][k] >= 0 && waited[r][k] < 0) Error(absl::StrCat(Where(s, posted[r][k]), ": posted but never waited for"));
         }
-        if (errors_.full()) return;
+        if (errors.full()) return;
       }
     }
     for (int r : reductions) {
@@ -378,6 +384,7 @@ class Verifier {
   void Simulate() {
     SimulateOptions options;
     options.record_spans = false;
+    options.count_live_slots = false;
     auto sim = passes::Simulate(plan_, programs_, CostModel::Unit(plan_), options);
     if (!sim.ok()) {
       Error(std::string(sim.status().message()));
@@ -404,23 +411,25 @@ bool HasBackward(const std::vector<ir::Program>& programs) {
 
 // `runnable`: the plan must be what pprun can run (LOWERED; a training schedule has its
 // backwards and optimizer steps) rather than any correct stage of compilation.
-absl::Status Verify(const ir::Module& module, bool runnable) {
+absl::Status Verify(const ir::Module& module, bool runnable, const Unchanged& unchanged = {}) {
   // The structural rules first (shared with the runtime's load): everything below may
   // assume indices, stages, slots and boundaries in range.
-  RETURN_IF_ERROR(ir::CheckPlanStructure(module, /*complete=*/runnable));
+  RETURN_IF_ERROR(ir::CheckPlanStructure(module, /*complete=*/runnable, !unchanged.programs, !unchanged.eval_programs));
   if (module.programs.empty()) return absl::OkStatus();
   const ir::Plan& plan = module.header;
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
   const bool training = HasBackward(module.programs) || (runnable && plan.config().schedule() != "inference");
-  RETURN_IF_ERROR(Verifier(plan, module.programs, grid, training, "").Run());
-  if (module.eval_programs.empty()) return absl::OkStatus();
+  if (!unchanged.programs) RETURN_IF_ERROR(Verifier(plan, module.programs, grid, training, "").Run());
+  if (module.eval_programs.empty() || unchanged.eval_programs) return absl::OkStatus();
   // The eval programs: a forward-only plan of their own over the same placement.
   return Verifier(plan, module.eval_programs, grid, /*training=*/false, "eval programs: ").Run();
 }
 
 }  // namespace
 
-absl::Status VerifyPlan(const ir::Module& module) { return Verify(module, /*runnable=*/false); }
+absl::Status VerifyPlan(const ir::Module& module, const Unchanged& unchanged) {
+  return Verify(module, /*runnable=*/false, unchanged);
+}
 absl::Status VerifyRunnablePlan(const ir::Module& module) { return Verify(module, /*runnable=*/true); }
 absl::Status VerifyPlan(const ir::Plan& plan) { return Verify(ir::ToModule(plan), /*runnable=*/false); }
 absl::Status VerifyRunnablePlan(const ir::Plan& plan) { return Verify(ir::ToModule(plan), /*runnable=*/true); }

@@ -19,12 +19,15 @@
 
 #include "absl/status/status.h"
 #include "compiler/pass.h"
+#include "compiler/pass_pipeline.h"
 #include "ir/module.h"
 #include "ir/program.pb.h"
 
 namespace ppc::passes {
 
-absl::Status VerifyPlan(const ir::Module& module);
+// `unchanged`: the parts the pass pipeline knows to be as this verifier last passed them
+// (the same header and programs, or eval programs); they are not proven again.
+absl::Status VerifyPlan(const ir::Module& module, const Unchanged& unchanged = {});
 absl::Status VerifyPlan(const ir::Plan& plan);
 
 // VerifyPlan for a plan that is to run (pprun, ppc verify): also requires what a correct

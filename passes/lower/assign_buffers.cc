@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ir/instruction_text.h"
+#include "ir/parallel.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 #include "passes/plan_util.h"
@@ -76,7 +77,10 @@ absl::Status AssignBuffers::Run(ir::Module& module) {
   RETURN_IF_ERROR(RequirePlacement(module.header, "assign-buffers"));
   ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(module.header));
   const int m = module.header.config().micro_batches();
-  for (ir::Program& prog : module.programs) RETURN_IF_ERROR(AssignSlots(grid, m, prog));
+  // Stage by stage on the machine's cores; the first stage with an error reports it.
+  std::vector<absl::Status> done(module.programs.size());
+  ir::ParallelFor(static_cast<int>(done.size()), [&](int s) { done[s] = AssignSlots(grid, m, module.programs[s]); });
+  for (const absl::Status& st : done) RETURN_IF_ERROR(st);
   module.header.set_level(ir::BUFFERED);
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "ir/parallel.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 #include "passes/plan_util.h"
@@ -149,7 +150,8 @@ absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& progr
     std::sort(list.begin(), list.end(), [&](int a, int b) { return channels[a].receiver < channels[b].receiver; });
   }
   const Reductions reductions(plan, grid);
-  for (ir::Program& prog : programs) {
+  // Each stage on its own, on the machine's cores (everything above is only read).
+  auto lower_stage = [&](ir::Program& prog) -> absl::Status {
     const int s = prog.stage;
     ir::Program out;
     out.stage = s;
@@ -262,7 +264,11 @@ absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& progr
     for (const ir::Op& op : prog.ops) trains |= op.compute_kind() != ir::FORWARD;
     if (trains) reductions.AppendTo(plan, out);
     prog = std::move(out);
-  }
+    return absl::OkStatus();
+  };
+  std::vector<absl::Status> done(programs.size());
+  ir::ParallelFor(static_cast<int>(programs.size()), [&](int i) { done[i] = lower_stage(programs[i]); });
+  for (const absl::Status& st : done) RETURN_IF_ERROR(st);
   return absl::OkStatus();
 }
 

@@ -7,14 +7,14 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "ir/parallel.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
 #include "passes/plan_util.h"
 
 namespace ppc::passes {
 
-absl::Status PlaceReceives(const ir::Plan& plan, ir::Program& prog) {
-  ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(plan));
+absl::Status PlaceReceives(const ir::Plan& plan, const ir::Grid& grid, ir::Program& prog) {
   const int n = prog.size();
   const int m = std::max(1, plan.config().micro_batches());
   const int p = grid.stages();
@@ -183,8 +183,15 @@ absl::Status PlaceReceives(const ir::Plan& plan, ir::Program& prog) {
 
 absl::Status PlaceComm::Run(ir::Module& module) {
   RETURN_IF_ERROR(RequireLevel(module.header, ir::LOWERED, "place-comm"));
-  for (ir::Program& prog : module.programs) RETURN_IF_ERROR(PlaceReceives(module.header, prog));
-  for (ir::Program& prog : module.eval_programs) RETURN_IF_ERROR(PlaceReceives(module.header, prog));
+  ASSIGN_OR_RETURN(ir::Grid grid, ir::Grid::Of(module.header));
+  // Every program on its own, on the machine's cores; the first with an error reports it.
+  std::vector<ir::Program*> programs;
+  for (ir::Program& prog : module.programs) programs.push_back(&prog);
+  for (ir::Program& prog : module.eval_programs) programs.push_back(&prog);
+  std::vector<absl::Status> done(programs.size());
+  ir::ParallelFor(static_cast<int>(programs.size()),
+                  [&](int i) { done[i] = PlaceReceives(module.header, grid, *programs[i]); });
+  for (const absl::Status& st : done) RETURN_IF_ERROR(st);
   return absl::OkStatus();
 }
 

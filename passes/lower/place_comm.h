@@ -2,6 +2,7 @@
 #define PPC_PASSES_LOWER_PLACE_COMM_H_
 
 #include "compiler/pass.h"
+#include "ir/topology.h"
 
 namespace ppc::passes {
 
@@ -20,7 +21,7 @@ class PlaceComm : public Pass {
   absl::Status Run(ir::Module& module) override;
 };
 
-absl::Status PlaceReceives(const ir::Plan& plan, ir::Program& program);
+absl::Status PlaceReceives(const ir::Plan& plan, const ir::Grid& grid, ir::Program& program);
 
 }  // namespace ppc::passes
 
