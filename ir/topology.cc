@@ -114,6 +114,17 @@ std::vector<int> Grid::StagesGroup(const std::vector<int>& stages, int replica) 
   return out;
 }
 
+std::vector<std::pair<int, int>> Grid::Channels() const {
+  std::vector<std::pair<int, int>> edges;
+  for (int b = 0; b < boundaries(); ++b) {
+    edges.push_back({StageOf(b), StageOf(b + 1)});  // activations
+    edges.push_back({StageOf(b + 1), StageOf(b)});  // gradients
+  }
+  std::sort(edges.begin(), edges.end());
+  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+  return edges;
+}
+
 std::string Grid::Describe(int rank) const {
   return absl::StrCat("rank ", rank, " (stage ", StageOfRank(rank), ", replica ", ReplicaOfRank(rank), ")");
 }

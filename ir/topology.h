@@ -70,6 +70,11 @@ class Grid {
   int InputBoundary(int virtual_stage) const { return virtual_stage - 1; }
   int OutputBoundary(int virtual_stage) const { return IsLast(virtual_stage) ? -1 : virtual_stage; }
 
+  // The ordered pairs of stages (from, to) that transfers may use: the stages at the two
+  // ends of every boundary, both ways (activations and gradients); a stage with both
+  // ends of a boundary (the V's turn) has the pair (s, s). Sorted, without repeats.
+  std::vector<std::pair<int, int>> Channels() const;
+
   // Process groups, as sorted global ranks.
   std::vector<int> World() const;
   std::vector<int> DataParallelGroup(int stage) const;   // a stage's replicas

@@ -68,7 +68,8 @@ struct Ref {
 
 struct Channel {
   int from, to;
-  std::vector<uint64_t> send_keys, recv_keys;  // in posting order
+  int sends = 0, recvs = 0;                     // posted by the programs in all
+  std::vector<uint64_t> send_keys, recv_keys;  // in posting order (when pairing is checked)
   std::vector<double> send_ready;              // post time + transfer cost
   std::vector<double> recv_post;
   int sends_posted = 0, recvs_posted = 0;
@@ -129,7 +130,7 @@ class Simulator {
     std::vector<absl::Status> prepared(p_);
     ir::ParallelFor(p_, [&](int s) { prepared[s] = Prepare(s); });
     for (const absl::Status& st : prepared) RETURN_IF_ERROR(st);
-    CheckPairing();
+    if (options_.check_pairing) CheckPairing();
     Execute();
     double busy = 0;
     for (int s = 0; s < p_; ++s) {
@@ -186,14 +187,7 @@ class Simulator {
   // Every channel the placement allows (the stages at the two ends of each boundary, in
   // both directions), in (from, to) order; per stage, its channels out and in.
   void MakeChannels() {
-    std::vector<std::pair<int, int>> edges;
-    for (int b = 0; b < grid_.boundaries(); ++b) {
-      const int a = grid_.StageOf(b), c = grid_.StageOf(b + 1);
-      edges.push_back({a, c});  // activations
-      edges.push_back({c, a});  // gradients
-    }
-    std::sort(edges.begin(), edges.end());
-    edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+    const std::vector<std::pair<int, int>> edges = grid_.Channels();
     channels_.resize(edges.size());
     out_channels_.assign(p_, {});
     in_channels_.assign(p_, {});
@@ -205,11 +199,11 @@ class Simulator {
     }
   }
 
-  // The channel from stage `from` to `to` as seen by one of its ends (`list`: that end's
-  // out or in channels, keyed by the other end).
+  // Where the channel to or from `peer` is in `list` (a stage's out or in channels, keyed
+  // by the other end).
   static int FindChannel(const std::vector<std::pair<int, int>>& list, int peer) {
-    for (const auto& [other, ch] : list)
-      if (other == peer) return ch;
+    for (size_t i = 0; i < list.size(); ++i)
+      if (list[i].first == peer) return static_cast<int>(i);
     return -1;  // cannot happen for a transfer the placement allows
   }
 
@@ -251,6 +245,12 @@ class Simulator {
     // micro-batch) of this stage takes one slot (dense arrays); anything else (another
     // slot for it, a virtual stage of another stage) goes to a map.
     std::vector<int> use_slot(options_.count_live_slots ? per_role : 0, -1), use_id(use_slot.size(), -1);
+    // This stage's posts on its channels out and in (counted and keyed here, handed to
+    // the channels at the end: stages are prepared at once on several threads).
+    const auto& outs = out_channels_[s];
+    const auto& ins = in_channels_[s];
+    std::vector<std::vector<uint64_t>> out_keys(outs.size()), in_keys(ins.size());
+    std::vector<int> out_count(outs.size()), in_count(ins.size());
     absl::flat_hash_map<std::tuple<int, int, int>, int> other_uses;
     std::vector<int> use_ids(options_.count_live_slots ? n : 0, -1), last_use;
     int computes = 0;
@@ -294,11 +294,10 @@ class Simulator {
                                                            " this transfer but runs on stage ", grid_.StageOf(own)));
           }
           const int peer = grid_.PeerStage(send, dir, b);
-          const int ch = FindChannel(send ? out_channels_[s] : in_channels_[s], peer);
-          // Only this stage writes its sends' (receives') keys of the channel.
-          std::vector<uint64_t>& keys = send ? channels_[ch].send_keys : channels_[ch].recv_keys;
-          posted_at(send, dir, own, mb) = {ch, static_cast<int>(keys.size())};
-          keys.push_back(TransferKey(send, dir, b, mb));
+          const int at = FindChannel(send ? outs : ins, peer);
+          const int ch = (send ? outs : ins)[at].second;
+          posted_at(send, dir, own, mb) = {ch, send ? out_count[at]++ : in_count[at]++};
+          if (options_.check_pairing) (send ? out_keys : in_keys)[at].push_back(TransferKey(send, dir, b, mb));
           channel_of[i] = ch;
           break;
         }
@@ -368,6 +367,15 @@ class Simulator {
       if (last_use[id] == i) --live;
     }
     out_.peak_live_slots[s] = peak;
+    // Only this stage posts the sends of its channels out and the receives of those in.
+    for (size_t j = 0; j < outs.size(); ++j) {
+      channels_[outs[j].second].sends = out_count[j];
+      channels_[outs[j].second].send_keys = std::move(out_keys[j]);
+    }
+    for (size_t j = 0; j < ins.size(); ++j) {
+      channels_[ins[j].second].recvs = in_count[j];
+      channels_[ins[j].second].recv_keys = std::move(in_keys[j]);
+    }
     if (options_.record_spans) out_.compute[s].reserve(computes);
     return absl::OkStatus();
   }
@@ -413,8 +421,8 @@ class Simulator {
   void Execute() {
     state_.assign(p_, StageState());
     for (Channel& c : channels_) {
-      c.send_ready.resize(c.send_keys.size());
-      c.recv_post.resize(c.recv_keys.size());
+      c.send_ready.resize(c.sends);
+      c.recv_post.resize(c.recvs);
     }
     ready_.reserve(p_);
     for (int s = p_ - 1; s >= 0; --s) ready_.push_back(s);
@@ -438,6 +446,7 @@ class Simulator {
       out_.errors.push_back(std::move(msg));
       return;
     }
+    if (!options_.check_pairing) return;
     for (const Channel& c : channels_) {
       const size_t ns = c.send_keys.size(), nr = c.recv_keys.size();
       if (ns > nr) {

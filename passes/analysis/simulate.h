@@ -115,6 +115,10 @@ struct SimulateOptions {
   bool record_spans = true;
   // Fill Simulation::peak_live_slots; off for checks that only need the errors.
   bool count_live_slots = true;
+  // Check that the k-th send and the k-th receive of every channel name the same
+  // transfer, and that no post is left unmatched (the errors above). Off only for a
+  // caller that has checked it already (the verifier's channel check).
+  bool check_pairing = true;
 };
 
 inline constexpr int kMaxDeadlockLines = 64;

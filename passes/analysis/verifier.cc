@@ -318,65 +318,59 @@ class Verifier {
   // Transfers between two ranks match by order: the k-th send from a to b must be the
   // k-th receive on b from a, on both sides (so a plan correct for Gloo is correct for NCCL).
   void CheckChannels() {
-    struct Post {
-      int stage, instruction;
-    };
-    struct Channel {
-      int from, to;
-      std::vector<Post> sends, recvs;
-    };
-    std::vector<Channel> channels;
-    absl::flat_hash_map<std::pair<int, int>, int> channel_of;  // (from, to) -> index
+    // Per channel (ir::Grid::Channels, in (from, to) order), the instructions of its sends
+    // (written by the stage `from` alone) and its receives (by `to` alone): each stage
+    // fills its own on the machine's cores, then each channel is compared.
+    const std::vector<std::pair<int, int>> edges = grid_.Channels();
     const int p = static_cast<int>(programs_.size());
-    std::vector<int> cache(2 * p, -1);  // this stage's channel to stage t (t) and from it (p + t)
-    for (const ir::Program& prog : programs_) {
-      const int s = prog.stage;
-      std::fill(cache.begin(), cache.end(), -1);
+    std::vector<std::vector<std::pair<int, int>>> out_of(p), in_of(p);  // stage -> (peer, channel)
+    for (int c = 0; c < static_cast<int>(edges.size()); ++c) {
+      out_of[edges[c].first].push_back({edges[c].second, c});
+      in_of[edges[c].second].push_back({edges[c].first, c});
+    }
+    std::vector<std::vector<int>> sends(edges.size()), recvs(edges.size());
+    ir::ParallelFor(p, [&](int s) {
+      // Collected here, then handed over: other threads fill neighbouring channels.
+      std::vector<std::vector<int>> mine_out(out_of[s].size()), mine_in(in_of[s].size());
+      const ir::Program& prog = programs_[s];
       for (int i = 0; i < prog.size(); ++i) {
         const Op& in = prog.ops[i];
         if (!in.is_transfer()) continue;
         const bool send = in.is(OpCode::kSend);
         const int peer = grid_.PeerStage(send, in.direction(), in.boundary());
-        int& ch = cache[send ? peer : p + peer];
-        if (ch < 0) {
-          const std::pair<int, int> edge = send ? std::make_pair(s, peer) : std::make_pair(peer, s);
-          auto [it, fresh] = channel_of.try_emplace(edge, static_cast<int>(channels.size()));
-          if (fresh) channels.push_back({edge.first, edge.second, {}, {}});
-          ch = it->second;
+        const auto& list = send ? out_of[s] : in_of[s];
+        for (size_t j = 0; j < list.size(); ++j) {
+          if (list[j].first == peer) (send ? mine_out : mine_in)[j].push_back(i);
         }
-        (send ? channels[ch].sends : channels[ch].recvs).push_back({s, i});
       }
-    }
-    // In (from, to) order, as the errors are reported.
-    std::sort(channels.begin(), channels.end(),
-              [](const Channel& a, const Channel& b) { return std::tie(a.from, a.to) < std::tie(b.from, b.to); });
-    auto ref = [&](const Post& post) { return programs_[post.stage].ops[post.instruction].AsRef(); };
-    auto same = [](const ir::Ref& a, const ir::Ref& b) {
-      return a.direction == b.direction && a.boundary == b.boundary && a.micro_batch == b.micro_batch;
-    };
-    for (const Channel& c : channels) {
-      const auto& out = c.sends;
-      const auto& in = c.recvs;
+      for (size_t j = 0; j < mine_out.size(); ++j) sends[out_of[s][j].second] = std::move(mine_out[j]);
+      for (size_t j = 0; j < mine_in.size(); ++j) recvs[in_of[s][j].second] = std::move(mine_in[j]);
+    });
+    std::vector<ir::ErrorList> channel_errors(edges.size());
+    ir::ParallelFor(static_cast<int>(edges.size()), [&](int c) {
+      const auto [from, to] = edges[c];
+      const std::vector<int>& out = sends[c];
+      const std::vector<int>& in = recvs[c];
+      auto add = [&](std::string msg) { channel_errors[c].Add(absl::StrCat(kind_, msg)); };
       const size_t common = std::min(out.size(), in.size());
       for (size_t k = 0; k < common; ++k) {
-        if (!same(ref(out[k]), ref(in[k]))) {
-          Error(absl::StrCat("stage ", c.from, " -> stage ", c.to, " transfer ", k, ": ",
-                             Where(out[k].stage, out[k].instruction), " is stage ", c.to, "'s receive ", k,
-                             ", but that is ", Where(in[k].stage, in[k].instruction),
-                             " (transfers between two ranks match in the order they are posted)"));
+        const ir::Ref a = programs_[from].ops[out[k]].AsRef(), b = programs_[to].ops[in[k]].AsRef();
+        if (a.direction != b.direction || a.boundary != b.boundary || a.micro_batch != b.micro_batch) {
+          add(absl::StrCat("stage ", from, " -> stage ", to, " transfer ", k, ": ", Where(from, out[k]), " is stage ",
+                           to, "'s receive ", k, ", but that is ", Where(to, in[k]),
+                           " (transfers between two ranks match in the order they are posted)"));
           break;
         }
       }
       if (out.size() > common) {
-        Error(absl::StrCat(Where(out[common].stage, out[common].instruction), ": no matching receive on stage ", c.to,
-                           " (it posts ", in.size(), " receives from stage ", c.from, ", stage ", c.from, " posts ",
-                           out.size(), " sends)"));
+        add(absl::StrCat(Where(from, out[common]), ": no matching receive on stage ", to, " (it posts ", in.size(),
+                         " receives from stage ", from, ", stage ", from, " posts ", out.size(), " sends)"));
       } else if (in.size() > common) {
-        Error(absl::StrCat(Where(in[common].stage, in[common].instruction), ": no matching send on stage ", c.from,
-                           " (it posts ", out.size(), " sends to stage ", c.to, ", stage ", c.to, " posts ", in.size(),
-                           " receives)"));
+        add(absl::StrCat(Where(to, in[common]), ": no matching send on stage ", from, " (it posts ", out.size(),
+                         " sends to stage ", to, ", stage ", to, " posts ", in.size(), " receives)"));
       }
-    }
+    });
+    for (const ir::ErrorList& e : channel_errors) errors_.Merge(e);
   }
 
   // All stages together under the transport semantics (passes/analysis/simulate.h):
@@ -385,6 +379,7 @@ class Verifier {
     SimulateOptions options;
     options.record_spans = false;
     options.count_live_slots = false;
+    options.check_pairing = false;  // CheckChannels has, naming the instructions
     auto sim = passes::Simulate(plan_, programs_, CostModel::Unit(plan_), options);
     if (!sim.ok()) {
       Error(std::string(sim.status().message()));

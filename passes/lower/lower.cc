@@ -115,40 +115,57 @@ absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& progr
   if (static_cast<int>(programs.size()) != p) {
     return absl::InvalidArgumentError(absl::StrCat("lower: ", programs.size(), " programs for ", p, " stages"));
   }
+  for (int s = 0; s < p; ++s) {
+    if (programs[s].stage != s) {
+      return absl::InvalidArgumentError(absl::StrCat("lower: program ", s, " says it is stage ", programs[s].stage));
+    }
+  }
   const size_t keys = static_cast<size_t>(grid.chunks()) * m;
   auto key_of = [&](int v, int mb) { return static_cast<size_t>(grid.ChunkOf(v)) * m + mb; };
-  for (const ir::Program& prog : programs) {
+  // The order in which each receiver takes transfers from each sender: what the
+  // sender's posts on that channel must follow. The channels are the placement's
+  // (ir::Grid::Channels); each receiver fills its own, on the machine's cores.
+  const std::vector<std::pair<int, int>> edges = grid.Channels();
+  std::vector<Channel> channels(edges.size());
+  std::vector<std::vector<std::pair<int, int>>> out_of(p), in_of(p);  // stage -> (peer, channel), by peer
+  for (int c = 0; c < static_cast<int>(edges.size()); ++c) {
+    channels[c] = {edges[c].first, edges[c].second, {}};
+    out_of[edges[c].first].push_back({edges[c].second, c});
+    in_of[edges[c].second].push_back({edges[c].first, c});
+  }
+  auto find = [](const std::vector<std::pair<int, int>>& list, int peer) {
+    for (const auto& [other, c] : list)
+      if (other == peer) return c;
+    return -1;
+  };
+  std::vector<absl::Status> checked(programs.size());
+  ir::ParallelFor(static_cast<int>(programs.size()), [&](int r) {
+    const ir::Program& prog = programs[r];
     for (int i = 0; i < prog.size(); ++i) {
       const ir::Op& in = prog.ops[i];
       if (!in.is(ir::OpCode::kCompute)) {
-        return absl::InvalidArgumentError(absl::StrCat("stage ", prog.stage, ": lower found '", ir::PrintOp(prog, i),
-                                                       "' in a BUFFERED program"));
+        checked[r] = absl::InvalidArgumentError(
+            absl::StrCat("stage ", prog.stage, ": lower found '", ir::PrintOp(prog, i), "' in a BUFFERED program"));
+        return;
       }
-      RETURN_IF_ERROR(RequireOwnOp(grid, prog, i, in.virtual_stage(), m, "lower"));
+      checked[r] = RequireOwnOp(grid, prog, i, in.virtual_stage(), m, "lower");
+      if (!checked[r].ok()) return;
     }
-  }
-  // The order in which each receiver takes transfers from each sender: what the
-  // sender's posts on that channel must follow. Per sender, its channels.
-  std::vector<Channel> channels;
-  absl::flat_hash_map<std::pair<int, int>, int> channel_of;  // (sender, receiver) -> index
-  std::vector<std::vector<int>> channels_from(p);          // sender -> its channels, by receiver
-  for (const ir::Program& prog : programs) {
     std::vector<bool> grad_received(keys);
+    // Collected here, then handed over: other threads fill neighbouring channels.
+    const auto& ins = in_of[prog.stage];
+    std::vector<std::vector<Transfer>> mine(ins.size());
     for (const ir::Op& in : prog.ops) {
       OpTransfers t = TransfersOf(grid, in, key_of(in.virtual_stage(), in.micro_batch), grad_received);
       if (!t.needs) continue;
       const int sender = grid.PeerStage(false, static_cast<ir::Direction>(std::get<0>(t.in)), std::get<1>(t.in));
-      auto [it, fresh] = channel_of.try_emplace({sender, prog.stage}, static_cast<int>(channels.size()));
-      if (fresh) {
-        channels.push_back({sender, prog.stage, {}});
-        channels_from[sender].push_back(it->second);
+      for (size_t j = 0; j < ins.size(); ++j) {
+        if (ins[j].first == sender) mine[j].push_back(t.in);
       }
-      channels[it->second].transfers.push_back(t.in);
     }
-  }
-  for (auto& list : channels_from) {
-    std::sort(list.begin(), list.end(), [&](int a, int b) { return channels[a].receiver < channels[b].receiver; });
-  }
+    for (size_t j = 0; j < ins.size(); ++j) channels[ins[j].second].transfers = std::move(mine[j]);
+  });
+  for (const absl::Status& st : checked) RETURN_IF_ERROR(st);
   const Reductions reductions(plan, grid);
   // Each stage on its own, on the machine's cores (everything above is only read).
   auto lower_stage = [&](ir::Program& prog) -> absl::Status {
@@ -176,10 +193,10 @@ absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& progr
     std::vector<int> pending(p, 0);              // per receiver: transfers produced, not posted
     std::vector<bool> grad_received(keys);
     auto post_ready = [&](int receiver) {
-      auto ch = channel_of.find({s, receiver});
-      if (ch == channel_of.end()) return;
-      const std::vector<Transfer>& order = channels[ch->second].transfers;
-      int& k = next[ch->second];
+      const int ch = find(out_of[s], receiver);
+      if (ch < 0) return;
+      const std::vector<Transfer>& order = channels[ch].transfers;
+      int& k = next[ch];
       while (k < static_cast<int>(order.size())) {
         int& slot = ready_at(order[k]);
         if (slot < 0) break;
@@ -247,7 +264,7 @@ absl::Status LowerPrograms(const ir::Plan& plan, std::vector<ir::Program>& progr
       return absl::InvalidArgumentError(absl::StrCat("stage ", s, ": produces ", ir::RefText(Ref(true, first)),
                                                      " for stage ", receiver, ", which never receives it"));
     }
-    for (int c : channels_from[s]) {
+    for (const auto& [receiver, c] : out_of[s]) {
       const Channel& ch = channels[c];
       if (next[c] != static_cast<int>(ch.transfers.size())) {
         return absl::InvalidArgumentError(absl::StrCat("stage ", ch.receiver, " receives ",
