@@ -23,6 +23,26 @@ class SetMicroBatches : public Pass {
   int n_;
 };
 
+// Appends an empty eval program (a change of the eval programs alone).
+class AddEvalProgram : public Pass {
+ public:
+  std::string name() const override { return "add-eval-program"; }
+  absl::Status Run(ir::Module& module) override {
+    module.eval_programs.emplace_back();
+    return absl::OkStatus();
+  }
+};
+
+// Appends an empty training program.
+class AddProgram : public Pass {
+ public:
+  std::string name() const override { return "add-program"; }
+  absl::Status Run(ir::Module& module) override {
+    module.programs.emplace_back();
+    return absl::OkStatus();
+  }
+};
+
 class Fails : public Pass {
  public:
   std::string name() const override { return "fails"; }
@@ -38,6 +58,12 @@ PassRegistry TestRegistry() {
        }},
       {"set-micro-batches", "sets M", {"n"}, [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
          return std::make_unique<SetMicroBatches>(std::stoi(o.at("n")));
+       }},
+      {"add-eval-program", "adds an eval program", {}, [](const PassOptions&) -> absl::StatusOr<std::unique_ptr<Pass>> {
+         return std::make_unique<AddEvalProgram>();
+       }},
+      {"add-program", "adds a program", {}, [](const PassOptions&) -> absl::StatusOr<std::unique_ptr<Pass>> {
+         return std::make_unique<AddProgram>();
        }},
   });
 }
@@ -94,6 +120,23 @@ TEST(PassPipeline, VerifiesAfterEachChangeAndNamesThePass) {
   EXPECT_EQ(result.status().message(), "failed after set-micro-batches: too many micro-batches");
   // Input verified, first pass made no change (not verified), second changed (verified).
   EXPECT_EQ(verified, 2);
+}
+
+TEST(PassPipeline, TellsTheVerifierWhichPartsItPassedUnchanged) {
+  PassRegistry registry = TestRegistry();
+  std::vector<std::string> seen;  // per verification: "P" / "E" for unchanged programs / eval programs
+  auto pipeline = PassPipeline::Create(
+      "add-program,add-eval-program,add-program,set-micro-batches{n=9},add-eval-program,add-eval-program", registry,
+      [&](const ir::Module&, const Unchanged& u) {
+        seen.push_back(std::string(u.programs ? "P" : "-") + (u.eval_programs ? "E" : "-"));
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  ir::Module plan;
+  ASSERT_TRUE(pipeline->Run(plan, {}).ok());
+  // Input: nothing proven yet. add-program: the eval programs are as proven. add-eval:
+  // the programs are. The header change (set-micro-batches) proves nothing unchanged.
+  EXPECT_EQ(seen, (std::vector<std::string>{"--", "-E", "P-", "-E", "--", "P-", "P-"}));
 }
 
 TEST(PassPipeline, PassErrorsCarryThePassNameAndWriteAReproducer) {

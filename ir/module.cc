@@ -259,30 +259,53 @@ char* PutBody(char* p, const Program& prog, const Op& op, const std::string& col
   return p;
 }
 
-size_t ProgramBodySize(const Program& prog, std::string* scratch) {
-  size_t n = FieldSize(prog.stage) + FieldSize(prog.num_slots);
-  for (const Op& op : prog.ops) {
-    const size_t in = InstructionSize(BodySize(prog, op, scratch), op.code);
-    n += 1 + VarintSize(in) + in;
-  }
-  return n;
-}
-
-char* PutProgram(char* p, int field, const Program& prog, size_t body, std::string* scratch) {
-  *p++ = static_cast<char>(Tag(field, kLengthDelimited));
-  p = PutVarint(p, body);
+// Encodes `prog` as field `field` of a Plan (tag, length, StageProgram bytes) into
+// `out`, in one pass: the instructions with small bodies (all but Waits and collectives:
+// at most 4 fields of 11 bytes) are written with one-byte lengths patched in after their
+// bodies; the program's length prefix goes in front once the body is written. Returns
+// where in `out` the encoding starts (it ends at out->size()).
+size_t EncodeProgram(const Program& prog, int field, std::string* out) {
+  constexpr size_t kFront = 16;  // room for the program's tag and length
+  std::string scratch;
+  size_t bound = kFront + 2 * 11 + 48 * prog.ops.size() + 48 * prog.refs.size();
+  for (const Instruction& c : prog.collectives) bound += c.ByteSizeLong() + 24;
+  out->resize(bound);
+  char* const base = out->data() + kFront;
+  char* p = base;
   p = PutField(p, StageProgram::kStageFieldNumber, prog.stage);
   p = PutField(p, StageProgram::kNumSlotsFieldNumber, prog.num_slots);
+  constexpr char kInstructionTag = static_cast<char>(Tag(StageProgram::kInstructionsFieldNumber, kLengthDelimited));
   for (const Op& op : prog.ops) {
-    const size_t b = BodySize(prog, op, scratch);
-    *p++ = static_cast<char>(Tag(StageProgram::kInstructionsFieldNumber, kLengthDelimited));
-    p = PutVarint(p, InstructionSize(b, op.code));
-    if (op.code == OpCode::kNone) continue;
-    *p++ = static_cast<char>(Tag(static_cast<int>(op.code), kLengthDelimited));
-    p = PutVarint(p, b);
-    p = PutBody(p, prog, op, *scratch);
+    *p++ = kInstructionTag;
+    if (op.code == OpCode::kNone) {
+      *p++ = 0;
+      continue;
+    }
+    if (op.code == OpCode::kWait || op.code == OpCode::kReduceTiedGrads || op.code == OpCode::kClipGradNorm) {
+      const size_t b = BodySize(prog, op, &scratch);
+      p = PutVarint(p, InstructionSize(b, op.code));
+      *p++ = static_cast<char>(Tag(static_cast<int>(op.code), kLengthDelimited));
+      p = PutVarint(p, b);
+      p = PutBody(p, prog, op, scratch);
+      continue;
+    }
+    char* const header = p;  // instruction length, oneof tag, body length
+    p += 3;
+    p = PutBody(p, prog, op, scratch);
+    const size_t b = static_cast<size_t>(p - header - 3);  // <= 44
+    header[0] = static_cast<char>(b + 2);
+    header[1] = static_cast<char>(Tag(static_cast<int>(op.code), kLengthDelimited));
+    header[2] = static_cast<char>(b);
   }
-  return p;
+  const size_t body = static_cast<size_t>(p - base);
+  const size_t end = kFront + body;
+  char prefix[11];
+  prefix[0] = static_cast<char>(Tag(field, kLengthDelimited));
+  const size_t prefix_size = static_cast<size_t>(PutVarint(prefix + 1, body) - prefix);
+  const size_t start = kFront - prefix_size;
+  std::memcpy(out->data() + start, prefix, prefix_size);
+  out->resize(end);
+  return start;
 }
 
 std::string Deterministic(const google::protobuf::Message& msg) {
@@ -405,21 +428,11 @@ absl::Status EncodePlan(const Module& module, const std::function<absl::Status(a
   for (const Program& p : module.eval_programs) all.push_back({&p, Plan::kEvalProgramsFieldNumber});
   constexpr size_t kBatch = 16;
   std::vector<std::string> bytes(kBatch);
-  std::vector<bool> miscounted(kBatch);
+  std::vector<size_t> start(kBatch);
   for (size_t first = 0; first < all.size(); first += kBatch) {
     const int n = static_cast<int>(std::min(kBatch, all.size() - first));
-    ParallelFor(n, [&](int i) {
-      const auto [prog, field] = all[first + i];
-      std::string scratch;
-      const size_t body = ProgramBodySize(*prog, &scratch);
-      bytes[i].resize(1 + VarintSize(body) + body);
-      char* end = PutProgram(bytes[i].data(), field, *prog, body, &scratch);
-      miscounted[i] = end != bytes[i].data() + bytes[i].size();
-    });
-    for (int i = 0; i < n; ++i) {
-      if (miscounted[i]) return absl::InternalError("EncodePlan: a program's size was miscounted");
-      RETURN_IF_ERROR(sink(bytes[i]));
-    }
+    ParallelFor(n, [&](int i) { start[i] = EncodeProgram(*all[first + i].first, all[first + i].second, &bytes[i]); });
+    for (int i = 0; i < n; ++i) RETURN_IF_ERROR(sink(absl::string_view(bytes[i]).substr(start[i])));
   }
   return sink(absl::string_view(header).substr(split));
 }

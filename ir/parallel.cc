@@ -7,9 +7,10 @@
 
 namespace ppc::ir {
 
-void ParallelFor(int n, const std::function<void(int)>& fn, int min_per_thread) {
+void ParallelFor(int n, const std::function<void(int)>& fn, int min_per_thread, int max_threads) {
   if (n <= 0) return;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores =
+      max_threads > 0 ? max_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = std::min({cores, 16, std::max(1, n / std::max(1, min_per_thread))});
   if (threads <= 1) {
     for (int i = 0; i < n; ++i) fn(i);

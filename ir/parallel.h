@@ -10,11 +10,12 @@
 
 namespace ppc::ir {
 
-// Runs fn(0), ..., fn(n - 1), on up to std::thread::hardware_concurrency() threads (the
-// caller's among them; at most 16) and returns when all have run. `min_per_thread`: the
-// fewest indices worth a thread of their own (small loops stay on the calling thread).
-// fn must not throw, and must be safe to run at once for different indices.
-void ParallelFor(int n, const std::function<void(int)>& fn, int min_per_thread = 2);
+// Runs fn(0), ..., fn(n - 1), on up to `max_threads` threads (0: one per core, as
+// std::thread::hardware_concurrency() counts them; the caller's thread among them; at
+// most 16) and returns when all have run. `min_per_thread`: the fewest indices worth a
+// thread of their own (small loops stay on the calling thread). fn must not throw, and
+// must be safe to run at once for different indices.
+void ParallelFor(int n, const std::function<void(int)>& fn, int min_per_thread = 2, int max_threads = 0);
 
 }  // namespace ppc::ir
 

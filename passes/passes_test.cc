@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <sstream>
+#include <tuple>
 #include <type_traits>
 
 #include "absl/strings/match.h"
@@ -815,6 +816,68 @@ TEST(StructuralRules, ARankChecksItsOwnStageOnly) {
   EXPECT_HAS(std::string(ir::CheckStageStructure(plan, 0).message()), "boundary 0");
   EXPECT_EQ(ir::CheckStageStructure(plan, 2).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ir::CheckStageStructure(plan, -1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Verifier, TakesTheUnchangedPartsAsProvenAndChecksTheRest) {
+  ir::Module good = ir::ToModule(MustCompile(MlpPlan(2, 1, 2, "1f1b")));
+  ASSERT_FALSE(good.eval_programs.empty());
+  ir::Module broken = good;
+  broken.programs[1].ops.pop_back();  // its optimizer step
+  ir::Module broken_eval = good;
+  broken_eval.eval_programs[1].ops.erase(broken_eval.eval_programs[1].ops.begin());
+  EXPECT_FALSE(VerifyPlan(broken).ok());
+  EXPECT_FALSE(VerifyPlan(broken_eval).ok());
+  // Told the programs are as it passed them before, the verifier does not look at them;
+  // the eval programs it still checks, and the other way round.
+  EXPECT_TRUE(VerifyPlan(broken, {/*programs=*/true, /*eval_programs=*/false}).ok());
+  EXPECT_FALSE(VerifyPlan(broken_eval, {/*programs=*/true, /*eval_programs=*/false}).ok());
+  EXPECT_TRUE(VerifyPlan(broken_eval, {/*programs=*/false, /*eval_programs=*/true}).ok());
+  EXPECT_FALSE(VerifyPlan(broken, {/*programs=*/false, /*eval_programs=*/true}).ok());
+  // The header is always checked.
+  ir::Module bad_header = good;
+  bad_header.header.mutable_config()->set_micro_batch_size(-1);
+  EXPECT_FALSE(VerifyPlan(bad_header, {true, true}).ok());
+}
+
+// With verification off (ppc opt --verify-each=false), a pass gets whatever it is given:
+// a malformed plan is an error naming the pass, never a crash.
+TEST(Passes, MalformedUnverifiedInputIsAnErrorNotACrash) {
+  PipelineOptions unverified;
+  unverified.verify_each = false;
+  auto run = [&](ir::Module m, const std::string& pipeline) {
+    return RunPipeline(std::move(m), pipeline, unverified).status();
+  };
+  ir::Module scheduled = ir::ToModule(MustRun(MlpPlan(2, 1, 4, "1f1b"), "infer-shapes,partition,schedule-1f1b"));
+  ir::Module buffered =
+      ir::ToModule(MustRun(MlpPlan(2, 1, 4, "1f1b"), "infer-shapes,partition,schedule-1f1b,assign-buffers"));
+  ir::Module lowered = ir::ToModule(MustCompile(MlpPlan(2, 1, 4, "1f1b")));
+  lowered.header.set_level(ir::LOWERED);
+  for (const auto& [name, module, pipeline] : std::vector<std::tuple<std::string, ir::Module, std::string>>{
+           {"vs on another stage", scheduled, "assign-buffers"},
+           {"micro-batch out of range", scheduled, "assign-buffers"},
+           {"vs out of range", buffered, "lower"},
+           {"a program for another stage", buffered, "lower"},
+           {"slot out of range", lowered, "place-comm"},
+           {"boundary out of range", lowered, "place-comm"},
+       }) {
+    ir::Module m = module;
+    ir::Op& op = m.programs[0].ops[0];
+    if (name == "vs on another stage") op.index = 1;
+    if (name == "micro-batch out of range") op.micro_batch = 4;
+    if (name == "vs out of range") op.index = -7;
+    if (name == "a program for another stage") m.programs[1].stage = 5;
+    if (name == "slot out of range") {
+      for (ir::Op& o : m.programs[1].ops)
+        if (o.is(ir::OpCode::kCompute)) o.slot = 1000;
+    }
+    if (name == "boundary out of range") {
+      for (ir::Op& o : m.programs[1].ops)
+        if (o.is(ir::OpCode::kRecv)) o.index = 3;
+    }
+    absl::Status s = run(std::move(m), pipeline);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name << ": " << s;
+    EXPECT_HAS(std::string(s.message()), pipeline) << name;
+  }
 }
 
 TEST(Verifier, RejectsADroppedWait) {
