@@ -7,7 +7,7 @@
 # binary save) `repeats` times per case under /usr/bin/time. Prints a markdown table of
 # the median wall time and the largest peak RSS, then the `--time-passes` lines and
 # compile_profile's step-by-step breakdown (passes, the pipeline's change-detection
-# fingerprints, the verifier) for P=64 M=512 and for the largest case.
+# hashes, the verifier) for P=64 M=512 and for the largest case.
 # Goals: under 0.1 s at P=64 M=512, under 2 s at P=256 M=4096.
 # BAZEL_JOBS=N limits the build's parallelism.
 set -euo pipefail
@@ -56,7 +56,7 @@ for c in "${cases[@]}"; do
   range="$(sort -g "$tmp/times" | head -1) .. $(sort -g "$tmp/times" | tail -1)"
   rss=$(sort -g "$tmp/rss" | tail -1 | awk '{printf "%.0f", $1 / 1024}')
   mb=$(stat -c %s "$tmp/plan.pb" | awk '{printf "%.1f", $1 / 1048576}')
-  meets=$(awk -v w="$wall" -v g="$goal" 'BEGIN {print (w < g) ? "yes" : sprintf("no (%.0fx)", w / g)}')
+  meets=$(awk -v w="$wall" -v g="$goal" 'BEGIN {print (w < g) ? "yes" : sprintf("no (%.1fx)", w / g)}')
   echo "| $label | $mb | $wall | $range | $rss | < $goal s | $meets |"
 done
 

@@ -16,6 +16,8 @@
 //   bazel run //bench:compile_profile -- --model=... --stages=64 --micro_batches=512 \
 //       --virtual_stages=2 --schedule=interleaved-1f1b
 // A relative --model is taken from the directory `bazel run` was started in.
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -190,7 +192,7 @@ int Main() {
               absl::GetFlag(FLAGS_virtual_stages), given.config().schedule().c_str(), given.model().layers_size(),
               static_cast<long long>(instructions), repeats);
   std::printf("pipeline: %s\n\n", pipeline_text->c_str());
-  std::printf("| step | pass ms | fingerprints ms (change detection; the stamp) | verifier after it ms |\n|---|---|---|---|\n");
+  std::printf("| step | pass ms | hashes ms (change detection; the stamp's fingerprint) | verifier after it ms |\n|---|---|---|---|\n");
   std::printf("| (input) | | | %.1f |\n", Median(input_verify));
   double sum_run = 0, sum_fp = 0, sum_verify = Median(input_verify);
   for (size_t i = 0; i < n; ++i) {
@@ -204,7 +206,7 @@ int Main() {
   sum_fp += Median(stamp);
   sum_verify += Median(final_verify);
   std::printf("| **sum** | **%.1f** | **%.1f** | **%.1f** |\n\n", sum_run, sum_fp, sum_verify);
-  std::printf("SavePlan (binary): %.1f ms; all of the above: %.1f ms (passes %.0f%%, fingerprints %.0f%%, "
+  std::printf("SavePlan (binary): %.1f ms; all of the above: %.1f ms (passes %.0f%%, hashes %.0f%%, "
               "verifier %.0f%%, save %.0f%%)\n",
               Median(save), all, 100 * sum_run / all, 100 * sum_fp / all, 100 * sum_verify / all,
               100 * Median(save) / all);
@@ -216,6 +218,9 @@ int Main() {
 }  // namespace ppc
 
 int main(int argc, char** argv) {
+  // As ppc's main: freed memory stays in the heap (tools/ppc/ppc_main.cc says why).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   absl::ParseCommandLine(argc, argv);
   return ppc::Main();
 }
