@@ -308,15 +308,6 @@ size_t EncodeProgram(const Program& prog, int field, std::string* out) {
   return start;
 }
 
-std::string Deterministic(const google::protobuf::Message& msg) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  msg.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
 
 // Bytes of a length-delimited message field (tag, length, body) when present.
 size_t MessageFieldSize(bool present, const google::protobuf::Message& m) {
@@ -326,6 +317,16 @@ size_t MessageFieldSize(bool present, const google::protobuf::Message& m) {
 }
 
 }  // namespace
+
+std::string DeterministicBytes(const google::protobuf::Message& msg) {
+  std::string out;
+  google::protobuf::io::StringOutputStream stream(&out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  msg.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
 
 Program ToProgram(const StageProgram& program) {
   Program p;
@@ -414,7 +415,7 @@ absl::Status EncodePlan(const Module& module, const std::function<absl::Status(a
                     Plan::kEvalProgramsFieldNumber == 8 && Plan::kUnverifiedFieldNumber == 9,
                 "EncodePlan splices the programs between fields 5 and 9");
   const Plan& h = module.header;
-  const std::string header = Deterministic(h);
+  const std::string header = DeterministicBytes(h);
   const size_t split = (h.format_version() == 0 ? 0 : 1 + VarintSize(h.format_version())) +
                        (h.fingerprint().empty() ? 0 : 1 + VarintSize(h.fingerprint().size()) + h.fingerprint().size()) +
                        MessageFieldSize(h.has_model(), h.model()) + MessageFieldSize(h.has_topology(), h.topology()) +
@@ -457,7 +458,7 @@ uint64_t HashHeader(const Plan& header) {
     copy = PlanHeader(header);
     h = &copy;
   }
-  const std::string bytes = Deterministic(*h);
+  const std::string bytes = DeterministicBytes(*h);
   const absl::string_view all(bytes);
   const size_t head = h->format_version() == 0 ? 0 : 1 + VarintSize(h->format_version());
   const size_t fp =
@@ -490,7 +491,7 @@ uint64_t HashProgram(const Program& p) {
         h.Word(rw[1]);
       }
     } else if (indexed) {
-      scratch = Deterministic(p.CollectiveOf(op));
+      scratch = DeterministicBytes(p.CollectiveOf(op));
       h.Word(scratch.size());
       h.Bytes(scratch);
     }

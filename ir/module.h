@@ -159,6 +159,9 @@ std::string PrintOp(const Program& program, int i);
 // ir::CommRefText of a ref, e.g. "recv/activation/0/3".
 std::string RefText(const Ref& ref);
 
+// A message's deterministic protobuf serialization (map entries sorted by key).
+std::string DeterministicBytes(const google::protobuf::Message& message);
+
 // The bytes of ToPlan(module)'s deterministic protobuf serialization, written directly.
 std::string EncodePlan(const Module& module);
 // The same bytes handed to `sink` in pieces (at most one program at a time), so that a

@@ -2,8 +2,6 @@
 
 #include <string>
 
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "ir/instruction_text.h"
@@ -14,15 +12,6 @@ namespace {
 
 using google::protobuf::util::MessageDifferencer;
 
-std::string Deterministic(const google::protobuf::Message& msg) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  msg.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
 
 void AddProgram(google::protobuf::RepeatedPtrField<StageProgram>* programs, int stage, int slots,
                 const std::vector<std::string>& lines) {
@@ -105,15 +94,15 @@ TEST(Module, ConvertsBothWaysWithoutLoss) {
 
 TEST(Module, EncodesTheBytesOfProtobufsDeterministicSerialization) {
   const Plan plan = EveryKindOfPlan();
-  const std::string want = Deterministic(plan);
+  const std::string want = DeterministicBytes(plan);
   EXPECT_EQ(EncodePlan(ToModule(plan)), want);
   // And without the optional parts: no version, fingerprint, model, programs.
   Plan bare;
   bare.mutable_topology()->set_num_stages(1);
-  EXPECT_EQ(EncodePlan(ToModule(bare)), Deterministic(bare));
+  EXPECT_EQ(EncodePlan(ToModule(bare)), DeterministicBytes(bare));
   Plan only_programs;
   *only_programs.mutable_eval_programs() = plan.eval_programs();
-  EXPECT_EQ(EncodePlan(ToModule(only_programs)), Deterministic(only_programs));
+  EXPECT_EQ(EncodePlan(ToModule(only_programs)), DeterministicBytes(only_programs));
   // A Wait with enough refs for a multi-byte length, a program longer than 16 KiB.
   Plan big = plan;
   Instruction* wait = big.mutable_programs(0)->add_instructions();
@@ -127,7 +116,7 @@ TEST(Module, EncodesTheBytesOfProtobufsDeterministicSerialization) {
   for (int k = 0; k < 4000; ++k) *big.mutable_programs(1)->add_instructions() = plan.programs(0).instructions(k % 14);
   Plan parsed;
   const std::string bytes = EncodePlan(ToModule(big));
-  EXPECT_EQ(bytes, Deterministic(big));
+  EXPECT_EQ(bytes, DeterministicBytes(big));
   ASSERT_TRUE(parsed.ParseFromString(bytes));
   EXPECT_TRUE(MessageDifferencer::Equals(parsed, big));
 }

@@ -63,15 +63,6 @@ uint64_t Fnv1a(absl::string_view bytes, uint64_t h) {
   return h;
 }
 
-std::string Deterministic(const google::protobuf::Message& msg) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  msg.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
 
 }  // namespace
 
@@ -193,7 +184,7 @@ std::string ModelFingerprint(const ModelSpec& model) {
     l.clear_forward_cost();
     l.clear_backward_cost();
   }
-  return absl::StrFormat("%016x", Fnv1a(Deterministic(normalized), Fnv1a("|model|", 14695981039346656037ull)));
+  return absl::StrFormat("%016x", Fnv1a(DeterministicBytes(normalized), Fnv1a("|model|", 14695981039346656037ull)));
 }
 
 void Stamp(Module& module) {
@@ -361,7 +352,7 @@ static constexpr char kMagic[] = "PPCPLAN\n";
 
 absl::Status SavePlan(const Plan& plan, const std::string& path) {
   if (IsTextPath(path)) return WriteFile(path, PrintPlan(plan));
-  return WriteFile(path, kMagic + Deterministic(plan));
+  return WriteFile(path, kMagic + DeterministicBytes(plan));
 }
 
 absl::Status SavePlan(const Module& module, const std::string& path) {
