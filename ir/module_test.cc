@@ -163,7 +163,8 @@ TEST(Module, AnyEditOfAnInstructionChangesTheFingerprint) {
         const auto* r = m->GetReflection();
         switch (fd->cpp_type()) {
           case google::protobuf::FieldDescriptor::CPPTYPE_INT32:
-            r->SetInt32(m, fd, r->GetInt32(*m, fd) + 1);
+            // Wrapping: some fields hold INT32_MAX.
+            r->SetInt32(m, fd, static_cast<int32_t>(static_cast<uint32_t>(r->GetInt32(*m, fd)) + 1u));
             break;
           case google::protobuf::FieldDescriptor::CPPTYPE_ENUM:
             r->SetEnumValue(m, fd, r->GetEnumValue(*m, fd) + 1);
