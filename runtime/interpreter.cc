@@ -502,8 +502,8 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
   if (kind != ir::BACKWARD_WEIGHT && slot.saved.input_done) {
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), ": its I already ran; only W may follow"));
   }
-  if (kind == ir::BACKWARD_INPUT && slot.saved.tape.empty() && slot.saved.segment_inputs.empty()) {
-    return absl::InternalError(absl::StrCat(slot.Name(), ": I on a forward that kept no per-layer graphs"));
+  if (kind == ir::BACKWARD_INPUT && !slot.saved.split) {
+    return absl::InternalError(absl::StrCat(slot.Name(), ": I on a forward that was not run for a split backward"));
   }
   if (kind != ir::BACKWARD_WEIGHT && slot.grad_in.size() != output_grads) {
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " has ", slot.grad_in.size(),

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/functional/loss.h>
+#include <ATen/SequenceNumber.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -153,6 +155,45 @@ torch::Tensor StageModel::Loss(const torch::Tensor& output, const torch::Tensor&
   return torch::mse_loss(output, labels);
 }
 
+namespace {
+
+using torch::autograd::Edge;
+
+// The graph edge of `t`: where its gradient flows.
+Edge EdgeOf(const torch::Tensor& t) { return torch::autograd::impl::gradient_edge(t); }
+
+// Frees the saved tensors of every graph node reachable from `roots` that was made in
+// [first, end) (this forward's) and is not in a kept range, and cuts its edges so that
+// nothing behind it is reached through it again (W only walks the kept nodes). Nodes of
+// other forwards (parameters' accumulators, other micro-batches) are not touched.
+void ReleaseGraph(const std::vector<Edge>& roots, uint64_t first, uint64_t end,
+                  const std::vector<std::pair<uint64_t, uint64_t>>& kept) {
+  // Owning pointers: cutting a node's edges may drop the last other reference to a
+  // child still on the stack.
+  std::vector<std::shared_ptr<torch::autograd::Node>> stack;
+  std::set<const torch::autograd::Node*> seen;
+  for (const Edge& e : roots)
+    if (e.function && seen.insert(e.function.get()).second) stack.push_back(e.function);
+  while (!stack.empty()) {
+    std::shared_ptr<torch::autograd::Node> node = std::move(stack.back());
+    stack.pop_back();
+    const uint64_t seq = node->sequence_nr();
+    if (seq < first || seq >= end) continue;
+    for (const Edge& e : node->next_edges())
+      if (e.function && seen.insert(e.function.get()).second) stack.push_back(e.function);
+    bool keep = false;
+    for (const auto& [a, b] : kept) keep |= seq >= a && seq < b;
+    if (keep) continue;
+    node->release_variables();
+    // Not set_next_edge, which would recompute the node's topological number (refused
+    // once the node has a parent); with fewer children the old number is still an upper
+    // bound, which is all the engine asks of it.
+    for (Edge& e : node->next_edges()) e = Edge();
+  }
+}
+
+}  // namespace
+
 Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, const ForwardContext& ctx,
                           SavedForward* saved, torch::Tensor* loss, bool split) const {
   const Chunk& chunk = ChunkOf(vs);
@@ -170,6 +211,7 @@ Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, con
   saved->Clear();
   saved->inputs = inputs;
   saved->ctx = ctx;
+  saved->split = split;
   if (checkpoint_interval_ > 0) {
     // Keep only each segment's inputs; the backward recomputes the segment. Dropout
     // masks are a pure function of (seed, step, micro-batch, layer), so recomputation matches.
@@ -185,110 +227,81 @@ Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, con
     }
     return x;
   }
-  if (split) {
-    Group y = RunLayersSplit(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx, saved->tape);
-    if (last) {
-      // The loss gets a graph of its own too: the I pass starts from d(loss/M)/d(output).
-      saved->loss_input = y[0].detach().requires_grad_(y[0].requires_grad());
-      *loss = Loss(saved->loss_input, labels);
-      saved->roots = {*loss / micro_batches_};
-      *loss = loss->detach();
-    }
-    return y;
-  }
-  Group y = RunLayers(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx);
+  saved->first_node = at::sequence_number::peek();
+  Group y = split ? RunLayersNoting(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx, saved->weighted)
+                  : RunLayers(chunk.first_layer, chunk.end_layer, std::move(inputs), ctx);
   if (last) {
     *loss = Loss(y[0], labels);
     // Gradient accumulation: each micro-batch contributes 1/M of the step's gradient.
-    saved->roots = {*loss / micro_batches_};
+    saved->roots = {EdgeOf(*loss / micro_batches_)};
+    saved->root_grad = {-1};
+    *loss = loss->detach();
   } else {
-    saved->roots = y;
+    const Group floats = Differentiable(y);
+    for (size_t k = 0; k < floats.size(); ++k) {
+      if (!floats[k].requires_grad()) continue;
+      saved->roots.push_back(EdgeOf(floats[k]));
+      saved->root_grad.push_back(static_cast<int>(k));
+    }
   }
+  saved->end_node = at::sequence_number::peek();
   return y;
 }
 
-namespace {
-
-// `t` cut from its producer's graph: a leaf sharing its storage, requiring grad when
-// it did (so gradients still flow to it), or `t` itself when nothing flows.
-torch::Tensor Cut(const torch::Tensor& t) {
-  return t.is_floating_point() && t.requires_grad() ? t.detach().requires_grad_(true) : t;
-}
-
-}  // namespace
-
-Group StageModel::RunLayersSplit(int begin, int end, Group x, const ForwardContext& ctx,
-                                 std::vector<LayerTape>& tape) const {
+Group StageModel::RunLayersNoting(int begin, int end, Group x, const ForwardContext& ctx,
+                                  std::vector<WeightedLayer>& weighted) const {
   for (int l = begin; l < end; ++l) {
-    if (l > begin) {
-      for (auto& t : x) t = Cut(t);
-    }
-    LayerTape entry;
-    entry.layer = l;
-    entry.inputs = x;
+    const uint64_t first = at::sequence_number::peek();
     x = layers_[l]->ForwardGroup(std::move(x), ctx);
-    entry.outputs = x;
-    tape.push_back(std::move(entry));
+    if (layers_[l]->params().empty()) continue;
+    WeightedLayer w;
+    for (const auto& t : Differentiable(x))
+      if (t.requires_grad()) w.outputs.push_back(EdgeOf(t));
+    for (auto& [name, p] : layers_[l]->params()) {
+      bool dup = false;
+      for (const auto& q : w.params) dup |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
+      if (!dup) w.params.push_back(p);
+    }
+    w.first_node = first;
+    w.end_node = at::sequence_number::peek();
+    weighted.push_back(std::move(w));
   }
   return x;
 }
 
-Group StageModel::InputPass(std::vector<LayerTape>& tape, Group grads, bool want_inputs,
+Group StageModel::InputPass(const std::vector<Edge>& roots, const Group& root_grads, const Group& inputs,
+                            const std::vector<WeightedLayer>& weighted, uint64_t first_node, uint64_t end_node,
                             std::vector<WeightWork>& work) const {
-  for (int k = static_cast<int>(tape.size()) - 1; k >= 0; --k) {
-    LayerTape& t = tape[k];
-    const Group outs = Differentiable(t.outputs), ins = Differentiable(t.inputs);
-    Group in_grads(ins.size());
-    auto add = [](torch::Tensor& into, const torch::Tensor& g) { into = into.defined() ? into + g : g; };
-    Group roots, root_grads;
-    for (size_t j = 0; j < outs.size() && j < grads.size(); ++j) {
-      if (!outs[j].requires_grad() || !grads[j].defined()) continue;
-      // A tensor the layer passed through unchanged: its gradient goes straight on.
-      bool passed = false;
-      for (size_t i = 0; i < ins.size() && !passed; ++i) {
-        if (ins[i].unsafeGetTensorImpl() == outs[j].unsafeGetTensorImpl()) {
-          add(in_grads[i], grads[j]);
-          passed = true;
-        }
-      }
-      if (passed) continue;
-      roots.push_back(outs[j]);
-      root_grads.push_back(grads[j]);
-    }
-    std::vector<torch::Tensor> params;
-    for (auto& [name, p] : layers_[t.layer]->params()) {
-      bool dup = false;
-      for (const auto& q : params) dup |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
-      if (!dup) params.push_back(p);
-    }
-    Group wanted;
-    std::vector<size_t> wanted_at;
-    if (k > 0 || want_inputs) {
-      for (size_t i = 0; i < ins.size(); ++i) {
-        if (ins[i].requires_grad()) {
-          wanted.push_back(ins[i]);
-          wanted_at.push_back(i);
-        }
-      }
-    }
-    if (!roots.empty() && !wanted.empty()) {
-      // Only the edges towards the inputs are computed (autograd skips the weight
-      // gradients nobody asked for); the graph stays for W when the layer has weights.
-      auto g = torch::autograd::grad(roots, wanted, root_grads, /*retain_graph=*/!params.empty(),
-                                     /*create_graph=*/false, /*allow_unused=*/true);
-      for (size_t i = 0; i < g.size(); ++i)
-        if (g[i].defined()) add(in_grads[wanted_at[i]], g[i]);
-    }
-    if (!params.empty() && !roots.empty()) {
-      torch::autograd::edge_list edges;
-      for (const auto& r : roots) edges.push_back(torch::autograd::impl::gradient_edge(r));
-      work.push_back({std::move(edges), std::move(root_grads), std::move(params)});
-    }
-    grads = std::move(in_grads);
-    t = LayerTape();  // the layer's activations are W's (through its roots) or free
+  // One pass from the roots that captures the gradients of the inputs and of every
+  // weighted layer's outputs: autograd computes only what leads to them, so no weight
+  // gradient; the graph stays (keep_graph) for W, minus what is freed below.
+  std::vector<Edge> capture;
+  for (const auto& t : inputs) capture.push_back(EdgeOf(t));
+  for (const WeightedLayer& w : weighted) capture.insert(capture.end(), w.outputs.begin(), w.outputs.end());
+  Group got;
+  if (!roots.empty() && !capture.empty()) {
+    got = torch::autograd::Engine::get_default_engine().execute(roots, root_grads, /*keep_graph=*/true,
+                                                                /*create_graph=*/false, /*accumulate_grad=*/false,
+                                                                capture);
   }
-  tape.clear();
-  return grads;
+  got.resize(capture.size());
+  Group input_grads(got.begin(), got.begin() + static_cast<long>(inputs.size()));
+  size_t at = inputs.size();
+  std::vector<std::pair<uint64_t, uint64_t>> kept;
+  for (const WeightedLayer& w : weighted) {
+    WeightWork ww;
+    for (size_t j = 0; j < w.outputs.size(); ++j, ++at) {
+      if (!got[at].defined()) continue;  // no gradient flows into this output
+      ww.roots.push_back(w.outputs[j]);
+      ww.grads.push_back(got[at]);
+    }
+    if (ww.roots.empty()) continue;
+    ww.params = w.params;
+    kept.push_back({w.first_node, w.end_node});
+    work.push_back(std::move(ww));
+  }
+  ReleaseGraph(roots, first_node, end_node, kept);
+  return input_grads;
 }
 
 void StageModel::RunWeightWork(std::vector<WeightWork>& work) {
@@ -310,15 +323,10 @@ Group StageModel::BackwardInput(int vs, SavedForward& saved, const Group& output
   const Chunk& chunk = ChunkOf(vs);
   const bool last = grid_.IsLast(vs);
   const bool has_input_grad = !grid_.IsFirst(vs);
-  // The gradient of the loss with respect to the (cut) model output.
-  auto loss_grads = [&](const torch::Tensor& root, const torch::Tensor& output) {
-    Group g{torch::Tensor()};
-    if (output.requires_grad()) g = torch::autograd::grad({root}, {output}, {}, false, false, true);
-    return g;
-  };
+  const Group floats = has_input_grad ? Differentiable(saved.inputs) : Group{};
   Group grads;
   if (checkpoint_interval_ > 0) {
-    // Recompute each segment once, with a graph per layer, and run its input pass.
+    // Recompute each segment once, noting its weighted layers, and run its input pass.
     grads = output_grads;
     const int segments = static_cast<int>(saved.segment_inputs.size());
     for (int k = segments - 1; k >= 0; --k) {
@@ -327,21 +335,49 @@ Group StageModel::BackwardInput(int vs, SavedForward& saved, const Group& output
         for (auto& t : x) t = t.is_floating_point() ? t.detach().requires_grad_(true) : t;
       }
       const int begin = chunk.first_layer + k * checkpoint_interval_;
-      std::vector<LayerTape> tape;
-      Group y = RunLayersSplit(begin, std::min(chunk.end_layer, begin + checkpoint_interval_), x, saved.ctx, tape);
+      std::vector<WeightedLayer> weighted;
+      const uint64_t first = at::sequence_number::peek();
+      Group y = RunLayersNoting(begin, std::min(chunk.end_layer, begin + checkpoint_interval_), x, saved.ctx, weighted);
+      std::vector<Edge> roots;
+      Group root_grads;
       if (k == segments - 1 && last) {
-        torch::Tensor out = Cut(y[0]);
-        grads = loss_grads(Loss(out, saved.labels) / micro_batches_, out);
+        torch::Tensor root = Loss(y[0], saved.labels) / micro_batches_;
+        roots.push_back(EdgeOf(root));
+        root_grads.push_back(torch::ones_like(root));
+      } else {
+        const Group outs = Differentiable(y);
+        for (size_t j = 0; j < outs.size() && j < grads.size(); ++j) {
+          if (!outs[j].requires_grad() || !grads[j].defined()) continue;
+          roots.push_back(EdgeOf(outs[j]));
+          root_grads.push_back(grads[j]);
+        }
       }
-      grads = InputPass(tape, std::move(grads), k > 0 || has_input_grad, saved.weight_work);
+      Group wanted;  // the segment's inputs whose gradients go on
+      if (k > 0 || has_input_grad) {
+        for (const auto& t : Differentiable(x))
+          if (t.requires_grad()) wanted.push_back(t);
+      }
+      const uint64_t end = at::sequence_number::peek();
+      Group got = InputPass(roots, root_grads, wanted, weighted, first, end, saved.weight_work);
+      // The gradients in the order of the segment's FLOAT32 inputs (zeros where none).
+      grads.clear();
+      size_t w = 0;
+      for (const auto& t : Differentiable(x)) {
+        torch::Tensor g;
+        if (t.requires_grad() && (k > 0 || has_input_grad)) g = got[w++];
+        grads.push_back(g.defined() ? g : torch::zeros_like(t));
+      }
     }
   } else {
-    grads = last ? loss_grads(saved.roots[0], saved.loss_input) : output_grads;
-    grads = InputPass(saved.tape, std::move(grads), has_input_grad, saved.weight_work);
+    Group root_grads;
+    for (int j : saved.root_grad) {
+      root_grads.push_back(j < 0 ? torch::ones({}, flat_params_.options()) : output_grads[j]);
+    }
+    grads = InputPass(saved.roots, root_grads, floats, saved.weighted, saved.first_node, saved.end_node,
+                      saved.weight_work);
   }
   Group input_grads;
   if (has_input_grad) {
-    const Group floats = Differentiable(saved.inputs);
     grads.resize(floats.size());
     input_grads = InputGrads(floats, grads);
   }
@@ -362,13 +398,6 @@ Group StageModel::Backward(ir::ComputeKind kind, int vs, SavedForward& saved, co
     RunWeightWork(saved.weight_work);
     saved.Clear();
     return {};
-  }
-  if (!saved.tape.empty()) {
-    // A full backward of a split-mode forward: I then W at once.
-    Group input_grads = BackwardInput(vs, saved, output_grads);
-    RunWeightWork(saved.weight_work);
-    saved.Clear();
-    return input_grads;
   }
   if (checkpoint_interval_ > 0) {
     // Recompute segment by segment from the last, back-propagating through each.
@@ -410,21 +439,16 @@ Group StageModel::Backward(ir::ComputeKind kind, int vs, SavedForward& saved, co
     saved.Clear();
     return input_grads;
   }
-  // The roots and their incoming gradients: the scaled loss on the last virtual stage,
-  // else every FLOAT32 output that depends on something trainable.
-  Group roots, grads;
-  if (last) {
-    roots = {saved.roots[0]};
-  } else {
-    const Group floats = Differentiable(saved.roots);
-    for (size_t k = 0; k < floats.size(); ++k) {
-      if (!floats[k].requires_grad()) continue;
-      roots.push_back(floats[k]);
-      grads.push_back(output_grads[k]);
-    }
-  }
+  // From the roots (the scaled loss on the last virtual stage, else every FLOAT32
+  // output that depends on something trainable) into every leaf: the parameters'
+  // gradients accumulate, the inputs' gradients are read from them.
+  Group root_grads;
+  for (int j : saved.root_grad) root_grads.push_back(j < 0 ? torch::ones({}, flat_params_.options()) : output_grads[j]);
   const Group inputs = has_input_grad ? Differentiable(saved.inputs) : Group{};
-  if (!roots.empty()) torch::autograd::backward(roots, grads);
+  if (!saved.roots.empty()) {
+    torch::autograd::Engine::get_default_engine().execute(saved.roots, root_grads, /*keep_graph=*/false,
+                                                          /*create_graph=*/false, /*accumulate_grad=*/true, {});
+  }
   Group in_grads;
   for (const auto& t : inputs) in_grads.push_back(t.grad());
   Group input_grads = InputGrads(inputs, in_grads);

@@ -31,17 +31,20 @@ struct NamedParameter {
   torch::Tensor value;
 };
 
-// One layer's forward in split-backward mode: the layer ran on `inputs`, leaves cut
-// from the previous layer's outputs (detached, requiring grad), so that the layer's
-// autograd graph is its own.
-struct LayerTape {
-  int layer;  // index in the stage's layers
-  Group inputs, outputs;
+// A layer with parameters in a split-backward forward: the graph edges of its
+// differentiable outputs (where I captures the gradients that W needs; the edges, not
+// the output tensors, so their storage is not held) and the range of autograd sequence
+// numbers its graph nodes took (the nodes W runs through; I frees every other node's
+// saved tensors).
+struct WeightedLayer {
+  std::vector<torch::autograd::Edge> outputs;
+  std::vector<torch::Tensor> params;
+  uint64_t first_node = 0, end_node = 0;
 };
 
 // What an input backward (I) keeps for the weight backward (W) of one layer: the graph
-// edges of the layer's differentiable outputs (the graph, not the output tensors: their
-// storage is freed unless something else holds it) and the gradients that flowed into
+// edges of the layer's differentiable outputs (its own nodes, which hold the tensors
+// the weight gradient needs, e.g. a Linear's input) and the gradients that flowed into
 // them.
 struct WeightWork {
   std::vector<torch::autograd::Edge> roots;
@@ -50,27 +53,33 @@ struct WeightWork {
 };
 
 // What a training forward of one (virtual stage, micro-batch) leaves for its backward.
+// It holds the autograd graph by its edges, not by the output tensors: an activation
+// stays alive only while a graph node saved it (or the send of an output holds it).
 struct SavedForward {
   Group inputs;  // the input group; FLOAT32 members require grad past virtual stage 0
-  // The backward's roots with their graph: the output group, or {loss / M} on the last
-  // virtual stage. Empty with activation checkpointing (the backward recomputes them).
-  Group roots;
+  // The backward's roots: the graph edges of the FLOAT32 outputs that depend on
+  // something trainable, each with the index of its gradient among the output
+  // gradients; or, on the last virtual stage, the edge of loss / M (root_grad -1: its
+  // gradient is one). Empty with activation checkpointing (the backward recomputes them).
+  std::vector<torch::autograd::Edge> roots;
+  std::vector<int> root_grad;
   // Activation checkpointing: the input group of every segment of layers, and the
   // labels to recompute the last virtual stage's loss with.
   std::vector<Group> segment_inputs;
   torch::Tensor labels;
   ForwardContext ctx;
-  // Split backward (the forward was told the backward is I then W): one graph per
-  // layer, and on the last virtual stage the model output cut from the loss, whose
-  // root is roots[0].
-  std::vector<LayerTape> tape;
-  torch::Tensor loss_input;
-  // After I: what W needs. I keeps exactly this (the graphs of the layers that have
+  // Split backward (the forward was told the backward is I then W): the layers with
+  // parameters (not with checkpointing, where I recomputes them), and the sequence
+  // numbers of every graph node this forward made.
+  bool split = false;
+  std::vector<WeightedLayer> weighted;
+  uint64_t first_node = 0, end_node = 0;
+  // After I: what W needs. I keeps exactly this (the graph nodes of the layers that have
   // parameters, and their output gradients); everything else is freed at I.
   std::vector<WeightWork> weight_work;
   bool input_done = false;  // I ran; only W may follow
   // A forward left state that no backward has consumed yet.
-  bool has_forward() const { return !roots.empty() || !segment_inputs.empty() || !tape.empty() || input_done; }
+  bool has_forward() const { return !roots.empty() || !segment_inputs.empty() || split || input_done; }
   void Clear() { *this = SavedForward(); }
 };
 
@@ -101,8 +110,9 @@ class StageModel {
   // the last virtual stage). With labels on the last virtual stage, *loss becomes the
   // micro-batch's mean loss. `saved` null: no autograd graph is kept (evaluation).
   // Otherwise it receives what Backward needs; the FLOAT32 inputs past virtual stage 0
-  // (received leaves) start to require grad. `split`: the backward will be I then W,
-  // so each layer keeps a graph of its own (a full B works on it too).
+  // (received leaves) start to require grad. `split`: the backward will be I then W, so
+  // the forward notes where the gradients of the layers with parameters flow (a full B
+  // works on it too).
   Group Forward(int vs, Group inputs, const torch::Tensor& labels, const ForwardContext& ctx, SavedForward* saved,
                 torch::Tensor* loss, bool split = false) const;
   // Backward of virtual stage `vs` from the gradients of its FLOAT32 outputs
@@ -110,10 +120,12 @@ class StageModel {
   // loss): returns the gradients of its FLOAT32 inputs (zeros where an input did not
   // matter; empty on virtual stage 0). BACKWARD and BACKWARD_WEIGHT accumulate into the
   // parameters' gradients and consume `saved`. BACKWARD_INPUT computes the input
-  // gradients only, layer by layer, and keeps for the BACKWARD_WEIGHT that follows each
-  // parameterised layer's graph and output gradient, so that W computes the weight
-  // gradients from them without going through any activation gradient again; under
-  // activation checkpointing I recomputes each segment once and W recomputes nothing.
+  // gradients only (autograd computes no weight gradient it is not asked for) and keeps,
+  // for the BACKWARD_WEIGHT that follows, each parameterised layer's graph nodes and
+  // output gradient, freeing every other saved tensor of the forward; W computes the
+  // weight gradients from them without going through any activation gradient again.
+  // Under activation checkpointing I recomputes each segment once and W recomputes
+  // nothing.
   // BACKWARD_WEIGHT returns an empty group. The caller checks that `saved` is a
   // forward's (for W: one whose I ran) and that `output_grads` are complete.
   Group Backward(ir::ComputeKind kind, int vs, SavedForward& saved, const Group& output_grads);
@@ -150,14 +162,17 @@ class StageModel {
  private:
   explicit StageModel(const ir::Grid& grid) : grid_(grid) {}
   Group RunLayers(int begin, int end, Group x, const ForwardContext& ctx) const;
-  // Runs layers [begin, end) on `x`, each on leaves cut from the previous layer's
-  // outputs (x itself for the first), appending their tapes.
-  Group RunLayersSplit(int begin, int end, Group x, const ForwardContext& ctx, std::vector<LayerTape>& tape) const;
-  // The input-gradient pass over `tape` (last layer first) from the gradients of the
-  // last layer's FLOAT32 outputs; returns the gradients of the first layer's FLOAT32
-  // inputs (undefined where none flowed; none computed unless `want_inputs`). Appends
-  // the weight work of every layer with parameters.
-  Group InputPass(std::vector<LayerTape>& tape, Group grads, bool want_inputs, std::vector<WeightWork>& work) const;
+  // RunLayers, noting each layer with parameters in `weighted` (its output edges and
+  // the sequence numbers of its graph nodes).
+  Group RunLayersNoting(int begin, int end, Group x, const ForwardContext& ctx,
+                        std::vector<WeightedLayer>& weighted) const;
+  // The input-gradient pass of one graph (a forward, or a recomputed segment) from
+  // `roots` with `root_grads`: returns the gradients of `inputs` (undefined where none
+  // flowed), appends the weight work of every layer in `weighted`, and frees the saved
+  // tensors of every other node made in [first_node, end_node).
+  Group InputPass(const std::vector<torch::autograd::Edge>& roots, const Group& root_grads, const Group& inputs,
+                  const std::vector<WeightedLayer>& weighted, uint64_t first_node, uint64_t end_node,
+                  std::vector<WeightWork>& work) const;
   // The split backward's I from saved state (with or without checkpointing).
   Group BackwardInput(int vs, SavedForward& saved, const Group& output_grads);
   static void RunWeightWork(std::vector<WeightWork>& work);
