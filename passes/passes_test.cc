@@ -20,6 +20,7 @@
 #include "passes/analysis/verifier.h"
 #include "passes/partition/partition.h"
 #include "passes/registry.h"
+#include "passes/schedule/activation_cap.h"
 #include "passes/test_util.h"
 
 namespace ppc::passes {
@@ -399,9 +400,11 @@ TEST(Timeline, ChartsAndCountsA1F1BPlan) {
 
 TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
   // fc0 (16 -> 32), fc1 (32 -> 16), head (16 -> 4), no activations between; 2 samples
-  // per micro-batch. An F keeps every layer's input and the output: 16 + 32 + 16 + 4 =
-  // 68 floats, 2 x 68 x 4 = 544 bytes. An I keeps, per layer with weights, its input and
-  // its output gradient: (16 + 32) + (32 + 16) + (16 + 4) = 116 floats, 928 bytes.
+  // per micro-batch, cross-entropy. An F keeps each Linear's input (16 + 32 + 16 floats,
+  // the first being the stage's input) and the log-softmax of the logits (4 floats), per
+  // sample, plus the loss's total weight (one float) and the int64 labels: 2 x 68 x 4 +
+  // 4 + 2 x 8 = 564 bytes. An I keeps, per layer with weights, its input and its output
+  // gradient: (16 + 32) + (32 + 16) + (16 + 4) = 116 floats, 928 bytes.
   auto model = [](int stages, int m, const std::string& schedule) {
     ir::Plan plan = MlpPlan(stages, 1, m, schedule, {16, 32, 16});
     auto* layers = plan.mutable_model()->mutable_layers();
@@ -411,7 +414,7 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
   };
   auto full = SimulateTimeline(model(1, 2, "1f1b"));
   ASSERT_TRUE(full.ok()) << full.status();
-  EXPECT_EQ(full->stages[0].peak_activation_bytes, 544);  // F0 B0 F1 B1
+  EXPECT_EQ(full->stages[0].peak_activation_bytes, 564);  // F0 B0 F1 B1
   EXPECT_EQ(ComputeOrder(model(1, 2, "zb-h1"), 0), "0F0 0I0 0W0 0F1 0I1 0W1");
   auto split = SimulateTimeline(model(1, 2, "zb-h1"));
   ASSERT_TRUE(split.ok()) << split.status();
@@ -419,7 +422,7 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
   // GPipe keeps both forwards at once.
   auto gpipe = SimulateTimeline(model(1, 2, "gpipe"));
   ASSERT_TRUE(gpipe.ok());
-  EXPECT_EQ(gpipe->stages[0].peak_activation_bytes, 2 * 544);  // F0 F1 B0 B1
+  EXPECT_EQ(gpipe->stages[0].peak_activation_bytes, 2 * 564);  // F0 F1 B0 B1
   // Two micro-batches in flight on stage 0 of 1F1B at P = 2: twice its F's share.
   const ir::Plan p2 = model(2, 4, "1f1b");
   auto two = SimulateTimeline(p2);
@@ -434,6 +437,73 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
   auto inference = SimulateTimeline(model(2, 4, "inference"));
   ASSERT_TRUE(inference.ok());
   EXPECT_EQ(inference->stages[0].peak_activation_bytes, 0);
+}
+
+// The activation cap moves W's earlier, each after its I, only where a pending W is
+// what would cross the cap.
+TEST(ActivationCap, RunsPendingWeightBackwardsBeforeWhatWouldCrossTheCap) {
+  const std::vector<SavedActivationBytes> saved = {{10, 15}};
+  auto text = [](const std::vector<ComputeOp>& ops) {
+    std::vector<std::string> out;
+    for (const ComputeOp& op : ops) {
+      const char* k = op.kind == ir::FORWARD ? "F" : op.kind == ir::BACKWARD ? "B"
+                      : op.kind == ir::BACKWARD_INPUT ? "I" : "W";
+      out.push_back(absl::StrCat(op.virtual_stage, k, op.micro_batch));
+    }
+    return absl::StrJoin(out, " ");
+  };
+  const std::vector<ComputeOp> order = {{ir::FORWARD, 0, 0},         {ir::BACKWARD_INPUT, 0, 0},
+                                        {ir::FORWARD, 0, 1},         {ir::BACKWARD_INPUT, 0, 1},
+                                        {ir::BACKWARD_WEIGHT, 0, 0}, {ir::BACKWARD_WEIGHT, 0, 1}};
+  // Uncapped: F0 10, I0 15, F1 25, I1 30. At 30 nothing moves.
+  EXPECT_EQ(text(CapActivations(order, saved, 30)), "0F0 0I0 0F1 0I1 0W0 0W1");
+  // At 25, I1 would reach 30 with W0 pending: W0 runs first.
+  EXPECT_EQ(text(CapActivations(order, saved, 25)), "0F0 0I0 0F1 0W0 0I1 0W1");
+  // At 20, F1 would reach 25 with W0 pending.
+  EXPECT_EQ(text(CapActivations(order, saved, 20)), "0F0 0I0 0W0 0F1 0I1 0W1");
+  // Below one micro-batch's own state nothing can help: nothing is pending, order kept.
+  EXPECT_EQ(text(CapActivations(order, saved, 5)), "0F0 0I0 0W0 0F1 0I1 0W1");
+}
+
+// zb-h1 on an MLP whose W's keep more than its F's (Linear + ReLU: W needs every
+// Linear's input and output gradient, F the inputs only): capped at 1F1B's peak by
+// default, its peak is 1F1B's plus at most one micro-batch's excess of W over F, far
+// under torch's order (max_activations=none); the capped plan still verifies.
+TEST(ActivationCap, KeepsZbH1NearOneFOneBsPeakWhereWeightBackwardsKeepMore) {
+  for (int p : {2, 4}) {
+    SCOPED_TRACE(absl::StrCat("P=", p));
+    const std::vector<int> widths = {64, 64, 64, 64, 64, 64, 64, 64};
+    ir::Plan base = MlpPlan(p, 1, 2 * p, "zb-h1", widths);
+    const ir::Plan capped = MustCompile(base);
+    const ir::Plan uncapped = MustRun(base, absl::StrCat("infer-shapes,partition,schedule-zb-h1{max_activations=none},"
+                                                         "assign-buffers,lower"));
+    base.mutable_config()->set_schedule("1f1b");
+    const ir::Plan one = MustCompile(base);
+    auto peak = [](const ir::Plan& plan) {
+      auto t = SimulateTimeline(plan);
+      EXPECT_TRUE(t.ok()) << t.status();
+      int64_t out = 0;
+      for (const auto& st : t->stages) out = std::max(out, st.peak_activation_bytes);
+      return out;
+    };
+    const std::vector<SavedActivationBytes> saved = SavedActivations(capped);
+    int64_t excess = 0;
+    for (const auto& s : saved) excess = std::max(excess, s.weights - s.forward);
+    ASSERT_GT(excess, 0) << "the case needs W's that keep more than F's";
+    EXPECT_EQ(OneFOneBPeakActivationBytes(capped), peak(one));
+    EXPECT_LE(peak(capped), peak(one) + excess);
+    EXPECT_GT(peak(uncapped), peak(one) + excess);
+    EXPECT_NE(ComputeOrder(capped, p - 1), ComputeOrder(uncapped, p - 1));
+  }
+  // Bad values are refused, naming the pass and the option.
+  for (const char* bad : {"0", "-5", "lots", "1e9"}) {
+    auto out = RunPipeline(MlpPlan(2, 1, 4, "zb-h1"), absl::StrCat("infer-shapes,partition,schedule-zb-h1{max_activations=",
+                                                                   bad, "}"));
+    ASSERT_FALSE(out.ok()) << bad;
+    EXPECT_NE(out.status().message().find("schedule-zb-h1: max_activations must be none, 1f1b or a number of bytes"),
+              std::string::npos)
+        << out.status();
+  }
 }
 
 TEST(Timeline, CountsATiedWeightOncePerStage) {

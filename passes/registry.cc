@@ -12,6 +12,7 @@
 #include "passes/lower/place_comm.h"
 #include "passes/partition/partition.h"
 #include "passes/schedule/schedule.h"
+#include "passes/schedule/activation_cap.h"
 #include "passes/schedule/zero_bubble.h"
 
 namespace ppc::passes {
@@ -27,6 +28,16 @@ PassInfo Simple(const char* name, const char* summary) {
 PassInfo Schedule(const char* name, const char* summary, StageOrder order, ScheduleCheck check) {
   return {name, summary, {}, [name, order, check](const PassOptions&) -> absl::StatusOr<std::unique_ptr<Pass>> {
             return std::make_unique<SchedulePass>(name, order, check);
+          }};
+}
+
+// A split-backward schedule: option max_activations=none|1f1b|BYTES, `cap` by default.
+PassInfo SplitSchedule(const char* name, const char* summary, StageOrder order, ScheduleCheck check,
+                       const char* cap) {
+  return {name, summary, {"max_activations"},
+          [name, order, check, cap](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
+            auto it = o.find("max_activations");
+            return std::make_unique<CappedSchedulePass>(name, order, check, it == o.end() ? cap : it->second);
           }};
 }
 
@@ -53,18 +64,22 @@ PassRegistry* MutableRegistry() {
       Simple<PlaceComm>("place-comm", "post each receive as early as its slot is free"),
       Schedule("schedule-1f1b", "one-forward-one-backward (DeepSpeed's TrainSchedule)", OneFOneBOrder, OneChunk),
       Schedule("schedule-data-parallel", "P=1 gradient accumulation", DataParallelOrder, OneStageOneChunk),
-      Schedule("schedule-dualpipev",
-               "DeepSeek's DualPipe in a V (torch's ScheduleDualPipeV): F of one micro-batch and B of another back to "
-               "back",
-               DualPipeVOrder, DualPipeVShape),
+      SplitSchedule("schedule-dualpipev",
+                    "DeepSeek's DualPipe in a V (torch's ScheduleDualPipeV): F of one micro-batch and B of another "
+                    "back to back {max_activations=none|1f1b|BYTES, default none}",
+                    DualPipeVOrder, DualPipeVShape, "none"),
       Schedule("schedule-gpipe", "all forwards, then all backwards", GPipeOrder, AnyShape),
       Schedule("schedule-inference", "forward only", InferenceOrder, AnyShape),
       Schedule("schedule-interleaved-1f1b", "Megatron's interleaved 1F1B over V virtual stages per stage",
                Interleaved1F1BOrder, InterleavedShape),
-      Schedule("schedule-zb-h1", "zero-bubble ZB-H1: 1F1B with backward split into I and W, W's in the bubbles",
-               ZbH1Order, ZbH1Shape),
-      Schedule("schedule-zb-v", "zero-bubble ZB-V: two chunks per stage in a V, split backward (torch's ScheduleZBVZeroBubble)",
-               ZbVOrder, ZbVShape),
+      SplitSchedule("schedule-zb-h1",
+                    "zero-bubble ZB-H1: 1F1B with backward split into I and W, W's in the bubbles "
+                    "{max_activations=none|1f1b|BYTES, default 1f1b}",
+                    ZbH1Order, ZbH1Shape, "1f1b"),
+      SplitSchedule("schedule-zb-v",
+                    "zero-bubble ZB-V: two chunks per stage in a V, split backward (torch's ScheduleZBVZeroBubble) "
+                    "{max_activations=none|1f1b|BYTES, default 1f1b}",
+                    ZbVOrder, ZbVShape, "1f1b"),
       Simple<VerifyPass>("verify", "check the plan; never changes it"),
   });
   return registry;

@@ -23,6 +23,7 @@
 #include "ir/topology.h"
 #include "runtime/cifar10.h"
 #include "runtime/comm_engine.h"
+#include "runtime/memory_meter.h"
 #include "runtime/slot_table.h"
 #include "runtime/torch_status.h"
 
@@ -403,6 +404,21 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
   predictions_ = 0;
   comm_->Reset();
   program.slots.Clear();
+  // Measuring activations: what is held between instructions above what was live at
+  // the start, up to the first instruction past the backwards (reductions, clipping, the
+  // optimizer), whose buffers are not activations; and the peak within instructions
+  // (with the kernels' temporaries, e.g. a weight gradient before it is accumulated).
+  MemoryMeter* meter = &program == train_.get() ? MemoryMeter::Current() : nullptr;
+  const int64_t base = meter != nullptr ? meter->live() : 0;
+  if (meter != nullptr) meter->ResetPeak();
+  auto measure = [&](bool last) {
+    if (meter == nullptr) return;
+    measured_activation_bytes_ = std::max(measured_activation_bytes_, meter->live() - base);
+    if (last) {
+      measured_peak_bytes_ = std::max(measured_peak_bytes_, meter->peak() - base);
+      meter = nullptr;
+    }
+  };
   const bool inject = options_.fault_signal != 0 && &program == train_.get() && step == options_.fault_step;
   const bool trace = options_.trace && &program == train_.get();
   auto now_us = [this] {
@@ -416,11 +432,23 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
                    options_.fault_signal, i, static_cast<long long>(step + 1));
       raise(options_.fault_signal);
     }
+    switch (program.code.instructions(i).op_case()) {
+      case ir::Instruction::kReduceTiedGrads:
+      case ir::Instruction::kReduceGrads:
+      case ir::Instruction::kClipGradNorm:
+      case ir::Instruction::kOptimizerStep:
+      case ir::Instruction::kGatherParams:
+        measure(/*last=*/true);
+        break;
+      default:
+        break;
+    }
     absl::Status s;
     absl::Status thrown = TorchCall([&] { s = program.handlers[i](step); });
     if (!thrown.ok()) s = thrown;
     if (!s.ok()) return Annotate(s, Where(static_cast<int>(i), program.code.instructions(i), step));
     ++executed_;
+    measure(/*last=*/false);
     if (trace) {
       const ir::Instruction& in = program.code.instructions(i);
       const double ended = now_us();
@@ -449,6 +477,7 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
       }
     }
   }
+  measure(/*last=*/true);
   return absl::OkStatus();
 }
 

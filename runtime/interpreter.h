@@ -129,6 +129,14 @@ class StageRuntime {
   // Bytes held in parameters and in optimizer state by this rank.
   int64_t ParameterBytes() const;
   int64_t OptimizerStateBytes() const;
+  // With a MemoryMeter on the calling thread, over the training steps run so far, up to
+  // each step's first gradient reduction or optimizer instruction, above the CPU tensor
+  // bytes live when the step began: the most held between two instructions (the
+  // activations: what forwards keep for backwards, what I keeps for W, loaded,
+  // received and sent tensors), and the most at any moment (with the kernels'
+  // temporaries, e.g. a weight gradient before it is accumulated). 0 without a meter.
+  int64_t measured_activation_bytes() const { return measured_activation_bytes_; }
+  int64_t measured_peak_bytes() const { return measured_peak_bytes_; }
   // With options.trace: the training steps so far as a Chrome trace (chrome://tracing,
   // Perfetto), process = this rank: every instruction on the host as a slice on thread
   // "program" (its start and end on the host: on a GPU, when its work was enqueued), and
@@ -183,6 +191,7 @@ class StageRuntime {
   std::vector<torch::Tensor> predicted_, predicted_labels_;
   torch::Tensor last_grad_norm_;
   int64_t executed_ = 0;
+  int64_t measured_activation_bytes_ = 0, measured_peak_bytes_ = 0;
   // The trace: Chrome trace events (JSON objects), microseconds since trace_origin_.
   std::vector<std::string> trace_;
   std::chrono::steady_clock::time_point trace_origin_ = std::chrono::steady_clock::now();

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include <torch/utils.h>
@@ -19,6 +21,7 @@
 #include "ir/plan_io.h"
 #include "ir/status_macros.h"
 #include "runtime/checkpoint.h"
+#include "runtime/memory_meter.h"
 #include "runtime/nccl_transport.h"
 #include "runtime/torch_file.h"
 
@@ -198,6 +201,12 @@ absl::StatusOr<RunRecords> RunRank(const ir::Plan& plan, const RendezvousOptions
 absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, const TransportFactory& connect,
                                             const RunOptions& options) {
   SetThreads();
+  // --memory-report: count this rank's CPU tensors (the thread's for the whole run).
+  std::optional<ScopedMeter> meter;
+  if (options.memory_report) {
+    MemoryMeter::Install();
+    meter.emplace(std::make_shared<MemoryMeter>());
+  }
   const Fault fault = InjectedFault();
   if (fault.malformed) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -379,9 +388,14 @@ absl::StatusOr<RunRecords> RunRankUnguarded(const ir::Plan& plan, int rank, cons
     RETURN_IF_ERROR(rt->WriteTrace(absl::StrCat(options.trace_dir, "/rank", rank, ".json")));
   }
   if (options.memory_report) {
-    std::printf("memory: rank %d stage %d replica %d parameters %lld bytes optimizer_state %lld bytes peak_rss %lld bytes\n",
-                rank, rt->stage(), rt->replica(), static_cast<long long>(rt->ParameterBytes()),
-                static_cast<long long>(rt->OptimizerStateBytes()), static_cast<long long>(PeakRss()));
+    records.activation_bytes = rt->measured_activation_bytes();
+    records.step_peak_bytes = rt->measured_peak_bytes();
+    std::printf(
+        "memory: rank %d stage %d replica %d parameters %lld bytes optimizer_state %lld bytes peak_rss %lld bytes "
+        "activations %lld bytes step_peak %lld bytes\n",
+        rank, rt->stage(), rt->replica(), static_cast<long long>(rt->ParameterBytes()),
+        static_cast<long long>(rt->OptimizerStateBytes()), static_cast<long long>(PeakRss()),
+        static_cast<long long>(rt->measured_activation_bytes()), static_cast<long long>(rt->measured_peak_bytes()));
     std::fflush(stdout);
   }
   if (metrics != nullptr) {

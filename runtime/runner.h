@@ -44,7 +44,9 @@ struct RunOptions {
   int eval_steps = 1;
   int eval_every = 0;
   std::string predict_path;
-  // Every rank prints its parameter and optimizer-state bytes and peak RSS at the end.
+  // Every rank prints its parameter and optimizer-state bytes, peak RSS and measured
+  // activation bytes (StageRuntime::measured_activation_bytes, counted by a MemoryMeter
+  // on the rank's thread) at the end.
   bool memory_report = false;
   // runtime.device is where the rank runs; backend the transport RunRank(plan,
   // rendezvous, ...) joins with: "gloo" or "nccl" (runtime/device.h chooses both).
@@ -69,6 +71,8 @@ struct EvalRecord {
 struct RunRecords {
   std::vector<StepRecord> steps;
   std::vector<EvalRecord> evals;
+  // With memory_report: StageRuntime::measured_activation_bytes after the run.
+  int64_t activation_bytes = 0, step_peak_bytes = 0;
 };
 
 // Joins the world `rendezvous` describes over options.backend (Gloo, or NCCL on

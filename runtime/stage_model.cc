@@ -252,11 +252,16 @@ Group StageModel::RunLayersNoting(int begin, int end, Group x, const ForwardCont
                                   std::vector<WeightedLayer>& weighted) const {
   for (int l = begin; l < end; ++l) {
     const uint64_t first = at::sequence_number::peek();
+    if (layers_[l]->params().empty()) {
+      x = layers_[l]->ForwardGroup(std::move(x), ctx);
+      continue;
+    }
+    std::set<const void*> passed;  // tensors of the group the layer passes through
+    for (const auto& t : x) passed.insert(t.unsafeGetTensorImpl());
     x = layers_[l]->ForwardGroup(std::move(x), ctx);
-    if (layers_[l]->params().empty()) continue;
     WeightedLayer w;
     for (const auto& t : Differentiable(x))
-      if (t.requires_grad()) w.outputs.push_back(EdgeOf(t));
+      if (t.requires_grad() && !passed.count(t.unsafeGetTensorImpl())) w.outputs.push_back(EdgeOf(t));
     for (auto& [name, p] : layers_[l]->params()) {
       bool dup = false;
       for (const auto& q : w.params) dup |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();

@@ -21,9 +21,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "ir/plan_io.h"
+#include "passes/analysis/timeline.h"
 #include "passes/compile.h"
 #include "runtime/interpreter.h"
 #include "runtime/loopback_transport.h"
+#include "runtime/memory_meter.h"
 #include "runtime/runner.h"
 #include "runtime/stage_model.h"
 
@@ -360,6 +362,80 @@ TEST(StageModel, InputBackwardComputesNoWeightGradientAndWeightBackwardNoInputGr
   EXPECT_FALSE(split.has_forward());
   EXPECT_GT(full_model->flat_grads().abs().sum().item<float>(), 0.0f);
   EXPECT_TRUE(torch::allclose(split_model->flat_grads(), full_model->flat_grads(), 1e-6, 1e-7));
+}
+
+// The bytes a forward keeps for its backward, what I keeps for W, and nothing after W,
+// as a MemoryMeter counts the runtime's tensors, equal to the model `ppc inspect`
+// reports them with (passes::SavedActivations), on every virtual stage.
+void ExpectSavedBytesAsModeled(const ir::Plan& plan, const std::string& name) {
+  SCOPED_TRACE(name);
+  auto grid = ir::Grid::Of(plan);
+  ASSERT_TRUE(grid.ok());
+  const std::vector<passes::SavedActivationBytes> modeled = passes::SavedActivations(plan);
+  ASSERT_EQ(static_cast<int>(modeled.size()), grid->virtual_stages());
+  runtime::MemoryMeter::Install();
+  const int64_t mbs = plan.config().micro_batch_size();
+  auto batch = [&](const ir::TensorSpec& spec, int64_t high) {
+    std::vector<int64_t> shape{mbs};
+    for (int64_t d : spec.shape()) shape.push_back(d);
+    return spec.dtype() == ir::INT64 ? torch::randint(0, high, shape, torch::kInt64) : torch::randn(shape);
+  };
+  torch::manual_seed(3);
+  for (int s = 0; s < grid->stages(); ++s) {
+    std::vector<std::string> problems;
+    auto model = runtime::StageModel::Build(plan, *grid, s, problems);
+    ASSERT_TRUE(problems.empty()) << problems[0];
+    model->Flatten(model->NumParameters(), torch::kCPU);
+    for (int c = 0; c < grid->chunks(); ++c) {
+      const int v = grid->VirtualOf(s, c);
+      SCOPED_TRACE(absl::StrCat("virtual stage ", v));
+      const auto& range = plan.placement().virtual_stages(v);
+      const bool last = v + 1 == grid->virtual_stages();
+      auto meter = std::make_shared<runtime::MemoryMeter>();
+      runtime::ScopedMeter scope(meter);
+      runtime::Group inputs;
+      if (range.begin() == 0) {
+        inputs.push_back(batch(plan.model().input(), 2));
+      } else {
+        for (const auto& t : plan.model().layers(range.begin() - 1).outputs()) inputs.push_back(batch(t, 2));
+      }
+      torch::Tensor labels;
+      if (last) labels = batch(plan.model().label(), plan.model().num_classes());
+      runtime::SavedForward saved;
+      torch::Tensor loss;
+      const runtime::ForwardContext ctx{1, 0, 0, true};
+      runtime::Group y = model->Forward(v, std::move(inputs), labels, ctx, &saved, &loss, /*split=*/true);
+      loss = torch::Tensor();
+      if (last) y.clear();  // the runtime keeps a non-last stage's outputs for their send
+      EXPECT_EQ(meter->live(), modeled[v].forward) << "kept by the forward";
+      runtime::Group grads;
+      for (const auto& t : y)
+        if (t.is_floating_point()) grads.push_back(torch::ones_like(t));
+      y.clear();
+      runtime::Group input_grads = model->Backward(ir::BACKWARD_INPUT, v, saved, grads);
+      grads.clear();
+      input_grads.clear();
+      labels = torch::Tensor();
+      EXPECT_EQ(meter->live(), modeled[v].weights) << "kept by I for W";
+      model->Backward(ir::BACKWARD_WEIGHT, v, saved, {});
+      EXPECT_EQ(meter->live(), 0) << "left after W";
+    }
+  }
+}
+
+TEST(StageModel, KeepsTheBytesThatInspectModels) {
+  ExpectSavedBytesAsModeled(Compiled(Mlp(2, 1, 4, "1f1b")), "mlp (Linear, ReLU, GELU, Dropout, Tanh)");
+  ExpectSavedBytesAsModeled(Compiled(ResidualP2()), "residual mlp (Fork, Add)");
+  ExpectSavedBytesAsModeled(Compiled(ModelPlan("tests/testdata/tiny_cnn.textproto", 2, 1, 4, "1f1b")),
+                            "tiny cnn (Conv2d, MaxPool2d, Flatten)");
+  ExpectSavedBytesAsModeled(Compiled(ModelPlan("tests/testdata/tied_lm.textproto", 2, 1, 4, "1f1b")),
+                            "tied lm (Embedding, LayerNorm, sequence labels)");
+  ExpectSavedBytesAsModeled(Compiled(Mlp(2, 1, 4, "zb-v")), "mlp on the V (two chunks per stage)");
+  for (int interval : {1, 2}) {
+    ir::Plan plan = Mlp(2, 1, 4, "1f1b");
+    plan.mutable_config()->set_activation_checkpoint_interval(interval);
+    ExpectSavedBytesAsModeled(Compiled(plan), absl::StrCat("mlp, activation checkpointing every ", interval));
+  }
 }
 
 TEST(Interpreter, SplitBackwardMatchesFullBackward) { ExpectSplitMatchesFull(Mlp(2, 1, 4, "1f1b"), "split_p2"); }

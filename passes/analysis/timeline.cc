@@ -12,39 +12,10 @@
 #include "absl/strings/str_join.h"
 #include "ir/layer_shapes.h"
 #include "ir/topology.h"
+#include "passes/analysis/activations.h"
 
 namespace ppc::passes {
 namespace {
-
-constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
-
-int64_t SatMul(int64_t a, int64_t b) {
-  int64_t out;
-  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &out)) return kInt64Max;
-  return out;
-}
-int64_t SatAdd(int64_t a, int64_t b) {
-  int64_t out;
-  if (__builtin_add_overflow(a, b, &out)) return kInt64Max;
-  return out;
-}
-
-// Bytes of one sample of a group.
-int64_t GroupBytes(const std::vector<ir::TensorSpec>& group) {
-  int64_t total = 0;
-  for (const ir::TensorSpec& t : group) {
-    const int64_t n = ir::NumElements(t);
-    total = SatAdd(total, SatMul(n < 0 ? kInt64Max : n, t.dtype() == ir::INT64 ? 8 : 4));
-  }
-  return total;
-}
-
-// The group of tensors entering layer l (the model input for the first layer).
-std::vector<ir::TensorSpec> InputGroup(const ir::Plan& plan, int l) {
-  if (l == 0) return {plan.model().input()};
-  const auto& out = plan.model().layers(l - 1).outputs();
-  return {out.begin(), out.end()};
-}
 
 // Float32 optimizer state values kept per parameter.
 int StateValuesPerParameter(const ir::OptimizerConfig& o) {
@@ -87,54 +58,14 @@ void ModelStats(const ir::Plan& plan, const ir::Grid& grid, int s, StageStats& s
 }
 
 // StageStats::peak_activation_bytes of `prog` (stage s).
-int64_t PeakActivationBytes(const ir::Plan& plan, const ir::Grid& grid, const ir::Program& prog) {
-  const ir::Placement& pl = plan.placement();
-  const int nv = grid.virtual_stages(), layers = plan.model().layers_size();
-  if (pl.virtual_stages_size() != nv) return 0;
-  const int64_t mbs = std::max(0, plan.config().micro_batch_size());
-  const int interval = plan.config().activation_checkpoint_interval();
-  // Per virtual stage: kept by F (forward), kept by I for W (weights).
-  std::vector<int64_t> forward(nv, 0), weights(nv, 0);
-  for (int v = 0; v < nv; ++v) {
-    const ir::VirtualStage& vs = pl.virtual_stages(v);
-    if (vs.begin() < 0 || vs.begin() >= vs.end() || vs.end() > layers) return 0;
-    for (int l = vs.begin(); l < vs.end(); ++l) {
-      const ir::LayerSpec& layer = plan.model().layers(l);
-      if (layer.outputs_size() == 0) return 0;
-      const int64_t in = SatMul(GroupBytes(InputGroup(plan, l)), mbs);
-      const int64_t out = SatMul(GroupBytes({layer.outputs().begin(), layer.outputs().end()}), mbs);
-      if (interval <= 0 || (l - vs.begin()) % interval == 0) forward[v] = SatAdd(forward[v], in);
-      if (l + 1 == vs.end() && interval <= 0) forward[v] = SatAdd(forward[v], out);
-      if (layer.param_count() > 0) weights[v] = SatAdd(weights[v], SatAdd(in, out));
-    }
-  }
+int64_t PeakActivationBytes(const std::vector<SavedActivationBytes>& saved, const ir::Program& prog) {
   bool trains = false;  // a forward-only program keeps nothing for backwards
   for (const ir::Op& op : prog.ops) trains |= op.is(ir::OpCode::kCompute) && op.kind != ir::FORWARD;
   if (!trains) return 0;
-  int64_t now = 0, peak = 0;
-  for (const ir::Op& op : prog.ops) {
-    if (!op.is(ir::OpCode::kCompute)) continue;
-    const int v = op.virtual_stage();
-    if (v < 0 || v >= nv) continue;
-    switch (op.compute_kind()) {
-      case ir::FORWARD:
-        now = SatAdd(now, forward[v]);
-        break;
-      case ir::BACKWARD:
-        now -= forward[v];
-        break;
-      case ir::BACKWARD_INPUT:
-        now = SatAdd(now - forward[v], weights[v]);
-        break;
-      case ir::BACKWARD_WEIGHT:
-        now -= weights[v];
-        break;
-      default:
-        break;
-    }
-    peak = std::max(peak, now);
-  }
-  return peak;
+  ActivationWalk walk(saved);
+  for (const ir::Op& op : prog.ops)
+    if (op.is(ir::OpCode::kCompute)) walk.Apply(op.compute_kind(), op.virtual_stage());
+  return walk.peak();
 }
 
 }  // namespace
@@ -157,6 +88,7 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module, const CostMo
   t.bubble_fraction = sim->bubble_fraction;
   t.compute = std::move(sim->compute);
   t.stages.resize(p);
+  const std::vector<SavedActivationBytes> saved = SavedActivations(plan);
   for (int s = 0; s < p; ++s) {
     const ir::Program& prog = module.programs[s];
     StageStats& st = t.stages[s];
@@ -164,7 +96,7 @@ absl::StatusOr<Timeline> SimulateTimeline(const ir::Module& module, const CostMo
     st.peak_live_slots = sim->peak_live_slots[s];
     st.busy = sim->busy[s];
     ModelStats(plan, *grid, s, st);
-    st.peak_activation_bytes = PeakActivationBytes(plan, *grid, prog);
+    st.peak_activation_bytes = PeakActivationBytes(saved, prog);
     bool trains = false, sharded = false;
     for (const ir::Op& op : prog.ops) {
       if (op.is(ir::OpCode::kSend)) st.bytes_sent = SatAdd(st.bytes_sent, TransferBytes(plan, op.direction(), op.boundary()));

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "ir/program.pb.h"
+#include "passes/analysis/activations.h"
 #include "passes/analysis/simulate.h"
 
 namespace ppc::passes {
@@ -22,12 +23,10 @@ struct StageStats {
   // the stage's virtual stages; 0 when the output groups have not been inferred.
   int64_t activation_bytes = 0;
   // The most bytes of activations the stage holds for backwards at once, walking its
-  // program: an F keeps its virtual stage's saved activations (every layer's input
-  // group and the last layer's output group; under activation checkpointing, each
-  // segment's input group), a B frees them; an I frees them but keeps, for the W,
-  // what the weight gradients need (each layer with weights: its input group and the
-  // gradient of its output group; the outputs themselves go), which the W frees. 0
-  // without inferred shapes.
+  // program with SavedActivations: an F adds its virtual stage's `forward`, a B frees
+  // it, an I frees it and adds `weights`, the W frees that. Buffers of transfers in
+  // flight (posted receives, sends not yet waited for) are not counted. 0 without
+  // inferred shapes.
   int64_t peak_activation_bytes = 0;
   int64_t bytes_sent = 0;  // per step, per replica: every Send of the program (TransferBytes)
   double busy = 0;         // time computing

@@ -6,8 +6,10 @@
 //
 // Memory. An I keeps its micro-batch's slot: W needs the stage's saved inputs (and the
 // output gradients I computed), so a (virtual stage, micro-batch) is live from its F
-// until its W (or its B), as assign-buffers gives slots. (A runtime may free after I
-// what only the input gradients needed; a slot counts whole.)
+// until its W (or its B), as assign-buffers gives slots. In bytes, the runtime frees at
+// I what only the input gradients needed (passes/analysis/activations.h models both);
+// the schedule passes cap W deferral in bytes (passes/schedule/activation_cap.h). The
+// order functions here are torch's orders, uncapped.
 //
 // Virtual stages are global ids (ComputeOp.virtual_stage), torch's stage_index.
 #ifndef PPC_PASSES_SCHEDULE_ZERO_BUBBLE_H_
@@ -33,7 +35,9 @@ namespace ppc::passes {
 // tending to a third.
 // Memory: every stage holds min(P, M) micro-batches between F and W at its peak. That
 // is 1F1B's peak on stage 0, the largest, so the peak over the stages is 1F1B's (the
-// paper's claim), but stage s > 0 holds more than 1F1B's min(P - s, M) there.
+// paper's claim) in micro-batches, but stage s > 0 holds more than 1F1B's min(P - s, M)
+// there; in bytes the same holds only where a W keeps no more than its F (the cap,
+// activation_cap.h, handles the rest).
 std::vector<ComputeOp> ZbH1Order(const ir::Grid& grid, int stage, int micro_batches);
 // Any P >= 1 and M >= 1; one chunk per stage (round-robin, V = 1). (Torch's class also
 // refuses M that is not a multiple of its max(1, M / P) "rounds", which with one local
