@@ -1,6 +1,6 @@
 // Profiles a compiled plan's compute ops on this machine and simulates its step with
 // the measured costs: per virtual stage the median time of F, B (after a plain F), and
-// I and W (after a per-layer F), on one thread, with the plan's micro-batch size. Then
+// I and W (after an F run for a split backward), on one thread, with the plan's micro-batch size. Then
 // the event simulator runs the plan's programs under those costs (communication free)
 // and prints one line:
 //

@@ -15,12 +15,15 @@
 #     it is accumulated); and the peak RSS of the largest rank (which also holds
 #     parameters, gradients, optimizer state and LibTorch itself).
 # Prints a markdown table.
-#   bash bench/zero_bubble_bench.sh [steps=8] [width=1024] [micro-batch size=32]
+#   bash bench/zero_bubble_bench.sh [steps=8] [width=1024] [micro-batch size=32] [model=mlp|blocks]
+# (blocks: bench/blocks_spec.sh, 8 x (LayerNorm, Linear, GELU, Dropout), whose forwards
+# keep more than the weight gradients need, as a transformer layer's do.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-8}"
 width="${2:-1024}"
 mbs="${3:-32}"
+model="${4:-mlp}"
 bazel build -c opt //tools/ppc:ppc //tools/pprun:pprun //bench:schedule_costs >/dev/null 2>&1 || {
   echo "build failed: bazel build -c opt //tools/ppc:ppc //tools/pprun:pprun //bench:schedule_costs" >&2
   exit 1
@@ -32,13 +35,21 @@ costs=$bin/bench/schedule_costs
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 spec="$tmp/mlp.textproto"
-bash bench/mlp_spec.sh 8 "$width" bench_mlp >"$spec"
+case "$model" in
+  mlp) bash bench/mlp_spec.sh 8 "$width" bench_mlp >"$spec" ;;
+  blocks) bash bench/blocks_spec.sh 8 "$width" bench_blocks >"$spec" ;;
+  *) echo "model must be mlp or blocks, got '$model'" >&2; exit 2 ;;
+esac
 median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i + 1)}'; }
 mib() { awk '{printf "%.1f", $1 / 1048576}'; }
 mib2() { awk '{printf "%.2f", $1 / 1048576}'; }
 
-echo "MLP 8 x Linear($width, $width) + ReLU + Linear($width, 10), micro-batch $mbs, SGD; $steps steps, median of steps 2..$steps"
+if [[ "$model" == mlp ]]; then
+  echo "MLP 8 x Linear($width, $width) + ReLU + Linear($width, 10), micro-batch $mbs, SGD; $steps steps, median of steps 2..$steps"
+else
+  echo "Blocks 8 x (LayerNorm($width), Linear($width, $width), GELU, Dropout(0.1)) + Linear($width, 10), micro-batch $mbs, SGD; $steps steps, median of steps 2..$steps"
+fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%d)"
 echo
 echo "| P | M | schedule | samples/s (measured) | bubble (unit costs) | simulated step (profiled costs) | measured step | peak activations, modeled (MiB) | held, measured (MiB) | step peak, measured (MiB) | peak RSS, largest rank (MiB) |"

@@ -24,6 +24,7 @@ struct Allocation {
   std::shared_ptr<MemoryMeter> meter;  // null: not counted
 };
 std::mutex table_mu;
+c10::Allocator* base_allocator = nullptr;  // set once by Install, before any use
 std::unordered_map<void*, Allocation>& Table() {
   static auto* table = new std::unordered_map<void*, Allocation>();
   return *table;
@@ -32,12 +33,21 @@ std::unordered_map<void*, Allocation>& Table() {
 void Free(void* data) {
   if (data == nullptr) return;
   Allocation a;
+  bool ours = false;
   {
     std::lock_guard<std::mutex> lock(table_mu);
     auto it = Table().find(data);
-    if (it == Table().end()) return;
-    a = std::move(it->second);
-    Table().erase(it);
+    if (it != Table().end()) {
+      ours = true;
+      a = std::move(it->second);
+      Table().erase(it);
+    }
+  }
+  if (!ours) {
+    // A raw allocation the base allocator made before Install, handed back through the
+    // raw interface.
+    if (c10::DeleterFnPtr d = base_allocator->raw_deleter()) d(data);
+    return;
   }
   if (a.meter) a.meter->Sub(a.bytes);
   // `a.inner` frees the allocation through the base allocator's deleter here.
@@ -56,7 +66,17 @@ class CountingAllocator final : public c10::Allocator {
     if (current) current->Add(bytes);
     {
       std::lock_guard<std::mutex> lock(table_mu);
-      Table()[data] = Allocation{std::move(inner), bytes, current};
+      Allocation a{std::move(inner), bytes, current};
+      auto it = Table().find(data);
+      if (it == Table().end()) {
+        Table().emplace(data, std::move(a));
+      } else {
+        // A stale entry (freed behind our back): forget it without freeing its memory,
+        // which is this allocation now.
+        it->second.inner.release_context();
+        if (it->second.meter) it->second.meter->Sub(it->second.bytes);
+        it->second = std::move(a);
+      }
     }
     return c10::DataPtr(data, data, &Free, device);
   }
@@ -80,7 +100,8 @@ void MemoryMeter::Install() {
   static std::once_flag once;
   std::call_once(once, [] {
     // Leaked on purpose: storages allocated through it may outlive any scope.
-    static auto* counting = new CountingAllocator(c10::GetCPUAllocator());
+    base_allocator = c10::GetCPUAllocator();
+    static auto* counting = new CountingAllocator(base_allocator);
     c10::SetCPUAllocator(counting, /*priority=*/UINT8_MAX);
   });
 }

@@ -181,9 +181,21 @@ void ReleaseGraph(const std::vector<Edge>& roots, uint64_t first, uint64_t end,
     if (seq < first || seq >= end) continue;
     for (const Edge& e : node->next_edges())
       if (e.function && seen.insert(e.function.get()).second) stack.push_back(e.function);
-    bool keep = false;
-    for (const auto& [a, b] : kept) keep |= seq >= a && seq < b;
-    if (keep) continue;
+    const std::pair<uint64_t, uint64_t>* own = nullptr;  // the kept range holding the node
+    for (const auto& range : kept)
+      if (seq >= range.first && seq < range.second) own = &range;
+    if (own != nullptr) {
+      // A kept node keeps only its edges inside its own layer and out of this forward
+      // (the parameters' accumulators): W then walks its own layer alone, never into
+      // another weighted layer (which, through a weight tied between the two, would
+      // count that layer's share again or run it after its own W freed it).
+      for (Edge& e : node->next_edges()) {
+        if (!e.function) continue;
+        const uint64_t to = e.function->sequence_nr();
+        if (to >= first && to < end && (to < own->first || to >= own->second)) e = Edge();
+      }
+      continue;
+    }
     node->release_variables();
     // Not set_next_edge, which would recompute the node's topological number (refused
     // once the node has a parent); with fewer children the old number is still an upper
@@ -209,6 +221,7 @@ Group StageModel::Forward(int vs, Group inputs, const torch::Tensor& labels, con
       if (t.is_floating_point()) t.requires_grad_(true);
   }
   saved->Clear();
+  saved->forwarded = true;
   saved->inputs = inputs;
   saved->ctx = ctx;
   saved->split = split;
@@ -256,12 +269,14 @@ Group StageModel::RunLayersNoting(int begin, int end, Group x, const ForwardCont
       x = layers_[l]->ForwardGroup(std::move(x), ctx);
       continue;
     }
-    std::set<const void*> passed;  // tensors of the group the layer passes through
-    for (const auto& t : x) passed.insert(t.unsafeGetTensorImpl());
+    const Group before = x;  // held, so that no output can reuse an input's address
     x = layers_[l]->ForwardGroup(std::move(x), ctx);
     WeightedLayer w;
-    for (const auto& t : Differentiable(x))
-      if (t.requires_grad() && !passed.count(t.unsafeGetTensorImpl())) w.outputs.push_back(EdgeOf(t));
+    for (const auto& t : Differentiable(x)) {
+      bool passed = false;  // a tensor of the group the layer passes through
+      for (const auto& b : before) passed |= b.unsafeGetTensorImpl() == t.unsafeGetTensorImpl();
+      if (t.requires_grad() && !passed) w.outputs.push_back(EdgeOf(t));
+    }
     for (auto& [name, p] : layers_[l]->params()) {
       bool dup = false;
       for (const auto& q : w.params) dup |= q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();

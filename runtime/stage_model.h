@@ -78,8 +78,9 @@ struct SavedForward {
   // parameters, and their output gradients); everything else is freed at I.
   std::vector<WeightWork> weight_work;
   bool input_done = false;  // I ran; only W may follow
+  bool forwarded = false;   // a training forward filled this (and no B or I consumed it)
   // A forward left state that no backward has consumed yet.
-  bool has_forward() const { return !roots.empty() || !segment_inputs.empty() || split || input_done; }
+  bool has_forward() const { return forwarded || input_done; }
   void Clear() { *this = SavedForward(); }
 };
 

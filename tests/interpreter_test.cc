@@ -447,6 +447,44 @@ TEST(Interpreter, SplitBackwardOfGroupsMatchesFullBackward) {
   ExpectSplitMatchesFull(plan, "split_residual_p2");
 }
 
+// Weighted layers back to back with a weight tied between them (nothing without
+// weights in between): each W walks its own layer only, so the tied weight's gradient
+// gets each layer's share once. And a first virtual stage with no parameters, whose
+// outputs need no gradient, still takes its (empty) backward.
+TEST(Interpreter, SplitBackwardOfTiedAdjacentLayersMatchesFullBackward) {
+  ir::Plan plan = Mlp(2, 1, 4, "1f1b");
+  auto* layers = plan.mutable_model()->mutable_layers();
+  // A 64 -> 64 Linear inserted right after fc2 (64 -> 64), tied to it.
+  int fc2 = -1;
+  for (int l = 0; l < layers->size(); ++l)
+    if (layers->Get(l).name() == "fc2") fc2 = l;
+  ASSERT_GE(fc2, 0);
+  ir::LayerSpec twin = layers->Get(fc2);
+  twin.set_name("fc2_twin");
+  twin.set_tie_key("fc2_tie");
+  layers->Mutable(fc2)->set_tie_key("fc2_tie");
+  layers->Add();
+  for (int l = layers->size() - 1; l > fc2 + 1; --l) *layers->Mutable(l) = layers->Get(l - 1);
+  *layers->Mutable(fc2 + 1) = twin;
+  plan.mutable_config()->set_partition_method(absl::StrCat("explicit:", fc2));  // both on stage 1
+  ExpectSplitMatchesFull(plan, "split_tied_adjacent");
+}
+
+TEST(Interpreter, FirstStageWithoutParametersTrains) {
+  ir::Plan plan = Mlp(2, 1, 4, "1f1b");
+  // Stage 0 holds no layer with weights: one ReLU in front of the model.
+  auto* layers = plan.mutable_model()->mutable_layers();
+  layers->Add();
+  for (int l = layers->size() - 1; l > 0; --l) *layers->Mutable(l) = layers->Get(l - 1);
+  ir::LayerSpec relu;
+  relu.set_name("pre");
+  relu.set_kind("ReLU");
+  *layers->Mutable(0) = relu;
+  plan.mutable_config()->set_partition_method("explicit:1");
+  ExpectMatchesOneProcess(plan, "no_params_stage0");
+  ExpectSplitMatchesFull(plan, "split_no_params_stage0");
+}
+
 TEST(Interpreter, SplitBackwardWithActivationCheckpointingMatchesFullBackward) {
   ir::Plan plan = Mlp(2, 1, 4, "1f1b");
   plan.mutable_config()->set_activation_checkpoint_interval(1);

@@ -24,7 +24,8 @@ ABSL_FLAG(bool, eval, false, "evaluate instead of training: --eval-steps held-ou
 ABSL_FLAG(int, eval_steps, 1, "held-out batches (global batches) per evaluation");
 ABSL_FLAG(int, eval_every, 0, "evaluate after every N training steps (0: never)");
 ABSL_FLAG(std::string, predict, "", "with --eval: write the last stage's outputs and labels here (a .pt file)");
-ABSL_FLAG(bool, memory_report, false, "every rank prints its parameter and optimizer-state bytes and peak RSS");
+ABSL_FLAG(bool, memory_report, false,
+          "every rank prints its parameter and optimizer-state bytes, peak RSS and activation bytes (counted)");
 ABSL_FLAG(std::string, trace, "",
           "write a Chrome trace of the training steps per rank to DIR/rank<R>.json (chrome://tracing, Perfetto)");
 ABSL_FLAG(std::string, device, "auto",

@@ -62,6 +62,10 @@ absl::Status CappedSchedulePass::Run(ir::Module& module) {
                                                       " needs the layers' output shapes (run infer-shapes first)"));
   }
   if (max_activations_ == "1f1b") cap = OneFOneBPeakActivationBytes(module.header);
+  if (cap <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat(pass, ": max_activations=1f1b: no 1F1B peak for this plan "
+                                                      "(its placement does not give each stage whole virtual stages)"));
+  }
   for (ir::Program& prog : module.programs) {
     std::vector<ComputeOp> order;
     order.reserve(prog.ops.size());
