@@ -36,8 +36,11 @@ struct StageRuntime::Program {
   bool training = false;  // has backwards: forwards keep the autograd graph
   bool eval = false;      // evaluation: dropout off, accuracy and predictions kept
   // The (virtual stage, micro-batch)s whose backward is split into I and W: their
-  // forwards keep a graph per layer.
+  // forwards note the layers with parameters for the I.
   std::set<std::pair<int, int>> split;
+  // The first instruction past the compute and transfers (a reduction, clipping, the
+  // optimizer), or the end: where measuring activations stops.
+  int backwards_end = 0;
 };
 
 StageRuntime::StageRuntime() : train_(std::make_unique<Program>()), eval_(std::make_unique<Program>()) {}
@@ -193,9 +196,15 @@ void StageRuntime::Compile(Program& program, std::vector<std::string>& problems,
   Program* saved = running_;
   running_ = &program;  // so that Where names the program
   program.split.clear();
-  for (const ir::Instruction& in : code.instructions()) {
+  program.backwards_end = code.instructions_size();
+  for (int i = code.instructions_size() - 1; i >= 0; --i) {
+    const ir::Instruction& in = code.instructions(i);
     if (in.has_compute() && in.compute().kind() == ir::BACKWARD_INPUT) {
       program.split.insert({in.compute().virtual_stage(), in.compute().micro_batch()});
+    }
+    if (in.has_reduce_tied_grads() || in.has_reduce_grads() || in.has_clip_grad_norm() || in.has_optimizer_step() ||
+        in.has_gather_params()) {
+      program.backwards_end = i;
     }
   }
   bool sharded_step = false;  // a sharded step not yet followed by its gather
@@ -405,20 +414,21 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
   comm_->Reset();
   program.slots.Clear();
   // Measuring activations: what is held between instructions above what was live at
-  // the start, up to the first instruction past the backwards (reductions, clipping, the
-  // optimizer), whose buffers are not activations; and the peak within instructions
-  // (with the kernels' temporaries, e.g. a weight gradient before it is accumulated).
+  // the start, up to program.backwards_end (reductions and the optimizer's buffers are
+  // not activations); and the peak within instructions (with the kernels' temporaries,
+  // e.g. a weight gradient before it is accumulated).
   MemoryMeter* meter = &program == train_.get() ? MemoryMeter::Current() : nullptr;
   const int64_t base = meter != nullptr ? meter->live() : 0;
   if (meter != nullptr) meter->ResetPeak();
-  auto measure = [&](bool last) {
+  auto measure = [&](size_t done) {  // after `done` instructions
     if (meter == nullptr) return;
     measured_activation_bytes_ = std::max(measured_activation_bytes_, meter->live() - base);
-    if (last) {
+    if (done == static_cast<size_t>(program.backwards_end)) {
       measured_peak_bytes_ = std::max(measured_peak_bytes_, meter->peak() - base);
       meter = nullptr;
     }
   };
+  measure(0);
   const bool inject = options_.fault_signal != 0 && &program == train_.get() && step == options_.fault_step;
   const bool trace = options_.trace && &program == train_.get();
   auto now_us = [this] {
@@ -432,23 +442,12 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
                    options_.fault_signal, i, static_cast<long long>(step + 1));
       raise(options_.fault_signal);
     }
-    switch (program.code.instructions(i).op_case()) {
-      case ir::Instruction::kReduceTiedGrads:
-      case ir::Instruction::kReduceGrads:
-      case ir::Instruction::kClipGradNorm:
-      case ir::Instruction::kOptimizerStep:
-      case ir::Instruction::kGatherParams:
-        measure(/*last=*/true);
-        break;
-      default:
-        break;
-    }
     absl::Status s;
     absl::Status thrown = TorchCall([&] { s = program.handlers[i](step); });
     if (!thrown.ok()) s = thrown;
     if (!s.ok()) return Annotate(s, Where(static_cast<int>(i), program.code.instructions(i), step));
     ++executed_;
-    measure(/*last=*/false);
+    measure(i + 1);
     if (trace) {
       const ir::Instruction& in = program.code.instructions(i);
       const double ended = now_us();
@@ -477,7 +476,6 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
       }
     }
   }
-  measure(/*last=*/true);
   return absl::OkStatus();
 }
 
@@ -541,15 +539,17 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
   }
   Group input_grads = model_->Backward(kind, vs, slot.saved, slot.grad_in);
   if (kind != ir::BACKWARD_WEIGHT) slot.grad_out = std::move(input_grads);
-  // I consumed the received gradients (W works from what I kept).
+  // I consumed the received gradients and the labels (W works from what I kept).
   if (kind == ir::BACKWARD_INPUT) {
     slot.grad_in.clear();
     slot.outputs.clear();
+    slot.labels = torch::Tensor();
   }
   if (kind != ir::BACKWARD_INPUT) {
     // The forward state is consumed; the outputs were sent (a send keeps its own copy).
     slot.outputs.clear();
     slot.grad_in.clear();
+    slot.labels = torch::Tensor();
   }
   return absl::OkStatus();
 }

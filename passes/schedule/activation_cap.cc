@@ -46,7 +46,7 @@ std::vector<ComputeOp> CapActivations(const std::vector<ComputeOp>& order,
 }
 
 absl::Status CappedSchedulePass::Run(ir::Module& module) {
-  const char* pass = name_.c_str();
+  const std::string pass = name();
   int64_t cap = 0;  // none
   if (max_activations_ != "none") {
     if (max_activations_ != "1f1b" && (!absl::SimpleAtoi(max_activations_, &cap) || cap <= 0)) {

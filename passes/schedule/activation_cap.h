@@ -36,13 +36,12 @@ std::vector<ComputeOp> CapActivations(const std::vector<ComputeOp>& order,
 class CappedSchedulePass : public SchedulePass {
  public:
   CappedSchedulePass(std::string name, StageOrder order, ScheduleCheck check, std::string max_activations)
-      : SchedulePass(name, std::move(order), std::move(check)),
-        name_(std::move(name)),
+      : SchedulePass(std::move(name), std::move(order), std::move(check)),
         max_activations_(std::move(max_activations)) {}
   absl::Status Run(ir::Module& module) override;
 
  private:
-  std::string name_, max_activations_;
+  std::string max_activations_;
 };
 
 }  // namespace ppc::passes
