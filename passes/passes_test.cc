@@ -405,20 +405,28 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
   // sample, plus the loss's total weight (one float) and the int64 labels: 2 x 68 x 4 +
   // 4 + 2 x 8 = 564 bytes. An I keeps, per layer with weights, its input and its output
   // gradient: (16 + 32) + (32 + 16) + (16 + 4) = 116 floats, 928 bytes.
-  auto model = [](int stages, int m, const std::string& schedule) {
+  auto model = [](int stages, int m, const std::string& schedule, const std::string& passes = "") {
     ir::Plan plan = MlpPlan(stages, 1, m, schedule, {16, 32, 16});
     auto* layers = plan.mutable_model()->mutable_layers();
     layers->DeleteSubrange(3, 1);  // relu1
     layers->DeleteSubrange(1, 1);  // relu0
-    return MustCompile(plan);
+    return passes.empty() ? MustCompile(plan) : MustRun(plan, passes);
   };
   auto full = SimulateTimeline(model(1, 2, "1f1b"));
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_EQ(full->stages[0].peak_activation_bytes, 564);  // F0 B0 F1 B1
-  EXPECT_EQ(ComputeOrder(model(1, 2, "zb-h1"), 0), "0F0 0I0 0W0 0F1 0I1 0W1");
-  auto split = SimulateTimeline(model(1, 2, "zb-h1"));
+  const ir::Plan uncapped =
+      model(1, 2, "zb-h1", "infer-shapes,partition,schedule-zb-h1{max_activations=none},assign-buffers,lower");
+  EXPECT_EQ(ComputeOrder(uncapped, 0), "0F0 0I0 0W0 0F1 0I1 0W1");
+  auto split = SimulateTimeline(uncapped);
   ASSERT_TRUE(split.ok()) << split.status();
   EXPECT_EQ(split->stages[0].peak_activation_bytes, 928);  // after each I; W frees it
+  // Capped at 1F1B's peak (the default), each I would cross it: full backwards.
+  const ir::Plan capped = model(1, 2, "zb-h1");
+  EXPECT_EQ(ComputeOrder(capped, 0), "0F0 0B0 0F1 0B1");
+  auto held = SimulateTimeline(capped);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->stages[0].peak_activation_bytes, 564);
   // GPipe keeps both forwards at once.
   auto gpipe = SimulateTimeline(model(1, 2, "gpipe"));
   ASSERT_TRUE(gpipe.ok());
@@ -441,35 +449,95 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
 
 // The activation cap moves W's earlier, each after its I, only where a pending W is
 // what would cross the cap.
-TEST(ActivationCap, RunsPendingWeightBackwardsBeforeWhatWouldCrossTheCap) {
+std::string OrderText(const std::vector<ComputeOp>& ops) {
+  std::vector<std::string> out;
+  for (const ComputeOp& op : ops) {
+    const char* k = op.kind == ir::FORWARD ? "F" : op.kind == ir::BACKWARD ? "B" : op.kind == ir::BACKWARD_INPUT ? "I" : "W";
+    out.push_back(absl::StrCat(op.virtual_stage, k, op.micro_batch));
+  }
+  return absl::StrJoin(out, " ");
+}
+
+TEST(ActivationCap, RunsPendingWeightBackwardsThenFullBackwardsBeforeWhatWouldCrossTheCap) {
   const std::vector<SavedActivationBytes> saved = {{10, 15}};
-  auto text = [](const std::vector<ComputeOp>& ops) {
-    std::vector<std::string> out;
-    for (const ComputeOp& op : ops) {
-      const char* k = op.kind == ir::FORWARD ? "F" : op.kind == ir::BACKWARD ? "B"
-                      : op.kind == ir::BACKWARD_INPUT ? "I" : "W";
-      out.push_back(absl::StrCat(op.virtual_stage, k, op.micro_batch));
-    }
-    return absl::StrJoin(out, " ");
-  };
   const std::vector<ComputeOp> order = {{ir::FORWARD, 0, 0},         {ir::BACKWARD_INPUT, 0, 0},
                                         {ir::FORWARD, 0, 1},         {ir::BACKWARD_INPUT, 0, 1},
                                         {ir::BACKWARD_WEIGHT, 0, 0}, {ir::BACKWARD_WEIGHT, 0, 1}};
+  auto capped = [&](int64_t cap) {
+    auto out = CapActivations({order}, {0}, saved, cap);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? OrderText(out->at(0)) : std::string();
+  };
   // Uncapped: F0 10, I0 15, F1 25, I1 30. At 30 nothing moves.
-  EXPECT_EQ(text(CapActivations(order, saved, 30)), "0F0 0I0 0F1 0I1 0W0 0W1");
+  EXPECT_EQ(capped(30), "0F0 0I0 0F1 0I1 0W0 0W1");
   // At 25, I1 would reach 30 with W0 pending: W0 runs first.
-  EXPECT_EQ(text(CapActivations(order, saved, 25)), "0F0 0I0 0F1 0W0 0I1 0W1");
+  EXPECT_EQ(capped(25), "0F0 0I0 0F1 0W0 0I1 0W1");
   // At 20, F1 would reach 25 with W0 pending.
-  EXPECT_EQ(text(CapActivations(order, saved, 20)), "0F0 0I0 0W0 0F1 0I1 0W1");
-  // Below one micro-batch's own state nothing can help: nothing is pending, order kept.
-  EXPECT_EQ(text(CapActivations(order, saved, 5)), "0F0 0I0 0W0 0F1 0I1 0W1");
+  EXPECT_EQ(capped(20), "0F0 0I0 0W0 0F1 0I1 0W1");
+  // At 12 an I alone would cross (15): it runs as a full B, and its W goes.
+  EXPECT_EQ(capped(12), "0F0 0B0 0F1 0B1");
+  // Below one forward nothing can help: refused, naming the stage, the forward and the bytes.
+  auto low = CapActivations({order}, {0}, saved, 5);
+  ASSERT_FALSE(low.ok());
+  EXPECT_EQ(low.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(low.status().message(), "stage 0 cannot hold max_activations=5 bytes: its forward 0F0 "
+                                                        "would take its activations to 10 bytes"))
+      << low.status();
+}
+
+// A forward that would cross waits for the first backward further down its stage's
+// order that is ready: GPipe on two stages, capped at two forwards, becomes 1F1B on
+// the first stage (the second runs 1F1B already), and the orders still finish.
+TEST(ActivationCap, HoldsBackAForwardUntilABackwardCanRun) {
+  const std::vector<SavedActivationBytes> saved = {{10, 10}, {10, 10}};
+  auto ops = [](const std::string& text, int v) {
+    std::vector<ComputeOp> out;
+    for (size_t i = 0; i + 1 < text.size(); i += 2) {
+      out.push_back({text[i] == 'F' ? ir::FORWARD : ir::BACKWARD, v, text[i + 1] - '0'});
+    }
+    return out;
+  };
+  const std::vector<std::vector<ComputeOp>> orders = {ops("F0F1F2B0B1B2", 0), ops("F0B0F1B1F2B2", 1)};
+  auto out = CapActivations(orders, {0, 1}, saved, 20);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(OrderText(out->at(0)), "0F0 0F1 0B0 0F2 0B1 0B2");
+  EXPECT_EQ(OrderText(out->at(1)), "1F0 1B0 1F1 1B1 1F2 1B2");
+  // Uncapped (or never reached), nothing moves.
+  out = CapActivations(orders, {0, 1}, saved, 30);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(OrderText(out->at(0)), "0F0 0F1 0F2 0B0 0B1 0B2");
+  // An op of a virtual stage the stage does not run, or orders that cannot finish, are refused.
+  EXPECT_EQ(CapActivations(orders, {1, 0}, saved, 20).status().code(), absl::StatusCode::kInvalidArgument);
+  const std::vector<std::vector<ComputeOp>> stuck = {ops("F1B1F0B0", 0), ops("F0B0F1B1", 1)};
+  auto bad = CapActivations(stuck, {0, 1}, saved, 100);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "stage 0's op 0B1 never becomes ready")) << bad.status();
+  // Orders that are not one F, then one B or one I and its W, per micro-batch.
+  auto one = [&](std::vector<ComputeOp> order) {
+    return CapActivations({std::move(order)}, {0}, {{10, 15}}, 12).status();
+  };
+  const ComputeOp f{ir::FORWARD, 0, 0}, b{ir::BACKWARD, 0, 0}, i{ir::BACKWARD_INPUT, 0, 0}, w{ir::BACKWARD_WEIGHT, 0, 0};
+  for (const auto& [order, why] : std::vector<std::pair<std::vector<ComputeOp>, std::string>>{
+           {{f, b, w}, "0W0 does not follow its own I once"},
+           {{f, i, w, w}, "0W0 does not follow its own I once"},
+           {{f, i, i, w}, "0I0 is not the one backward after its forward"},
+           {{b, f}, "0B0 is not the one backward after its forward"},
+           {{f, f, b}, "0F0 repeats a forward"},
+           {{f, i}, "0I0 has no W after it"},
+           {{f, {ir::BACKWARD, 0, 2000000000}}, "has a micro-batch outside [0, 65536)"}}) {
+    const absl::Status st = one(order);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << why;
+    EXPECT_TRUE(absl::StrContains(st.message(), why)) << st;
+  }
 }
 
 // zb-h1 on an MLP whose W's keep more than its F's (Linear + ReLU: W needs every
 // Linear's input and output gradient, F the inputs only): capped at 1F1B's peak by
-// default, its peak is 1F1B's plus at most one micro-batch's excess of W over F, far
-// under torch's order (max_activations=none); the capped plan still verifies.
-TEST(ActivationCap, KeepsZbH1NearOneFOneBsPeakWhereWeightBackwardsKeepMore) {
+// default, its peak is no more than 1F1B's (W's run early, I's that would still cross
+// run as full B's), where torch's order holds more; the capped plan still verifies and
+// still has less bubble than 1F1B.
+TEST(ActivationCap, HoldsZbH1AtOneFOneBsPeakWhereWeightBackwardsKeepMore) {
   for (int p : {2, 4}) {
     SCOPED_TRACE(absl::StrCat("P=", p));
     const std::vector<int> widths = {64, 64, 64, 64, 64, 64, 64, 64};
@@ -491,9 +559,19 @@ TEST(ActivationCap, KeepsZbH1NearOneFOneBsPeakWhereWeightBackwardsKeepMore) {
     for (const auto& s : saved) excess = std::max(excess, s.weights - s.forward);
     ASSERT_GT(excess, 0) << "the case needs W's that keep more than F's";
     EXPECT_EQ(OneFOneBPeakActivationBytes(capped), peak(one));
-    EXPECT_LE(peak(capped), peak(one) + excess);
+    EXPECT_LE(peak(capped), peak(one));
     EXPECT_GT(peak(uncapped), peak(one) + excess);
     EXPECT_NE(ComputeOrder(capped, p - 1), ComputeOrder(uncapped, p - 1));
+    std::string all;
+    for (int s = 0; s < p; ++s) all += ComputeOrder(capped, s) + " ";
+    EXPECT_TRUE(absl::StrContains(all, "B")) << "an I that would cross runs as a B: " << all;
+    auto bubble = [](const ir::Plan& plan) {
+      auto t = SimulateTimeline(plan);
+      EXPECT_TRUE(t.ok()) << t.status();
+      return t.ok() ? t->bubble_fraction : 1.0;
+    };
+    EXPECT_LT(bubble(capped), bubble(one));
+    EXPECT_LT(bubble(uncapped), bubble(capped));
   }
   // Bad values are refused, naming the pass and the option.
   for (const char* bad : {"0", "-5", "lots", "1e9"}) {
@@ -557,6 +635,48 @@ TEST(ActivationCap, HoldsOneFOneBsPeakWhereWeightBackwardsKeepLess) {
     EXPECT_EQ(zb_peak, one_peak);
     EXPECT_GT(one_peak, 0);
   }
+}
+
+// zb-v is uncapped by default (torch's order). Its forwards alone cross 1F1B's peak on
+// thin chunks (each chunk holds its own input and output: two boundary tensors per
+// micro-batch where a 1F1B stage holds one), so max_activations=1f1b is refused with a
+// message that names the stage, the forward and the bytes; a cap below torch's peak
+// that the V can keep is held exactly, and the plan verifies.
+TEST(ActivationCap, HoldsZbVToACapItCanKeepAndRefusesOneItCannot) {
+  const std::string lower = "assign-buffers,lower";
+  ir::Plan base = MlpPlan(2, 1, 8, "zb-v", {64, 64, 64, 64, 64, 64, 64, 64});
+  base.mutable_config()->set_virtual_stages(2);
+  auto peak = [](const ir::Plan& plan) {
+    auto t = SimulateTimeline(plan);
+    EXPECT_TRUE(t.ok()) << t.status();
+    int64_t out = 0;
+    for (const auto& st : t->stages) out = std::max(out, st.peak_activation_bytes);
+    return out;
+  };
+  const ir::Plan torch_order = MustRun(base, "infer-shapes,partition,schedule-zb-v{max_activations=none}," + lower);
+  const ir::Plan by_default = MustCompile(base);
+  for (int st = 0; st < 2; ++st) EXPECT_EQ(ComputeOrder(by_default, st), ComputeOrder(torch_order, st));
+  const int64_t one = OneFOneBPeakActivationBytes(torch_order), top = peak(torch_order);
+  ASSERT_GT(top, one);
+  auto refused = RunPipeline(base, "infer-shapes,partition,schedule-zb-v{max_activations=1f1b}");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), absl::StrCat("cannot hold max_activations=", one, " bytes")))
+      << refused.status();
+  int held = 0;
+  for (int k = 1; k < 8; ++k) {
+    const int64_t cap = top - (top - one) * k / 8;
+    SCOPED_TRACE(absl::StrCat("cap ", cap));
+    auto out = RunPipeline(base, absl::StrCat("infer-shapes,partition,schedule-zb-v{max_activations=", cap,
+                                              "},", lower, ",verify"));
+    if (!out.ok()) {
+      EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
+      continue;
+    }
+    EXPECT_LE(peak(*out), cap);
+    ++held;
+  }
+  EXPECT_GT(held, 0);
 }
 
 TEST(Timeline, CountsATiedWeightOncePerStage) {

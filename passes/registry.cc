@@ -78,8 +78,8 @@ PassRegistry* MutableRegistry() {
                     ZbH1Order, ZbH1Shape, "1f1b"),
       SplitSchedule("schedule-zb-v",
                     "zero-bubble ZB-V: two chunks per stage in a V, split backward (torch's ScheduleZBVZeroBubble) "
-                    "{max_activations=none|1f1b|BYTES, default 1f1b}",
-                    ZbVOrder, ZbVShape, "1f1b"),
+                    "{max_activations=none|1f1b|BYTES, default none}",
+                    ZbVOrder, ZbVShape, "none"),
       Simple<VerifyPass>("verify", "check the plan; never changes it"),
   });
   return registry;
