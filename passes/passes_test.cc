@@ -449,11 +449,21 @@ TEST(Timeline, CountsActivationsKeptForBackwardsAndWhatIKeepsForW) {
 
 // The activation cap moves W's earlier, each after its I, only where a pending W is
 // what would cross the cap.
+// The largest stage's simulated peak activation bytes; -1 (and a failure) when the
+// plan does not simulate.
+int64_t MaxPeakActivationBytes(const ir::Plan& plan) {
+  auto t = SimulateTimeline(plan);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok()) return -1;
+  int64_t out = 0;
+  for (const auto& st : t->stages) out = std::max(out, st.peak_activation_bytes);
+  return out;
+}
+
 std::string OrderText(const std::vector<ComputeOp>& ops) {
   std::vector<std::string> out;
   for (const ComputeOp& op : ops) {
-    const char* k = op.kind == ir::FORWARD ? "F" : op.kind == ir::BACKWARD ? "B" : op.kind == ir::BACKWARD_INPUT ? "I" : "W";
-    out.push_back(absl::StrCat(op.virtual_stage, k, op.micro_batch));
+    out.push_back(absl::StrCat(op.virtual_stage, ir::ComputeLetter(op.kind), op.micro_batch));
   }
   return absl::StrJoin(out, " ");
 }
@@ -547,20 +557,13 @@ TEST(ActivationCap, HoldsZbH1AtOneFOneBsPeakWhereWeightBackwardsKeepMore) {
                                                          "assign-buffers,lower"));
     base.mutable_config()->set_schedule("1f1b");
     const ir::Plan one = MustCompile(base);
-    auto peak = [](const ir::Plan& plan) {
-      auto t = SimulateTimeline(plan);
-      EXPECT_TRUE(t.ok()) << t.status();
-      int64_t out = 0;
-      for (const auto& st : t->stages) out = std::max(out, st.peak_activation_bytes);
-      return out;
-    };
     const std::vector<SavedActivationBytes> saved = SavedActivations(capped);
     int64_t excess = 0;
     for (const auto& s : saved) excess = std::max(excess, s.weights - s.forward);
     ASSERT_GT(excess, 0) << "the case needs W's that keep more than F's";
-    EXPECT_EQ(OneFOneBPeakActivationBytes(capped), peak(one));
-    EXPECT_LE(peak(capped), peak(one));
-    EXPECT_GT(peak(uncapped), peak(one) + excess);
+    EXPECT_EQ(OneFOneBPeakActivationBytes(capped), MaxPeakActivationBytes(one));
+    EXPECT_LE(MaxPeakActivationBytes(capped), MaxPeakActivationBytes(one));
+    EXPECT_GT(MaxPeakActivationBytes(uncapped), MaxPeakActivationBytes(one) + excess);
     EXPECT_NE(ComputeOrder(capped, p - 1), ComputeOrder(uncapped, p - 1));
     std::string all;
     for (int s = 0; s < p; ++s) all += ComputeOrder(capped, s) + " ";
@@ -626,12 +629,7 @@ TEST(ActivationCap, HoldsOneFOneBsPeakWhereWeightBackwardsKeepLess) {
       EXPECT_NE(ComputeOrder(capped, 2), ComputeOrder(uncapped, 2));
     }
     base.mutable_config()->set_schedule("1f1b");
-    auto zb = SimulateTimeline(capped);
-    auto one = SimulateTimeline(MustCompile(base));
-    ASSERT_TRUE(zb.ok() && one.ok());
-    int64_t zb_peak = 0, one_peak = 0;
-    for (const auto& st : zb->stages) zb_peak = std::max(zb_peak, st.peak_activation_bytes);
-    for (const auto& st : one->stages) one_peak = std::max(one_peak, st.peak_activation_bytes);
+    const int64_t zb_peak = MaxPeakActivationBytes(capped), one_peak = MaxPeakActivationBytes(MustCompile(base));
     EXPECT_EQ(zb_peak, one_peak);
     EXPECT_GT(one_peak, 0);
   }
@@ -646,17 +644,10 @@ TEST(ActivationCap, HoldsZbVToACapItCanKeepAndRefusesOneItCannot) {
   const std::string lower = "assign-buffers,lower";
   ir::Plan base = MlpPlan(2, 1, 8, "zb-v", {64, 64, 64, 64, 64, 64, 64, 64});
   base.mutable_config()->set_virtual_stages(2);
-  auto peak = [](const ir::Plan& plan) {
-    auto t = SimulateTimeline(plan);
-    EXPECT_TRUE(t.ok()) << t.status();
-    int64_t out = 0;
-    for (const auto& st : t->stages) out = std::max(out, st.peak_activation_bytes);
-    return out;
-  };
   const ir::Plan torch_order = MustRun(base, "infer-shapes,partition,schedule-zb-v{max_activations=none}," + lower);
   const ir::Plan by_default = MustCompile(base);
   for (int st = 0; st < 2; ++st) EXPECT_EQ(ComputeOrder(by_default, st), ComputeOrder(torch_order, st));
-  const int64_t one = OneFOneBPeakActivationBytes(torch_order), top = peak(torch_order);
+  const int64_t one = OneFOneBPeakActivationBytes(torch_order), top = MaxPeakActivationBytes(torch_order);
   ASSERT_GT(top, one);
   auto refused = RunPipeline(base, "infer-shapes,partition,schedule-zb-v{max_activations=1f1b}");
   ASSERT_FALSE(refused.ok());
@@ -673,7 +664,7 @@ TEST(ActivationCap, HoldsZbVToACapItCanKeepAndRefusesOneItCannot) {
       EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition) << out.status();
       continue;
     }
-    EXPECT_LE(peak(*out), cap);
+    EXPECT_LE(MaxPeakActivationBytes(*out), cap);
     ++held;
   }
   EXPECT_GT(held, 0);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "ir/instruction_text.h"
 #include "ir/limits.h"
 #include "ir/status_macros.h"
 #include "ir/topology.h"
@@ -18,21 +19,6 @@ namespace ppc::passes {
 namespace {
 
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
-
-const char* KindName(ir::ComputeKind kind) {
-  switch (kind) {
-    case ir::FORWARD:
-      return "F";
-    case ir::BACKWARD:
-      return "B";
-    case ir::BACKWARD_INPUT:
-      return "I";
-    case ir::BACKWARD_WEIGHT:
-      return "W";
-    default:
-      return "?";
-  }
-}
 
 // The replay of every stage's order at unit costs (activation_cap.h).
 class Replay {
@@ -201,7 +187,7 @@ class Replay {
         if (st.taken[i]) continue;
         const ComputeOp& op = (*st.order)[i];
         return absl::InternalError(absl::StrCat("activation cap: stage ", s, "'s op ", op.virtual_stage,
-                                                KindName(op.kind), op.micro_batch,
+                                                ir::ComputeLetter(op.kind), op.micro_batch,
                                                 " never becomes ready (an op it needs never runs)"));
       }
     }
@@ -231,7 +217,7 @@ absl::StatusOr<std::vector<std::vector<ComputeOp>>> CapActivations(const std::ve
     for (const ComputeOp& op : orders[s]) {
       auto bad = [&](const char* why) {
         return absl::InvalidArgumentError(absl::StrCat("activation cap: stage ", s, "'s op ", op.virtual_stage,
-                                                       KindName(op.kind), op.micro_batch, " ", why));
+                                                       ir::ComputeLetter(op.kind), op.micro_batch, " ", why));
       };
       if (op.virtual_stage < 0 || op.virtual_stage >= nv || stage_of[op.virtual_stage] != static_cast<int>(s)) {
         return bad("is not one of its virtual stages' ops");
