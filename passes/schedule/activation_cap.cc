@@ -20,19 +20,34 @@ namespace {
 
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
+bool SameOrders(const std::vector<std::vector<ComputeOp>>& a, const std::vector<std::vector<ComputeOp>>& b) {
+  auto same = [](const ComputeOp& x, const ComputeOp& y) {
+    return x.kind == y.kind && x.virtual_stage == y.virtual_stage && x.micro_batch == y.micro_batch;
+  };
+  if (a.size() != b.size()) return false;
+  for (size_t s = 0; s < a.size(); ++s) {
+    if (!std::equal(a[s].begin(), a[s].end(), b[s].begin(), b[s].end(), same)) return false;
+  }
+  return true;
+}
+
 // The replay of every stage's order at unit costs (activation_cap.h).
 class Replay {
  public:
-  Replay(const std::vector<std::vector<ComputeOp>>& orders, int virtual_stages, int micro_batches,
-         const std::vector<SavedActivationBytes>& saved, int64_t cap)
-      : nv_(virtual_stages), m_(micro_batches), cap_(cap),
+  Replay(const std::vector<std::vector<ComputeOp>>& orders, const std::vector<int>& stage_of, int micro_batches,
+         const std::vector<SavedActivationBytes>& saved, int64_t cap, bool free_choice)
+      : nv_(static_cast<int>(stage_of.size())), m_(micro_batches), stage_of_(stage_of), cap_(cap), free_(free_choice), saved_(saved),
         forward_done_(static_cast<size_t>(nv_) * m_, kNever), backward_done_(forward_done_) {
     stages_.reserve(orders.size());
     for (const std::vector<ComputeOp>& order : orders) {
       Stage st(order, saved);
       for (size_t i = 0; i < order.size(); ++i) {
         if (order[i].kind == ir::BACKWARD_WEIGHT) st.w_index[{order[i].virtual_stage, order[i].micro_batch}] = i;
-        if (order[i].kind == ir::BACKWARD || order[i].kind == ir::BACKWARD_INPUT) st.backwards.insert(i);
+        if (order[i].kind == ir::BACKWARD || order[i].kind == ir::BACKWARD_INPUT) {
+          st.backwards.insert(i);
+          st.backs[order[i].virtual_stage].push_back(i);
+        }
+        if (order[i].kind == ir::FORWARD) st.forwards[order[i].virtual_stage].push_back(i);
       }
       left_ += order.size();
       stages_.push_back(std::move(st));
@@ -45,7 +60,7 @@ class Replay {
     while (left_ > 0) {
       bool started = false;
       for (size_t s = 0; s < stages_.size(); ++s) {
-        if (stages_[s].busy_until <= t && Decide(stages_[s], t)) started = true;
+        if (stages_[s].busy_until <= t && (free_ ? DecideFree(stages_[s], t) : Decide(stages_[s], t))) started = true;
       }
       int64_t next = kNever;
       for (const Stage& st : stages_) {
@@ -57,9 +72,14 @@ class Replay {
     }
     std::vector<std::vector<ComputeOp>> out;
     out.reserve(stages_.size());
-    for (Stage& st : stages_) out.push_back(std::move(st.out));
+    for (Stage& st : stages_) {
+      makespan_ = std::max(makespan_, st.busy_until);
+      out.push_back(std::move(st.out));
+    }
     return out;
   }
+  // After a Run that finished: when the last op ends, at unit costs.
+  int64_t makespan() const { return makespan_; }
 
  private:
   struct Stage {
@@ -71,6 +91,9 @@ class Replay {
     std::deque<std::pair<int, int>> pending;  // W's whose I ran, oldest first
     std::map<std::pair<int, int>, size_t> w_index;
     std::set<size_t> backwards;  // positions of the B's and I's not yet run
+    // Per virtual stage, in order: its F's, and its B's and I's, not yet run.
+    std::map<int, std::deque<size_t>> forwards, backs;
+    std::map<int, int> in_flight;                // per virtual stage: F's run whose B or I has not
     ActivationWalk walk;
     int64_t busy_until = 0;
     std::vector<ComputeOp> out;
@@ -79,6 +102,15 @@ class Replay {
   void Take(Stage& st, size_t i) {
     st.taken[i] = true;
     st.backwards.erase(i);
+    const ComputeOp& op = (*st.order)[i];
+    auto drop = [i](std::deque<size_t>& q) { q.erase(std::find(q.begin(), q.end(), i)); };
+    if (op.kind == ir::FORWARD) {
+      drop(st.forwards[op.virtual_stage]);
+      ++st.in_flight[op.virtual_stage];
+    } else if (op.kind != ir::BACKWARD_WEIGHT) {
+      drop(st.backs[op.virtual_stage]);
+      --st.in_flight[op.virtual_stage];
+    }
     --left_;
   }
   size_t Key(int v, int mb) const { return static_cast<size_t>(v) * m_ + mb; }
@@ -90,26 +122,84 @@ class Replay {
     const int v = op.virtual_stage, mb = op.micro_batch;
     switch (op.kind) {
       case ir::FORWARD:
-        return v == 0 || forward_done_[Key(v - 1, mb)] <= t;
+        return v == 0 || (forward_done_[Key(v - 1, mb)] <= t && NextOnChannel(v - 1, v, mb));
       case ir::BACKWARD:
       case ir::BACKWARD_INPUT:
-        return forward_done_[Key(v, mb)] <= t && (v + 1 == nv_ || backward_done_[Key(v + 1, mb)] <= t);
+        return forward_done_[Key(v, mb)] <= t &&
+               (v + 1 == nv_ || (backward_done_[Key(v + 1, mb)] <= t && NextOnChannel(v + 1, v, mb)));
       case ir::BACKWARD_WEIGHT:
         return backward_done_[Key(v, mb)] <= t;
       default:
         return false;
     }
   }
+  // What virtual stage `from` sends virtual stage `to` for micro-batch mb, where the two
+  // run on different stages. lower posts a channel's transfers in the order the
+  // receiver takes them, so a transfer produced early waits in its slot for those taken
+  // before it. An activation's slot lives until its own backward, which cannot come
+  // first; a gradient's is freed at the B or W that made it. So the receiver takes a
+  // transfer only when every gradient produced on the channel before it has been taken:
+  // then every gradient is posted as soon as it is made.
+  struct Sent {
+    int from, mb;
+    bool gradient;
+  };
+  using Channel = std::deque<Sent>;  // the untaken ones, as produced
+  bool NextOnChannel(int from, int to, int mb) const {
+    if (stage_of_[from] == stage_of_[to]) return true;
+    auto c = channels_.find({stage_of_[from], stage_of_[to]});
+    if (c == channels_.end()) return false;
+    for (const Sent& x : c->second) {
+      if (x.from == from && x.mb == mb) return true;
+      if (x.gradient) return false;  // an earlier gradient not yet taken
+    }
+    return false;
+  }
+  void Produce(int from, int to, int mb) {
+    if (to < 0 || to >= nv_ || stage_of_[from] == stage_of_[to]) return;
+    channels_[{stage_of_[from], stage_of_[to]}].push_back({from, mb, to < from});
+  }
+  void Consume(int from, int to, int mb) {
+    if (from < 0 || from >= nv_ || stage_of_[from] == stage_of_[to]) return;
+    Channel& c = channels_[{stage_of_[from], stage_of_[to]}];
+    auto at = std::find_if(c.begin(), c.end(), [&](const Sent& x) { return x.from == from && x.mb == mb; });
+    if (at != c.end()) c.erase(at);
+  }
   bool Crosses(const Stage& st, ir::ComputeKind kind, int v) const {
     return cap_ > 0 && st.walk.After(kind, v) > cap_;
+  }
+  // A forward of v fits when, after it, the stage could still run one forward of each
+  // later virtual stage it holds that has none in flight (reserving room for the chunk
+  // whose backward would free memory).
+  bool FitsForward(const Stage& st, int v) const {
+    if (cap_ <= 0) return true;
+    int64_t after = st.walk.After(ir::FORWARD, v);
+    if (after > cap_) return false;
+    if (!free_) return true;
+    int64_t room = 0;
+    for (const auto& [w, q] : st.forwards) {
+      if (w <= v || q.empty()) continue;
+      auto f = st.in_flight.find(w);
+      if (f != st.in_flight.end() && f->second > 0) continue;
+      room = std::max(room, saved_[w].forward);
+    }
+    return SatAdd(after, room) <= cap_;
   }
   void Start(Stage& st, ir::ComputeKind kind, int v, int mb, int64_t t) {
     st.out.push_back({kind, v, mb});
     st.walk.Apply(kind, v);
     const int64_t end = t + (kind == ir::BACKWARD ? 2 : 1);
     st.busy_until = end;
-    if (kind == ir::FORWARD) forward_done_[Key(v, mb)] = end;
-    if (kind == ir::BACKWARD || kind == ir::BACKWARD_INPUT) backward_done_[Key(v, mb)] = end;
+    if (kind == ir::FORWARD) {
+      forward_done_[Key(v, mb)] = end;
+      Consume(v - 1, v, mb);
+      Produce(v, v + 1, mb);
+    }
+    if (kind == ir::BACKWARD || kind == ir::BACKWARD_INPUT) {
+      backward_done_[Key(v, mb)] = end;
+      Consume(v + 1, v, mb);
+      Produce(v, v - 1, mb);
+    }
     if (kind == ir::BACKWARD_INPUT) st.pending.push_back({v, mb});
   }
   // CapActivations checked that every W follows its own I once, so it is pending here.
@@ -130,6 +220,42 @@ class Replay {
     }
     Start(st, op.kind, op.virtual_stage, op.micro_batch, t);
   }
+  // The free choice (activation_cap.h): a ready B or I, the earliest virtual stage
+  // first; else a ready forward that fits with room kept for the later chunks, the
+  // latest virtual stage first; else a pending W. Where a ready op would cross the cap,
+  // a pending W runs first.
+  bool DecideFree(Stage& st, int64_t t) {
+    for (const auto& [v, q] : st.backs) {
+      for (size_t j : q) {
+        const ComputeOp& op = (*st.order)[j];
+        if (!Ready(op, t)) continue;
+        if (!st.pending.empty() && Crosses(st, op.kind, op.virtual_stage)) {
+          StartWeight(st, st.pending.front(), t);
+        } else {
+          StartBackward(st, j, t);
+        }
+        return true;
+      }
+    }
+    for (auto it = st.forwards.rbegin(); it != st.forwards.rend(); ++it) {
+      if (it->second.empty()) continue;
+      const size_t j = it->second.front();
+      const ComputeOp& f = (*st.order)[j];
+      if (!Ready(f, t)) continue;
+      if (FitsForward(st, f.virtual_stage)) {
+        Take(st, j);
+        Start(st, f.kind, f.virtual_stage, f.micro_batch, t);
+        return true;
+      }
+      if (!st.pending.empty()) {
+        StartWeight(st, st.pending.front(), t);
+        return true;
+      }
+    }
+    if (st.pending.empty()) return false;
+    StartWeight(st, st.pending.front(), t);
+    return true;
+  }
   // Whether the stage starts an op at t.
   bool Decide(Stage& st, int64_t t) {
     while (st.head < st.taken.size() && st.taken[st.head]) ++st.head;
@@ -141,11 +267,12 @@ class Replay {
       StartWeight(st, {next.virtual_stage, next.micro_batch}, t);
       return true;
     }
-    if (!st.pending.empty() && Crosses(st, next.kind, next.virtual_stage)) {
+    if (!st.pending.empty() && (next.kind == ir::FORWARD ? !FitsForward(st, next.virtual_stage)
+                                                         : Crosses(st, next.kind, next.virtual_stage))) {
       StartWeight(st, st.pending.front(), t);
       return true;
     }
-    if (next.kind == ir::FORWARD && Crosses(st, next.kind, next.virtual_stage)) {
+    if (next.kind == ir::FORWARD && !FitsForward(st, next.virtual_stage)) {
       for (size_t j : st.backwards) {
         if (Ready((*st.order)[j], t)) {
           StartBackward(st, j, t);
@@ -170,12 +297,13 @@ class Replay {
       const Stage& st = stages_[s];
       if (st.head == st.taken.size()) continue;
       const ComputeOp& op = (*st.order)[st.head];
-      if (op.kind == ir::FORWARD && Ready(op, t) && Crosses(st, op.kind, op.virtual_stage)) {
+      if (op.kind == ir::FORWARD && Ready(op, t) && !FitsForward(st, op.virtual_stage)) {
         return absl::FailedPreconditionError(absl::StrCat(
             "stage ", s, " cannot hold max_activations=", cap_, " bytes: its forward ", op.virtual_stage, "F",
             op.micro_batch, " would take its activations to ", st.walk.After(op.kind, op.virtual_stage),
             " bytes, and no backward can run before it (each stage's ops run in the schedule's order, a "
-            "forward held back only while a later backward can run); raise the cap or use max_activations=none"));
+            "forward held back only while a later backward can run; nor can it with each stage free to run any "
+            "ready op); raise the cap or use max_activations=none"));
       }
     }
     return Stuck();
@@ -195,11 +323,16 @@ class Replay {
   }
 
   int nv_, m_;
+  const std::vector<int>& stage_of_;
+  std::map<std::pair<int, int>, Channel> channels_;  // (sender, receiver) stage -> in flight
   int64_t cap_;
+  bool free_;  // DecideFree instead of Decide
+  const std::vector<SavedActivationBytes>& saved_;
   std::vector<int64_t> forward_done_, backward_done_;
   std::vector<Stage> stages_;
   size_t left_ = 0;  // ops not yet run, all stages
   size_t steps_ = 0;
+  int64_t makespan_ = 0;
 };
 
 }  // namespace
@@ -256,7 +389,24 @@ absl::StatusOr<std::vector<std::vector<ComputeOp>>> CapActivations(const std::ve
     return absl::InvalidArgumentError(absl::StrCat("activation cap: ", saved.size(), " saved sizes for ", nv,
                                                    " virtual stages"));
   }
-  return Replay(orders, nv, m, saved, cap).Run();
+  // Orders that cannot finish even uncapped are the schedule's fault (Internal), and no
+  // replay below may hide it.
+  absl::StatusOr<std::vector<std::vector<ComputeOp>>> uncapped = Replay(orders, stage_of, m, saved, 0, false).Run();
+  if (!uncapped.ok()) return uncapped.status();
+  // In the schedule's order; where that moved something, also with free choice, and the
+  // shorter of the two (at unit costs) wins, the schedule's order on a tie.
+  Replay in_order_replay(orders, stage_of, m, saved, cap, false);
+  absl::StatusOr<std::vector<std::vector<ComputeOp>>> in_order = in_order_replay.Run();
+  if (in_order.ok() && SameOrders(*in_order, orders)) return in_order;
+  Replay free_replay(orders, stage_of, m, saved, cap, true);
+  absl::StatusOr<std::vector<std::vector<ComputeOp>>> free_choice = free_replay.Run();
+  if (in_order.ok() && (!free_choice.ok() || in_order_replay.makespan() <= free_replay.makespan())) return in_order;
+  if (free_choice.ok()) return free_choice;
+  for (const absl::Status& st : {in_order.status(), free_choice.status()}) {
+    if (st.code() == absl::StatusCode::kFailedPrecondition) return st;
+  }
+  return absl::FailedPreconditionError(absl::StrCat("cannot hold max_activations=", cap, " bytes: ",
+                                                    in_order.status().message()));
 }
 
 absl::Status CappedSchedulePass::Run(ir::Module& module) {
