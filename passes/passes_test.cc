@@ -635,11 +635,6 @@ TEST(ActivationCap, HoldsOneFOneBsPeakWhereWeightBackwardsKeepLess) {
   }
 }
 
-// zb-v is uncapped by default (torch's order). Its forwards alone cross 1F1B's peak on
-// thin chunks (each chunk holds its own input and output: two boundary tensors per
-// micro-batch where a 1F1B stage holds one), so max_activations=1f1b is refused with a
-// message that names the stage, the forward and the bytes; a cap below torch's peak
-// that the V can keep is held exactly, and the plan verifies.
 // The V's first chunk on stage 0 needs its last chunk's forward before any backward
 // can run there: run in order, a cap of three forwards is refused at 3F0 (the fourth);
 // with free choice, stage 0 keeps room for 3F0 and runs it as soon as it is ready.

@@ -35,8 +35,9 @@ bool SameOrders(const std::vector<std::vector<ComputeOp>>& a, const std::vector<
 class Replay {
  public:
   Replay(const std::vector<std::vector<ComputeOp>>& orders, const std::vector<int>& stage_of, int micro_batches,
-         const std::vector<SavedActivationBytes>& saved, int64_t cap, bool free_choice)
-      : nv_(static_cast<int>(stage_of.size())), m_(micro_batches), stage_of_(stage_of), cap_(cap), free_(free_choice), saved_(saved),
+         const std::vector<SavedActivationBytes>& saved, int64_t cap, bool free_choice, bool channels = true)
+      : nv_(static_cast<int>(stage_of.size())), m_(micro_batches), stage_of_(stage_of), channel_rule_(channels),
+        cap_(cap), free_(free_choice), saved_(saved),
         forward_done_(static_cast<size_t>(nv_) * m_, kNever), backward_done_(forward_done_) {
     stages_.reserve(orders.size());
     for (const std::vector<ComputeOp>& order : orders) {
@@ -44,8 +45,7 @@ class Replay {
       for (size_t i = 0; i < order.size(); ++i) {
         if (order[i].kind == ir::BACKWARD_WEIGHT) st.w_index[{order[i].virtual_stage, order[i].micro_batch}] = i;
         if (order[i].kind == ir::BACKWARD || order[i].kind == ir::BACKWARD_INPUT) {
-          st.backwards.insert(i);
-          st.backs[order[i].virtual_stage].push_back(i);
+          st.b_index[{order[i].virtual_stage, order[i].micro_batch}] = i;
         }
         if (order[i].kind == ir::FORWARD) st.forwards[order[i].virtual_stage].push_back(i);
       }
@@ -89,11 +89,12 @@ class Replay {
     std::vector<bool> taken;
     size_t head = 0;
     std::deque<std::pair<int, int>> pending;  // W's whose I ran, oldest first
-    std::map<std::pair<int, int>, size_t> w_index;
-    std::set<size_t> backwards;  // positions of the B's and I's not yet run
-    // Per virtual stage, in order: its F's, and its B's and I's, not yet run.
-    std::map<int, std::deque<size_t>> forwards, backs;
-    std::map<int, int> in_flight;                // per virtual stage: F's run whose B or I has not
+    std::map<std::pair<int, int>, size_t> w_index, b_index;  // (v, mb) -> position of its W, its B or I
+    // The B's and I's whose F has run and they not: by position, and by (virtual stage,
+    // position). Only these can be ready; there are as many as forwards in flight.
+    std::set<size_t> armed;
+    std::set<std::pair<int, size_t>> armed_by_stage;
+    std::map<int, std::deque<size_t>> forwards;  // per virtual stage, in order: its F's not yet run
     ActivationWalk walk;
     int64_t busy_until = 0;
     std::vector<ComputeOp> out;
@@ -101,15 +102,18 @@ class Replay {
 
   void Take(Stage& st, size_t i) {
     st.taken[i] = true;
-    st.backwards.erase(i);
     const ComputeOp& op = (*st.order)[i];
-    auto drop = [i](std::deque<size_t>& q) { q.erase(std::find(q.begin(), q.end(), i)); };
     if (op.kind == ir::FORWARD) {
-      drop(st.forwards[op.virtual_stage]);
-      ++st.in_flight[op.virtual_stage];
+      std::deque<size_t>& q = st.forwards[op.virtual_stage];
+      q.erase(std::find(q.begin(), q.end(), i));
+      auto b = st.b_index.find({op.virtual_stage, op.micro_batch});
+      if (b != st.b_index.end()) {
+        st.armed.insert(b->second);
+        st.armed_by_stage.insert({op.virtual_stage, b->second});
+      }
     } else if (op.kind != ir::BACKWARD_WEIGHT) {
-      drop(st.backs[op.virtual_stage]);
-      --st.in_flight[op.virtual_stage];
+      st.armed.erase(i);
+      st.armed_by_stage.erase({op.virtual_stage, i});
     }
     --left_;
   }
@@ -117,16 +121,17 @@ class Replay {
   bool Valid(const ComputeOp& op) const {
     return op.virtual_stage >= 0 && op.virtual_stage < nv_ && op.micro_batch >= 0 && op.micro_batch < m_;
   }
-  bool Ready(const ComputeOp& op, int64_t t) const {
+  bool Ready(const ComputeOp& op, int64_t t) const { return DependenciesDone(op, t) && ChannelAllows(op); }
+  // What it needs has been computed (its input may still wait on the channel rule).
+  bool DependenciesDone(const ComputeOp& op, int64_t t) const {
     if (!Valid(op)) return false;
     const int v = op.virtual_stage, mb = op.micro_batch;
     switch (op.kind) {
       case ir::FORWARD:
-        return v == 0 || (forward_done_[Key(v - 1, mb)] <= t && NextOnChannel(v - 1, v, mb));
+        return v == 0 || forward_done_[Key(v - 1, mb)] <= t;
       case ir::BACKWARD:
       case ir::BACKWARD_INPUT:
-        return forward_done_[Key(v, mb)] <= t &&
-               (v + 1 == nv_ || (backward_done_[Key(v + 1, mb)] <= t && NextOnChannel(v + 1, v, mb)));
+        return forward_done_[Key(v, mb)] <= t && (v + 1 == nv_ || backward_done_[Key(v + 1, mb)] <= t);
       case ir::BACKWARD_WEIGHT:
         return backward_done_[Key(v, mb)] <= t;
       default:
@@ -145,8 +150,16 @@ class Replay {
     bool gradient;
   };
   using Channel = std::deque<Sent>;  // the untaken ones, as produced
+  bool ChannelAllows(const ComputeOp& op) const {
+    const int v = op.virtual_stage;
+    if (op.kind == ir::FORWARD) return v == 0 || NextOnChannel(v - 1, v, op.micro_batch);
+    if (op.kind == ir::BACKWARD || op.kind == ir::BACKWARD_INPUT) {
+      return v + 1 == nv_ || NextOnChannel(v + 1, v, op.micro_batch);
+    }
+    return true;
+  }
   bool NextOnChannel(int from, int to, int mb) const {
-    if (stage_of_[from] == stage_of_[to]) return true;
+    if (!channel_rule_ || stage_of_[from] == stage_of_[to]) return true;
     auto c = channels_.find({stage_of_[from], stage_of_[to]});
     if (c == channels_.end()) return false;
     for (const Sent& x : c->second) {
@@ -170,20 +183,19 @@ class Replay {
   }
   // A forward of v fits when, after it, the stage could still run one forward of each
   // later virtual stage it holds that has none in flight (reserving room for the chunk
-  // whose backward would free memory).
+  // whose backward would free memory). Only the free choice reserves.
   bool FitsForward(const Stage& st, int v) const {
     if (cap_ <= 0) return true;
     int64_t after = st.walk.After(ir::FORWARD, v);
     if (after > cap_) return false;
     if (!free_) return true;
-    int64_t room = 0;
     for (const auto& [w, q] : st.forwards) {
       if (w <= v || q.empty()) continue;
-      auto f = st.in_flight.find(w);
-      if (f != st.in_flight.end() && f->second > 0) continue;
-      room = std::max(room, saved_[w].forward);
+      auto in_flight = st.armed_by_stage.lower_bound({w, 0});
+      if (in_flight != st.armed_by_stage.end() && in_flight->first == w) continue;
+      after = SatAdd(after, saved_[w].forward);
     }
-    return SatAdd(after, room) <= cap_;
+    return after <= cap_;
   }
   void Start(Stage& st, ir::ComputeKind kind, int v, int mb, int64_t t) {
     st.out.push_back({kind, v, mb});
@@ -225,17 +237,15 @@ class Replay {
   // latest virtual stage first; else a pending W. Where a ready op would cross the cap,
   // a pending W runs first.
   bool DecideFree(Stage& st, int64_t t) {
-    for (const auto& [v, q] : st.backs) {
-      for (size_t j : q) {
-        const ComputeOp& op = (*st.order)[j];
-        if (!Ready(op, t)) continue;
-        if (!st.pending.empty() && Crosses(st, op.kind, op.virtual_stage)) {
-          StartWeight(st, st.pending.front(), t);
-        } else {
-          StartBackward(st, j, t);
-        }
-        return true;
+    for (const auto& [v, j] : st.armed_by_stage) {
+      const ComputeOp& op = (*st.order)[j];
+      if (!Ready(op, t)) continue;
+      if (!st.pending.empty() && Crosses(st, op.kind, op.virtual_stage)) {
+        StartWeight(st, st.pending.front(), t);
+      } else {
+        StartBackward(st, j, t);
       }
+      return true;
     }
     for (auto it = st.forwards.rbegin(); it != st.forwards.rend(); ++it) {
       if (it->second.empty()) continue;
@@ -256,6 +266,15 @@ class Replay {
     StartWeight(st, st.pending.front(), t);
     return true;
   }
+  bool RunLaterBackward(Stage& st, int64_t t) {
+    for (size_t j : st.armed) {
+      if (Ready((*st.order)[j], t)) {
+        StartBackward(st, j, t);
+        return true;
+      }
+    }
+    return false;
+  }
   // Whether the stage starts an op at t.
   bool Decide(Stage& st, int64_t t) {
     while (st.head < st.taken.size() && st.taken[st.head]) ++st.head;
@@ -272,15 +291,11 @@ class Replay {
       StartWeight(st, st.pending.front(), t);
       return true;
     }
-    if (next.kind == ir::FORWARD && !FitsForward(st, next.virtual_stage)) {
-      for (size_t j : st.backwards) {
-        if (Ready((*st.order)[j], t)) {
-          StartBackward(st, j, t);
-          return true;
-        }
-      }
-      return false;
-    }
+    // A forward the cap holds back, or an op whose input waits behind an earlier gradient
+    // on its channel (one this stage takes further down its order): the first ready B
+    // or I further down runs instead.
+    const bool held = next.kind == ir::FORWARD && !FitsForward(st, next.virtual_stage);
+    if (held || (DependenciesDone(next, t) && !ChannelAllows(next))) return RunLaterBackward(st, t);
     if (!Ready(next, t)) return false;
     if (next.kind == ir::FORWARD) {
       Take(st, i);
@@ -295,9 +310,18 @@ class Replay {
   absl::Status CannotHold(int64_t t) const {
     for (size_t s = 0; s < stages_.size(); ++s) {
       const Stage& st = stages_[s];
-      if (st.head == st.taken.size()) continue;
-      const ComputeOp& op = (*st.order)[st.head];
-      if (op.kind == ir::FORWARD && Ready(op, t) && !FitsForward(st, op.virtual_stage)) {
+      // The forwards the stage could take next: its head in order; with free choice, the
+      // first untaken forward of each of its virtual stages.
+      std::vector<size_t> next;
+      if (!free_ && st.head < st.taken.size()) next.push_back(st.head);
+      if (free_) {
+        for (const auto& [v, q] : st.forwards) {
+          if (!q.empty()) next.push_back(q.front());
+        }
+      }
+      for (size_t i : next) {
+        const ComputeOp& op = (*st.order)[i];
+        if (op.kind != ir::FORWARD || !Ready(op, t) || FitsForward(st, op.virtual_stage)) continue;
         return absl::FailedPreconditionError(absl::StrCat(
             "stage ", s, " cannot hold max_activations=", cap_, " bytes: its forward ", op.virtual_stage, "F",
             op.micro_batch, " would take its activations to ", st.walk.After(op.kind, op.virtual_stage),
@@ -324,6 +348,7 @@ class Replay {
 
   int nv_, m_;
   const std::vector<int>& stage_of_;
+  bool channel_rule_;  // NextOnChannel
   std::map<std::pair<int, int>, Channel> channels_;  // (sender, receiver) stage -> in flight
   int64_t cap_;
   bool free_;  // DecideFree instead of Decide
@@ -391,7 +416,8 @@ absl::StatusOr<std::vector<std::vector<ComputeOp>>> CapActivations(const std::ve
   }
   // Orders that cannot finish even uncapped are the schedule's fault (Internal), and no
   // replay below may hide it.
-  absl::StatusOr<std::vector<std::vector<ComputeOp>>> uncapped = Replay(orders, stage_of, m, saved, 0, false).Run();
+  absl::StatusOr<std::vector<std::vector<ComputeOp>>> uncapped =
+      Replay(orders, stage_of, m, saved, 0, false, /*channels=*/false).Run();
   if (!uncapped.ok()) return uncapped.status();
   // In the schedule's order; where that moved something, also with free choice, and the
   // shorter of the two (at unit costs) wins, the schedule's order on a tie.
@@ -405,8 +431,7 @@ absl::StatusOr<std::vector<std::vector<ComputeOp>>> CapActivations(const std::ve
   for (const absl::Status& st : {in_order.status(), free_choice.status()}) {
     if (st.code() == absl::StatusCode::kFailedPrecondition) return st;
   }
-  return absl::FailedPreconditionError(absl::StrCat("cannot hold max_activations=", cap, " bytes: ",
-                                                    in_order.status().message()));
+  return in_order.status();  // neither replay could finish, with nothing held back by the cap
 }
 
 absl::Status CappedSchedulePass::Run(ir::Module& module) {

@@ -9,15 +9,17 @@
 //      keep is never held), and its W is dropped;
 //   3. a forward that would still cross waits: the stage runs instead the first B or I
 //      further down its order that is ready at that moment (capped as in 2), or idles
-//      until one is.
+//      until one is. So does an op whose input waits behind an earlier gradient on its
+//      channel (below) that the stage takes further down its order.
 // Where that moved anything, or cannot hold the cap at all, the orders are replayed
 // again with free choice: at each moment a stage runs a ready B or I (the earliest
 // virtual stage first), else a ready forward that fits with room left for one forward
 // of each later chunk it holds with none in flight (the V's first chunk on a stage must
 // leave room for its last, whose backward is the first to free memory there), the latest
 // virtual stage first, else a pending W; rules 1 and 2 as above. The shorter of the two
-// replays wins, the schedule's order on a tie. When neither can finish, the cap cannot
-// be held: FailedPrecondition, naming the stage, the forward and its bytes.
+// replays wins, the schedule's order on a tie. When neither can finish because the cap
+// holds a forward back, the cap cannot be held: FailedPrecondition, naming the stage,
+// the forward and its bytes (Internal when neither finished for another reason).
 //
 // In both, a transfer between stages is taken only after every gradient produced on the
 // same channel before it: lower posts a channel's transfers in the order the receiver
