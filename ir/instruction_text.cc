@@ -21,6 +21,10 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
+// A mark: a bool that singles out a variant of an instruction (Compute's deferred), printed
+// only when set, so that the plain instruction's text does not change.
+bool IsMark(const FieldDescriptor* f) { return f == Compute::descriptor()->FindFieldByName("deferred"); }
+
 std::string ShortName(const std::string& field) {
   if (field == "micro_batch") return "mb";
   if (field == "virtual_stage") return "vs";
@@ -185,6 +189,7 @@ std::string PrintInstruction(const Instruction& instruction) {
   const Descriptor* d = body.GetDescriptor();
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
+    if (IsMark(f) && !body.GetReflection()->GetBool(body, f)) continue;
     absl::StrAppend(&out, " ", ShortName(f->name()), "=");
     if (f->is_repeated()) {
       std::vector<std::string> items;
@@ -266,7 +271,9 @@ const char* ComputeLetter(ComputeKind kind) {
 std::string OpName(const Instruction& in) {
   switch (in.op_case()) {
     case Instruction::kCompute:
-      return absl::StrCat(in.compute().virtual_stage(), ComputeLetter(in.compute().kind()), in.compute().micro_batch());
+      // A deferred W (its batch computes later) is a lowercase w.
+      return absl::StrCat(in.compute().virtual_stage(), in.compute().deferred() ? "w" : ComputeLetter(in.compute().kind()),
+                          in.compute().micro_batch());
     case Instruction::kSend:
     case Instruction::kRecv: {
       const bool send = in.has_send();

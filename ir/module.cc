@@ -38,7 +38,7 @@ void Append(Program& p, const Instruction& in) {
     }
     case Instruction::kCompute: {
       const Compute& c = in.compute();
-      p.ops.push_back(Op::Compute(c.kind(), c.virtual_stage(), c.micro_batch(), c.slot()));
+      p.ops.push_back(Op::Compute(c.kind(), c.virtual_stage(), c.micro_batch(), c.slot(), c.deferred()));
       return;
     }
     case Instruction::kSend: {
@@ -100,6 +100,7 @@ void FillInstruction(const Program& p, const Op& op, Instruction* in) {
       c->set_virtual_stage(op.index);
       c->set_micro_batch(op.micro_batch);
       c->set_slot(op.slot);
+      c->set_deferred(op.deferred());
       return;
     }
     case OpCode::kSend:
@@ -184,6 +185,8 @@ size_t BodySize(const Program& prog, const Op& op, std::string* collective) {
     case OpCode::kLoadMicroBatch:
       return FieldSize(op.micro_batch) + FieldSize(op.slot) + FieldSize(op.inputs()) + FieldSize(op.labels());
     case OpCode::kCompute:
+      return FieldSize(op.kind) + FieldSize(op.index) + FieldSize(op.micro_batch) + FieldSize(op.slot) +
+             FieldSize(op.deferred());
     case OpCode::kSend:
     case OpCode::kRecv:
       return FieldSize(op.kind) + FieldSize(op.index) + FieldSize(op.micro_batch) + FieldSize(op.slot);
@@ -228,6 +231,11 @@ char* PutBody(char* p, const Program& prog, const Op& op, const std::string& col
       p = PutField(p, 3, op.inputs());
       return PutField(p, 4, op.labels());
     case OpCode::kCompute:
+      p = PutField(p, 1, op.kind);
+      p = PutField(p, 2, op.index);
+      p = PutField(p, 3, op.micro_batch);
+      p = PutField(p, 4, op.slot);
+      return PutField(p, 5, op.deferred());
     case OpCode::kSend:
     case OpCode::kRecv:
       p = PutField(p, 1, op.kind);

@@ -56,7 +56,8 @@ struct Ref {
 
 // One instruction. Which fields mean what depends on `code`:
 //   kLoadMicroBatch  micro_batch, slot; flags: kInputs, kLabels
-//   kCompute         kind (ComputeKind), index = virtual stage, micro_batch, slot
+//   kCompute         kind (ComputeKind), index = virtual stage, micro_batch, slot;
+//                    flags: kDeferred
 //   kSend, kRecv     kind (Direction), index = boundary, micro_batch, slot
 //   kWait            index = its first Ref in Program::refs, micro_batch = how many
 //   kReduceTiedGrads, kClipGradNorm
@@ -67,7 +68,7 @@ struct Ref {
 // Unused fields are 0. Build Ops with the factories below and Program::AddWait /
 // Program::AddCollective.
 struct Op {
-  static constexpr uint8_t kInputs = 1, kLabels = 2, kSharded = 1;
+  static constexpr uint8_t kInputs = 1, kLabels = 2, kSharded = 1, kDeferred = 1;
 
   OpCode code = OpCode::kNone;
   uint8_t flags = 0;
@@ -85,8 +86,9 @@ struct Op {
     op.slot = slot;
     return op;
   }
-  static Op Compute(ComputeKind kind, int virtual_stage, int micro_batch, int slot = 0) {
-    return Op{OpCode::kCompute, 0, 0, kind, virtual_stage, micro_batch, slot};
+  static Op Compute(ComputeKind kind, int virtual_stage, int micro_batch, int slot = 0, bool deferred = false) {
+    return Op{OpCode::kCompute, static_cast<uint8_t>(deferred ? kDeferred : 0), 0, kind, virtual_stage, micro_batch,
+              slot};
   }
   static Op Transfer(bool send, Direction direction, int boundary, int micro_batch, int slot) {
     return Op{send ? OpCode::kSend : OpCode::kRecv, 0, 0, direction, boundary, micro_batch, slot};
@@ -102,6 +104,7 @@ struct Op {
   bool inputs() const { return flags & kInputs; }
   bool labels() const { return flags & kLabels; }
   bool sharded() const { return flags & kSharded; }
+  bool deferred() const { return flags & kDeferred; }  // kCompute: a W whose batch computes later
   // The transfer a Send/Recv posts, as a Wait names it.
   Ref AsRef() const { return Ref{code == OpCode::kSend, {0, 0, 0}, kind, index, micro_batch}; }
 

@@ -54,7 +54,8 @@ Plan EveryKindOfPlan() {
               "send direction=ACTIVATION boundary=0 mb=0 slot=0", "recv direction=GRADIENT boundary=2 mb=1 slot=3",
               "wait ops=[recv/activation/0/0,send/gradient/1/0]", "wait ops=[send/activation/-1/5]",
               "reduce_tied_grads tie_key=\"embed\" stages=[0,3]", "reduce_grads", "optimizer_step sharded=true",
-              "optimizer_step sharded=false", "gather_params", "clip_grad_norm max_norm=0.1 stages=[0,1,2]"});
+              "optimizer_step sharded=false", "gather_params", "clip_grad_norm max_norm=0.1 stages=[0,1,2]",
+              "compute kind=BACKWARD_WEIGHT vs=1 mb=2 slot=1 deferred=true"});
   AddProgram(plan.mutable_programs(), 1, 0, {"compute kind=FORWARD vs=0 mb=0 slot=0"});
   // Values a parser of the text form refuses but a binary file may hold.
   StageProgram* odd = plan.mutable_programs(1);
@@ -78,8 +79,11 @@ TEST(Module, ConvertsBothWaysWithoutLoss) {
   EXPECT_EQ(m.header.eval_programs_size(), 0);
   ASSERT_EQ(m.programs.size(), 2u);
   ASSERT_EQ(m.eval_programs.size(), 2u);
-  EXPECT_EQ(m.programs[0].size(), 14);
+  EXPECT_EQ(m.programs[0].size(), 15);
   EXPECT_EQ(m.programs[0].ops[3], Op::Compute(BACKWARD_WEIGHT, -3, 2147483647, -2147483648));
+  EXPECT_EQ(m.programs[0].ops[14], Op::Compute(BACKWARD_WEIGHT, 1, 2, 1, /*deferred=*/true));
+  EXPECT_TRUE(m.programs[0].ops[14].deferred());
+  EXPECT_FALSE(m.programs[0].ops[3].deferred());
   EXPECT_EQ(m.programs[1].ops[2].kind, 77);
   EXPECT_EQ(m.programs[1].ops[3].kind, -5);
   EXPECT_EQ(m.programs[1].RefsOf(m.programs[1].ops[4])[0].direction, 1000);

@@ -447,6 +447,9 @@ class Checker {
           } else if (op.kind != FORWARD) {
             training_only();
           }
+          if (op.deferred() && op.kind != BACKWARD_WEIGHT) {
+            errors.Add(absl::StrCat(where(), ": only a BACKWARD_WEIGHT may be deferred"));
+          }
           if (grid_) {
             const int v = op.virtual_stage();
             if (v < 0 || v > vlast) {

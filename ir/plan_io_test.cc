@@ -16,6 +16,7 @@ TEST(InstructionText, RoundTripsEveryField) {
       "compute kind=BACKWARD vs=1 mb=2 slot=0",
       "compute kind=BACKWARD_INPUT vs=3 mb=2 slot=1",
       "compute kind=BACKWARD_WEIGHT vs=3 mb=2 slot=1",
+      "compute kind=BACKWARD_WEIGHT vs=3 mb=2 slot=1 deferred=true",  // a mark: printed only when set
       "send direction=ACTIVATION boundary=0 mb=0 slot=0",
       "recv direction=GRADIENT boundary=2 mb=1 slot=3",
       "wait ops=[recv/activation/0/0,send/gradient/1/0]",

@@ -1547,5 +1547,134 @@ TEST(Partition, FlopsBalancesAlexNetComputeNotParameters) {
   EXPECT_EQ(by_flops->placement().virtual_stages(1).begin(), 7);
 }
 
+// ---------------------------------------------------------------------------------
+// batch-weight-grads
+
+// The model of Timeline.CountsActivationsKeptForBackwardsAndWhatIKeepsForW: an F keeps
+// 564 bytes, an I keeps 928 for its W. One stage, four micro-batches of 2.
+ir::Plan BatchModel(int m, const std::string& schedule = "1f1b") {
+  ir::Plan plan = MlpPlan(1, 1, m, schedule, {16, 32, 16});
+  auto* layers = plan.mutable_model()->mutable_layers();
+  layers->DeleteSubrange(3, 1);  // relu1
+  layers->DeleteSubrange(1, 1);  // relu0
+  return plan;
+}
+
+std::string Batched(const std::string& schedule, const std::string& options) {
+  return absl::StrCat("infer-shapes,partition,schedule-", schedule, ",batch-weight-grads", options,
+                      ",assign-buffers,lower");
+}
+
+TEST(BatchWeightGrads, SplitsEveryBackwardAndDefersAllButTheLastWOfEachGroup) {
+  const ir::Plan all = MustRun(BatchModel(4), Batched("1f1b", ""));
+  EXPECT_EQ(ComputeOrder(all, 0), "0F0 0I0 0w0 0F1 0I1 0w1 0F2 0I2 0w2 0F3 0I3 0W3");
+  const ir::Plan two = MustRun(BatchModel(4), Batched("1f1b", "{group=2}"));
+  EXPECT_EQ(ComputeOrder(two, 0), "0F0 0I0 0w0 0F1 0I1 0W1 0F2 0I2 0w2 0F3 0I3 0W3");
+  const ir::Plan three = MustRun(BatchModel(4), Batched("1f1b", "{group=3}"));
+  EXPECT_EQ(ComputeOrder(three, 0), "0F0 0I0 0w0 0F1 0I1 0w1 0F2 0I2 0W2 0F3 0I3 0W3");
+  const ir::Plan one = MustRun(BatchModel(4), Batched("1f1b", "{group=1}"));
+  EXPECT_EQ(ComputeOrder(one, 0), "0F0 0I0 0W0 0F1 0I1 0W1 0F2 0I2 0W2 0F3 0I3 0W3");
+  // A split schedule's W's stay where it put them; only the marks change.
+  const std::string zb = "infer-shapes,partition,schedule-zb-h1{max_activations=none}";
+  ir::Plan plain = MustRun(MlpPlan(2, 1, 4, "zb-h1", kWide), zb + ",assign-buffers,lower");
+  ir::Plan marked = MustRun(MlpPlan(2, 1, 4, "zb-h1", kWide), zb + ",batch-weight-grads,assign-buffers,lower");
+  for (int s = 0; s < 2; ++s) {
+    std::string order = ComputeOrder(marked, s);
+    EXPECT_EQ(std::count(order.begin(), order.end(), 'w'), 3) << order;
+    std::replace(order.begin(), order.end(), 'w', 'W');
+    EXPECT_EQ(order, ComputeOrder(plain, s));
+  }
+}
+
+// What each I keeps lives until its group's W: the peak is the group's I's, and a budget
+// picks the largest group that fits.
+TEST(BatchWeightGrads, HoldsEachGroupsWeightStateAndFitsTheGroupToABudget) {
+  auto peak = [](const ir::Plan& plan) {
+    auto t = SimulateTimeline(plan);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? t->stages[0].peak_activation_bytes : -1;
+  };
+  EXPECT_EQ(peak(MustRun(BatchModel(4), Lowering("1f1b"))), 564);
+  EXPECT_EQ(peak(MustRun(BatchModel(4), Batched("1f1b", ""))), 4 * 928);
+  EXPECT_EQ(peak(MustRun(BatchModel(4), Batched("1f1b", "{group=2}"))), 2 * 928);
+  EXPECT_EQ(peak(MustRun(BatchModel(4), Batched("1f1b", "{group=1}"))), 928);
+  const ir::Plan fit3 = MustRun(BatchModel(4), Batched("1f1b", "{max_activations=3000}"));
+  EXPECT_EQ(ComputeOrder(fit3, 0), "0F0 0I0 0w0 0F1 0I1 0w1 0F2 0I2 0W2 0F3 0I3 0W3");
+  EXPECT_EQ(peak(fit3), 3 * 928);
+  const ir::Plan fit2 = MustRun(BatchModel(4), Batched("1f1b", "{group=all,max_activations=2000}"));
+  EXPECT_EQ(peak(fit2), 2 * 928);
+  ir::Plan plan = BatchModel(4);
+  CanonicalizeConfig(plan.topology(), plan.mutable_config());
+  auto refused = RunPipeline(plan, Batched("1f1b", "{max_activations=900}"));
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_HAS(std::string(refused.status().message()), "stage 0 keeps 928 bytes");
+  // The simulator charges a deferred W nothing and the group's W the group's W's: the
+  // step takes as long as unbatched at unit costs.
+  auto unit = [](const ir::Plan& p) {
+    auto t = SimulateTimeline(p, CostModel::Unit(p));
+    EXPECT_TRUE(t.ok()) << t.status();
+    return t.ok() ? t->makespan : -1;
+  };
+  EXPECT_EQ(unit(MustRun(BatchModel(4), Batched("1f1b", ""))), 12);
+  EXPECT_EQ(unit(MustRun(BatchModel(4), Lowering("1f1b"))), 12);
+}
+
+TEST(BatchWeightGrads, RefusesBadOptionsPlansThatDoNotTrainAndASecondRun) {
+  ir::Plan plan = BatchModel(4);
+  CanonicalizeConfig(plan.topology(), plan.mutable_config());
+  for (const char* bad : {"{group=0}", "{group=-2}", "{group=x}", "{max_activations=-5}", "{max_activations=1f1b}",
+                          "{max_activations=nan}"}) {
+    auto out = RunPipeline(plan, Batched("1f1b", bad));
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << bad << ": " << out.status();
+  }
+  ir::Plan inference = BatchModel(4, "inference");
+  CanonicalizeConfig(inference.topology(), inference.mutable_config());
+  auto forward_only = RunPipeline(inference, Batched("inference", ""));
+  EXPECT_EQ(forward_only.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_HAS(std::string(forward_only.status().message()), "does not train");
+  auto twice = RunPipeline(plan, "infer-shapes,partition,schedule-1f1b,batch-weight-grads,batch-weight-grads");
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_HAS(std::string(twice.status().message()), "has run already");
+  auto lowered = RunPipeline(plan, Lowering("1f1b") + ",batch-weight-grads");
+  EXPECT_EQ(lowered.status().code(), absl::StatusCode::kFailedPrecondition) << lowered.status();
+  // The flag's helper: the pass before assign-buffers, or a clear refusal.
+  auto with = WithBatchWeightGrads("infer-shapes,partition,schedule-1f1b,assign-buffers,lower", "2");
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ(*with, "infer-shapes,partition,schedule-1f1b,batch-weight-grads{group=2},assign-buffers,lower");
+  for (const char* bad : {"0", "x", "2}", "-1", "all,verify"}) {
+    EXPECT_EQ(WithBatchWeightGrads("schedule-1f1b,assign-buffers", bad).status().code(),
+              absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(WithBatchWeightGrads("schedule-1f1b", "all").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A deferred W whose batch no plain W computes would lose its weight gradients; only a W
+// may be deferred.
+TEST(Verifier, RejectsADeferredWeightBackwardThatNoWComputes) {
+  ir::Plan plan = MustRun(BatchModel(4), Batched("1f1b", "{group=2}"));
+  int last_w = -1;
+  for (int i = 0; i < plan.programs(0).instructions_size(); ++i) {
+    const auto& in = plan.programs(0).instructions(i);
+    if (in.has_compute() && in.compute().kind() == ir::BACKWARD_WEIGHT) last_w = i;
+  }
+  ASSERT_GE(last_w, 0);
+  ASSERT_TRUE(VerifyPlan(plan).ok());
+  plan.mutable_programs(0)->mutable_instructions(last_w)->mutable_compute()->set_deferred(true);
+  const std::string msg = VerifyMessage(plan);
+  EXPECT_HAS(msg, "defers the weight backward of virtual stage 0 but no W of that virtual stage without the "
+                  "deferred mark follows");
+  EXPECT_HAS(msg, "mb=2");  // the group's first deferred W (micro-batches 2 and 3)
+  ir::Plan forward = MustRun(BatchModel(4), Lowering("1f1b"));
+  for (auto& in : *forward.mutable_programs(0)->mutable_instructions()) {
+    if (in.has_compute() && in.compute().kind() == ir::FORWARD) {
+      in.mutable_compute()->set_deferred(true);
+      break;
+    }
+  }
+  absl::Status structure = ir::CheckPlanStructure(forward, /*complete=*/true);
+  EXPECT_EQ(structure.code(), absl::StatusCode::kInvalidArgument) << structure;
+  EXPECT_HAS(std::string(structure.message()), "only a BACKWARD_WEIGHT may be deferred");
+}
+
 }  // namespace
 }  // namespace ppc::passes

@@ -1,6 +1,7 @@
 #include "passes/registry.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "ir/plan_check.h"
@@ -13,6 +14,7 @@
 #include "passes/partition/partition.h"
 #include "passes/schedule/schedule.h"
 #include "passes/schedule/activation_cap.h"
+#include "passes/schedule/batch_weight_grads.h"
 #include "passes/schedule/zero_bubble.h"
 
 namespace ppc::passes {
@@ -48,6 +50,16 @@ namespace {
 PassRegistry* MutableRegistry() {
   static auto* registry = new PassRegistry({
       Simple<AssignBuffers>("assign-buffers", "give every compute op its micro-batch's slot (COMPUTE_ONLY -> BUFFERED)"),
+      {"batch-weight-grads",
+       "split every B into I and W and compute the W's of a virtual stage K micro-batches at a time, one call per "
+       "layer (COMPUTE_ONLY) {group=all|K, max_activations=none|BYTES}",
+       {"group", "max_activations"},
+       [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
+         auto group = o.find("group");
+         auto cap = o.find("max_activations");
+         return std::make_unique<BatchWeightGradsPass>(group == o.end() ? "" : group->second,
+                                                       cap == o.end() ? "" : cap->second);
+       }},
       Simple<InferShapes>("infer-shapes", "fill layer output groups and parameter counts"),
       Simple<Lower>("lower", "loads, ordered sends/receives/waits, reductions, optimizer step (BUFFERED -> LOWERED)"),
       Simple<LowerEval>("lower-eval", "give a training plan forward-only eval programs (inference schedule)"),
@@ -107,6 +119,21 @@ absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config) {
   // inference plan); place-comm then moves the receives of both program sets.
   return absl::StrCat("infer-shapes,", partition, ",schedule-", schedule,
                       ",assign-buffers,lower,lower-eval,place-comm");
+}
+
+absl::StatusOr<std::string> WithBatchWeightGrads(const std::string& pipeline, const std::string& group) {
+  int k = 0;
+  if (group != "all" && (!absl::SimpleAtoi(group, &k) || k < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch-weight-grads must be all or a number of micro-batches >= 1, got '", group, "'"));
+  }
+  const std::string at = ",assign-buffers";
+  const size_t pos = pipeline.find(at);
+  if (pos == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch-weight-grads goes before assign-buffers, which pipeline '", pipeline, "' does not run"));
+  }
+  return absl::StrCat(pipeline.substr(0, pos), ",batch-weight-grads{group=", group, "}", pipeline.substr(pos));
 }
 
 }  // namespace ppc::passes

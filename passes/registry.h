@@ -20,6 +20,10 @@ absl::Status RegisterPass(PassInfo info);
 // assign-buffers, lower, lower-eval, place-comm. Each pass checks the plan level it
 // needs (Plan.level), so a wrong order fails loudly.
 absl::StatusOr<std::string> DefaultPipeline(const ir::TrainingConfig& config);
+// `pipeline` with batch-weight-grads{group=GROUP} after its schedule pass (before
+// assign-buffers): the --batch-weight-grads flag. InvalidArgument unless GROUP is "all"
+// or a number >= 1, or when the pipeline has no assign-buffers pass to put it before.
+absl::StatusOr<std::string> WithBatchWeightGrads(const std::string& pipeline, const std::string& group);
 
 }  // namespace ppc::passes
 

@@ -307,7 +307,10 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
       const size_t output_grads =
           grid_.IsLast(vs) ? 0 : comm_->Resolve(false, ir::GRADIENT, grid_.OutputBoundary(vs), mb).shapes->size();
       const ir::ComputeKind kind = c.kind();
-      return [this, slot, kind, vs, mb, output_grads](int64_t) { return Backward(*slot, kind, vs, mb, output_grads); };
+      const bool deferred = c.deferred();
+      return [this, slot, kind, vs, mb, output_grads, deferred](int64_t) {
+        return Backward(*slot, kind, vs, mb, output_grads, deferred);
+      };
     }
     // Posts never block; the Wait that the verifier placed completes them.
     case ir::Instruction::kSend: {
@@ -355,6 +358,7 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
     }
     case ir::Instruction::kReduceGrads:
       return [this](int64_t) -> absl::Status {
+        RETURN_IF_ERROR(NoDeferredWeightWork("the data-parallel reduction"));
         // Every gradient is a view of the flat buffer: one all-reduce, in place.
         std::vector<at::Tensor> t{model_->flat_grads()};
         RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
@@ -364,6 +368,7 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
     case ir::Instruction::kClipGradNorm: {
       const double max_norm = in.clip_grad_norm().max_norm();
       return [this, max_norm](int64_t) -> absl::Status {
+        RETURN_IF_ERROR(NoDeferredWeightWork("gradient clipping"));
         // This stage's share of the squared norm (each tied weight counted once), summed
         // over the pipeline.
         torch::Tensor sq = model_->SquaredGradNorm();
@@ -381,7 +386,8 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
       };
     }
     case ir::Instruction::kOptimizerStep:
-      return [this](int64_t) {
+      return [this](int64_t) -> absl::Status {
+        RETURN_IF_ERROR(NoDeferredWeightWork("the optimizer step"));
         // Sharded (ZeRO-1): updates this replica's slice; GatherParams follows.
         optimizer_->Step();
         return absl::OkStatus();
@@ -413,6 +419,7 @@ absl::Status StageRuntime::Execute(Program& program, int64_t step) {
   predictions_ = 0;
   comm_->Reset();
   program.slots.Clear();
+  deferred_w_.clear();
   // Measuring activations: what is held between instructions above what was live at
   // the start, up to program.backwards_end (reductions and the optimizer's buffers are
   // not activations); and the peak within instructions (with the kernels' temporaries,
@@ -517,7 +524,19 @@ absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, i
   return absl::OkStatus();
 }
 
-absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads) {
+absl::Status StageRuntime::NoDeferredWeightWork(const std::string& what) const {
+  for (const auto& [vs, batch] : deferred_w_) {
+    if (batch.second.empty()) continue;
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank ", rank_, " stage ", stage_, ": ", what, " runs while the deferred weight backward of virtual "
+                     "stage ", vs, " micro-batch(es) ", absl::StrJoin(batch.second, ","),
+                     " is not computed (no W of that virtual stage without the deferred mark followed)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads,
+                                    bool deferred) {
   RETURN_IF_ERROR(slot.Expect(vs, mb));
   if (!slot.forwarded) return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " is not forwarded"));
   if (!slot.saved.has_forward()) {
@@ -536,6 +555,20 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
     return absl::FailedPreconditionError(absl::StrCat(slot.Name(), " has ", slot.grad_in.size(),
                                                       " received gradients, not ", output_grads,
                                                       " (its gradient receive is not waited for)"));
+  }
+  auto batch = deferred_w_.find(vs);
+  if (kind == ir::BACKWARD_WEIGHT && (deferred || batch != deferred_w_.end())) {
+    // A deferred W hands over what its I kept; the next plain W of the virtual stage
+    // computes the batch: every deferred one before it and itself.
+    auto& [work, mbs] = deferred_w_[vs];
+    for (WeightWork& w : slot.saved.weight_work) work.push_back(std::move(w));
+    mbs.push_back(mb);
+    slot.saved.Clear();
+    if (!deferred) {
+      model_->BatchedWeightBackward(work);
+      deferred_w_.erase(vs);
+    }
+    return absl::OkStatus();
   }
   Group input_grads = model_->Backward(kind, vs, slot.saved, slot.grad_in);
   if (kind != ir::BACKWARD_WEIGHT) slot.grad_out = std::move(input_grads);

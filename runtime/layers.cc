@@ -42,6 +42,26 @@ class Linear : public Layer {
     auto b = params_.find("bias");
     return torch::linear(x, params_["weight"], b == params_.end() ? torch::Tensor() : b->second);
   }
+  bool BatchesWeightGrads() const override { return true; }
+  // dW += G^T X over the concatenated micro-batches, in one GEMM into the gradient.
+  void AccumulateWeightGrads(const std::vector<torch::Tensor>& inputs,
+                             const std::vector<torch::Tensor>& output_grads) override {
+    torch::NoGradGuard no_grad;
+    torch::Tensor& w = params_["weight"];
+    const torch::Tensor x = Concat(inputs, w.size(1));
+    const torch::Tensor g = Concat(output_grads, w.size(0));
+    w.mutable_grad().addmm_(g.t(), x);
+    auto b = params_.find("bias");
+    if (b != params_.end()) b->second.mutable_grad().add_(g.sum(0));
+  }
+
+ private:
+  // The micro-batches' tensors as one [rows, width] matrix.
+  static torch::Tensor Concat(const std::vector<torch::Tensor>& parts, int64_t width) {
+    std::vector<torch::Tensor> rows;
+    for (const auto& t : parts) rows.push_back(t.reshape({-1, width}));
+    return rows.size() == 1 ? rows[0] : torch::cat(rows);
+  }
 };
 
 class Conv2d : public Layer {
@@ -57,6 +77,24 @@ class Conv2d : public Layer {
     auto b = params_.find("bias");
     return torch::conv2d(x, params_["weight"], b == params_.end() ? torch::Tensor() : b->second, stride_, pad_,
                          dilation_);
+  }
+  bool BatchesWeightGrads() const override { return true; }
+  // One convolution-backward-weight (and bias) over the concatenated micro-batches.
+  void AccumulateWeightGrads(const std::vector<torch::Tensor>& inputs,
+                             const std::vector<torch::Tensor>& output_grads) override {
+    torch::NoGradGuard no_grad;
+    torch::Tensor& w = params_["weight"];
+    auto b = params_.find("bias");
+    const bool bias = b != params_.end();
+    const torch::Tensor x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
+    const torch::Tensor g = output_grads.size() == 1 ? output_grads[0] : torch::cat(output_grads);
+    std::vector<int64_t> bias_sizes;
+    if (bias) bias_sizes = b->second.sizes().vec();
+    auto grads = at::convolution_backward(g, x, w, bias ? c10::optional<at::IntArrayRef>(bias_sizes) : c10::nullopt,
+                                          stride_, pad_, dilation_, /*transposed=*/false, /*output_padding=*/{0, 0},
+                                          /*groups=*/1, {false, true, bias});
+    w.mutable_grad().add_(std::get<1>(grads));
+    if (bias) b->second.mutable_grad().add_(std::get<2>(grads));
   }
 
  private:
@@ -226,6 +264,10 @@ const std::map<std::string, Builder>& Registry() {
 }
 
 }  // namespace
+
+void Layer::AccumulateWeightGrads(const std::vector<torch::Tensor>&, const std::vector<torch::Tensor>&) {
+  TORCH_CHECK(false, "layer ", index_, ": no batched weight gradient");
+}
 
 std::vector<torch::Tensor> Layer::ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext& ctx) {
   TORCH_CHECK(!group.empty(), "layer ", index_, ": empty group");

@@ -43,6 +43,16 @@ class Layer {
   // the others unchanged. Throws (c10::Error) on an empty group; Add on one of fewer than
   // two tensors.
   virtual std::vector<torch::Tensor> ForwardGroup(std::vector<torch::Tensor> group, const ForwardContext& ctx);
+  // Batched weight gradient (the batch-weight-grads pass): whether AccumulateWeightGrads
+  // can compute this layer's parameter gradients from its inputs and output gradients
+  // alone, and doing it: adds to every parameter's .grad the gradient over all the
+  // micro-batches given at once (inputs[k] and output_grads[k] are micro-batch k's layer
+  // input and gradient of the layer's output), one call per parameter over the
+  // concatenated batch. Default: not supported (the caller runs each micro-batch's
+  // weight backward through autograd instead).
+  virtual bool BatchesWeightGrads() const { return false; }
+  virtual void AccumulateWeightGrads(const std::vector<torch::Tensor>& inputs,
+                                     const std::vector<torch::Tensor>& output_grads);
   // Parameters by name ("weight", "bias"), in a stable order.
   std::map<std::string, torch::Tensor>& params() { return params_; }
   int global_index() const { return index_; }

@@ -3,6 +3,8 @@
 #include "runtime/layers.h"
 
 #include <random>
+
+#include <torch/autograd.h>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -379,6 +381,68 @@ TEST(Layers, ResidualBlockFromForkAndAddMatchesTheDirectExpression) {
   EXPECT_TRUE(torch::allclose(grad_b2, b2.grad(), 1e-6, 1e-7));
   // The skip branch counts: the gradient is not the block's alone.
   EXPECT_FALSE(torch::allclose(grad_x, xd.grad() - upstream, 1e-6, 1e-7));
+}
+
+
+// The batched weight gradient of a Linear and a Conv2d (with and without bias, a Conv2d
+// with stride, padding and dilation) over three micro-batches adds to .grad exactly what
+// autograd's weight gradients of the three micro-batches add, one after another; the
+// layers without one say so.
+TEST(Layers, BatchedWeightGradsEqualTheSumOfEachMicroBatchsWeightGradients) {
+  struct BatchCase {
+    ir::LayerSpec spec;
+    std::vector<int64_t> input;  // one micro-batch, with its batch dimension
+  };
+  auto no_bias = [](ir::LayerSpec spec) {
+    (*spec.mutable_attrs())["bias"].set_b(false);
+    return spec;
+  };
+  std::vector<BatchCase> cases = {
+      {LayerOf("fc", "Linear", {{"in_features", 7}, {"out_features", 5}}), {4, 7}},
+      {no_bias(LayerOf("fc", "Linear", {{"in_features", 7}, {"out_features", 5}})), {2, 3, 7}},
+      {LayerOf("conv", "Conv2d", {{"in_channels", 3}, {"out_channels", 4}, {"kernel_size", 3}, {"stride", 2},
+                                  {"padding", 1}, {"dilation", 2}}),
+       {2, 3, 9, 9}},
+      {no_bias(LayerOf("conv", "Conv2d", {{"in_channels", 2}, {"out_channels", 3}, {"kernel_size", 3}})),
+       {3, 2, 6, 6}},
+  };
+  for (const BatchCase& c : cases) {
+    SCOPED_TRACE(absl::StrCat(c.spec.kind(), " ", c.spec.ShortDebugString()));
+    auto layer = BuildLayer(c.spec, 3, 1138);
+    ASSERT_TRUE(layer.ok()) << layer.status();
+    Layer& l = **layer;
+    ASSERT_TRUE(l.BatchesWeightGrads());
+    torch::manual_seed(7);
+    std::vector<torch::Tensor> inputs, grads;
+    std::map<std::string, torch::Tensor> want;
+    for (auto& [name, p] : l.params()) want[name] = torch::zeros_like(p);
+    for (int mb = 0; mb < 3; ++mb) {
+      torch::Tensor x = torch::randn(c.input);
+      torch::Tensor y = l.Forward(x, ForwardContext{});
+      torch::Tensor g = torch::randn(y.sizes());
+      std::vector<torch::Tensor> params;
+      for (auto& [name, p] : l.params()) params.push_back(p);
+      auto dw = torch::autograd::grad({y}, params, {g});
+      size_t k = 0;
+      for (auto& [name, p] : l.params()) want[name] += dw[k++];
+      inputs.push_back(x);
+      grads.push_back(g);
+    }
+    for (auto& [name, p] : l.params()) p.mutable_grad() = torch::full_like(p, 0.5);  // accumulated into, not replaced
+    l.AccumulateWeightGrads(inputs, grads);
+    for (auto& [name, p] : l.params()) {
+      ASSERT_TRUE(p.grad().defined()) << name;
+      const double err = (p.grad() - 0.5 - want[name]).abs().max().item<double>();
+      EXPECT_LT(err, 1e-4) << name;
+      EXPECT_GT(want[name].abs().max().item<double>(), 0.1) << name << ": the case must have a gradient";
+    }
+  }
+  for (const char* kind : {"LayerNorm", "Embedding"}) {
+    ir::LayerSpec spec = LayerOf("l", kind, {{"normalized_shape", 4}, {"num_embeddings", 5}, {"embedding_dim", 4}});
+    auto layer = BuildLayer(spec, 0, 1);
+    ASSERT_TRUE(layer.ok()) << kind << ": " << layer.status();
+    EXPECT_FALSE((*layer)->BatchesWeightGrads()) << kind;
+  }
 }
 
 }  // namespace

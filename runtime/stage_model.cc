@@ -284,6 +284,10 @@ Group StageModel::RunLayersNoting(int begin, int end, Group x, const ForwardCont
     }
     w.first_node = first;
     w.end_node = at::sequence_number::peek();
+    if (layers_[l]->BatchesWeightGrads() && !before.empty()) {
+      w.layer = l;
+      w.input = before[0];
+    }
     weighted.push_back(std::move(w));
   }
   return x;
@@ -317,6 +321,8 @@ Group StageModel::InputPass(const std::vector<Edge>& roots, const Group& root_gr
     }
     if (ww.roots.empty()) continue;
     ww.params = w.params;
+    ww.layer = w.layer;
+    ww.input = w.input;
     kept.push_back({w.first_node, w.end_node});
     work.push_back(std::move(ww));
   }
@@ -337,6 +343,33 @@ void StageModel::RunWeightWork(std::vector<WeightWork>& work) {
       if (g[k].defined()) w.params[k].mutable_grad().add_(g[k]);
   }
   work.clear();
+}
+
+void StageModel::BatchedWeightBackward(std::vector<WeightWork>& work) {
+  // Per batching layer, in the order first met: the micro-batches' inputs and gradients.
+  std::vector<int> order;
+  std::map<int, std::pair<Group, Group>> batched;
+  std::vector<WeightWork> one_by_one;
+  for (WeightWork& w : work) {
+    const bool batches = w.layer >= 0 && w.input.defined() && w.roots.size() == 1 && w.grads.size() == 1 &&
+                         w.grads[0].defined();
+    if (!batches) {
+      one_by_one.push_back(std::move(w));
+      continue;
+    }
+    auto [it, fresh] = batched.try_emplace(w.layer);
+    if (fresh) order.push_back(w.layer);
+    it->second.first.push_back(std::move(w.input));
+    it->second.second.push_back(std::move(w.grads[0]));
+  }
+  work.clear();  // the graph nodes go; the inputs and gradients are held by `batched`
+  for (int l : order) {
+    auto& [inputs, grads] = batched[l];
+    layers_[l]->AccumulateWeightGrads(inputs, grads);
+    inputs.clear();
+    grads.clear();
+  }
+  RunWeightWork(one_by_one);
 }
 
 Group StageModel::BackwardInput(int vs, SavedForward& saved, const Group& output_grads) {

@@ -36,10 +36,14 @@ struct NamedParameter {
 // the output tensors, so their storage is not held) and the range of autograd sequence
 // numbers its graph nodes took (the nodes W runs through; I frees every other node's
 // saved tensors).
+// For a layer that batches its weight gradient (Layer::BatchesWeightGrads), also its
+// index in the stage's layers and its input, which its own graph node saved anyway.
 struct WeightedLayer {
   std::vector<torch::autograd::Edge> outputs;
   std::vector<torch::Tensor> params;
   uint64_t first_node = 0, end_node = 0;
+  int layer = -1;
+  torch::Tensor input;
 };
 
 // What an input backward (I) keeps for the weight backward (W) of one layer: the graph
@@ -50,6 +54,8 @@ struct WeightWork {
   std::vector<torch::autograd::Edge> roots;
   Group grads;
   std::vector<torch::Tensor> params;
+  int layer = -1;  // as WeightedLayer's: set where the layer batches its weight gradient
+  torch::Tensor input;
 };
 
 // What a training forward of one (virtual stage, micro-batch) leaves for its backward.
@@ -130,6 +136,14 @@ class StageModel {
   // BACKWARD_WEIGHT returns an empty group. The caller checks that `saved` is a
   // forward's (for W: one whose I ran) and that `output_grads` are complete.
   Group Backward(ir::ComputeKind kind, int vs, SavedForward& saved, const Group& output_grads);
+
+  // The weight backward of a batch (the batch-weight-grads pass): `work` is what the I's
+  // of several micro-batches of one virtual stage kept (their SavedForward::weight_work,
+  // one after another). Each layer that batches its weight gradient
+  // (Layer::BatchesWeightGrads) gets one call over all the micro-batches; any other
+  // layer's weight backward runs micro-batch by micro-batch through autograd. Accumulates
+  // into the parameters' gradients and clears `work` (freeing what the I's kept).
+  void BatchedWeightBackward(std::vector<WeightWork>& work);
 
   torch::Tensor Loss(const torch::Tensor& output, const torch::Tensor& labels) const;
 

@@ -26,6 +26,7 @@
 #include "ir/topology.h"
 #include "passes/analysis/verifier.h"
 #include "passes/compile.h"
+#include "passes/registry.h"
 #include "runtime/runner.h"
 #include "tools/flag_names.h"
 #include "tools/launcher.h"
@@ -47,6 +48,8 @@ ABSL_FLAG(std::string, partition, "parameters", "partition method (the seed: par
 ABSL_FLAG(int, timeout_s, 300, "seconds any wait may block before failing");
 ABSL_FLAG(std::string, metrics_out, "", "rank 0 writes 'step loss samples_per_s' lines here");
 ABSL_FLAG(int, print_every, 0, "print every N steps (default: the config's steps_per_print)");
+ABSL_FLAG(std::string, batch_weight_grads, "",
+          "compute the weight gradients K micro-batches at a time, one call per layer (all | K; default: off)");
 ABSL_FLAG(std::string, dump_weights, "", "write every parameter as raw float32 here after the last step");
 
 namespace ppc {
@@ -109,8 +112,14 @@ absl::StatusOr<ir::Plan> BuildPlan() {
   topology.set_num_stages(stages);
   topology.set_data_parallel(dp);
 
-  // The default pipeline for the schedule, verified after every pass, then stamped.
-  ASSIGN_OR_RETURN(ir::Plan plan, passes::CompilePlan(model, topology, config));
+  // The default pipeline for the schedule (with batch-weight-grads when asked), verified
+  // after every pass, then stamped.
+  passes::CompileOptions options;
+  if (const std::string k = absl::GetFlag(FLAGS_batch_weight_grads); !k.empty()) {
+    ASSIGN_OR_RETURN(std::string pipeline, passes::DefaultPipeline(config));
+    ASSIGN_OR_RETURN(options.pipeline, passes::WithBatchWeightGrads(pipeline, k));
+  }
+  ASSIGN_OR_RETURN(ir::Plan plan, passes::CompilePlan(model, topology, config, options));
   RETURN_IF_ERROR(passes::VerifyRunnablePlan(plan));
   const ir::TrainingConfig& c = plan.config();
   std::cerr << "ppc: AlexNet on CIFAR-10 (" << absl::GetFlag(FLAGS_data) << ", " << size << "x" << size << "), "

@@ -143,7 +143,7 @@ std::vector<SavedActivationBytes> SavedActivations(const ir::Plan& plan) {
   return out;
 }
 
-int64_t ActivationWalk::After(ir::ComputeKind kind, int v) const {
+int64_t ActivationWalk::After(ir::ComputeKind kind, int v, bool deferred) const {
   if (v < 0 || v >= static_cast<int>(saved_.size())) return now_;
   const SavedActivationBytes& s = saved_[v];
   switch (kind) {
@@ -154,7 +154,7 @@ int64_t ActivationWalk::After(ir::ComputeKind kind, int v) const {
     case ir::BACKWARD_INPUT:
       return SatAdd(now_ - s.forward, s.weights);
     case ir::BACKWARD_WEIGHT:
-      return now_ - s.weights;
+      return deferred ? now_ : now_ - SatMul(s.weights, 1 + pending_[v]);
     default:
       return now_;
   }

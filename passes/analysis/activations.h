@@ -36,21 +36,27 @@ struct SavedActivationBytes {
 std::vector<SavedActivationBytes> SavedActivations(const ir::Plan& plan);
 
 // Walks one stage's compute ops: an F adds its virtual stage's `forward`, a B frees it,
-// an I frees it and adds `weights`, a W frees that.
+// an I frees it and adds `weights`, a W frees that. A deferred W (batch-weight-grads)
+// frees nothing: the W of its virtual stage that computes the batch frees the `weights`
+// of every micro-batch in it.
 class ActivationWalk {
  public:
-  explicit ActivationWalk(const std::vector<SavedActivationBytes>& saved) : saved_(saved) {}
+  explicit ActivationWalk(const std::vector<SavedActivationBytes>& saved) : saved_(saved), pending_(saved.size()) {}
   // The bytes held after `kind` of virtual stage v (out of range: unchanged).
-  int64_t After(ir::ComputeKind kind, int v) const;
-  void Apply(ir::ComputeKind kind, int v) {
-    now_ = After(kind, v);
+  int64_t After(ir::ComputeKind kind, int v, bool deferred = false) const;
+  void Apply(ir::ComputeKind kind, int v, bool deferred = false) {
+    now_ = After(kind, v, deferred);
     peak_ = std::max(peak_, now_);
+    if (kind == ir::BACKWARD_WEIGHT && v >= 0 && v < static_cast<int>(pending_.size())) {
+      pending_[v] = deferred ? pending_[v] + 1 : 0;
+    }
   }
   int64_t now() const { return now_; }
   int64_t peak() const { return peak_; }
 
  private:
   const std::vector<SavedActivationBytes>& saved_;
+  std::vector<int64_t> pending_;  // per virtual stage: deferred W's not yet computed
   int64_t now_ = 0, peak_ = 0;
 };
 

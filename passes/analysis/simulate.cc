@@ -84,6 +84,8 @@ struct StageState {
   double clock = 0;
   bool at_collective = false;
   double arrival = 0;
+  // Per chunk: deferred W's (batch-weight-grads) since the last W that computed a batch.
+  std::vector<int> deferred_w;
 };
 
 bool CollectiveStages(const Instruction& in, const google::protobuf::RepeatedField<int32_t>** stages) {
@@ -420,6 +422,7 @@ class Simulator {
 
   void Execute() {
     state_.assign(p_, StageState());
+    for (StageState& st : state_) st.deferred_w.assign(grid_.chunks(), 0);
     for (Channel& c : channels_) {
       c.send_ready.resize(c.sends);
       c.recv_post.resize(c.recvs);
@@ -502,7 +505,18 @@ class Simulator {
       const ir::Op& op = ops[st.pc];
       switch (op.code) {
         case ir::OpCode::kCompute: {
-          const double cost = ComputeCost(op);
+          double cost = ComputeCost(op);
+          if (op.compute_kind() == ir::BACKWARD_WEIGHT) {
+            // A deferred W costs nothing; the W that computes its batch costs the batch's W's.
+            int& pending = st.deferred_w[grid_.ChunkOf(op.virtual_stage())];
+            if (op.deferred()) {
+              cost = 0;
+              ++pending;
+            } else {
+              cost *= 1 + pending;
+              pending = 0;
+            }
+          }
           if (options_.record_spans) {
             out_.compute[s].push_back({st.pc, st.clock, st.clock + cost,
                                        absl::StrCat(op.virtual_stage(), ir::ComputeLetter(op.compute_kind()),

@@ -64,7 +64,7 @@ int64_t PeakActivationBytes(const std::vector<SavedActivationBytes>& saved, cons
   if (!trains) return 0;
   ActivationWalk walk(saved);
   for (const ir::Op& op : prog.ops)
-    if (op.is(ir::OpCode::kCompute)) walk.Apply(op.compute_kind(), op.virtual_stage());
+    if (op.is(ir::OpCode::kCompute)) walk.Apply(op.compute_kind(), op.virtual_stage(), op.deferred());
   return walk.peak();
 }
 

@@ -76,6 +76,8 @@ class Verifier {
       posted_slot[r].assign(n, -1);
     }
     int optimizer = -1, reduce = -1, last_backward = -1, clip = -1, gather = -1;
+    // Per chunk: the first deferred W not yet computed by a W of its batch (-1: none).
+    std::vector<int> deferred_since(chunks, -1);
     bool sharded_step = false;
     std::vector<int> reductions;
     // Slot liveness: (slot, key) -> [first, last] instruction. A key keeps one slot (the
@@ -174,6 +176,12 @@ class Verifier {
                                  " is done twice"));
             }
             bw[k] = i;
+            int& since = deferred_since[grid_.ChunkOf(v)];
+            if (c.deferred()) {
+              if (since < 0) since = i;
+            } else {
+              since = -1;  // this W computes the batch
+            }
           }
           break;
         }
@@ -270,6 +278,13 @@ class Verifier {
           if (posted[r][k] >= 0 && waited[r][k] < 0) Error(absl::StrCat(Where(s, posted[r][k]), ": posted but never waited for"));
         }
         if (errors.full()) return;
+      }
+    }
+    for (int c = 0; c < chunks; ++c) {
+      if (deferred_since[c] >= 0) {
+        Error(absl::StrCat(Where(s, deferred_since[c]), ": defers the weight backward of virtual stage ",
+                           grid_.VirtualOf(s, c), " but no W of that virtual stage without the deferred mark follows "
+                           "to compute its batch, so its weight gradients would be lost"));
       }
     }
     for (int r : reductions) {

@@ -42,6 +42,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "compiler/deepspeed_config.h"
 #include "compiler/pass_pipeline.h"
@@ -87,6 +88,9 @@ ABSL_FLAG(std::optional<int64_t>, seed, std::nullopt,
           "seed for weights, data and dropout (default: config, else 1138)");
 ABSL_FLAG(std::optional<int64_t>, steps, std::nullopt,
           "training steps pprun runs by default (default: config, else 10)");
+ABSL_FLAG(std::string, batch_weight_grads, "",
+          "ppc compile: compute each virtual stage's weight gradients K micro-batches at a time, one call per layer "
+          "(all | K; adds pass batch-weight-grads{group=K} after the schedule; default: off)");
 ABSL_FLAG(std::string, out, "", "where to write the plan (.txt: text form; otherwise binary)");
 ABSL_FLAG(std::string, passes, "", "ppc opt: the pipeline to run; ppc compile: overrides the default pipeline");
 ABSL_FLAG(bool, json, false, "ppc inspect: print JSON");
@@ -264,6 +268,15 @@ absl::Status Compile() {
   RecordScheduleOfPipeline(absl::GetFlag(FLAGS_passes), given.mutable_config());
   passes::CompileOptions options;
   options.pipeline = absl::GetFlag(FLAGS_passes);  // empty: the schedule's default pipeline
+  if (const std::string k = absl::GetFlag(FLAGS_batch_weight_grads); !k.empty()) {
+    if (!options.pipeline.empty()) {
+      return absl::InvalidArgumentError(
+          "--batch-weight-grads adds a pass to the default pipeline; with --passes, name "
+          "batch-weight-grads{group=K} in the pipeline instead");
+    }
+    ASSIGN_OR_RETURN(std::string pipeline, passes::DefaultPipeline(given.config()));
+    ASSIGN_OR_RETURN(options.pipeline, passes::WithBatchWeightGrads(pipeline, k));
+  }
   options.pipeline_options = OptionsFromFlags();
   ASSIGN_OR_RETURN(ir::Module module, passes::CompileModule(given.model(), given.topology(), given.config(), options));
   WarnIfUnverified(module);
