@@ -43,6 +43,12 @@ PassInfo SplitSchedule(const char* name, const char* summary, StageOrder order, 
           }};
 }
 
+// A pass option's value; "" when not given.
+std::string OptionOr(const PassOptions& o, const char* key) {
+  auto it = o.find(key);
+  return it == o.end() ? "" : it->second;
+}
+
 }  // namespace
 
 namespace {
@@ -55,10 +61,7 @@ PassRegistry* MutableRegistry() {
        "layer (COMPUTE_ONLY) {group=all|K, max_activations=none|BYTES}",
        {"group", "max_activations"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
-         auto group = o.find("group");
-         auto cap = o.find("max_activations");
-         return std::make_unique<BatchWeightGradsPass>(group == o.end() ? "" : group->second,
-                                                       cap == o.end() ? "" : cap->second);
+         return std::make_unique<BatchWeightGradsPass>(OptionOr(o, "group"), OptionOr(o, "max_activations"));
        }},
       Simple<InferShapes>("infer-shapes", "fill layer output groups and parameter counts"),
       Simple<Lower>("lower", "loads, ordered sends/receives/waits, reductions, optimizer step (BUFFERED -> LOWERED)"),
@@ -68,10 +71,7 @@ PassRegistry* MutableRegistry() {
        "{method=parameters|flops|uniform|type:REGEX|explicit:A:B, layout=round-robin|v}",
        {"layout", "method"},
        [](const PassOptions& o) -> absl::StatusOr<std::unique_ptr<Pass>> {
-         auto method = o.find("method");
-         auto layout = o.find("layout");
-         return std::make_unique<PartitionPass>(method == o.end() ? "" : method->second,
-                                                layout == o.end() ? "" : layout->second);
+         return std::make_unique<PartitionPass>(OptionOr(o, "method"), OptionOr(o, "layout"));
        }},
       Simple<PlaceComm>("place-comm", "post each receive as early as its slot is free"),
       Schedule("schedule-1f1b", "one-forward-one-backward (DeepSpeed's TrainSchedule)", OneFOneBOrder, OneChunk),

@@ -207,6 +207,23 @@ void StageRuntime::Compile(Program& program, std::vector<std::string>& problems,
       program.backwards_end = i;
     }
   }
+  // Every deferred W's batch is computed by a later W of its virtual stage without the
+  // mark, before the gradients are reduced, clipped or stepped.
+  std::map<int, int> open_batch;  // virtual stage -> its first deferred W not yet computed
+  for (int i = 0; i < program.backwards_end; ++i) {
+    const ir::Instruction& in = code.instructions(i);
+    if (!in.has_compute() || in.compute().kind() != ir::BACKWARD_WEIGHT) continue;
+    if (in.compute().deferred()) {
+      open_batch.try_emplace(in.compute().virtual_stage(), i);
+    } else {
+      open_batch.erase(in.compute().virtual_stage());
+    }
+  }
+  for (const auto& [vs, i] : open_batch) {
+    problems.push_back(absl::StrCat(Where(i, code.instructions(i), -1), ": defers the weight backward of virtual stage ",
+                                    vs, " but no W of it without the deferred mark computes the batch before the "
+                                    "gradients are reduced or stepped"));
+  }
   bool sharded_step = false;  // a sharded step not yet followed by its gather
   for (int i = 0; i < code.instructions_size(); ++i) {
     const ir::Instruction& in = code.instructions(i);
@@ -358,7 +375,6 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
     }
     case ir::Instruction::kReduceGrads:
       return [this](int64_t) -> absl::Status {
-        RETURN_IF_ERROR(NoDeferredWeightWork("the data-parallel reduction"));
         // Every gradient is a view of the flat buffer: one all-reduce, in place.
         std::vector<at::Tensor> t{model_->flat_grads()};
         RETURN_IF_ERROR(transport_->AllReduceSum(t, dp_group_, options_.timeout));
@@ -368,7 +384,6 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
     case ir::Instruction::kClipGradNorm: {
       const double max_norm = in.clip_grad_norm().max_norm();
       return [this, max_norm](int64_t) -> absl::Status {
-        RETURN_IF_ERROR(NoDeferredWeightWork("gradient clipping"));
         // This stage's share of the squared norm (each tied weight counted once), summed
         // over the pipeline.
         torch::Tensor sq = model_->SquaredGradNorm();
@@ -386,8 +401,7 @@ StageRuntime::Handler StageRuntime::Resolve(Program& program, const ir::Instruct
       };
     }
     case ir::Instruction::kOptimizerStep:
-      return [this](int64_t) -> absl::Status {
-        RETURN_IF_ERROR(NoDeferredWeightWork("the optimizer step"));
+      return [this](int64_t) {
         // Sharded (ZeRO-1): updates this replica's slice; GatherParams follows.
         optimizer_->Step();
         return absl::OkStatus();
@@ -524,17 +538,6 @@ absl::Status StageRuntime::Forward(const Program& program, Slot& slot, int vs, i
   return absl::OkStatus();
 }
 
-absl::Status StageRuntime::NoDeferredWeightWork(const std::string& what) const {
-  for (const auto& [vs, batch] : deferred_w_) {
-    if (batch.second.empty()) continue;
-    return absl::FailedPreconditionError(
-        absl::StrCat("rank ", rank_, " stage ", stage_, ": ", what, " runs while the deferred weight backward of virtual "
-                     "stage ", vs, " micro-batch(es) ", absl::StrJoin(batch.second, ","),
-                     " is not computed (no W of that virtual stage without the deferred mark followed)"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads,
                                     bool deferred) {
   RETURN_IF_ERROR(slot.Expect(vs, mb));
@@ -560,9 +563,8 @@ absl::Status StageRuntime::Backward(Slot& slot, ir::ComputeKind kind, int vs, in
   if (kind == ir::BACKWARD_WEIGHT && (deferred || batch != deferred_w_.end())) {
     // A deferred W hands over what its I kept; the next plain W of the virtual stage
     // computes the batch: every deferred one before it and itself.
-    auto& [work, mbs] = deferred_w_[vs];
+    std::vector<WeightWork>& work = deferred_w_[vs];
     for (WeightWork& w : slot.saved.weight_work) work.push_back(std::move(w));
-    mbs.push_back(mb);
     slot.saved.Clear();
     if (!deferred) {
       model_->BatchedWeightBackward(work);

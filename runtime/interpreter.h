@@ -169,8 +169,6 @@ class StageRuntime {
   // The compute handlers: check what the slot holds, then run the stage's model.
   absl::Status Forward(const Program& program, Slot& slot, int vs, int mb, int64_t step);
   absl::Status Backward(Slot& slot, ir::ComputeKind kind, int vs, int mb, size_t output_grads, bool deferred);
-  // FailedPrecondition naming `what` when a deferred W's batch is still to be computed.
-  absl::Status NoDeferredWeightWork(const std::string& what) const;
 
   ir::Plan plan_;
   std::unique_ptr<Program> train_, eval_;
@@ -182,9 +180,9 @@ class StageRuntime {
   // This stage runs the first / last virtual stage (loads inputs / labels, computes the loss).
   bool first_ = false, last_ = false;
   std::unique_ptr<StageModel> model_;
-  // Per virtual stage: what the deferred W's (batch-weight-grads) handed over, with their
-  // micro-batches, for the next W of that virtual stage to compute as one batch.
-  std::map<int, std::pair<std::vector<WeightWork>, std::vector<int>>> deferred_w_;
+  // Per virtual stage: what the deferred W's (batch-weight-grads) handed over, for the
+  // next W of that virtual stage to compute as one batch (Load checks that one follows).
+  std::map<int, std::vector<WeightWork>> deferred_w_;
   std::unique_ptr<CommEngine> comm_;
   std::unique_ptr<StageOptimizer> optimizer_;
   std::unique_ptr<DataSource> data_, eval_data_;

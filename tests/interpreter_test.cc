@@ -781,6 +781,29 @@ TEST(Interpreter, BackwardTwiceIsAFailedPreconditionNamingTheInstruction) {
   EXPECT_FALSE(statuses[0].ok());
 }
 
+// A deferred W whose batch no plain W computes before the optimizer step would lose its
+// weight gradients: the runtime refuses the plan at load, naming the instruction.
+TEST(Interpreter, ADeferredWeightBackwardThatNoWComputesIsRefusedAtLoad) {
+  ir::Plan plan = CompiledBatched(Mlp(1, 1, 4, "1f1b"), "2");
+  int last_w = -1, open = -1;  // the last W, and the deferred W that opens its group (mb 2)
+  for (int i = 0; i < plan.programs(0).instructions_size(); ++i) {
+    const auto& in = plan.programs(0).instructions(i);
+    if (!in.has_compute() || in.compute().kind() != ir::BACKWARD_WEIGHT) continue;
+    last_w = i;
+    if (in.compute().deferred() && in.compute().micro_batch() == 2) open = i;
+  }
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(RunWorld(1, [&](runtime::Transport& t) { return LoadAndStep(plan, t, absl::Seconds(20)); })[0].ok());
+  plan.mutable_programs(0)->mutable_instructions(last_w)->mutable_compute()->set_deferred(true);
+  ir::Stamp(plan);
+  const auto statuses = RunWorld(1, [&](runtime::Transport& t) { return LoadAndStep(plan, t, absl::Seconds(20)); });
+  EXPECT_EQ(statuses[0].code(), absl::StatusCode::kInvalidArgument) << statuses[0];
+  EXPECT_THAT(statuses[0].message(), HasSubstr("cannot load the plan"));
+  EXPECT_THAT(statuses[0].message(),
+              HasSubstr(absl::StrCat("instruction ", open, " (compute kind=BACKWARD_WEIGHT vs=0 mb=2")));
+  EXPECT_THAT(statuses[0].message(), HasSubstr("defers the weight backward of virtual stage 0"));
+}
+
 // A send that reads a slot holding another micro-batch (or nothing) is refused before
 // anything is posted.
 TEST(Interpreter, SendFromTheWrongSlotIsAFailedPrecondition) {
